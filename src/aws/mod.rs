@@ -1,0 +1,410 @@
+//! The AWS side: one bundle of SDK clients, the call counter behind `--output json` and the
+//! benchmarks, error classification, tags and polling.
+//!
+//! Stages call the SDK directly (the SDK is already the thin layer); what lives here is what
+//! every stage needs the same way: "is this error a not-found?", "how do I tag this?", "wait
+//! for this with back-off".
+
+pub mod account;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::config::Stack;
+
+/// The tag key that marks every AWS resource meshstack creates; its value is the stack name.
+pub const STACK_TAG: &str = "meshstack.io/stack";
+/// The tag key naming a resource's role in the stack (`subnet/private/us-east-1a`), so that
+/// observation maps what it finds back to what the stack wants without the journal.
+pub const RESOURCE_TAG: &str = "meshstack.io/resource";
+
+/// All SDK clients a run needs, built from one shared configuration.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub eks: aws_sdk_eks::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub region: String,
+    pub calls: Arc<CallCounter>,
+}
+
+impl AwsClients {
+    /// Build clients from the default chain (environment, profile, SSO, IMDS, ...), with the
+    /// stack's region taking precedence. `AWS_ENDPOINT_URL` (moto, LocalStack) is honoured by
+    /// the SDK itself.
+    pub async fn from_env(region: Option<&str>) -> Result<(Self, aws_config::SdkConfig), String> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region.to_string()));
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
+            "no AWS region: set `region:` in the stack file, AWS_REGION, or a profile region"
+                .to_string()
+        })?;
+        let calls = Arc::new(CallCounter::default());
+        Ok((Self::with_config(&sdk, region, calls), sdk))
+    }
+
+    fn with_config(sdk: &aws_config::SdkConfig, region: String, calls: Arc<CallCounter>) -> Self {
+        let counter = CountingInterceptor(calls.clone());
+        macro_rules! client {
+            ($krate:ident) => {
+                $krate::Client::from_conf(
+                    $krate::config::Builder::from(sdk)
+                        .interceptor(counter.clone())
+                        .build(),
+                )
+            };
+        }
+        AwsClients {
+            ec2: client!(aws_sdk_ec2),
+            eks: client!(aws_sdk_eks),
+            iam: client!(aws_sdk_iam),
+            sts: client!(aws_sdk_sts),
+            sqs: client!(aws_sdk_sqs),
+            events: client!(aws_sdk_eventbridge),
+            region,
+            calls,
+        }
+    }
+}
+
+/// Counts API calls (every attempt, retries included), split into reads and writes by
+/// operation name, so that "a converged `up` makes no mutating call" can be shown, not assumed.
+#[derive(Debug, Default)]
+pub struct CallCounter {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    by_operation: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A snapshot of [`CallCounter`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CallStats {
+    pub reads: u64,
+    pub writes: u64,
+    /// `service:Operation` -> count; writes only, so that a surprise write is easy to name.
+    pub writes_by_operation: BTreeMap<String, u64>,
+}
+
+impl CallCounter {
+    fn record(&self, service: &str, operation: &str) {
+        if is_read_operation(operation) {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let mut map = self.by_operation.lock().unwrap_or_else(|e| e.into_inner());
+            *map.entry(format!("{service}:{operation}")).or_default() += 1;
+        }
+    }
+
+    pub fn snapshot(&self) -> CallStats {
+        CallStats {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            writes_by_operation: self
+                .by_operation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// Whether an AWS operation only reads. AWS names its read operations consistently.
+pub fn is_read_operation(operation: &str) -> bool {
+    const READ_PREFIXES: &[&str] = &["Describe", "Get", "List", "Lookup"];
+    READ_PREFIXES.iter().any(|p| operation.starts_with(p))
+}
+
+#[derive(Debug, Clone)]
+struct CountingInterceptor(Arc<CallCounter>);
+
+impl Intercept for CountingInterceptor {
+    fn name(&self) -> &'static str {
+        "meshstack-call-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>() {
+            self.0.record(meta.service(), meta.name());
+        }
+        Ok(())
+    }
+}
+
+/// An AWS call that failed, with the operation named (the SDK's own messages often are not).
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct AwsError {
+    pub operation: &'static str,
+    /// The AWS error code (`DependencyViolation`, `NoSuchEntity`, ...), when the service sent one.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(operation: &'static str, code: Option<String>, message: impl Into<String>) -> Self {
+        AwsError {
+            operation,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+/// Converts any SDK error into an [`AwsError`] naming the operation.
+pub fn sdk_err<E, R>(
+    operation: &'static str,
+) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    move |err| {
+        let code = err.code().map(str::to_string);
+        let message = match (&code, err.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.clone(),
+            _ => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
+        };
+        AwsError::new(operation, code, message)
+    }
+}
+
+/// Error codes that mean "it is not there" across the services meshstack uses.
+pub fn is_not_found(err: &AwsError) -> bool {
+    match err.code.as_deref() {
+        Some(code) => {
+            code.ends_with(".NotFound")
+                || code.ends_with("NotFound")
+                || matches!(
+                    code,
+                    "NoSuchEntity"
+                        | "ResourceNotFoundException"
+                        | "AWS.SimpleQueueService.NonExistentQueue"
+                        | "QueueDoesNotExist"
+                        | "NotFoundException"
+                )
+        }
+        None => false,
+    }
+}
+
+/// `Ok(None)` for a not-found answer, so observations read as `find_*` -> `Option`.
+pub fn optional<T>(res: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The tags every resource of a stack carries: the stack tag, `Name`, the resource key and the
+/// user's extra tags.
+pub fn resource_tags(stack: &Stack, key: &str, name: &str) -> Vec<(String, String)> {
+    let mut tags: Vec<(String, String)> = stack
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    tags.push((STACK_TAG.to_string(), stack.name.clone()));
+    tags.push((RESOURCE_TAG.to_string(), key.to_string()));
+    tags.push(("Name".to_string(), name.to_string()));
+    tags
+}
+
+/// Poll schedule for long waits: the first poll comes quickly (AWS is sometimes fast, moto is
+/// always instant), then the gap doubles up to a cap.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub cap: Duration,
+    pub deadline: Duration,
+}
+
+impl Backoff {
+    pub const fn new(first: Duration, cap: Duration, deadline: Duration) -> Self {
+        Backoff {
+            first,
+            cap,
+            deadline,
+        }
+    }
+
+    /// The gaps between polls, until the deadline is used up.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
+        let mut next = self.first;
+        let mut spent = Duration::ZERO;
+        std::iter::from_fn(move || {
+            if spent >= self.deadline {
+                return None;
+            }
+            let delay = next.min(self.deadline - spent);
+            spent += delay;
+            next = (next * 2).min(self.cap);
+            Some(delay)
+        })
+    }
+}
+
+/// Poll `check` until it returns `Some`, sleeping per `backoff`; `None` at the deadline.
+pub async fn wait_for<T, F, Fut>(backoff: Backoff, mut check: F) -> Result<Option<T>, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
+{
+    if let Some(v) = check().await? {
+        return Ok(Some(v));
+    }
+    for delay in backoff.delays() {
+        tokio::time::sleep(delay).await;
+        if let Some(v) = check().await? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// Decode the percent-encoding IAM applies to policy documents it returns.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Two JSON documents (policies, event patterns) are the same if they parse to equal values;
+/// key order and whitespace don't matter. IAM may also return them percent-encoded.
+pub fn same_json(have: &str, want: &serde_json::Value) -> bool {
+    let decoded;
+    let text = if have.trim_start().starts_with('%') || have.contains("%22") {
+        decoded = percent_decode(have);
+        decoded.as_str()
+    } else {
+        have
+    };
+    serde_json::from_str::<serde_json::Value>(text)
+        .map(|v| normalize_json(v) == normalize_json(want.clone()))
+        .unwrap_or(false)
+}
+
+/// IAM accepts a single string where a list of one is meant, and returns either; compare them
+/// as equal.
+fn normalize_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Array(items) if items.len() == 1 => {
+            normalize_json(items.into_iter().next().expect("len 1"))
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(normalize_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, normalize_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_operations_are_classified() {
+        for (op, read) in [
+            ("DescribeVpcs", true),
+            ("GetRole", true),
+            ("ListAttachedRolePolicies", true),
+            ("CreateVpc", false),
+            ("ModifyVpcAttribute", false),
+            ("PutRule", false),
+            ("TagResource", false),
+            ("AssumeRole", false),
+        ] {
+            assert_eq!(is_read_operation(op), read, "{op}");
+        }
+    }
+
+    #[test]
+    fn backoff_starts_small_and_is_capped() {
+        let b = Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        );
+        let d: Vec<u64> = b.delays().map(|d| d.as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 10, 10, 10, 10, 5]);
+        assert_eq!(d.iter().sum::<u64>(), 60);
+    }
+
+    #[test]
+    fn json_comparison_ignores_order_encoding_and_singletons() {
+        let want = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["sts:AssumeRole"]}]});
+        assert!(same_json(
+            r#"{"Statement":[{"Action":"sts:AssumeRole","Effect":"Allow"}],"Version":"2012-10-17"}"#,
+            &want
+        ));
+        assert!(same_json(
+            "%7B%22Statement%22%3A%5B%7B%22Action%22%3A%22sts%3AAssumeRole%22%2C%22Effect%22%3A%22Allow%22%7D%5D%2C%22Version%22%3A%222012-10-17%22%7D",
+            &want
+        ));
+        assert!(!same_json(
+            r#"{"Statement":[],"Version":"2012-10-17"}"#,
+            &want
+        ));
+    }
+
+    #[test]
+    fn not_found_codes() {
+        for (code, nf) in [
+            ("InvalidVpcID.NotFound", true),
+            ("NoSuchEntity", true),
+            ("ResourceNotFoundException", true),
+            ("AWS.SimpleQueueService.NonExistentQueue", true),
+            ("DependencyViolation", false),
+            ("AccessDenied", false),
+        ] {
+            let e = AwsError::new("Op", Some(code.to_string()), "m");
+            assert_eq!(is_not_found(&e), nf, "{code}");
+        }
+    }
+}

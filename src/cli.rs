@@ -1,0 +1,109 @@
+//! The command line: clap definitions only; `commands` does the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// meshstack: from an empty AWS account to a working demo of Istio locality load balancing
+/// with Kubernetes `internalTrafficPolicy: Local`, in dependency-ordered, resumable stages.
+#[derive(Debug, Parser)]
+#[command(name = "meshstack", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what `up` (or `down --dry-run`) would create, update or delete. Works without AWS
+    /// credentials: it then plans against an empty account.
+    Plan(PlanArgs),
+    /// Create or repair the environment, stage by stage.
+    Up(RunArgs),
+    /// Delete everything the stack created, in reverse order.
+    Down(DownArgs),
+    /// Each stage's state (done, pending, failed, drifted) from the journal and a quick look.
+    Status(StackArgs),
+    /// Check credentials, region and the tools later stages need.
+    Doctor(DoctorArgs),
+}
+
+/// Where the stack and its state live.
+#[derive(Debug, Args, Clone)]
+pub struct StackArgs {
+    /// Stack file (YAML). Default: stacks/demo.yaml if present, else the built-in copy of it.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// State folder; the journal and lock of each stack live in a sub-folder named after it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".meshstack",
+        env = "MESHSTACK_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Which stages.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Selection {
+    /// Only these stages (comma-separated ids, e.g. `network,iam`).
+    #[arg(long, value_name = "IDS")]
+    pub only: Option<String>,
+    /// All stages but these (comma-separated ids).
+    #[arg(long, value_name = "IDS")]
+    pub skip: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Plan without looking for AWS credentials at all.
+    #[arg(long)]
+    pub offline: bool,
+    /// Plan a teardown instead.
+    #[arg(long)]
+    pub destroy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Take over a lock whose holder process is gone.
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Only these stages (comma-separated ids).
+    #[arg(long, value_name = "IDS")]
+    pub only: Option<String>,
+    /// Take over a lock whose holder process is gone.
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Stack file, for its region and account guard.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}

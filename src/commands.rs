@@ -1,0 +1,761 @@
+//! The commands: load the stack, find credentials and zones, then hand the stages to the
+//! engine. Errors the user must fix (stack file, flags, account, region) are [`UsageError`]s,
+//! which `main` turns into exit code 2 — always before any mutating API call.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_credential_types::provider::ProvideCredentials;
+
+use crate::aws::account::{self, PreflightError, Zone};
+use crate::aws::{AwsClients, CallStats};
+use crate::cli::{DoctorArgs, DownArgs, Output, PlanArgs, RunArgs, Selection, StackArgs};
+use crate::config::{Stack, ZoneSpec, DEFAULT_STACK_PATH};
+use crate::engine::graph::{Graph, StageId};
+use crate::engine::progress::{self, OutputMode};
+use crate::engine::run::{self, CancelToken, Direction, RunOptions};
+use crate::engine::state::{Journal, StageStatus, StateDir, StateError};
+use crate::stages::{self, Action, Change, Context, Stage};
+
+/// A mistake in the input (stack file, flags, environment): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(e.to_string()).into()
+}
+
+/// The stack named by `--stack`, else `stacks/demo.yaml` in the working folder, else the copy
+/// built into the binary (so `plan` works from anywhere).
+pub fn load_stack(args: &StackArgs) -> anyhow::Result<Stack> {
+    load_stack_path(args.stack.as_deref())
+}
+
+fn load_stack_path(path: Option<&Path>) -> anyhow::Result<Stack> {
+    match path {
+        Some(p) => Stack::load(p).map_err(usage),
+        None if Path::new(DEFAULT_STACK_PATH).is_file() => {
+            Stack::load(Path::new(DEFAULT_STACK_PATH)).map_err(usage)
+        }
+        None => Ok(Stack::embedded_default()),
+    }
+}
+
+fn selection(graph: &Graph, sel: &Selection) -> anyhow::Result<Vec<StageId>> {
+    let only = sel
+        .only
+        .as_deref()
+        .map(|s| graph.parse_ids(s))
+        .transpose()
+        .map_err(usage)?;
+    let skip = sel
+        .skip
+        .as_deref()
+        .map(|s| graph.parse_ids(s))
+        .transpose()
+        .map_err(usage)?
+        .unwrap_or_default();
+    let selected = graph.select(only.as_deref(), &skip);
+    if selected.is_empty() {
+        return Err(usage(
+            "no stage selected: --only/--skip leave nothing to run",
+        ));
+    }
+    Ok(selected)
+}
+
+fn mode(output: Output) -> OutputMode {
+    match output {
+        Output::Text => OutputMode::Text,
+        Output::Json => OutputMode::Json,
+    }
+}
+
+fn stage_file(id: StageId) -> String {
+    format!("src/stages/{}.rs", id.replace('-', "_"))
+}
+
+/// AWS clients with credentials that resolve, or why not.
+async fn connect(stack: &Stack) -> Result<AwsClients, String> {
+    let (aws, sdk) = AwsClients::from_env(stack.region()).await?;
+    let provider = sdk
+        .credentials_provider()
+        .ok_or("no credentials provider configured")?;
+    match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
+        Ok(Ok(_)) => Ok(aws),
+        Ok(Err(e)) => Err(format!(
+            "no AWS credentials: {}",
+            aws_sdk_ec2::error::DisplayErrorContext(&e)
+        )),
+        Err(_) => Err("no AWS credentials (looking for them timed out after 5 s)".into()),
+    }
+}
+
+fn preflight_error(e: PreflightError) -> anyhow::Error {
+    match e {
+        PreflightError::Aws(e) => anyhow::Error::new(e).context("preflight"),
+        other => usage(other),
+    }
+}
+
+/// Identity and zones, before any stage.
+async fn preflight(
+    aws: &AwsClients,
+    stack: &Stack,
+) -> anyhow::Result<(account::Identity, Vec<Zone>)> {
+    let identity = account::identify(aws, stack)
+        .await
+        .map_err(preflight_error)?;
+    let zones = account::choose_zones(aws, stack)
+        .await
+        .map_err(preflight_error)?;
+    Ok((identity, zones))
+}
+
+/// Zones to show in an offline plan: the explicit list, or `<region>a, b, c...` as stand-ins.
+fn offline_zones(stack: &Stack, region: &str) -> Vec<Zone> {
+    match &stack.zones {
+        ZoneSpec::Names(names) => names
+            .iter()
+            .map(|n| Zone {
+                name: n.clone(),
+                id: String::new(),
+            })
+            .collect(),
+        ZoneSpec::Count(n) => (0..*n)
+            .map(|i| Zone {
+                name: format!("{region}{}", (b'a' + i as u8) as char),
+                id: String::new(),
+            })
+            .collect(),
+    }
+}
+
+fn offline_region(stack: &Stack) -> (String, bool) {
+    if let Some(r) = stack.region() {
+        return (r.to_string(), false);
+    }
+    for var in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+        if let Ok(r) = std::env::var(var) {
+            if !r.is_empty() {
+                return (r, false);
+            }
+        }
+    }
+    ("us-east-1".to_string(), true)
+}
+
+// ---------------------------------------------------------------------------------------
+// plan
+// ---------------------------------------------------------------------------------------
+
+#[derive(serde::Serialize)]
+struct StagePlan {
+    stage: StageId,
+    file: String,
+    changes: Vec<Change>,
+}
+
+pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let stack = load_stack(&args.stack)?;
+    let all = stages::all();
+    let graph = Graph::new(stages::specs(&all))?;
+    let mut selected = selection(&graph, &args.selection)?;
+
+    let (aws, offline_reason) = if args.offline {
+        (None, Some("--offline".to_string()))
+    } else {
+        match connect(&stack).await {
+            Ok(aws) => (Some(aws), None),
+            Err(why) => (None, Some(why)),
+        }
+    };
+    let (cx, region, account) = match aws {
+        Some(aws) => {
+            let (identity, zones) = preflight(&aws, &stack).await?;
+            let region = aws.region.clone();
+            let account = identity.account.clone();
+            (
+                Context::new(stack.clone(), Some(aws), Some(identity), zones, None),
+                region,
+                Some(account),
+            )
+        }
+        None => {
+            let (region, _) = offline_region(&stack);
+            let zones = offline_zones(&stack, &region);
+            (
+                Context::new(stack.clone(), None, None, zones, None),
+                region,
+                None,
+            )
+        }
+    };
+
+    if args.destroy {
+        selected.reverse();
+    }
+    let mut plans = Vec::new();
+    for id in &selected {
+        let stage = find(&all, id);
+        let changes = if args.destroy {
+            stage.plan_down(&cx).await
+        } else {
+            stage.plan_up(&cx).await
+        }
+        .with_context(|| format!("planning stage `{id}`"))?;
+        plans.push(StagePlan {
+            stage: id,
+            file: stage_file(id),
+            changes,
+        });
+    }
+    let calls = cx.aws.as_ref().map(|a| a.calls.snapshot());
+
+    let mut tally: BTreeMap<Action, usize> = BTreeMap::new();
+    for c in plans.iter().flat_map(|p| &p.changes) {
+        *tally.entry(c.action).or_default() += 1;
+    }
+    let count = |a| tally.get(&a).copied().unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    match args.stack.output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "stack": stack.name,
+                "region": region,
+                "account": account,
+                "offline": offline_reason.is_some(),
+                "offline_reason": offline_reason,
+                "zones": cx.zones,
+                "direction": if args.destroy { "down" } else { "up" },
+                "stages": plans,
+                "summary": {"create": count(Action::Create), "update": count(Action::Update), "delete": count(Action::Delete), "conflict": count(Action::Conflict)},
+                "api_calls": calls,
+            });
+            writeln!(out, "{doc}")?;
+        }
+        Output::Text => {
+            writeln!(
+                out,
+                "meshstack plan{} — stack `{}`",
+                if args.destroy { " --destroy" } else { "" },
+                stack.name
+            )?;
+            match (&offline_reason, &account) {
+                (Some(why), _) => {
+                    writeln!(
+                        out,
+                        "  {why}: planning against an empty account in {region}"
+                    )?;
+                    writeln!(
+                        out,
+                        "  (set AWS credentials and a region to plan against your account)"
+                    )?;
+                }
+                (None, Some(acct)) => writeln!(out, "  account {acct}, region {region}")?,
+                (None, None) => {}
+            }
+            let zone_names: Vec<&str> = cx.zones.iter().map(|z| z.name.as_str()).collect();
+            writeln!(out, "  zones: {}", zone_names.join(", "))?;
+            for p in &plans {
+                writeln!(out)?;
+                if p.changes.is_empty() {
+                    writeln!(out, "{} ({}): no changes", p.stage, p.file)?;
+                    continue;
+                }
+                writeln!(out, "{} ({}):", p.stage, p.file)?;
+                for c in &p.changes {
+                    writeln!(out, "  {c}")?;
+                }
+            }
+            writeln!(out)?;
+            writeln!(
+                out,
+                "Plan: {} to create, {} to update, {} to delete{}.",
+                count(Action::Create),
+                count(Action::Update),
+                count(Action::Delete),
+                match count(Action::Conflict) {
+                    0 => String::new(),
+                    n => format!(", {n} conflicts (`up` will stop at them)"),
+                }
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find<'a>(all: &'a [Box<dyn Stage>], id: &str) -> &'a dyn Stage {
+    all.iter()
+        .find(|s| s.id() == id)
+        .map(|s| s.as_ref())
+        .expect("graph ids come from the stages")
+}
+
+// ---------------------------------------------------------------------------------------
+// up / down
+// ---------------------------------------------------------------------------------------
+
+pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let stack = load_stack(&args.stack)?;
+    let all = stages::all();
+    let graph = Graph::new(stages::specs(&all))?;
+    let selected = selection(&graph, &args.selection)?;
+    let aws = connect(&stack).await.map_err(usage)?;
+    let (identity, zones) = preflight(&aws, &stack).await?;
+
+    let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
+    let _lock = dir.lock("up", args.force_unlock).map_err(lock_error)?;
+    let journal = Journal::load(&dir)?;
+
+    // --only: a stage whose dependencies are outside the selection needs them done already.
+    let mut missing = Vec::new();
+    for id in &selected {
+        for dep in graph.ancestors(id) {
+            if !selected.contains(&dep) && journal.status(dep) != StageStatus::Done {
+                missing.push(format!(
+                    "`{id}` needs `{dep}` ({})",
+                    status_word(journal.status(dep))
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        missing.dedup();
+        return Err(usage(format!(
+            "cannot run the selected stages: {}; include them in --only or run `meshstack up` for them first",
+            missing.join(", ")
+        )));
+    }
+    let journal = Arc::new(Mutex::new(journal));
+    let cx = Context::new(
+        stack,
+        Some(aws),
+        Some(identity),
+        zones,
+        Some(journal.clone()),
+    );
+    execute(
+        &cx,
+        &all,
+        &graph,
+        &selected,
+        Direction::Forward,
+        args.stack.output,
+        &journal,
+    )
+    .await
+}
+
+pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
+    let stack = load_stack(&args.stack)?;
+    let all = stages::all();
+    let graph = Graph::new(stages::specs(&all))?;
+    let selected = selection(
+        &graph,
+        &Selection {
+            only: args.only.clone(),
+            skip: None,
+        },
+    )?;
+    let aws = connect(&stack).await.map_err(usage)?;
+    let identity = account::identify(&aws, &stack)
+        .await
+        .map_err(preflight_error)?;
+
+    let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
+    let _lock = dir.lock("down", args.force_unlock).map_err(lock_error)?;
+    let journal = Journal::load(&dir)?;
+    let mut blocking = Vec::new();
+    for id in &selected {
+        for dependent in graph
+            .ids()
+            .into_iter()
+            .filter(|d| graph.ancestors(d).contains(id))
+        {
+            if !selected.contains(&dependent) && journal.status(dependent) == StageStatus::Done {
+                blocking.push(format!("`{dependent}` (depends on `{id}`) is still up"));
+            }
+        }
+    }
+    if !blocking.is_empty() {
+        blocking.dedup();
+        return Err(usage(format!(
+            "cannot tear down the selected stages: {}; include it in --only or omit --only",
+            blocking.join(", ")
+        )));
+    }
+    let journal = Arc::new(Mutex::new(journal));
+    let cx = Context::new(
+        stack,
+        Some(aws),
+        Some(identity),
+        Vec::new(),
+        Some(journal.clone()),
+    );
+    execute(
+        &cx,
+        &all,
+        &graph,
+        &selected,
+        Direction::Reverse,
+        args.stack.output,
+        &journal,
+    )
+    .await
+}
+
+fn lock_error(e: StateError) -> anyhow::Error {
+    anyhow::Error::new(e)
+}
+
+fn status_word(s: StageStatus) -> &'static str {
+    match s {
+        StageStatus::Pending => "pending",
+        StageStatus::Running => "interrupted",
+        StageStatus::Done => "done",
+        StageStatus::Failed => "failed",
+        StageStatus::Destroyed => "destroyed",
+    }
+}
+
+async fn execute(
+    cx: &Context,
+    all: &[Box<dyn Stage>],
+    graph: &Graph,
+    selected: &[StageId],
+    direction: Direction,
+    output: Output,
+    journal: &Arc<Mutex<Journal>>,
+) -> anyhow::Result<ExitCode> {
+    let title = match direction {
+        Direction::Forward => "meshstack up",
+        Direction::Reverse => "meshstack down",
+    };
+    let reporter = progress::reporter(mode(output), title, selected);
+    let cancel = CancelToken::new();
+    let watcher = tokio::spawn(watch_interrupts(cancel.clone()));
+    let opts = RunOptions {
+        direction,
+        max_parallel: 0,
+        cancel: cancel.clone(),
+    };
+    let set = |id: StageId, status: StageStatus, msg: Option<String>| -> anyhow::Result<()> {
+        journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_status(id, status, msg)?;
+        Ok(())
+    };
+    let report = run::run(graph, selected, opts, reporter.as_ref(), |id, h| {
+        let stage = find(all, id);
+        async move {
+            set(id, StageStatus::Running, None)?;
+            let res = match direction {
+                Direction::Forward => stage.up(cx, &h).await,
+                Direction::Reverse => stage.down(cx, &h).await,
+            };
+            match res {
+                Ok(outcome) => {
+                    match direction {
+                        Direction::Forward => set(id, StageStatus::Done, None)?,
+                        Direction::Reverse => {
+                            journal
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .forget_stage(id)?;
+                        }
+                    }
+                    Ok(outcome)
+                }
+                Err(e) => {
+                    set(id, StageStatus::Failed, Some(format!("{e:#}")))?;
+                    Err(anyhow::Error::new(e))
+                }
+            }
+        }
+    })
+    .await;
+    watcher.abort();
+    let calls = cx
+        .aws
+        .as_ref()
+        .map(|a| a.calls.snapshot())
+        .unwrap_or_default();
+    print_calls(output, &calls)?;
+    if cancel.is_cancelled() {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_calls(output: Output, calls: &CallStats) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            let mut v = serde_json::to_value(calls)?;
+            v["event"] = "api-calls".into();
+            println!("{v}");
+        }
+        Output::Text => {
+            let writes = if calls.writes_by_operation.is_empty() {
+                String::new()
+            } else {
+                let ops: Vec<String> = calls
+                    .writes_by_operation
+                    .iter()
+                    .map(|(k, v)| format!("{k} x{v}"))
+                    .collect();
+                format!(" ({})", ops.join(", "))
+            };
+            eprintln!(
+                "AWS API calls: {} reads, {} writes{writes}",
+                calls.reads, calls.writes
+            );
+        }
+    }
+    Ok(())
+}
+
+/// First Ctrl-C: start nothing new, let running stages finish and record. Second: exit now
+/// (the journal is written atomically, so it is consistent at any instant).
+async fn watch_interrupts(cancel: CancelToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("interrupted: finishing running stages (Ctrl-C again to exit now)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(130);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------------------
+
+pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
+    let stack = load_stack(&args)?;
+    let all = stages::all();
+    let graph = Graph::new(stages::specs(&all))?;
+    let state_path = args.state_dir.join(&stack.name);
+    let journal = if state_path.is_dir() {
+        Some(Journal::load(&StateDir::open(
+            &args.state_dir,
+            &stack.name,
+        )?)?)
+    } else {
+        None
+    };
+
+    let (cx, note) = match connect(&stack).await {
+        Ok(aws) => {
+            let (identity, zones) = preflight(&aws, &stack).await?;
+            (
+                Some(Context::new(
+                    stack.clone(),
+                    Some(aws),
+                    Some(identity),
+                    zones,
+                    None,
+                )),
+                None,
+            )
+        }
+        Err(why) => (None, Some(why)),
+    };
+    let mut rows = Vec::new();
+    for id in graph.topo_order() {
+        let recorded = journal
+            .as_ref()
+            .map_or(StageStatus::Pending, |j| j.status(id));
+        let message = journal
+            .as_ref()
+            .and_then(|j| j.data().stages.get(id))
+            .and_then(|r| r.message.clone());
+        let observed = match &cx {
+            Some(cx) => Some(
+                find(&all, id)
+                    .plan_up(cx)
+                    .await
+                    .with_context(|| format!("observing stage `{id}`"))?,
+            ),
+            None => None,
+        };
+        let state = match (&observed, recorded) {
+            (_, StageStatus::Failed) => "failed",
+            (_, StageStatus::Running) => "interrupted",
+            (Some(changes), StageStatus::Done) if !changes.is_empty() => "drifted",
+            (Some(changes), _) if changes.is_empty() => "done",
+            (_, StageStatus::Done) => "done",
+            _ => "pending",
+        };
+        rows.push(serde_json::json!({
+            "stage": id,
+            "state": state,
+            "journal": status_word(recorded),
+            "changes_pending": observed.as_ref().map(|c| c.len()),
+            "message": message,
+            "outputs": journal.as_ref().and_then(|j| j.data().stages.get(id)).map(|r| &r.outputs),
+        }));
+    }
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"stack": stack.name, "observed": note.is_none(), "note": note, "stages": rows})
+        ),
+        Output::Text => {
+            println!(
+                "stack `{}`{}",
+                stack.name,
+                note.map(|n| format!(" (journal only: {n})"))
+                    .unwrap_or_default()
+            );
+            for r in &rows {
+                let pending = match r["changes_pending"].as_u64() {
+                    Some(0) | None => String::new(),
+                    Some(n) => format!("  {n} changes pending"),
+                };
+                let msg = r["message"]
+                    .as_str()
+                    .map(|m| format!("  {m}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {:<16} {:<12}{pending}{msg}",
+                    r["stage"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------
+// doctor
+// ---------------------------------------------------------------------------------------
+
+/// Oldest helm meshstack supports: 3.8 made OCI registries generally available.
+pub const MIN_HELM: (u64, u64) = (3, 8);
+
+pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let mut ok = true;
+    let mut report = |good: bool, what: &str, detail: String| {
+        ok &= good;
+        println!("{} {what}: {detail}", if good { "ok  " } else { "FAIL" });
+    };
+    let stack = match load_stack_path(args.stack.as_deref()) {
+        Ok(s) => {
+            report(true, "stack", format!("`{}`", s.name));
+            Some(s)
+        }
+        Err(e) => {
+            report(false, "stack", format!("{e:#}"));
+            None
+        }
+    };
+    if let Some(stack) = &stack {
+        match connect(stack).await {
+            Ok(aws) => {
+                report(true, "region", aws.region.clone());
+                match account::identify(&aws, stack).await {
+                    Ok(id) => report(
+                        true,
+                        "credentials",
+                        format!("{} (account {})", id.arn, id.account),
+                    ),
+                    Err(e) => report(false, "credentials", e.to_string()),
+                }
+            }
+            Err(e) => report(
+                false,
+                "credentials",
+                format!("{e}; configure them with `aws configure` or AWS_* variables"),
+            ),
+        }
+    }
+    match helm_version().await {
+        Ok(v) => {
+            let good = helm_at_least(&v, MIN_HELM);
+            let detail = if good {
+                v
+            } else {
+                format!("{v} is too old; install helm {}.{} or newer (https://helm.sh/docs/intro/install/)", MIN_HELM.0, MIN_HELM.1)
+            };
+            report(good, "helm", detail)
+        }
+        Err(e) => report(false, "helm", format!("{e}; install helm 3 (https://helm.sh/docs/intro/install/) — the Kubernetes stages need it")),
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn helm_version() -> Result<String, String> {
+    let out = tokio::process::Command::new(
+        std::env::var("MESHSTACK_HELM").unwrap_or_else(|_| "helm".into()),
+    )
+    .args(["version", "--short"])
+    .output()
+    .await
+    .map_err(|e| format!("helm not found ({e})"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`helm version` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `v3.14.2+gc309b6f` >= (3, 8)?
+fn helm_at_least(version: &str, min: (u64, u64)) -> bool {
+    let v = version.trim().trim_start_matches('v');
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helm_versions() {
+        for (v, ok) in [
+            ("v3.14.2+gc309b6f", true),
+            ("v3.8.0", true),
+            ("v3.7.9", false),
+            ("v2.17.0", false),
+            ("v4.0.1", true),
+            ("garbage", false),
+        ] {
+            assert_eq!(helm_at_least(v, MIN_HELM), ok, "{v}");
+        }
+    }
+
+    #[test]
+    fn offline_zones_follow_the_region() {
+        let s = Stack::parse("name: t\nzones: 3\n", "t").unwrap();
+        let z: Vec<String> = offline_zones(&s, "eu-west-1")
+            .into_iter()
+            .map(|z| z.name)
+            .collect();
+        assert_eq!(z, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    }
+}

@@ -1,0 +1,1888 @@
+//! The stack file: what meshstack builds, read from YAML and checked before any AWS call.
+//!
+//! Two layers, as ripgrep splits low-level from high-level arguments: the private `Raw*`
+//! structs mirror the YAML (every key optional, unknown keys rejected), and [`Stack`] holds
+//! validated values with defaults applied, so a stage never sees a missing or unchecked
+//! setting. A mistake is reported once, here, as `{file}: {field}: {message}` with a dotted
+//! field path (`network.vpc_cidr`, `zones[1]`) and a message that says how to fix it.
+//!
+//! Adding a section (say `karpenter:`) takes a `RawKarpenter` with `deny_unknown_fields`, a
+//! public `KarpenterSpec`, a `resolve` from one to the other, and one field on `RawStack`,
+//! `Stack` and the struct literal in `RawStack::resolve`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where `meshstack` looks for the stack file when none is given.
+pub const DEFAULT_STACK_PATH: &str = "stacks/demo.yaml";
+
+/// The default stack, compiled in so the binary works outside a checkout.
+pub const DEFAULT_STACK_YAML: &str = include_str!("../stacks/demo.yaml");
+
+/// What error messages call the built-in stack.
+const EMBEDDED_ORIGIN: &str = "stacks/demo.yaml (built in)";
+
+// The name prefixes IAM role and other AWS resource names, several of which are capped at
+// 64 characters or fewer; 24 leaves room for the longest suffix meshstack appends.
+const NAME_MAX_LEN: usize = 24;
+
+// EKS needs subnets in at least two zones; the VPC layout carves at most six private
+// subnets (see `Stack::subnet_cidrs`).
+const ZONES_MIN: usize = 2;
+const ZONES_MAX: usize = 6;
+const DEFAULT_ZONES: usize = 3;
+
+// The EKS versions meshstack's manifests are tested against (standard + extended support).
+const K8S_MINOR_MIN: u32 = 29;
+const K8S_MINOR_MAX: u32 = 36;
+const DEFAULT_K8S_VERSION: &str = "1.34";
+
+// /16 is the largest VPC AWS allows; /20 still leaves each zone a /23 for pods, which the
+// VPC CNI gives real VPC addresses.
+const VPC_PREFIX_MIN: u8 = 16;
+const VPC_PREFIX_MAX: u8 = 20;
+const DEFAULT_VPC_CIDR: Ipv4Cidr = Ipv4Cidr {
+    addr: Ipv4Addr::new(10, 0, 0, 0),
+    prefix: 16,
+};
+/// RFC 1918 plus the RFC 6598 shared range, which AWS also accepts for VPCs.
+const PRIVATE_RANGES: [Ipv4Cidr; 4] = [
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(10, 0, 0, 0),
+        prefix: 8,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(172, 16, 0, 0),
+        prefix: 12,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(192, 168, 0, 0),
+        prefix: 16,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(100, 64, 0, 0),
+        prefix: 10,
+    },
+];
+const EVERYWHERE: Ipv4Cidr = Ipv4Cidr {
+    addr: Ipv4Addr::new(0, 0, 0, 0),
+    prefix: 0,
+};
+
+// The seed's products-1 deployment pins m5.large, so the default nodes must be that type.
+const DEFAULT_INSTANCE_TYPE: &str = "m5.large";
+const SIZE_MIN: i64 = 1;
+const SIZE_MAX: i64 = 100;
+const DEFAULT_SIZE: u32 = 3;
+// The EKS-optimized AMIs need 20 GiB; the cap catches a typo before it costs money.
+const DISK_MIN: i64 = 20;
+const DISK_MAX: i64 = 1000;
+const DEFAULT_DISK: u32 = 20;
+
+// AWS allows 50 tags per resource; meshstack adds its own, so users get fewer.
+const TAGS_MAX: usize = 20;
+const TAG_KEY_MAX: usize = 128;
+const TAG_VALUE_MAX: usize = 256;
+const RESERVED_TAG_PREFIXES: [(&str, &str); 2] = [
+    ("aws:", "reserved by AWS"),
+    (
+        "meshstack.io/",
+        "reserved for the tags meshstack sets itself",
+    ),
+];
+
+// ---------------------------------------------------------------------------------------
+// Validated types
+// ---------------------------------------------------------------------------------------
+
+/// A validated stack file: everything meshstack builds, with defaults applied.
+///
+/// # Guarantees
+/// A `Stack` from [`Stack::load`] or [`Stack::parse`] satisfies every rule in this module;
+/// in particular [`Stack::subnet_cidrs`] works for every zone index below
+/// [`Stack::zone_count`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stack {
+    /// Stack name (`[a-z][a-z0-9-]*`, at most 24); prefixes AWS resource names and tags.
+    pub name: String,
+    /// The explicit region, or the one implied by an explicit zone list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    /// How many availability zones to use, or exactly which.
+    pub zones: ZoneSpec,
+    /// EKS minor version, like `"1.34"`.
+    pub kubernetes_version: String,
+    /// The VPC.
+    pub network: NetworkSpec,
+    /// The EKS managed node group.
+    pub node_group: NodeGroupSpec,
+    /// The EKS control plane's API endpoint.
+    pub cluster: ClusterSpec,
+    /// If non-empty, meshstack refuses to act in any other AWS account.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_account_ids: Vec<String>,
+    /// Extra tags for every AWS resource meshstack creates.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Which availability zones the VPC and cluster span.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ZoneSpec {
+    /// The first `n` zones the region offers (2..=6).
+    Count(usize),
+    /// Exactly these zones, in this order (2..=6, all in one region).
+    Names(Vec<String>),
+}
+
+/// The VPC meshstack creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkSpec {
+    /// The VPC's CIDR block: private range, prefix /16 to /20, no host bits.
+    pub vpc_cidr: Ipv4Cidr,
+    /// How private subnets reach the internet.
+    pub nat: NatMode,
+}
+
+/// NAT gateway layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatMode {
+    /// One NAT gateway per zone: no cross-zone NAT traffic, survives a zone outage.
+    #[default]
+    PerZone,
+    /// One NAT gateway for all zones: cheaper, but traffic from other zones crosses zones.
+    Single,
+}
+
+/// The EKS managed node group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeGroupSpec {
+    /// EC2 instance types, most preferred first; never empty, no duplicates.
+    pub instance_types: Vec<String>,
+    /// Desired number of nodes (1..=100).
+    pub size: u32,
+    /// Root volume size in GiB (20..=1000).
+    pub disk_size_gib: u32,
+    /// On-demand or spot capacity.
+    pub capacity_type: CapacityType,
+}
+
+/// How the node group buys EC2 capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacityType {
+    /// Regular instances.
+    #[default]
+    OnDemand,
+    /// Spot instances: cheaper, can be reclaimed at two minutes' notice.
+    Spot,
+}
+
+/// The EKS API server endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSpec {
+    /// Reachable from the internet (limited to `public_access_cidrs`).
+    pub endpoint_public_access: bool,
+    /// Reachable from inside the VPC.
+    pub endpoint_private_access: bool,
+    /// Who may reach the public endpoint; never empty, no host bits.
+    pub public_access_cidrs: Vec<Ipv4Cidr>,
+}
+
+/// An IPv4 CIDR block such as `10.0.0.0/16`.
+///
+/// Parsing accepts host bits (`10.0.0.1/16`) so that validation can say which network was
+/// meant; [`Ipv4Cidr::network`] clears them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Cidr {
+    /// The address; for a well-formed block, the network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Why a stack file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, not UTF-8).
+    #[error("{}: cannot read the stack file", path.display())]
+    Io {
+        /// The path as given.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// One setting is wrong: bad value, wrong type or unknown key.
+    #[error("{file}: {field}: {message}")]
+    Field {
+        /// What the caller called the file (a path, or a description for built-in text).
+        file: String,
+        /// Dotted path with list indices, like `node_group.instance_types[0]`.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The file as a whole is wrong: not YAML, empty, or not a mapping.
+    #[error("{file}: {message}")]
+    File {
+        /// What the caller called the file.
+        file: String,
+        /// What is wrong and how to fix it; YAML syntax errors include the line.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted path of the offending setting, when the error is about one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Field { field, .. } => Some(field),
+            ConfigError::Io { .. } | ConfigError::File { .. } => None,
+        }
+    }
+}
+
+/// Why a string is not an IPv4 CIDR block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not an IPv4 CIDR block ({reason}); write it like 10.0.0.0/16")]
+pub struct ParseCidrError {
+    input: String,
+    reason: &'static str,
+}
+
+/// A validation failure before the file name is attached.
+#[derive(Debug)]
+struct Invalid {
+    field: String,
+    message: String,
+}
+
+type Check<T> = Result<T, Invalid>;
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Stack
+// ---------------------------------------------------------------------------------------
+
+impl Stack {
+    /// Reads, parses and validates the stack file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] if the file cannot be read; otherwise as [`Stack::parse`], with
+    /// `path` as the file name.
+    pub fn load(path: &Path) -> Result<Stack, ConfigError> {
+        let yaml = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Stack::parse(&yaml, &path.display().to_string())
+    }
+
+    /// Parses and validates stack YAML; `origin` is what error messages call the file.
+    ///
+    /// # Errors
+    /// [`ConfigError::File`] for YAML syntax errors, an empty document or a document that is
+    /// not a mapping; [`ConfigError::Field`] for an unknown key, a wrong type or a value
+    /// that breaks a rule. Only the first problem is reported.
+    pub fn parse(yaml: &str, origin: &str) -> Result<Stack, ConfigError> {
+        // A generic parse first: it reports syntax errors and duplicate keys (which a typed
+        // parse would report as type errors, or silently merge inside `tags`).
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(yaml).map_err(|e| yaml_error(origin, yaml, &e))?;
+        let found = match &doc {
+            serde_yaml::Value::Mapping(_) => None,
+            serde_yaml::Value::Null => {
+                return Err(ConfigError::File {
+                    file: origin.to_owned(),
+                    message: format!(
+                        "the file is empty; a stack needs at least `name: <stack-name>` \
+                         (see {DEFAULT_STACK_PATH} for every setting)"
+                    ),
+                })
+            }
+            serde_yaml::Value::Sequence(_) => Some("a list".to_owned()),
+            serde_yaml::Value::Tagged(t) => Some(format!("a value tagged {}", t.tag)),
+            other => Some(format!("the single value `{}`", yaml_scalar(other))),
+        };
+        if let Some(found) = found {
+            return Err(ConfigError::File {
+                file: origin.to_owned(),
+                message: format!(
+                    "expected a mapping of settings like `name: meshstack-demo`, found {found}"
+                ),
+            });
+        }
+        let raw: RawStack = serde_yaml::from_str(yaml).map_err(|e| yaml_error(origin, yaml, &e))?;
+        raw.resolve().map_err(|e| ConfigError::Field {
+            file: origin.to_owned(),
+            field: e.field,
+            message: e.message,
+        })
+    }
+
+    /// The built-in default stack ([`DEFAULT_STACK_YAML`]).
+    pub fn embedded_default() -> Stack {
+        Stack::parse(DEFAULT_STACK_YAML, EMBEDDED_ORIGIN)
+            .expect("the built-in stacks/demo.yaml is valid (tested)")
+    }
+
+    /// The explicit `region`, or the one implied by an explicit zone list; `None` means
+    /// "whatever the AWS environment (AWS_REGION, profile) says".
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// How many availability zones the stack spans.
+    pub fn zone_count(&self) -> usize {
+        match &self.zones {
+            ZoneSpec::Count(n) => *n,
+            ZoneSpec::Names(names) => names.len(),
+        }
+    }
+
+    /// The EKS cluster name, which is the stack name.
+    pub fn cluster_name(&self) -> &str {
+        &self.name
+    }
+
+    /// `(public, private)` subnet CIDRs for zone `zone_index`, carved from the VPC CIDR.
+    ///
+    /// The VPC is cut into 8 blocks of `prefix + 3`: private subnets are blocks
+    /// `0..zones`, and the last block is cut into 8 public subnets of `prefix + 6` (public
+    /// subnets hold only load balancers and NAT gateways; pods live in private ones).
+    /// For 10.0.0.0/16: private 10.0.0.0/19, 10.0.32.0/19, ...; public 10.0.224.0/22,
+    /// 10.0.228.0/22, ... No two subnets overlap.
+    ///
+    /// # Panics
+    /// If `zone_index >= self.zone_count()`, or if the public fields were changed after
+    /// validation so that the VPC CIDR cannot be carved.
+    pub fn subnet_cidrs(&self, zone_index: usize) -> (Ipv4Cidr, Ipv4Cidr) {
+        assert!(
+            zone_index < self.zone_count(),
+            "zone index {zone_index} out of range: the stack has {} zones",
+            self.zone_count()
+        );
+        let vpc = self.network.vpc_cidr;
+        let index = u32::try_from(zone_index).expect("at most 6 zones");
+        let carve = || {
+            let private = vpc.subnet(vpc.prefix.checked_add(3)?, index)?;
+            let public_block = vpc.subnet(vpc.prefix + 3, 7)?;
+            let public = public_block.subnet(vpc.prefix + 6, index)?;
+            // Block 7 is reserved for public subnets; a private subnet there would overlap.
+            (index < 7).then_some((public, private))
+        };
+        carve().unwrap_or_else(|| panic!("cannot carve zone {zone_index} subnets from {vpc}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw layer: the YAML as written
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawStack {
+    name: Option<String>,
+    region: Option<String>,
+    zones: Option<RawZones>,
+    kubernetes_version: Option<RawVersion>,
+    network: Option<RawNetwork>,
+    node_group: Option<RawNodeGroup>,
+    cluster: Option<RawCluster>,
+    allowed_account_ids: Option<Vec<RawAccountId>>,
+    // Option values so that `key:` and `key: ~` mean an empty value, not the string "~".
+    tags: Option<BTreeMap<String, Option<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawNetwork {
+    vpc_cidr: Option<String>,
+    nat: Option<NatMode>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawNodeGroup {
+    instance_types: Option<Vec<String>>,
+    // Signed, so `size: -1` gets the range message rather than a type error.
+    size: Option<i64>,
+    disk_size_gib: Option<i64>,
+    capacity_type: Option<CapacityType>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawCluster {
+    endpoint_public_access: Option<bool>,
+    endpoint_private_access: Option<bool>,
+    public_access_cidrs: Option<Vec<String>>,
+}
+
+/// `zones:` is a count or a list; a hand-written visitor gives a better message than an
+/// untagged enum's "data did not match any variant".
+#[derive(Debug)]
+enum RawZones {
+    Count(i64),
+    Names(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawZones {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawZones;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(
+                    f,
+                    "a zone count ({ZONES_MIN} to {ZONES_MAX}) or a list of zone names \
+                     like [us-east-1a, us-east-1b]"
+                )
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawZones, E> {
+                Ok(RawZones::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawZones, E> {
+                Ok(RawZones::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawZones, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(RawZones::Names(names))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A string that must be quoted in YAML because its unquoted form reads as a number.
+fn reject_number<E: serde::de::Error>(number: &str, hint: &str) -> E {
+    E::custom(format!(
+        "{number} is a number here, but this setting is text: {hint}"
+    ))
+}
+
+/// `kubernetes_version:`; unquoted `1.30` is the float 1.3, so numbers are refused.
+#[derive(Debug)]
+struct RawVersion(String);
+
+impl<'de> Deserialize<'de> for RawVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const HINT: &str = "YAML reads an unquoted 1.30 as 1.3, so quote the version, \
+                            like kubernetes_version: \"1.34\"";
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawVersion;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a quoted Kubernetes version like \"1.34\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawVersion, E> {
+                Ok(RawVersion(v.to_owned()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawVersion, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawVersion, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawVersion, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// An entry of `allowed_account_ids:`; numbers are refused because YAML would drop an
+/// account ID's leading zeros.
+#[derive(Debug)]
+struct RawAccountId(String);
+
+impl<'de> Deserialize<'de> for RawAccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const HINT: &str = "quote account IDs, like - \"123456789012\", because YAML drops \
+                            the leading zeros of numbers";
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawAccountId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a quoted 12-digit AWS account ID like \"123456789012\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawAccountId, E> {
+                Ok(RawAccountId(v.to_owned()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawAccountId, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawAccountId, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawAccountId, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw -> validated
+// ---------------------------------------------------------------------------------------
+
+impl RawStack {
+    fn resolve(self) -> Check<Stack> {
+        let name = resolve_name(self.name)?;
+        let explicit_region = match self.region {
+            Some(region) => Some(check_region(region)?),
+            None => None,
+        };
+        let (zones, region) = resolve_zones(self.zones, explicit_region)?;
+        Ok(Stack {
+            name,
+            region,
+            zones,
+            kubernetes_version: resolve_k8s_version(self.kubernetes_version)?,
+            network: self.network.unwrap_or_default().resolve()?,
+            node_group: self.node_group.unwrap_or_default().resolve()?,
+            cluster: self.cluster.unwrap_or_default().resolve()?,
+            allowed_account_ids: resolve_account_ids(self.allowed_account_ids)?,
+            tags: resolve_tags(self.tags)?,
+        })
+    }
+}
+
+fn resolve_name(name: Option<String>) -> Check<String> {
+    let Some(name) = name else {
+        return Err(invalid(
+            "name",
+            "is missing; every stack needs a name, like `name: meshstack-demo` \
+             (it prefixes AWS resource names and tags)",
+        ));
+    };
+    match name_problem(&name) {
+        None => Ok(name),
+        Some(problem) => {
+            let fix = match suggest_name(&name) {
+                Some(s) if s != name => format!("; did you mean `{s}`?"),
+                _ => String::new(),
+            };
+            Err(invalid("name", format!("{problem}{fix}")))
+        }
+    }
+}
+
+/// What is wrong with a stack name, if anything.
+fn name_problem(name: &str) -> Option<String> {
+    let len = name.chars().count();
+    if name.is_empty() {
+        return Some("must not be empty; use something like `meshstack-demo`".to_owned());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Some(format!(
+            "`{name}` may contain only lowercase letters, digits and '-', \
+             because it becomes part of AWS resource names"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Some(format!("`{name}` must start with a lowercase letter"));
+    }
+    if len > NAME_MAX_LEN {
+        return Some(format!(
+            "`{name}` is {len} characters long; use at most {NAME_MAX_LEN}, because it \
+             prefixes AWS resource names that have tight length limits"
+        ));
+    }
+    if name.ends_with('-') {
+        return Some(format!("`{name}` must not end with '-'"));
+    }
+    if name.contains("--") {
+        return Some(format!("`{name}` must not contain \"--\""));
+    }
+    None
+}
+
+/// A valid name close to `name`, for "did you mean"; none for a name that is only too
+/// long, because a truncated name is a guess the user should make.
+fn suggest_name(name: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in name.chars().map(|c| c.to_ascii_lowercase()) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    name_problem(&out).is_none().then_some(out)
+}
+
+fn check_region(region: String) -> Check<String> {
+    if is_region(&region) {
+        return Ok(region);
+    }
+    let message = match zone_region(&region) {
+        Some(parent) => {
+            format!("`{region}` is an availability zone, not a region; write region: {parent}")
+        }
+        None => format!(
+            "`{region}` is not an AWS region name; regions look like us-east-1, \
+             eu-central-2 or us-gov-west-1"
+        ),
+    };
+    Err(invalid("region", message))
+}
+
+/// `[a-z]{2}(-gov)?-[a-z]+-[0-9]{1,2}`, like `us-east-1` or `us-gov-west-1`.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let (geo, direction, number) = match parts.as_slice() {
+        [geo, "gov", direction, number] | [geo, direction, number] => (geo, direction, number),
+        _ => return false,
+    };
+    let lowercase = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    geo.len() == 2
+        && lowercase(geo)
+        && lowercase(direction)
+        && (1..=2).contains(&number.len())
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The region of an availability zone name (`us-east-1a` -> `us-east-1`).
+fn zone_region(zone: &str) -> Option<&str> {
+    let region = zone.strip_suffix(|c: char| c.is_ascii_lowercase())?;
+    is_region(region).then_some(region)
+}
+
+fn resolve_zones(
+    raw: Option<RawZones>,
+    region: Option<String>,
+) -> Check<(ZoneSpec, Option<String>)> {
+    let range =
+        format!("EKS needs at least {ZONES_MIN} zones and meshstack supports at most {ZONES_MAX}");
+    let names = match raw {
+        None => return Ok((ZoneSpec::Count(DEFAULT_ZONES), region)),
+        Some(RawZones::Count(n)) => {
+            return match usize::try_from(n) {
+                Ok(n) if (ZONES_MIN..=ZONES_MAX).contains(&n) => Ok((ZoneSpec::Count(n), region)),
+                _ => Err(invalid(
+                    "zones",
+                    format!(
+                        "{n} is not a supported zone count; {range}; use a number from \
+                         {ZONES_MIN} to {ZONES_MAX} (default {DEFAULT_ZONES})"
+                    ),
+                )),
+            };
+        }
+        Some(RawZones::Names(names)) => names,
+    };
+    if !(ZONES_MIN..=ZONES_MAX).contains(&names.len()) {
+        return Err(invalid(
+            "zones",
+            format!(
+                "the list has {} {}; {range}; list {ZONES_MIN} to {ZONES_MAX} zones",
+                names.len(),
+                if names.len() == 1 { "entry" } else { "entries" }
+            ),
+        ));
+    }
+    // The first zone's index and region, when no region is given explicitly.
+    let mut implied: Option<(usize, &str)> = None;
+    for (i, zone) in names.iter().enumerate() {
+        let field = format!("zones[{i}]");
+        let Some(this_region) = zone_region(zone) else {
+            return Err(invalid(field, zone_name_problem(zone)));
+        };
+        if let Some(j) = names[..i].iter().position(|z| z == zone) {
+            return Err(invalid(
+                field,
+                format!("`{zone}` is listed twice (also zones[{j}]); list each zone once"),
+            ));
+        }
+        match (&region, implied) {
+            (Some(region), _) if this_region != region => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "`{zone}` is in {this_region}, but region is {region}; \
+                         list zones of {region} (like {region}a) or change region"
+                    ),
+                ));
+            }
+            (None, Some((j, first))) if this_region != first => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "`{zone}` is in {this_region}, but zones[{j}] is in {first}; \
+                         all zones must be in the same region"
+                    ),
+                ));
+            }
+            (None, None) => implied = Some((i, this_region)),
+            _ => {}
+        }
+    }
+    let region = region.or_else(|| implied.map(|(_, r)| r.to_owned()));
+    Ok((ZoneSpec::Names(names), region))
+}
+
+fn zone_name_problem(zone: &str) -> String {
+    if is_region(zone) {
+        format!("`{zone}` is a region, not an availability zone; add the zone letter, like {zone}a")
+    } else if zone.contains("-az") {
+        format!(
+            "`{zone}` looks like a zone ID; list zone names like us-east-1a instead \
+             (`aws ec2 describe-availability-zones` shows both)"
+        )
+    } else {
+        format!(
+            "`{zone}` is not an availability zone name; zone names are a region and a \
+             letter, like us-east-1a"
+        )
+    }
+}
+
+fn resolve_k8s_version(raw: Option<RawVersion>) -> Check<String> {
+    let Some(RawVersion(version)) = raw else {
+        return Ok(DEFAULT_K8S_VERSION.to_owned());
+    };
+    let minor = version
+        .strip_prefix("1.")
+        .filter(|m| (1..=3).contains(&m.len()) && !m.starts_with('0'))
+        .filter(|m| m.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|m| m.parse::<u32>().ok());
+    if minor.is_some_and(|m| (K8S_MINOR_MIN..=K8S_MINOR_MAX).contains(&m)) {
+        return Ok(version);
+    }
+    let accepted = format!(
+        "use a version from 1.{K8S_MINOR_MIN} to 1.{K8S_MINOR_MAX}, like \"{DEFAULT_K8S_VERSION}\""
+    );
+    let message = if minor.is_some() {
+        format!("Kubernetes {version} is not supported; {accepted}")
+    } else if version.starts_with(['v', 'V']) {
+        format!("`{version}`: write the version without the 'v'; {accepted}")
+    } else if version.matches('.').count() == 2 {
+        format!("`{version}` is a patch version, but EKS takes only the minor version; {accepted}")
+    } else {
+        format!("`{version}` is not a supported Kubernetes version; {accepted}")
+    };
+    Err(invalid("kubernetes_version", message))
+}
+
+impl RawNetwork {
+    fn resolve(self) -> Check<NetworkSpec> {
+        let field = "network.vpc_cidr";
+        let vpc_cidr = match self.vpc_cidr {
+            None => DEFAULT_VPC_CIDR,
+            Some(text) => {
+                let cidr = parse_network(field, &text)?;
+                if !(VPC_PREFIX_MIN..=VPC_PREFIX_MAX).contains(&cidr.prefix) {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{cidr} has prefix /{}; use a prefix from /{VPC_PREFIX_MIN} \
+                             (AWS's largest VPC) to /{VPC_PREFIX_MAX} (smallest that fits \
+                             {ZONES_MAX} zones of subnets), like {DEFAULT_VPC_CIDR}",
+                            cidr.prefix
+                        ),
+                    ));
+                }
+                if !PRIVATE_RANGES.iter().any(|r| r.contains(&cidr)) {
+                    let ranges: Vec<String> =
+                        PRIVATE_RANGES.iter().map(|r| r.to_string()).collect();
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{cidr} is not a private address range; use a block inside {}, \
+                             like {DEFAULT_VPC_CIDR}",
+                            ranges.join(", ")
+                        ),
+                    ));
+                }
+                cidr
+            }
+        };
+        Ok(NetworkSpec {
+            vpc_cidr,
+            nat: self.nat.unwrap_or_default(),
+        })
+    }
+}
+
+/// Parses a CIDR block and insists that its host bits are zero.
+fn parse_network(field: &str, text: &str) -> Check<Ipv4Cidr> {
+    let cidr: Ipv4Cidr = text
+        .parse()
+        .map_err(|e: ParseCidrError| invalid(field, e.to_string()))?;
+    if cidr != cidr.network() {
+        return Err(invalid(
+            field,
+            format!("{cidr} has host bits set; did you mean {}?", cidr.network()),
+        ));
+    }
+    Ok(cidr)
+}
+
+impl RawNodeGroup {
+    fn resolve(self) -> Check<NodeGroupSpec> {
+        let instance_types = match self.instance_types {
+            None => vec![DEFAULT_INSTANCE_TYPE.to_owned()],
+            Some(types) => {
+                check_instance_types(&types)?;
+                types
+            }
+        };
+        Ok(NodeGroupSpec {
+            instance_types,
+            size: in_range("node_group.size", self.size, SIZE_MIN..=SIZE_MAX, "")?
+                .unwrap_or(DEFAULT_SIZE),
+            disk_size_gib: in_range(
+                "node_group.disk_size_gib",
+                self.disk_size_gib,
+                DISK_MIN..=DISK_MAX,
+                " GiB",
+            )?
+            .unwrap_or(DEFAULT_DISK),
+            capacity_type: self.capacity_type.unwrap_or_default(),
+        })
+    }
+}
+
+fn in_range(
+    field: &str,
+    value: Option<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    unit: &str,
+) -> Check<Option<u32>> {
+    match value {
+        None => Ok(None),
+        Some(v) if range.contains(&v) => Ok(Some(u32::try_from(v).expect("range fits u32"))),
+        Some(v) => Err(invalid(
+            field,
+            format!(
+                "{v}{unit} is out of range; use a number between {} and {}{unit}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+fn check_instance_types(types: &[String]) -> Check<()> {
+    let field = "node_group.instance_types";
+    if types.is_empty() {
+        return Err(invalid(
+            field,
+            format!("is empty; list at least one instance type, like [{DEFAULT_INSTANCE_TYPE}]"),
+        ));
+    }
+    for (i, ty) in types.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        if !is_instance_type(ty) {
+            let lower = ty.to_ascii_lowercase();
+            let fix = if lower != *ty && is_instance_type(&lower) {
+                format!("; did you mean `{lower}`?")
+            } else {
+                String::new()
+            };
+            return Err(invalid(
+                field,
+                format!(
+                    "`{ty}` is not an EC2 instance type; instance types are a family and a \
+                     size, like m5.large or c6g.xlarge{fix}"
+                ),
+            ));
+        }
+        if let Some(j) = types[..i].iter().position(|t| t == ty) {
+            return Err(invalid(
+                field,
+                format!("`{ty}` is listed twice (also [{j}]); list each type once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `family.size`, family `[a-z][a-z0-9-]*` with a digit, size `[a-z0-9]+`.
+fn is_instance_type(s: &str) -> bool {
+    let Some((family, size)) = s.split_once('.') else {
+        return false;
+    };
+    family.starts_with(|c: char| c.is_ascii_lowercase())
+        && family
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && family.bytes().any(|b| b.is_ascii_digit())
+        && !size.is_empty()
+        && size
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+impl RawCluster {
+    fn resolve(self) -> Check<ClusterSpec> {
+        let endpoint_public_access = self.endpoint_public_access.unwrap_or(true);
+        let endpoint_private_access = self.endpoint_private_access.unwrap_or(true);
+        if !endpoint_public_access && !endpoint_private_access {
+            return Err(invalid(
+                "cluster",
+                "endpoint_public_access and endpoint_private_access are both false, which \
+                 would leave the Kubernetes API unreachable; set at least one to true",
+            ));
+        }
+        let public_access_cidrs = match self.public_access_cidrs {
+            None => vec![EVERYWHERE],
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    "cluster.public_access_cidrs",
+                    "is empty; list at least one CIDR block, like [203.0.113.0/24], or \
+                     remove the key to allow 0.0.0.0/0",
+                ))
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, text)| parse_network(&format!("cluster.public_access_cidrs[{i}]"), text))
+                .collect::<Check<_>>()?,
+        };
+        Ok(ClusterSpec {
+            endpoint_public_access,
+            endpoint_private_access,
+            public_access_cidrs,
+        })
+    }
+}
+
+fn resolve_account_ids(raw: Option<Vec<RawAccountId>>) -> Check<Vec<String>> {
+    let Some(ids) = raw else {
+        return Ok(Vec::new());
+    };
+    if ids.is_empty() {
+        return Err(invalid(
+            "allowed_account_ids",
+            "is empty, which would allow no account; list account IDs, or remove the key \
+             to allow any account",
+        ));
+    }
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, RawAccountId(id))| {
+            if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(id)
+            } else if id.bytes().all(|b| b.is_ascii_digit()) {
+                Err(invalid(
+                    format!("allowed_account_ids[{i}]"),
+                    format!(
+                        "`{id}` has {} digits; AWS account IDs have exactly 12 digits \
+                         (keep any leading zeros)",
+                        id.len()
+                    ),
+                ))
+            } else {
+                Err(invalid(
+                    format!("allowed_account_ids[{i}]"),
+                    format!("`{id}` is not an AWS account ID; account IDs are 12 digits, like \"123456789012\""),
+                ))
+            }
+        })
+        .collect()
+}
+
+fn resolve_tags(raw: Option<BTreeMap<String, Option<String>>>) -> Check<BTreeMap<String, String>> {
+    let tags: BTreeMap<String, String> = raw
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    if tags.len() > TAGS_MAX {
+        return Err(invalid(
+            "tags",
+            format!(
+                "has {} entries; at most {TAGS_MAX} are allowed, because meshstack adds its \
+                 own tags and AWS allows 50 per resource",
+                tags.len()
+            ),
+        ));
+    }
+    // IAM is the strictest tagging service meshstack uses: letters, digits, spaces and _.:/=+-@
+    let allowed = |c: char| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c);
+    for (key, value) in &tags {
+        if key.is_empty() {
+            return Err(invalid(
+                "tags",
+                "has an empty key; tag keys need 1 to 128 characters",
+            ));
+        }
+        let field = format!("tags.{key}");
+        if let Some((prefix, why)) = RESERVED_TAG_PREFIXES
+            .iter()
+            .find(|(p, _)| key.to_ascii_lowercase().starts_with(p))
+        {
+            return Err(invalid(
+                field,
+                format!("keys starting with `{prefix}` are {why}; rename the key"),
+            ));
+        }
+        let (key_len, value_len) = (key.chars().count(), value.chars().count());
+        if key_len > TAG_KEY_MAX {
+            return Err(invalid(
+                field,
+                format!(
+                    "the key is {key_len} characters long; tag keys may have at most {TAG_KEY_MAX}"
+                ),
+            ));
+        }
+        if value_len > TAG_VALUE_MAX {
+            return Err(invalid(
+                field,
+                format!("the value is {value_len} characters long; tag values may have at most {TAG_VALUE_MAX}"),
+            ));
+        }
+        if let Some(c) = key.chars().chain(value.chars()).find(|c| !allowed(*c)) {
+            return Err(invalid(
+                field,
+                format!(
+                    "{c:?} is not allowed in tags; use letters, digits, spaces and _ . : / = + - @"
+                ),
+            ));
+        }
+    }
+    Ok(tags)
+}
+
+// ---------------------------------------------------------------------------------------
+// serde_yaml errors -> ConfigError
+// ---------------------------------------------------------------------------------------
+
+/// Turns a serde_yaml error into a `ConfigError`, recovering the field path serde_yaml puts
+/// in front of its message (`network.nat: unknown variant ...`).
+fn yaml_error(file: &str, yaml: &str, err: &serde_yaml::Error) -> ConfigError {
+    let text = err.to_string();
+    // serde_yaml appends " at line L column C" (omitted for line 1 column 1); libyaml syntax
+    // errors carry their positions inside the text, and those are left alone.
+    let (body, location) = match err.location() {
+        Some(loc) => {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            match text.strip_suffix(&suffix) {
+                Some(body) => (body.to_owned(), Some((loc.line(), loc.column()))),
+                None if text.contains(" at line ") => (text.clone(), None),
+                None => (text.clone(), Some((loc.line(), loc.column()))),
+            }
+        }
+        None => (text.clone(), None),
+    };
+    let at = location
+        .map(|(line, column)| format!(" (line {line}, column {column})"))
+        .unwrap_or_default();
+    let (path, body) = split_path(&body);
+    let join = |key: &str| match path {
+        Some(path) => format!("{path}.{key}"),
+        None => key.to_owned(),
+    };
+    let field_error = |field: String, message: String| ConfigError::Field {
+        file: file.to_owned(),
+        field,
+        message,
+    };
+
+    if body.starts_with("unknown field `") || body.starts_with("unknown variant `") {
+        let mut ticked = backticked(body);
+        let word = ticked.next().unwrap_or_default();
+        let hint = closest(word, ticked)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        let field = if body.starts_with("unknown field") {
+            join(word)
+        } else {
+            path.unwrap_or(".").to_owned()
+        };
+        return field_error(field, format!("{body}{at}{hint}"));
+    }
+    if let Some(key) = body
+        .strip_prefix("duplicate entry with key \"")
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        // serde_yaml points at the mapping that holds the key twice, not at the key.
+        let within = location
+            .map(|(line, column)| format!(" in the mapping at line {line}, column {column}"))
+            .unwrap_or_default();
+        return field_error(
+            join(key),
+            format!("`{key}` appears more than once{within}; each key may appear only once"),
+        );
+    }
+    if let Some(path) = path {
+        return field_error(path.to_owned(), format!("{}{at}", humanize(body)));
+    }
+    let message = if body.contains("more than one document") {
+        "the file holds more than one YAML document (`---` separators); a stack file holds \
+         exactly one stack"
+            .to_owned()
+    } else {
+        // libyaml's complaint about a tab ("cannot start any token") does not say "tab".
+        let tabbed = err
+            .location()
+            .and_then(|loc| yaml.lines().nth(loc.line().saturating_sub(1)))
+            .is_some_and(|line| line.starts_with(char::is_whitespace) && line.contains('\t'));
+        let hint = if tabbed {
+            "; indent with spaces, not tabs"
+        } else {
+            ""
+        };
+        format!("invalid YAML: {body}{at}{hint}")
+    };
+    ConfigError::File {
+        file: file.to_owned(),
+        message,
+    }
+}
+
+/// Splits serde_yaml's `path: message` into its parts. A path never contains whitespace
+/// or quotes, and none of serde's messages starts with a spaceless word and ": ".
+fn split_path(text: &str) -> (Option<&str>, &str) {
+    match text.split_once(": ") {
+        Some((head, rest))
+            if !head.is_empty()
+                && !head.contains(|c: char| c.is_whitespace() || c == '`' || c == '"') =>
+        {
+            (Some(head), rest)
+        }
+        _ => (None, text),
+    }
+}
+
+/// Replaces Rust type names in serde messages with words a stack author knows.
+fn humanize(message: &str) -> String {
+    let mut out = message.to_owned();
+    while let Some(start) = out.find("struct Raw") {
+        let rest = &out[start + "struct ".len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        out.replace_range(
+            start..start + "struct ".len() + end,
+            "a mapping of settings",
+        );
+    }
+    for ty in ["u64", "i64", "u32", "usize"] {
+        if let Some(head) = out.strip_suffix(&format!("expected {ty}")) {
+            out = format!("{head}expected a whole number");
+        }
+    }
+    if out.ends_with("expected a boolean") {
+        out.push_str(" (true or false)");
+    }
+    out
+}
+
+/// The `backticked` words of a serde message, in order.
+fn backticked(text: &str) -> impl Iterator<Item = &str> {
+    text.split('`').skip(1).step_by(2)
+}
+
+/// The candidate closest to `word`, if it is close enough to be a likely typo.
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let word = norm(word);
+    candidates
+        .map(|c| (edit_distance(&word, &norm(c)), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, counting a swap of neighbours as two edits.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = prev[j] + usize::from(ca != *cb);
+            cur.push(cost.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn yaml_scalar(value: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(value)
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// Small types
+// ---------------------------------------------------------------------------------------
+
+impl NatMode {
+    /// The stack-file spelling: `per-zone` or `single`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatMode::PerZone => "per-zone",
+            NatMode::Single => "single",
+        }
+    }
+}
+
+impl fmt::Display for NatMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl CapacityType {
+    /// The stack-file spelling: `on-demand` or `spot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapacityType::OnDemand => "on-demand",
+            CapacityType::Spot => "spot",
+        }
+    }
+
+    /// The EKS API's spelling: `ON_DEMAND` or `SPOT`.
+    pub fn as_eks_str(self) -> &'static str {
+        match self {
+            CapacityType::OnDemand => "ON_DEMAND",
+            CapacityType::Spot => "SPOT",
+        }
+    }
+}
+
+impl fmt::Display for CapacityType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Ipv4Cidr {
+    fn mask(prefix: u8) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+    }
+
+    /// The block with its host bits cleared (`10.0.0.1/16` -> `10.0.0.0/16`).
+    pub fn network(&self) -> Ipv4Cidr {
+        Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(self.addr) & Self::mask(self.prefix)),
+            prefix: self.prefix,
+        }
+    }
+
+    /// Block number `index` of size `/new_prefix` inside this block, or `None` if
+    /// `new_prefix` is shorter than this block's prefix or longer than 32, or `index` is
+    /// past the last block.
+    pub fn subnet(&self, new_prefix: u8, index: u32) -> Option<Ipv4Cidr> {
+        if new_prefix < self.prefix || new_prefix > 32 {
+            return None;
+        }
+        let count = 1u64 << (new_prefix - self.prefix);
+        if u64::from(index) >= count {
+            return None;
+        }
+        let offset = (u64::from(index) << (32 - new_prefix)) as u32;
+        Some(Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(self.network().addr) + offset),
+            prefix: new_prefix,
+        })
+    }
+
+    /// Whether every address of `other` is inside this block.
+    pub fn contains(&self, other: &Ipv4Cidr) -> bool {
+        other.prefix >= self.prefix
+            && u32::from(other.addr) & Self::mask(self.prefix) == u32::from(self.network().addr)
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = ParseCidrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fail = |reason| ParseCidrError {
+            input: s.to_owned(),
+            reason,
+        };
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| fail("no /prefix"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| fail("bad address"))?;
+        // u8's parser would accept "+8" and "08".
+        if prefix.is_empty()
+            || prefix.len() > 2
+            || !prefix.bytes().all(|b| b.is_ascii_digit())
+            || (prefix.len() == 2 && prefix.starts_with('0'))
+        {
+            return Err(fail("the prefix must be a number from 0 to 32"));
+        }
+        let prefix: u8 = prefix.parse().map_err(|_| fail("bad prefix"))?;
+        if prefix > 32 {
+            return Err(fail("the prefix must be a number from 0 to 32"));
+        }
+        Ok(Ipv4Cidr { addr, prefix })
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Stack, ConfigError> {
+        Stack::parse(yaml, "test.yaml")
+    }
+
+    fn err(yaml: &str) -> String {
+        parse(yaml).expect_err(yaml).to_string()
+    }
+
+    fn cidr(s: &str) -> Ipv4Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn minimal_file_gets_every_default() {
+        let stack = parse("name: x\n").unwrap();
+        assert_eq!(
+            stack,
+            Stack {
+                name: "x".into(),
+                region: None,
+                zones: ZoneSpec::Count(3),
+                kubernetes_version: "1.34".into(),
+                network: NetworkSpec {
+                    vpc_cidr: cidr("10.0.0.0/16"),
+                    nat: NatMode::PerZone,
+                },
+                node_group: NodeGroupSpec {
+                    instance_types: vec!["m5.large".into()],
+                    size: 3,
+                    disk_size_gib: 20,
+                    capacity_type: CapacityType::OnDemand,
+                },
+                cluster: ClusterSpec {
+                    endpoint_public_access: true,
+                    endpoint_private_access: true,
+                    public_access_cidrs: vec![cidr("0.0.0.0/0")],
+                },
+                allowed_account_ids: vec![],
+                tags: BTreeMap::new(),
+            }
+        );
+        assert_eq!(stack.cluster_name(), "x");
+        assert_eq!(stack.zone_count(), 3);
+        // Empty sections mean "all defaults", like absent ones.
+        assert_eq!(
+            parse("name: x\nnetwork:\nnode_group: {}\ncluster: ~\n").unwrap(),
+            stack
+        );
+    }
+
+    #[test]
+    fn embedded_default_is_the_demo_stack() {
+        let stack = Stack::embedded_default();
+        assert_eq!(stack.name, "meshstack-demo");
+        assert_eq!(stack.region(), None);
+        assert_eq!(stack.zone_count(), 3);
+        assert_eq!(stack.node_group.instance_types, ["m5.large"]);
+        assert_eq!(stack.node_group.size, 3);
+        assert_eq!(stack.network.vpc_cidr, cidr("10.0.0.0/16"));
+        assert_eq!(stack.network.nat, NatMode::PerZone);
+    }
+
+    #[test]
+    fn a_full_file_is_read_field_by_field() {
+        let stack = parse(
+            r#"
+name: shop
+region: eu-west-1
+zones: [eu-west-1a, eu-west-1c]
+kubernetes_version: "1.33"
+network: {vpc_cidr: 172.20.0.0/18, nat: single}
+node_group:
+  instance_types: [m6i.large, m5.large]
+  size: 4
+  disk_size_gib: 50
+  capacity_type: spot
+cluster:
+  endpoint_public_access: true
+  endpoint_private_access: false
+  public_access_cidrs: [203.0.113.0/24, 198.51.100.7/32]
+allowed_account_ids: ["012345678901"]
+tags:
+  team: payments
+  cost-center: "42"
+  empty:
+  tilde: ~
+"#,
+        )
+        .unwrap();
+        assert_eq!(stack.region(), Some("eu-west-1"));
+        assert_eq!(
+            stack.zones,
+            ZoneSpec::Names(vec!["eu-west-1a".into(), "eu-west-1c".into()])
+        );
+        assert_eq!(stack.kubernetes_version, "1.33");
+        assert_eq!(stack.network.vpc_cidr, cidr("172.20.0.0/18"));
+        assert_eq!(stack.network.nat, NatMode::Single);
+        assert_eq!(stack.node_group.instance_types, ["m6i.large", "m5.large"]);
+        assert_eq!(stack.node_group.size, 4);
+        assert_eq!(stack.node_group.disk_size_gib, 50);
+        assert_eq!(stack.node_group.capacity_type.as_eks_str(), "SPOT");
+        assert!(!stack.cluster.endpoint_private_access);
+        assert_eq!(
+            stack.cluster.public_access_cidrs,
+            [cidr("203.0.113.0/24"), cidr("198.51.100.7/32")]
+        );
+        assert_eq!(stack.allowed_account_ids, ["012345678901"]);
+        assert_eq!(stack.tags["cost-center"], "42");
+        assert_eq!(stack.tags["empty"], "");
+        assert_eq!(stack.tags["tilde"], "");
+    }
+
+    #[test]
+    fn zone_list_implies_region() {
+        let stack = parse("name: x\nzones: [us-west-2b, us-west-2a, us-west-2d]\n").unwrap();
+        assert_eq!(stack.region(), Some("us-west-2"));
+        assert_eq!(stack.zone_count(), 3);
+        let stack =
+            parse("name: x\nregion: us-gov-west-1\nzones: [us-gov-west-1a, us-gov-west-1b]\n")
+                .unwrap();
+        assert_eq!(stack.region(), Some("us-gov-west-1"));
+        assert_eq!(parse("name: x\nzones: 4\n").unwrap().region(), None);
+    }
+
+    #[test]
+    fn region_and_zone_name_shapes() {
+        for (region, ok) in [
+            ("us-east-1", true),
+            ("eu-central-2", true),
+            ("us-gov-west-1", true),
+            ("ap-southeast-4", true),
+            ("cn-north-1", true),
+            ("us-east", false),
+            ("us-east-1a", false),
+            ("US-EAST-1", false),
+            ("use-east-1", false),
+            ("us-gov-1-a", false),
+            ("us--1", false),
+            ("us-east-100", false),
+            ("", false),
+        ] {
+            assert_eq!(is_region(region), ok, "{region}");
+        }
+        for (zone, region) in [
+            ("us-east-1a", Some("us-east-1")),
+            ("us-gov-west-1b", Some("us-gov-west-1")),
+            ("us-east-1", None),
+            ("us-east-1A", None),
+            ("use1-az1", None),
+            ("us-east-1ab", None),
+        ] {
+            assert_eq!(zone_region(zone), region, "{zone}");
+        }
+    }
+
+    #[test]
+    fn instance_type_shapes() {
+        for (ty, ok) in [
+            ("m5.large", true),
+            ("c6gn.16xlarge", true),
+            ("m7i-flex.large", true),
+            ("u-6tb1.metal", true),
+            ("t3.micro", true),
+            ("m5large", false),
+            ("M5.large", false),
+            ("m.large", false),
+            ("m5.", false),
+            (".large", false),
+            ("5m.large", false),
+            ("m5.large.x", false),
+            ("m5.Large", false),
+        ] {
+            assert_eq!(is_instance_type(ty), ok, "{ty}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_versions() {
+        for (version, ok) in [
+            ("\"1.29\"", true),
+            ("\"1.36\"", true),
+            ("'1.34'", true),
+            ("\"1.28\"", false),
+            ("\"1.37\"", false),
+            ("\"1.034\"", false),
+            ("\"v1.34\"", false),
+            ("\"1.34.1\"", false),
+            ("\"1.\"", false),
+            ("1.34", false),
+            ("1", false),
+        ] {
+            let result = parse(&format!("name: x\nkubernetes_version: {version}\n"));
+            assert_eq!(result.is_ok(), ok, "{version}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for (name, ok) in [
+            ("a", true),
+            ("meshstack-demo", true),
+            ("a1-b2", true),
+            ("abcdefghijklmnopqrstuvwx", true),
+            ("abcdefghijklmnopqrstuvwxy", false),
+            ("", false),
+            ("a--b", false),
+            ("a-", false),
+            ("-a", false),
+            ("1a", false),
+            ("a_b", false),
+            ("Ab", false),
+        ] {
+            assert_eq!(name_problem(name).is_none(), ok, "{name:?}");
+        }
+        assert_eq!(suggest_name("My_Stack").as_deref(), Some("my-stack"));
+        assert_eq!(suggest_name("demo--"), Some("demo".into()));
+        assert_eq!(suggest_name("1st"), None);
+        assert_eq!(suggest_name("meshstack-demo-extra-long"), None);
+    }
+
+    #[test]
+    fn cidr_parse_and_display() {
+        for (text, parsed) in [
+            ("10.0.0.0/16", Some(("10.0.0.0", 16))),
+            ("0.0.0.0/0", Some(("0.0.0.0", 0))),
+            ("203.0.113.7/32", Some(("203.0.113.7", 32))),
+            ("10.0.0.1/16", Some(("10.0.0.1", 16))),
+            ("10.0.0.0", None),
+            ("10.0.0.0/", None),
+            ("10.0.0.0/33", None),
+            ("10.0.0.0/+8", None),
+            ("10.0.0.0/08", None),
+            ("10.0.0.0/16/1", None),
+            ("10.0.0/16", None),
+            ("10.0.0.256/16", None),
+            ("010.0.0.0/16", None),
+            (" 10.0.0.0/16", None),
+            ("", None),
+        ] {
+            let result = text.parse::<Ipv4Cidr>();
+            match parsed {
+                Some((addr, prefix)) => {
+                    let cidr = result.unwrap();
+                    assert_eq!((cidr.addr, cidr.prefix), (addr.parse().unwrap(), prefix));
+                    assert_eq!(cidr.to_string(), text);
+                }
+                None => assert!(result.is_err(), "{text} parsed as {result:?}"),
+            }
+        }
+        assert_eq!(
+            "10.0.0/16".parse::<Ipv4Cidr>().unwrap_err().to_string(),
+            "`10.0.0/16` is not an IPv4 CIDR block (bad address); write it like 10.0.0.0/16"
+        );
+    }
+
+    #[test]
+    fn cidr_arithmetic() {
+        let vpc = cidr("10.0.0.0/16");
+        assert_eq!(cidr("10.0.3.4/16").network(), vpc);
+        assert_eq!(cidr("1.2.3.4/0").network(), cidr("0.0.0.0/0"));
+        assert_eq!(vpc.subnet(19, 1), Some(cidr("10.0.32.0/19")));
+        assert_eq!(vpc.subnet(16, 0), Some(vpc));
+        assert_eq!(vpc.subnet(19, 8), None);
+        assert_eq!(vpc.subnet(15, 0), None);
+        assert_eq!(vpc.subnet(33, 0), None);
+        assert_eq!(
+            cidr("0.0.0.0/0").subnet(32, u32::MAX),
+            Some(cidr("255.255.255.255/32"))
+        );
+        assert!(vpc.contains(&cidr("10.0.255.0/24")));
+        assert!(vpc.contains(&vpc));
+        assert!(!vpc.contains(&cidr("10.1.0.0/24")));
+        assert!(!vpc.contains(&cidr("10.0.0.0/8")));
+        assert!(cidr("0.0.0.0/0").contains(&vpc));
+    }
+
+    #[test]
+    fn subnet_carving_table() {
+        for (vpc, zone, public, private) in [
+            ("10.0.0.0/16", 0, "10.0.224.0/22", "10.0.0.0/19"),
+            ("10.0.0.0/16", 1, "10.0.228.0/22", "10.0.32.0/19"),
+            ("10.0.0.0/16", 2, "10.0.232.0/22", "10.0.64.0/19"),
+            ("10.0.0.0/16", 5, "10.0.244.0/22", "10.0.160.0/19"),
+            ("172.16.0.0/20", 0, "172.16.14.0/26", "172.16.0.0/23"),
+            ("172.16.0.0/20", 3, "172.16.14.192/26", "172.16.6.0/23"),
+            ("192.168.64.0/18", 1, "192.168.121.0/24", "192.168.72.0/21"),
+        ] {
+            let stack = parse(&format!(
+                "name: x\nzones: 6\nnetwork: {{vpc_cidr: {vpc}}}\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                stack.subnet_cidrs(zone),
+                (cidr(public), cidr(private)),
+                "{vpc} zone {zone}"
+            );
+        }
+    }
+
+    #[test]
+    fn subnets_never_overlap() {
+        for prefix in VPC_PREFIX_MIN..=VPC_PREFIX_MAX {
+            for zones in ZONES_MIN..=ZONES_MAX {
+                let yaml =
+                    format!("name: x\nzones: {zones}\nnetwork: {{vpc_cidr: 10.0.0.0/{prefix}}}\n");
+                let stack = parse(&yaml).unwrap();
+                let vpc = stack.network.vpc_cidr;
+                let all: Vec<Ipv4Cidr> = (0..zones)
+                    .flat_map(|z| {
+                        let (public, private) = stack.subnet_cidrs(z);
+                        [public, private]
+                    })
+                    .collect();
+                assert_eq!(all.len(), 2 * zones);
+                for (i, a) in all.iter().enumerate() {
+                    assert!(vpc.contains(a), "{a} outside {vpc}");
+                    assert_eq!(*a, a.network(), "{a} has host bits");
+                    for b in &all[i + 1..] {
+                        assert!(
+                            !a.contains(b) && !b.contains(a),
+                            "{a} overlaps {b} in {vpc}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "zone index 3 out of range")]
+    fn subnet_cidrs_rejects_a_zone_past_the_end() {
+        parse("name: x\n").unwrap().subnet_cidrs(3);
+    }
+
+    #[test]
+    fn display_formats_are_exact() {
+        let field = ConfigError::Field {
+            file: "f.yaml".into(),
+            field: "network.vpc_cidr".into(),
+            message: "m".into(),
+        };
+        assert_eq!(field.to_string(), "f.yaml: network.vpc_cidr: m");
+        assert_eq!(field.field(), Some("network.vpc_cidr"));
+        let file = ConfigError::File {
+            file: "f.yaml".into(),
+            message: "m".into(),
+        };
+        assert_eq!(file.to_string(), "f.yaml: m");
+        assert_eq!(file.field(), None);
+
+        for (yaml, expected) in [
+            (
+                "name: x\nnetwork:\n  vpc_cidr: 10.0.0.1/16\n",
+                "test.yaml: network.vpc_cidr: 10.0.0.1/16 has host bits set; did you mean 10.0.0.0/16?",
+            ),
+            (
+                "name: x\nnetwork:\n  natt: single\n",
+                "test.yaml: network.natt: unknown field `natt`, expected `vpc_cidr` or `nat` \
+                 (line 3, column 3); did you mean `nat`?",
+            ),
+            (
+                "name: x\nnode_group:\n  size: three\n",
+                "test.yaml: node_group.size: invalid type: string \"three\", expected a whole \
+                 number (line 3, column 9)",
+            ),
+            (
+                "name: x\nnetwork: 10.0.0.0/16\n",
+                "test.yaml: network: invalid type: string \"10.0.0.0/16\", expected a mapping \
+                 of settings (line 2, column 10)",
+            ),
+            (
+                "name: x\nnode_group:\n  capacity_type: on_demand\n",
+                "test.yaml: node_group.capacity_type: unknown variant `on_demand`, expected \
+                 `on-demand` or `spot` (line 3, column 18); did you mean `on-demand`?",
+            ),
+            (
+                "name: x\nname: y\n",
+                "test.yaml: name: `name` appears more than once in the mapping at line 1, column 1; \
+                 each key may appear only once",
+            ),
+            (
+                "name: x\ntags:\n  a: b\n  a: c\n",
+                "test.yaml: tags.a: `a` appears more than once in the mapping at line 3, column 3; \
+                 each key may appear only once",
+            ),
+            (
+                "name: x\nkubernetes_version: 1.30\n",
+                "test.yaml: kubernetes_version: 1.3 is a number here, but this setting is \
+                 text: YAML reads an unquoted 1.30 as 1.3, so quote the version, like \
+                 kubernetes_version: \"1.34\" (line 2, column 21)",
+            ),
+            ("", "test.yaml: the file is empty; a stack needs at least `name: <stack-name>` (see stacks/demo.yaml for every setting)"),
+            ("42\n", "test.yaml: expected a mapping of settings like `name: meshstack-demo`, found the single value `42`"),
+            (
+                "name: x\n  bad: 1\n",
+                "test.yaml: invalid YAML: mapping values are not allowed in this context (line 2, column 6)",
+            ),
+            (
+                "@\n",
+                "test.yaml: invalid YAML: found character that cannot start any token, while \
+                 scanning for the next token (line 1, column 1)",
+            ),
+        ] {
+            assert_eq!(err(yaml), expected, "{yaml}");
+        }
+        let top = err("name: x\nregoin: us-east-1\n");
+        assert!(
+            top.starts_with(
+                "test.yaml: regoin: unknown field `regoin`, expected one of `name`, `region`"
+            ),
+            "{top}"
+        );
+        assert!(
+            top.ends_with("(line 2, column 1); did you mean `region`?"),
+            "{top}"
+        );
+    }
+
+    #[test]
+    fn io_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.yaml");
+        let error = Stack::load(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{}: cannot read the stack file", path.display())
+        );
+        let ConfigError::Io { source, .. } = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+
+        let path = dir.path().join("ok.yaml");
+        std::fs::write(&path, "name: from-disk\n").unwrap();
+        assert_eq!(Stack::load(&path).unwrap().name, "from-disk");
+        std::fs::write(&path, "name: Bad\n").unwrap();
+        let error = Stack::load(&path).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{}: name: ", path.display())),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn serialized_stack_parses_back_to_itself() {
+        let full = parse(
+            "name: x\nzones: [us-east-1a, us-east-1b]\nkubernetes_version: '1.30'\n\
+             network: {nat: single}\nnode_group: {capacity_type: spot}\n\
+             allowed_account_ids: ['000000000001']\ntags: {a: '1'}\n",
+        )
+        .unwrap();
+        for stack in [Stack::embedded_default(), full] {
+            let yaml = serde_yaml::to_string(&stack).unwrap();
+            assert_eq!(Stack::parse(&yaml, "round trip").unwrap(), stack, "{yaml}");
+        }
+        let json = serde_json::to_value(Stack::embedded_default()).unwrap();
+        assert_eq!(
+            json["network"],
+            serde_json::json!({"vpc_cidr": "10.0.0.0/16", "nat": "per-zone"})
+        );
+        assert_eq!(json["zones"], 3);
+        assert_eq!(json["node_group"]["capacity_type"], "on-demand");
+        assert!(json.get("region").is_none());
+    }
+
+    #[test]
+    fn typo_suggestions() {
+        assert_eq!(
+            closest("regoin", ["name", "region"].into_iter()),
+            Some("region")
+        );
+        assert_eq!(
+            closest("node-group", ["node_group"].into_iter()),
+            Some("node_group")
+        );
+        assert_eq!(closest("karpenter", ["name", "region"].into_iter()), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bad-stacks");
+
+    /// Every file in tests/fixtures/bad-stacks fails as expected.tsv says, and every
+    /// fixture is listed there.
+    #[test]
+    fn bad_stack_fixtures_fail_with_the_expected_error() {
+        let dir = Path::new(FIXTURES);
+        let manifest = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+        let mut listed = Vec::new();
+        for line in manifest
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [file, field, message] = cols[..] else {
+                panic!("expected.tsv: want 3 tab-separated columns: {line:?}")
+            };
+            listed.push(file.to_owned());
+            let error = Stack::load(&dir.join(file)).expect_err(file);
+            let shown = error.to_string();
+            assert!(shown.contains(file), "{file}: {shown}");
+            match field {
+                "-" => assert_eq!(error.field(), None, "{file}: {shown}"),
+                field => {
+                    assert_eq!(error.field(), Some(field), "{file}: {shown}");
+                    assert!(shown.contains(&format!(": {field}: ")), "{file}: {shown}");
+                }
+            }
+            assert!(
+                shown.contains(message),
+                "{file}: want {message:?} in {shown}"
+            );
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".yaml"))
+            .collect();
+        on_disk.sort();
+        listed.sort();
+        assert_eq!(on_disk, listed, "fixtures on disk vs expected.tsv");
+        assert!(listed.len() >= 34, "only {} fixtures", listed.len());
+    }
+}

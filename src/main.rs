@@ -1,0 +1,47 @@
+//! meshstack: one command from an empty AWS account to a working demo of Istio locality load
+//! balancing combined with Kubernetes `internalTrafficPolicy: Local`.
+//!
+//! Exit codes: 0 success, 1 a stage (or an AWS call) failed, 2 bad input — the stack file,
+//! flags, account guard or zones — reported before any mutating API call, 130 interrupted.
+
+use std::process::ExitCode;
+
+use meshstack::{cli, commands};
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<commands::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    use cli::Command;
+    match cli.command {
+        Command::Plan(args) => commands::plan(args).await,
+        Command::Up(args) => commands::up(args).await,
+        Command::Down(args) => commands::down(args).await,
+        Command::Status(args) => commands::status(args).await,
+        Command::Doctor(args) => commands::doctor(args).await,
+    }
+}

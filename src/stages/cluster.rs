@@ -1,0 +1,750 @@
+//! Stage `cluster`: the EKS control plane on the stack's subnets, the IAM OIDC provider for its
+//! issuer (IRSA), and the Karpenter controller role's trust in that provider.
+//!
+//! Creation takes 10–15 minutes on AWS; the wait polls with back-off starting at 2 s, and a
+//! killed run that finds the cluster still CREATING simply resumes waiting.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_eks::types::{
+    AuthenticationMode, ClusterStatus, CreateAccessConfigRequest, VpcConfigRequest,
+};
+
+use super::iam::{self, RoleKind};
+use super::{network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
+use crate::aws::{optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, STACK_TAG};
+use crate::config::Stack;
+use crate::engine::graph::StageId;
+use crate::engine::run::{Outcome, StageHandle};
+
+pub const ID: StageId = "cluster";
+
+/// The Kubernetes service account Karpenter's controller runs as (namespace `karpenter`).
+pub const KARPENTER_SERVICE_ACCOUNT: &str = "system:serviceaccount:karpenter:karpenter";
+
+pub struct Cluster;
+
+/// What dependents need from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFacts {
+    pub name: String,
+    pub arn: String,
+    pub endpoint: String,
+    pub certificate_authority: String,
+    pub oidc_issuer: String,
+    /// The security group EKS creates for the cluster (moto reports none).
+    pub security_group_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SeenCluster {
+    pub status: String,
+    pub ours: bool,
+    pub version: String,
+    pub endpoint_public_access: bool,
+    pub endpoint_private_access: bool,
+    pub public_access_cidrs: Vec<String>,
+    pub oidc_issuer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Seen {
+    pub cluster: Option<SeenCluster>,
+    /// `Some(ours)` when the OIDC provider for the issuer exists.
+    pub oidc_provider: Option<bool>,
+    /// The Karpenter role's current trust document, if the role exists.
+    pub karpenter_trust: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    CreateCluster,
+    WaitActive,
+    UpdateEndpointAccess,
+    CreateOidcProvider,
+    TrustKarpenterRole,
+    Conflict(String),
+}
+
+/// The pure diff. `wanted_trust` is the Karpenter role trust for the observed issuer (`None`
+/// while there is no cluster to know the issuer of).
+pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    match &seen.cluster {
+        None => steps.extend([Step::CreateCluster, Step::WaitActive]),
+        Some(c) if !c.ours => {
+            steps.push(Step::Conflict(format!(
+                "an EKS cluster named {} exists without the tag {STACK_TAG}={}; meshstack will not adopt it",
+                stack.cluster_name(),
+                stack.name
+            )));
+            return steps;
+        }
+        Some(c) => {
+            match c.status.as_str() {
+                "ACTIVE" | "UPDATING" => {}
+                "CREATING" | "PENDING" => steps.push(Step::WaitActive),
+                other => {
+                    steps.push(Step::Conflict(format!(
+                        "cluster is {other}; run `meshstack down` and `up` again"
+                    )));
+                    return steps;
+                }
+            }
+            if c.version != stack.kubernetes_version {
+                steps.push(Step::Conflict(format!(
+                    "cluster runs Kubernetes {} but the stack asks for {}; meshstack does not upgrade clusters in place — set kubernetes_version: \"{}\" or rebuild",
+                    c.version, stack.kubernetes_version, c.version
+                )));
+            }
+            let cidrs: Vec<String> = stack
+                .cluster
+                .public_access_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            let mut have_cidrs = c.public_access_cidrs.clone();
+            have_cidrs.sort();
+            let mut want_cidrs = cidrs.clone();
+            want_cidrs.sort();
+            if c.endpoint_public_access != stack.cluster.endpoint_public_access
+                || c.endpoint_private_access != stack.cluster.endpoint_private_access
+                || (stack.cluster.endpoint_public_access
+                    && !have_cidrs.is_empty()
+                    && have_cidrs != want_cidrs)
+            {
+                steps.push(Step::UpdateEndpointAccess);
+            }
+        }
+    }
+    match seen.oidc_provider {
+        None => steps.push(Step::CreateOidcProvider),
+        Some(false) => steps.push(Step::Conflict(
+            "the IAM OIDC provider for this cluster's issuer exists without the stack tag".into(),
+        )),
+        Some(true) => {}
+    }
+    let trusted = match (seen.karpenter_trust.as_deref(), wanted_trust) {
+        (Some(have), Some(want)) => same_json(have, want),
+        _ => false,
+    };
+    if !trusted {
+        steps.push(Step::TrustKarpenterRole);
+    }
+    steps
+}
+
+impl Step {
+    fn change(&self, stack: &Stack) -> Change {
+        let name = stack.cluster_name().to_string();
+        match self {
+            Step::CreateCluster => {
+                Change::new(Action::Create, "eks-cluster", name).detail(format!(
+                    "Kubernetes {}, {} zones",
+                    stack.kubernetes_version,
+                    stack.zone_count()
+                ))
+            }
+            Step::WaitActive => {
+                Change::new(Action::Wait, "eks-cluster", name).detail("wait until ACTIVE")
+            }
+            Step::UpdateEndpointAccess => {
+                Change::new(Action::Update, "eks-cluster", name).detail(format!(
+                    "endpoint access: public {}, private {}",
+                    stack.cluster.endpoint_public_access, stack.cluster.endpoint_private_access
+                ))
+            }
+            Step::CreateOidcProvider => Change::new(
+                Action::Create,
+                "iam-oidc-provider",
+                format!("{name} issuer"),
+            ),
+            Step::TrustKarpenterRole => Change::new(
+                Action::Update,
+                "iam-role",
+                RoleKind::Karpenter.role_name(stack),
+            )
+            .detail(format!(
+                "trust {KARPENTER_SERVICE_ACCOUNT} through the cluster's OIDC provider"
+            )),
+            Step::Conflict(why) => {
+                Change::new(Action::Conflict, "eks-cluster", name).detail(why.clone())
+            }
+        }
+    }
+}
+
+/// `https://oidc.eks.../id/X` -> `oidc.eks.../id/X`, the form IAM uses in ARNs and conditions.
+pub fn issuer_host_path(issuer: &str) -> &str {
+    issuer.trim_start_matches("https://")
+}
+
+pub fn oidc_provider_arn(partition: &str, account: &str, issuer: &str) -> String {
+    format!(
+        "arn:{partition}:iam::{account}:oidc-provider/{}",
+        issuer_host_path(issuer)
+    )
+}
+
+/// The Karpenter controller role's IRSA trust.
+pub fn karpenter_trust(partition: &str, account: &str, issuer: &str) -> serde_json::Value {
+    let host = issuer_host_path(issuer);
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": oidc_provider_arn(partition, account, issuer)},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                format!("{host}:aud"): "sts.amazonaws.com",
+                format!("{host}:sub"): KARPENTER_SERVICE_ACCOUNT
+            }}
+        }]
+    })
+}
+
+struct Described {
+    seen: SeenCluster,
+    facts: ClusterFacts,
+}
+
+async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Described>, StageError> {
+    let out = optional(
+        aws.eks
+            .describe_cluster()
+            .name(stack.cluster_name())
+            .send()
+            .await
+            .map_err(sdk_err("eks:DescribeCluster")),
+    )?;
+    let Some(c) = out.and_then(|o| o.cluster().cloned()) else {
+        return Ok(None);
+    };
+    let vpc = c.resources_vpc_config();
+    let issuer = c
+        .identity()
+        .and_then(|i| i.oidc())
+        .and_then(|o| o.issuer())
+        .map(str::to_string);
+    Ok(Some(Described {
+        seen: SeenCluster {
+            status: c
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            ours: c.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
+            version: c.version().unwrap_or_default().to_string(),
+            endpoint_public_access: vpc.is_some_and(|v| v.endpoint_public_access()),
+            endpoint_private_access: vpc.is_some_and(|v| v.endpoint_private_access()),
+            public_access_cidrs: vpc
+                .map(|v| v.public_access_cidrs().to_vec())
+                .unwrap_or_default(),
+            oidc_issuer: issuer.clone(),
+        },
+        facts: ClusterFacts {
+            name: c.name().unwrap_or_default().to_string(),
+            arn: c.arn().unwrap_or_default().to_string(),
+            endpoint: c.endpoint().unwrap_or_default().to_string(),
+            certificate_authority: c
+                .certificate_authority()
+                .and_then(|a| a.data())
+                .unwrap_or_default()
+                .to_string(),
+            oidc_issuer: issuer.unwrap_or_default(),
+            security_group_id: vpc
+                .and_then(|v| v.cluster_security_group_id())
+                .map(str::to_string),
+        },
+    }))
+}
+
+/// `Some(ours)` if the OIDC provider for `issuer` exists.
+async fn find_oidc_provider(
+    aws: &AwsClients,
+    stack: &Stack,
+    arn: &str,
+) -> Result<Option<bool>, StageError> {
+    let out = optional(
+        aws.iam
+            .get_open_id_connect_provider()
+            .open_id_connect_provider_arn(arn)
+            .send()
+            .await
+            .map_err(sdk_err("iam:GetOpenIDConnectProvider")),
+    )?;
+    Ok(out.map(|o| {
+        o.tags()
+            .iter()
+            .any(|t| t.key() == STACK_TAG && t.value() == stack.name)
+    }))
+}
+
+async fn observe(cx: &Context) -> Result<(Seen, Option<ClusterFacts>), StageError> {
+    let Some(aws) = &cx.aws else {
+        return Ok((Seen::default(), None));
+    };
+    let stack = &cx.stack;
+    let mut seen = Seen::default();
+    let described = describe(aws, stack).await?;
+    if let Some(issuer) = described.as_ref().and_then(|d| d.seen.oidc_issuer.clone()) {
+        let arn = oidc_provider_arn(cx.partition(), cx.account(), &issuer);
+        seen.oidc_provider = find_oidc_provider(aws, stack, &arn).await?;
+    }
+    seen.karpenter_trust = iam::find_role(aws, stack, &RoleKind::Karpenter.role_name(stack))
+        .await?
+        .filter(|r| r.ours)
+        .map(|r| r.trust);
+    let facts = described.as_ref().map(|d| d.facts.clone());
+    seen.cluster = described.map(|d| d.seen);
+    Ok((seen, facts))
+}
+
+/// The facts dependents need, from the run's cache or by observing.
+pub async fn facts(cx: &Context) -> Result<ClusterFacts, StageError> {
+    if let Some(f) = cx.facts().cluster.clone() {
+        return Ok(f);
+    }
+    let aws = cx.aws()?;
+    let d = describe(aws, &cx.stack)
+        .await?
+        .filter(|d| d.seen.ours && d.seen.status == "ACTIVE")
+        .ok_or_else(|| {
+            StageError::Missing(format!("ACTIVE EKS cluster {}", cx.stack.cluster_name()))
+        })?;
+    cx.facts().cluster = Some(d.facts.clone());
+    Ok(d.facts)
+}
+
+fn wanted_trust(cx: &Context, issuer: Option<&str>) -> Option<serde_json::Value> {
+    issuer.map(|i| karpenter_trust(cx.partition(), cx.account(), i))
+}
+
+#[async_trait]
+impl Stage for Cluster {
+    fn id(&self) -> StageId {
+        ID
+    }
+
+    fn depends_on(&self) -> &'static [StageId] {
+        &[network::ID, iam::ID]
+    }
+
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let (seen, _) = observe(cx).await?;
+        let issuer = seen.cluster.as_ref().and_then(|c| c.oidc_issuer.clone());
+        let trust = wanted_trust(cx, issuer.as_deref());
+        Ok(plan(&cx.stack, &seen, trust.as_ref())
+            .iter()
+            .map(|s| s.change(&cx.stack))
+            .collect())
+    }
+
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let (seen, _) = observe(cx).await?;
+        let mut changes = Vec::new();
+        if seen.cluster.as_ref().is_some_and(|c| c.ours) {
+            changes.push(Change::new(
+                Action::Delete,
+                "eks-cluster",
+                cx.stack.cluster_name(),
+            ));
+        }
+        if seen.oidc_provider == Some(true) {
+            changes.push(Change::new(
+                Action::Delete,
+                "iam-oidc-provider",
+                format!("{} issuer", cx.stack.cluster_name()),
+            ));
+        }
+        Ok(changes)
+    }
+
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let aws = cx.aws()?;
+        let stack = &cx.stack;
+        h.step("observing");
+        let (seen, mut facts) = observe(cx).await?;
+        let issuer = seen.cluster.as_ref().and_then(|c| c.oidc_issuer.clone());
+        let steps = plan(stack, &seen, wanted_trust(cx, issuer.as_deref()).as_ref());
+        let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
+        refuse_conflicts(&changes)?;
+        for (step, change) in steps.iter().zip(&changes) {
+            h.step(change.to_string());
+            match step {
+                Step::CreateCluster => create_cluster(cx, aws, h).await?,
+                Step::WaitActive => {
+                    facts = Some(wait_active(cx, aws, h).await?);
+                }
+                Step::UpdateEndpointAccess => {
+                    aws.eks
+                        .update_cluster_config()
+                        .name(stack.cluster_name())
+                        .resources_vpc_config(vpc_config(stack, None))
+                        .send()
+                        .await
+                        .map_err(sdk_err("eks:UpdateClusterConfig"))?;
+                }
+                Step::CreateOidcProvider => {
+                    let issuer = current_issuer(&facts)?;
+                    let key = "oidc-provider";
+                    cx.begin(ID, key)?;
+                    let tags = resource_tags(stack, key, &format!("{}-oidc", stack.name))
+                        .into_iter()
+                        .map(|(k, v)| {
+                            aws_sdk_iam::types::Tag::builder()
+                                .key(k)
+                                .value(v)
+                                .build()
+                                .expect("key and value set")
+                        })
+                        .collect();
+                    let res = aws
+                        .iam
+                        .create_open_id_connect_provider()
+                        .url(&issuer)
+                        .client_id_list("sts.amazonaws.com")
+                        .set_tags(Some(tags))
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:CreateOpenIDConnectProvider"));
+                    match res {
+                        Ok(_) => {}
+                        Err(e) if e.is("EntityAlreadyExists") => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    cx.complete(
+                        ID,
+                        key,
+                        &oidc_provider_arn(cx.partition(), cx.account(), &issuer),
+                    )?;
+                }
+                Step::TrustKarpenterRole => {
+                    let issuer = current_issuer(&facts)?;
+                    let trust = karpenter_trust(cx.partition(), cx.account(), &issuer);
+                    aws.iam
+                        .update_assume_role_policy()
+                        .role_name(RoleKind::Karpenter.role_name(stack))
+                        .policy_document(trust.to_string())
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:UpdateAssumeRolePolicy"))?;
+                }
+                Step::Conflict(_) => unreachable!("refused above"),
+            }
+        }
+        let facts = match facts {
+            Some(f) => f,
+            None => describe(aws, stack)
+                .await?
+                .map(|d| d.facts)
+                .ok_or_else(|| StageError::Missing("cluster after create".into()))?,
+        };
+        cx.set_output(ID, "endpoint", facts.endpoint.clone().into())?;
+        cx.set_output(ID, "oidc_issuer", facts.oidc_issuer.clone().into())?;
+        cx.facts().cluster = Some(facts);
+        Ok(outcome(&changes))
+    }
+
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let aws = cx.aws()?;
+        let stack = &cx.stack;
+        h.step("observing");
+        let described = describe(aws, stack).await?;
+        let mut deleted = 0;
+        let mut issuer = None;
+        if let Some(d) = described {
+            if !d.seen.ours {
+                h.warn(format!(
+                    "EKS cluster {} is not tagged for this stack; left alone",
+                    stack.cluster_name()
+                ));
+            } else {
+                issuer = d.seen.oidc_issuer.clone();
+                if d.seen.status != "DELETING" {
+                    h.step(format!("deleting EKS cluster {}", stack.cluster_name()));
+                    match aws
+                        .eks
+                        .delete_cluster()
+                        .name(stack.cluster_name())
+                        .send()
+                        .await
+                        .map_err(sdk_err("eks:DeleteCluster"))
+                    {
+                        Ok(_) => {}
+                        Err(e) if crate::aws::is_not_found(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                h.step("waiting for the cluster to be deleted");
+                let gone = wait_for(cx.waits.cluster, || async {
+                    let out = aws
+                        .eks
+                        .describe_cluster()
+                        .name(stack.cluster_name())
+                        .send()
+                        .await
+                        .map_err(sdk_err("eks:DescribeCluster"));
+                    match out {
+                        Ok(_) => Ok(None),
+                        Err(e) if crate::aws::is_not_found(&e) => Ok(Some(())),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+                if gone.is_none() {
+                    return Err(StageError::Timeout {
+                        what: format!("EKS cluster {} deletion", stack.cluster_name()),
+                        after: cx.waits.cluster.deadline,
+                    });
+                }
+                deleted += 1;
+            }
+        }
+        // The provider outlives a cluster deleted behind our back; find it by tag then.
+        let providers = aws
+            .iam
+            .list_open_id_connect_providers()
+            .send()
+            .await
+            .map_err(sdk_err("iam:ListOpenIDConnectProviders"))?;
+        for p in providers.open_id_connect_provider_list() {
+            let Some(arn) = p.arn() else { continue };
+            let matches_issuer = issuer
+                .as_deref()
+                .is_some_and(|i| arn.ends_with(issuer_host_path(i)));
+            if !matches_issuer && issuer.is_some() {
+                continue;
+            }
+            if find_oidc_provider(aws, stack, arn).await? == Some(true) {
+                h.step(format!("deleting OIDC provider {arn}"));
+                let res = aws
+                    .iam
+                    .delete_open_id_connect_provider()
+                    .open_id_connect_provider_arn(arn)
+                    .send()
+                    .await
+                    .map_err(sdk_err("iam:DeleteOpenIDConnectProvider"));
+                optional(res)?;
+                deleted += 1;
+            }
+        }
+        Ok(if deleted == 0 {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed(format!("deleted {deleted}"))
+        })
+    }
+}
+
+fn current_issuer(facts: &Option<ClusterFacts>) -> Result<String, StageError> {
+    facts
+        .as_ref()
+        .map(|f| f.oidc_issuer.clone())
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| StageError::Missing("the cluster's OIDC issuer".into()))
+}
+
+fn vpc_config(stack: &Stack, subnets: Option<Vec<String>>) -> VpcConfigRequest {
+    VpcConfigRequest::builder()
+        .set_subnet_ids(subnets)
+        .endpoint_public_access(stack.cluster.endpoint_public_access)
+        .endpoint_private_access(stack.cluster.endpoint_private_access)
+        .set_public_access_cidrs(stack.cluster.endpoint_public_access.then(|| {
+            stack
+                .cluster
+                .public_access_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        }))
+        .build()
+}
+
+async fn create_cluster(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<(), StageError> {
+    let stack = &cx.stack;
+    let net = network::facts(cx).await?;
+    let roles = iam::facts(cx).await?;
+    let key = "cluster";
+    let token = cx.begin(ID, key)?;
+    let tags: HashMap<String, String> = resource_tags(stack, key, stack.cluster_name())
+        .into_iter()
+        .collect();
+    let subnets: Vec<String> = net
+        .private_subnets
+        .iter()
+        .chain(&net.public_subnets)
+        .cloned()
+        .collect();
+    let mut req = aws
+        .eks
+        .create_cluster()
+        .name(stack.cluster_name())
+        .version(&stack.kubernetes_version)
+        .role_arn(&roles.cluster_role_arn)
+        .resources_vpc_config(vpc_config(stack, Some(subnets)))
+        .access_config(
+            CreateAccessConfigRequest::builder()
+                .authentication_mode(AuthenticationMode::ApiAndConfigMap)
+                .bootstrap_cluster_creator_admin_permissions(true)
+                .build(),
+        )
+        .set_tags(Some(tags));
+    if !token.is_empty() {
+        req = req.client_request_token(token);
+    }
+    match req.send().await.map_err(sdk_err("eks:CreateCluster")) {
+        Ok(out) => {
+            let arn = out
+                .cluster()
+                .and_then(|c| c.arn())
+                .unwrap_or_default()
+                .to_string();
+            cx.complete(ID, key, &arn)?;
+        }
+        // Created by a run that was killed before it could record it: adopt (observe checks the tag).
+        Err(e) if e.is("ResourceInUseException") => {
+            h.info("cluster already being created; adopting it")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+async fn wait_active(
+    cx: &Context,
+    aws: &AwsClients,
+    h: &StageHandle,
+) -> Result<ClusterFacts, StageError> {
+    let stack = &cx.stack;
+    let started = std::time::Instant::now();
+    let found = wait_for(cx.waits.cluster, || async {
+        let d = describe(aws, stack).await.map_err(|e| match e {
+            StageError::Aws(a) => a,
+            other => crate::aws::AwsError::new("eks:DescribeCluster", None, other.to_string()),
+        })?;
+        match d {
+            Some(d) if d.seen.status == ClusterStatus::Active.as_str() => Ok(Some(d.facts)),
+            Some(d) if d.seen.status == ClusterStatus::Failed.as_str() => {
+                Err(crate::aws::AwsError::new(
+                    "eks:DescribeCluster",
+                    Some("ClusterFailed".into()),
+                    format!(
+                        "cluster {} is FAILED; see the EKS console, then `meshstack down`",
+                        stack.cluster_name()
+                    ),
+                ))
+            }
+            Some(d) => {
+                h.step(format!(
+                    "waiting for cluster: {} ({}s)",
+                    d.seen.status,
+                    started.elapsed().as_secs()
+                ));
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    })
+    .await?;
+    found.ok_or_else(|| StageError::Timeout {
+        what: format!("EKS cluster {} to become ACTIVE", stack.cluster_name()),
+        after: cx.waits.cluster.deadline,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUER: &str = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC";
+
+    fn stack() -> Stack {
+        Stack::parse("name: demo\n", "t.yaml").unwrap()
+    }
+
+    fn converged(stack: &Stack) -> Seen {
+        Seen {
+            cluster: Some(SeenCluster {
+                status: "ACTIVE".into(),
+                ours: true,
+                version: stack.kubernetes_version.clone(),
+                endpoint_public_access: true,
+                endpoint_private_access: true,
+                public_access_cidrs: vec!["0.0.0.0/0".into()],
+                oidc_issuer: Some(ISSUER.into()),
+            }),
+            oidc_provider: Some(true),
+            karpenter_trust: Some(karpenter_trust("aws", "1", ISSUER).to_string()),
+        }
+    }
+
+    #[test]
+    fn plans() {
+        let s = stack();
+        let trust = karpenter_trust("aws", "1", ISSUER);
+        assert_eq!(
+            plan(&s, &Seen::default(), None),
+            vec![
+                Step::CreateCluster,
+                Step::WaitActive,
+                Step::CreateOidcProvider,
+                Step::TrustKarpenterRole
+            ]
+        );
+        assert_eq!(plan(&s, &converged(&s), Some(&trust)), vec![]);
+
+        let mut creating = converged(&s);
+        creating.cluster.as_mut().unwrap().status = "CREATING".into();
+        assert_eq!(plan(&s, &creating, Some(&trust)), vec![Step::WaitActive]);
+
+        let mut untrusted = converged(&s);
+        untrusted.karpenter_trust = Some(iam_placeholder());
+        assert_eq!(
+            plan(&s, &untrusted, Some(&trust)),
+            vec![Step::TrustKarpenterRole]
+        );
+
+        let mut private = converged(&s);
+        private.cluster.as_mut().unwrap().endpoint_public_access = false;
+        assert_eq!(
+            plan(&s, &private, Some(&trust)),
+            vec![Step::UpdateEndpointAccess]
+        );
+
+        let mut foreign = converged(&s);
+        foreign.cluster.as_mut().unwrap().ours = false;
+        assert!(matches!(
+            plan(&s, &foreign, Some(&trust))[..],
+            [Step::Conflict(_)]
+        ));
+
+        let mut old = converged(&s);
+        old.cluster.as_mut().unwrap().version = "1.29".into();
+        assert!(
+            matches!(&plan(&s, &old, Some(&trust))[..], [Step::Conflict(m)] if m.contains("1.29"))
+        );
+    }
+
+    fn iam_placeholder() -> String {
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#.into()
+    }
+
+    #[test]
+    fn trust_is_scoped_to_karpenters_service_account() {
+        let t = karpenter_trust("aws", "123456789012", ISSUER);
+        let st = &t["Statement"][0];
+        assert_eq!(
+            st["Principal"]["Federated"],
+            "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC"
+        );
+        assert_eq!(
+            st["Condition"]["StringEquals"]["oidc.eks.us-east-1.amazonaws.com/id/ABC:sub"],
+            KARPENTER_SERVICE_ACCOUNT
+        );
+        assert_eq!(
+            st["Condition"]["StringEquals"]["oidc.eks.us-east-1.amazonaws.com/id/ABC:aud"],
+            "sts.amazonaws.com"
+        );
+    }
+}

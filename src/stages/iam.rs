@@ -1,0 +1,793 @@
+//! Stage `iam`: the EKS cluster role, the node role (shared by the managed node group and
+//! Karpenter's nodes), the Karpenter controller role and the Karpenter node instance profile.
+//!
+//! IAM names are deterministic (`<stack>-cluster`, ...), so observation is by name; a role of
+//! that name without the stack's tag belongs to someone else and is never adopted or deleted.
+//! The controller role's trust (IRSA) needs the cluster's OIDC issuer, so this stage creates it
+//! with a deny-all trust and the `cluster` stage completes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+
+use super::{
+    karpenter_infra, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError,
+};
+use crate::aws::{optional, resource_tags, same_json, sdk_err, AwsClients, STACK_TAG};
+use crate::config::Stack;
+use crate::engine::graph::StageId;
+use crate::engine::run::{Outcome, StageHandle};
+
+pub const ID: StageId = "iam";
+
+/// Name of the Karpenter controller's inline policy.
+pub const KARPENTER_POLICY_NAME: &str = "KarpenterControllerPolicy";
+const KARPENTER_POLICY_TEMPLATE: &str = include_str!("../../karpenter/controller-policy.json");
+
+pub struct Iam;
+
+/// A role meshstack manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RoleKind {
+    Cluster,
+    Node,
+    Karpenter,
+}
+
+impl RoleKind {
+    pub const ALL: [RoleKind; 3] = [RoleKind::Cluster, RoleKind::Node, RoleKind::Karpenter];
+
+    pub fn role_name(self, stack: &Stack) -> String {
+        let suffix = match self {
+            RoleKind::Cluster => "cluster",
+            RoleKind::Node => "node",
+            RoleKind::Karpenter => "karpenter",
+        };
+        format!("{}-{suffix}", stack.name)
+    }
+
+    /// AWS managed policies to attach, by name.
+    fn managed_policies(self) -> &'static [&'static str] {
+        match self {
+            RoleKind::Cluster => &["AmazonEKSClusterPolicy"],
+            RoleKind::Node => &[
+                "AmazonEKSWorkerNodePolicy",
+                "AmazonEKS_CNI_Policy",
+                "AmazonEC2ContainerRegistryReadOnly",
+                "AmazonSSMManagedInstanceCore",
+            ],
+            RoleKind::Karpenter => &[],
+        }
+    }
+
+    /// The trust policy on create. The Karpenter role starts trusting nobody: its IRSA trust
+    /// is written by the `cluster` stage once the OIDC provider exists.
+    fn initial_trust(self) -> serde_json::Value {
+        match self {
+            RoleKind::Cluster => service_trust("eks.amazonaws.com"),
+            RoleKind::Node => service_trust("ec2.amazonaws.com"),
+            RoleKind::Karpenter => serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Sid": "PendingIrsaTrust",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": "*"},
+                    "Action": "sts:AssumeRole"
+                }]
+            }),
+        }
+    }
+}
+
+fn service_trust(service: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]
+    })
+}
+
+pub fn instance_profile_name(stack: &Stack) -> String {
+    format!("{}-karpenter-node", stack.name)
+}
+
+fn policy_arn(partition: &str, name: &str) -> String {
+    format!("arn:{partition}:iam::aws:policy/{name}")
+}
+
+/// The Karpenter controller policy with the stack's values filled in.
+pub fn karpenter_policy(
+    stack: &Stack,
+    partition: &str,
+    region: &str,
+    account: &str,
+) -> serde_json::Value {
+    let text = KARPENTER_POLICY_TEMPLATE
+        .replace("${PARTITION}", partition)
+        .replace("${REGION}", region)
+        .replace("${ACCOUNT_ID}", account)
+        .replace("${CLUSTER_NAME}", stack.cluster_name())
+        .replace("${QUEUE_NAME}", &karpenter_infra::queue_name(stack))
+        .replace("${NODE_ROLE_NAME}", &RoleKind::Node.role_name(stack));
+    serde_json::from_str(&text).expect("karpenter/controller-policy.json is valid JSON (tested)")
+}
+
+/// What dependents need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamFacts {
+    pub cluster_role_arn: String,
+    pub node_role_arn: String,
+    pub karpenter_role_arn: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeenRole {
+    pub arn: String,
+    pub ours: bool,
+    pub trust: String,
+    pub attached: BTreeSet<String>,
+    /// The Karpenter controller policy document, if present.
+    pub inline: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeenProfile {
+    pub ours: bool,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    pub roles: BTreeMap<RoleKind, SeenRole>,
+    pub profile: Option<SeenProfile>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    CreateRole(RoleKind),
+    Attach(RoleKind, String),
+    PutKarpenterPolicy,
+    CreateProfile,
+    AddRoleToProfile,
+    Conflict(String, String),
+}
+
+/// The pure diff. `karpenter_policy` is the wanted inline policy of the controller role.
+pub fn plan(
+    stack: &Stack,
+    partition: &str,
+    karpenter_policy: &serde_json::Value,
+    seen: &Seen,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for kind in RoleKind::ALL {
+        let name = kind.role_name(stack);
+        let role = seen.roles.get(&kind);
+        match role {
+            Some(r) if !r.ours => {
+                steps.push(Step::Conflict(
+                    name,
+                    format!("exists without the tag {STACK_TAG}={}; meshstack will not adopt it — rename the stack or delete the role", stack.name),
+                ));
+                continue;
+            }
+            None => steps.push(Step::CreateRole(kind)),
+            Some(_) => {}
+        }
+        for policy in kind.managed_policies() {
+            let arn = policy_arn(partition, policy);
+            if !role.is_some_and(|r| r.attached.contains(&arn)) {
+                steps.push(Step::Attach(kind, arn));
+            }
+        }
+        if kind == RoleKind::Karpenter
+            && !role
+                .and_then(|r| r.inline.as_deref())
+                .is_some_and(|doc| same_json(doc, karpenter_policy))
+        {
+            steps.push(Step::PutKarpenterPolicy);
+        }
+    }
+    let node_role = RoleKind::Node.role_name(stack);
+    match &seen.profile {
+        Some(p) if !p.ours => steps.push(Step::Conflict(
+            instance_profile_name(stack),
+            format!(
+                "instance profile exists without the tag {STACK_TAG}={}",
+                stack.name
+            ),
+        )),
+        None => steps.extend([Step::CreateProfile, Step::AddRoleToProfile]),
+        Some(p) if !p.roles.contains(&node_role) => steps.push(Step::AddRoleToProfile),
+        Some(_) => {}
+    }
+    steps
+}
+
+impl Step {
+    fn change(&self, stack: &Stack) -> Change {
+        match self {
+            Step::CreateRole(k) => Change::new(Action::Create, "iam-role", k.role_name(stack)),
+            Step::Attach(k, arn) => Change::new(Action::Update, "iam-role", k.role_name(stack))
+                .detail(format!("attach {}", arn.rsplit('/').next().unwrap_or(arn))),
+            Step::PutKarpenterPolicy => Change::new(
+                Action::Update,
+                "iam-role",
+                RoleKind::Karpenter.role_name(stack),
+            )
+            .detail(format!("put inline policy {KARPENTER_POLICY_NAME}")),
+            Step::CreateProfile => Change::new(
+                Action::Create,
+                "instance-profile",
+                instance_profile_name(stack),
+            ),
+            Step::AddRoleToProfile => Change::new(
+                Action::Update,
+                "instance-profile",
+                instance_profile_name(stack),
+            )
+            .detail(format!("add role {}", RoleKind::Node.role_name(stack))),
+            Step::Conflict(name, why) => {
+                Change::new(Action::Conflict, "iam", name.clone()).detail(why.clone())
+            }
+        }
+    }
+}
+
+fn tagged_ours(tags: impl Iterator<Item = (String, String)>, stack: &Stack) -> bool {
+    tags.into_iter()
+        .any(|(k, v)| k == STACK_TAG && v == stack.name)
+}
+
+/// Observe the roles and the profile by name.
+pub async fn observe(cx: &Context) -> Result<Seen, StageError> {
+    let Some(aws) = &cx.aws else {
+        return Ok(Seen::default());
+    };
+    let stack = &cx.stack;
+    let mut seen = Seen::default();
+    for kind in RoleKind::ALL {
+        if let Some(role) = find_role(aws, stack, &kind.role_name(stack)).await? {
+            let mut role = role;
+            if role.ours && !kind.managed_policies().is_empty() {
+                role.attached = attached_policies(aws, &kind.role_name(stack)).await?;
+            }
+            if role.ours && kind == RoleKind::Karpenter {
+                role.inline = optional(
+                    aws.iam
+                        .get_role_policy()
+                        .role_name(kind.role_name(stack))
+                        .policy_name(KARPENTER_POLICY_NAME)
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:GetRolePolicy")),
+                )?
+                .map(|o| o.policy_document().to_string());
+            }
+            seen.roles.insert(kind, role);
+        }
+    }
+    let profile = optional(
+        aws.iam
+            .get_instance_profile()
+            .instance_profile_name(instance_profile_name(stack))
+            .send()
+            .await
+            .map_err(sdk_err("iam:GetInstanceProfile")),
+    )?;
+    seen.profile = profile
+        .and_then(|o| o.instance_profile().cloned())
+        .map(|p| SeenProfile {
+            ours: tagged_ours(
+                p.tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string())),
+                stack,
+            ),
+            roles: p
+                .roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .collect(),
+        });
+    Ok(seen)
+}
+
+/// A role by name, with whether it carries this stack's tag.
+pub async fn find_role(
+    aws: &AwsClients,
+    stack: &Stack,
+    name: &str,
+) -> Result<Option<SeenRole>, StageError> {
+    let out = optional(
+        aws.iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(sdk_err("iam:GetRole")),
+    )?;
+    Ok(out.and_then(|o| o.role().cloned()).map(|r| SeenRole {
+        arn: r.arn().to_string(),
+        ours: tagged_ours(
+            r.tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string())),
+            stack,
+        ),
+        trust: r
+            .assume_role_policy_document()
+            .unwrap_or_default()
+            .to_string(),
+        ..SeenRole::default()
+    }))
+}
+
+async fn attached_policies(aws: &AwsClients, role: &str) -> Result<BTreeSet<String>, StageError> {
+    let out = aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .map_err(sdk_err("iam:ListAttachedRolePolicies"))?;
+    Ok(out
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn().map(str::to_string))
+        .collect())
+}
+
+/// The facts dependents need, from the run's cache or by observing.
+pub async fn facts(cx: &Context) -> Result<IamFacts, StageError> {
+    if let Some(f) = cx.facts().iam.clone() {
+        return Ok(f);
+    }
+    let aws = cx.aws()?;
+    let mut arns = Vec::new();
+    for kind in RoleKind::ALL {
+        let name = kind.role_name(&cx.stack);
+        let role = find_role(aws, &cx.stack, &name)
+            .await?
+            .filter(|r| r.ours)
+            .ok_or_else(|| StageError::Missing(format!("IAM role {name}")))?;
+        arns.push(role.arn);
+    }
+    let f = IamFacts {
+        cluster_role_arn: arns[0].clone(),
+        node_role_arn: arns[1].clone(),
+        karpenter_role_arn: arns[2].clone(),
+    };
+    cx.facts().iam = Some(f.clone());
+    Ok(f)
+}
+
+fn iam_tags(stack: &Stack, key: &str, name: &str) -> Vec<aws_sdk_iam::types::Tag> {
+    resource_tags(stack, key, name)
+        .into_iter()
+        .map(|(k, v)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .expect("key and value set")
+        })
+        .collect()
+}
+
+fn wanted_policy(cx: &Context) -> serde_json::Value {
+    let region = cx.aws.as_ref().map_or("us-east-1", |a| a.region.as_str());
+    karpenter_policy(&cx.stack, cx.partition(), region, cx.account())
+}
+
+#[async_trait]
+impl Stage for Iam {
+    fn id(&self) -> StageId {
+        ID
+    }
+
+    fn depends_on(&self) -> &'static [StageId] {
+        &[]
+    }
+
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let seen = observe(cx).await?;
+        Ok(plan(&cx.stack, cx.partition(), &wanted_policy(cx), &seen)
+            .iter()
+            .map(|s| s.change(&cx.stack))
+            .collect())
+    }
+
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let seen = observe(cx).await?;
+        let mut changes: Vec<Change> = seen
+            .roles
+            .iter()
+            .filter(|(_, r)| r.ours)
+            .map(|(k, _)| Change::new(Action::Delete, "iam-role", k.role_name(&cx.stack)))
+            .collect();
+        if seen.profile.as_ref().is_some_and(|p| p.ours) {
+            changes.push(Change::new(
+                Action::Delete,
+                "instance-profile",
+                instance_profile_name(&cx.stack),
+            ));
+        }
+        Ok(changes)
+    }
+
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let aws = cx.aws()?;
+        let stack = &cx.stack;
+        h.step("observing");
+        let mut seen = observe(cx).await?;
+        let policy = wanted_policy(cx);
+        let steps = plan(stack, cx.partition(), &policy, &seen);
+        let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
+        refuse_conflicts(&changes)?;
+        for (step, change) in steps.iter().zip(&changes) {
+            h.step(change.to_string());
+            match step {
+                Step::CreateRole(kind) => {
+                    let name = kind.role_name(stack);
+                    let key = format!("role/{name}");
+                    cx.begin(ID, &key)?;
+                    let res = aws
+                        .iam
+                        .create_role()
+                        .role_name(&name)
+                        .assume_role_policy_document(kind.initial_trust().to_string())
+                        .description(format!("meshstack {}: {:?} role", stack.name, kind))
+                        .set_tags(Some(iam_tags(stack, &key, &name)))
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:CreateRole"));
+                    let arn = match res {
+                        Ok(out) => out.role().map(|r| r.arn().to_string()).unwrap_or_default(),
+                        // A killed run created it after our observation: adopt it if it is ours.
+                        Err(e) if e.is("EntityAlreadyExists") => find_role(aws, stack, &name)
+                            .await?
+                            .filter(|r| r.ours)
+                            .map(|r| r.arn)
+                            .ok_or_else(|| {
+                                StageError::Conflict(format!(
+                                    "IAM role {name} exists and is not this stack's"
+                                ))
+                            })?,
+                        Err(e) => return Err(e.into()),
+                    };
+                    cx.complete(ID, &key, &arn)?;
+                    seen.roles.insert(
+                        *kind,
+                        SeenRole {
+                            arn,
+                            ours: true,
+                            ..SeenRole::default()
+                        },
+                    );
+                }
+                Step::Attach(kind, arn) => {
+                    aws.iam
+                        .attach_role_policy()
+                        .role_name(kind.role_name(stack))
+                        .policy_arn(arn)
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:AttachRolePolicy"))?;
+                }
+                Step::PutKarpenterPolicy => {
+                    aws.iam
+                        .put_role_policy()
+                        .role_name(RoleKind::Karpenter.role_name(stack))
+                        .policy_name(KARPENTER_POLICY_NAME)
+                        .policy_document(policy.to_string())
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:PutRolePolicy"))?;
+                }
+                Step::CreateProfile => {
+                    let name = instance_profile_name(stack);
+                    let key = format!("instance-profile/{name}");
+                    cx.begin(ID, &key)?;
+                    match aws
+                        .iam
+                        .create_instance_profile()
+                        .instance_profile_name(&name)
+                        .set_tags(Some(iam_tags(stack, &key, &name)))
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:CreateInstanceProfile"))
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.is("EntityAlreadyExists") => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    cx.complete(ID, &key, &name)?;
+                }
+                Step::AddRoleToProfile => {
+                    match aws
+                        .iam
+                        .add_role_to_instance_profile()
+                        .instance_profile_name(instance_profile_name(stack))
+                        .role_name(RoleKind::Node.role_name(stack))
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:AddRoleToInstanceProfile"))
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.is("LimitExceeded") || e.is("EntityAlreadyExists") => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Step::Conflict(..) => unreachable!("refused above"),
+            }
+        }
+        let arn = |k: RoleKind| {
+            seen.roles
+                .get(&k)
+                .map(|r| r.arn.clone())
+                .unwrap_or_default()
+        };
+        let f = IamFacts {
+            cluster_role_arn: arn(RoleKind::Cluster),
+            node_role_arn: arn(RoleKind::Node),
+            karpenter_role_arn: arn(RoleKind::Karpenter),
+        };
+        cx.set_output(ID, "node_role_arn", f.node_role_arn.clone().into())?;
+        cx.set_output(
+            ID,
+            "karpenter_role_arn",
+            f.karpenter_role_arn.clone().into(),
+        )?;
+        cx.set_output(ID, "instance_profile", instance_profile_name(stack).into())?;
+        cx.facts().iam = Some(f);
+        Ok(outcome(&changes))
+    }
+
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let aws = cx.aws()?;
+        let stack = &cx.stack;
+        h.step("observing");
+        let seen = observe(cx).await?;
+        let mut deleted = 0;
+        let profile = instance_profile_name(stack);
+        if let Some(p) = seen.profile.as_ref().filter(|p| p.ours) {
+            for role in &p.roles {
+                h.step(format!(
+                    "removing role {role} from instance profile {profile}"
+                ));
+                ignore_missing(
+                    aws.iam
+                        .remove_role_from_instance_profile()
+                        .instance_profile_name(&profile)
+                        .role_name(role)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
+                )?;
+            }
+            h.step(format!("deleting instance profile {profile}"));
+            ignore_missing(
+                aws.iam
+                    .delete_instance_profile()
+                    .instance_profile_name(&profile)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk_err("iam:DeleteInstanceProfile")),
+            )?;
+            deleted += 1;
+        }
+        for (kind, role) in &seen.roles {
+            if !role.ours {
+                h.warn(format!(
+                    "IAM role {} is not tagged for this stack; left alone",
+                    kind.role_name(stack)
+                ));
+                continue;
+            }
+            let name = kind.role_name(stack);
+            h.step(format!("deleting IAM role {name}"));
+            delete_role(aws, &name).await?;
+            deleted += 1;
+        }
+        Ok(if deleted == 0 {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed(format!("deleted {deleted}"))
+        })
+    }
+}
+
+fn ignore_missing(res: Result<(), crate::aws::AwsError>) -> Result<(), StageError> {
+    Ok(optional(res).map(|_| ())?)
+}
+
+/// Delete a role with everything IAM wants gone first: attached and inline policies, and
+/// membership in instance profiles (Karpenter may have made profiles of its own for it).
+pub async fn delete_role(aws: &AwsClients, name: &str) -> Result<(), StageError> {
+    let iam = &aws.iam;
+    for arn in attached_policies(aws, name).await? {
+        ignore_missing(
+            iam.detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk_err("iam:DetachRolePolicy")),
+        )?;
+    }
+    let inline = iam
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(sdk_err("iam:ListRolePolicies"))?;
+    for policy in inline.policy_names() {
+        ignore_missing(
+            iam.delete_role_policy()
+                .role_name(name)
+                .policy_name(policy)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk_err("iam:DeleteRolePolicy")),
+        )?;
+    }
+    let profiles = iam
+        .list_instance_profiles_for_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(sdk_err("iam:ListInstanceProfilesForRole"))?;
+    for p in profiles.instance_profiles() {
+        ignore_missing(
+            iam.remove_role_from_instance_profile()
+                .instance_profile_name(p.instance_profile_name())
+                .role_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
+        )?;
+    }
+    ignore_missing(
+        iam.delete_role()
+            .role_name(name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(sdk_err("iam:DeleteRole")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack() -> Stack {
+        Stack::parse("name: demo\n", "t.yaml").unwrap()
+    }
+
+    fn converged(stack: &Stack, policy: &serde_json::Value) -> Seen {
+        let mut seen = Seen::default();
+        for kind in RoleKind::ALL {
+            seen.roles.insert(
+                kind,
+                SeenRole {
+                    arn: format!("arn:aws:iam::1:role/{}", kind.role_name(stack)),
+                    ours: true,
+                    trust: String::new(),
+                    attached: kind
+                        .managed_policies()
+                        .iter()
+                        .map(|p| policy_arn("aws", p))
+                        .collect(),
+                    inline: (kind == RoleKind::Karpenter).then(|| policy.to_string()),
+                },
+            );
+        }
+        seen.profile = Some(SeenProfile {
+            ours: true,
+            roles: vec![RoleKind::Node.role_name(stack)],
+        });
+        seen
+    }
+
+    #[test]
+    fn empty_account_creates_three_roles_and_the_profile() {
+        let s = stack();
+        let policy = karpenter_policy(&s, "aws", "us-east-1", "123456789012");
+        let steps = plan(&s, "aws", &policy, &Seen::default());
+        assert_eq!(
+            steps
+                .iter()
+                .filter(|s| matches!(s, Step::CreateRole(_)))
+                .count(),
+            3
+        );
+        assert_eq!(
+            steps
+                .iter()
+                .filter(|s| matches!(s, Step::Attach(..)))
+                .count(),
+            5
+        );
+        assert!(steps.contains(&Step::PutKarpenterPolicy));
+        assert!(steps.contains(&Step::CreateProfile) && steps.contains(&Step::AddRoleToProfile));
+    }
+
+    #[test]
+    fn converged_iam_plans_nothing() {
+        let s = stack();
+        let policy = karpenter_policy(&s, "aws", "us-east-1", "123456789012");
+        assert_eq!(plan(&s, "aws", &policy, &converged(&s, &policy)), vec![]);
+    }
+
+    #[test]
+    fn drift_is_repaired_and_foreign_roles_refused() {
+        let s = stack();
+        let policy = karpenter_policy(&s, "aws", "us-east-1", "123456789012");
+        let mut seen = converged(&s, &policy);
+        seen.roles
+            .get_mut(&RoleKind::Node)
+            .unwrap()
+            .attached
+            .remove(&policy_arn("aws", "AmazonEKS_CNI_Policy"));
+        seen.roles.get_mut(&RoleKind::Karpenter).unwrap().inline = Some("{}".into());
+        assert_eq!(
+            plan(&s, "aws", &policy, &seen),
+            vec![
+                Step::Attach(RoleKind::Node, policy_arn("aws", "AmazonEKS_CNI_Policy")),
+                Step::PutKarpenterPolicy
+            ]
+        );
+        seen.roles.get_mut(&RoleKind::Cluster).unwrap().ours = false;
+        assert!(matches!(
+            plan(&s, "aws", &policy, &seen)[0],
+            Step::Conflict(..)
+        ));
+    }
+
+    /// Least privilege: no statement allows every action, and none allows `*`-suffixed service
+    /// wildcards on every resource.
+    #[test]
+    fn controller_policy_has_no_wildcard_action_on_every_resource() {
+        let s = stack();
+        let policy = karpenter_policy(&s, "aws", "eu-west-1", "123456789012");
+        let text = policy.to_string();
+        assert!(!text.contains("${"), "unsubstituted placeholder in {text}");
+        for st in policy["Statement"].as_array().unwrap() {
+            let as_list = |v: &serde_json::Value| -> Vec<String> {
+                match v {
+                    serde_json::Value::String(s) => vec![s.clone()],
+                    serde_json::Value::Array(a) => {
+                        a.iter().map(|x| x.as_str().unwrap().to_string()).collect()
+                    }
+                    _ => vec![],
+                }
+            };
+            let actions = as_list(&st["Action"]);
+            let resources = as_list(&st["Resource"]);
+            assert!(
+                !actions.iter().any(|a| a == "*" || a.ends_with(":*")),
+                "{st}"
+            );
+            if resources.iter().any(|r| r == "*") {
+                assert!(
+                    actions
+                        .iter()
+                        .all(|a| a.contains(":Describe") || a.contains(":Get")),
+                    "only reads may use Resource *: {st}"
+                );
+            }
+        }
+        for kind in RoleKind::ALL {
+            assert!(!kind
+                .initial_trust()
+                .to_string()
+                .contains("\"Action\":\"*\""));
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The stages: one file each, all behind one trait, so the engine runs them without knowing
+//! what they touch.
+//!
+//! # The contract (after kube-runtime's finalizer)
+//! `up` and `down` are idempotent and tolerate being run several times, even after being
+//! killed half-way; `down` tolerates `up` never having run. Each stage observes the cloud first
+//! (by tag or deterministic name, never only from the journal), computes the changes with a pure
+//! function, and makes only those. The journal records intent before each create and the result
+//! after it.
+
+pub mod cluster;
+pub mod iam;
+pub mod karpenter_infra;
+pub mod network;
+pub mod nodegroup;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::aws::account::{Identity, Zone};
+use crate::aws::{AwsClients, AwsError, Backoff};
+use crate::config::Stack;
+use crate::engine::graph::{StageId, StageSpec};
+use crate::engine::run::{Outcome, StageHandle};
+use crate::engine::state::{SharedJournal, StateError};
+
+/// One stage of the environment.
+#[async_trait]
+pub trait Stage: Send + Sync {
+    /// Kebab-case id: the same in the CLI, the journal, logs and JSON.
+    fn id(&self) -> StageId;
+    /// Stages that must be up before this one (and down after it).
+    fn depends_on(&self) -> &'static [StageId];
+    /// What `up` would change. Read-only; looks only at this stage's own resources, so that it
+    /// also works on an empty account and offline (then everything is a create).
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError>;
+    /// What `down` would delete. Read-only.
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError>;
+    /// Create or repair what differs. With nothing to do, makes no mutating call.
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError>;
+    /// Delete everything this stage created (found by tag), and nothing else.
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError>;
+}
+
+/// Every stage, in declaration order (the engine's tie-break).
+pub fn all() -> Vec<Box<dyn Stage>> {
+    vec![
+        Box::new(network::Network),
+        Box::new(iam::Iam),
+        Box::new(cluster::Cluster),
+        Box::new(nodegroup::NodeGroup),
+        Box::new(karpenter_infra::KarpenterInfra),
+    ]
+}
+
+/// The engine's view of the stages.
+pub fn specs(stages: &[Box<dyn Stage>]) -> Vec<StageSpec> {
+    stages
+        .iter()
+        .map(|s| StageSpec {
+            id: s.id(),
+            depends_on: s.depends_on().to_vec(),
+        })
+        .collect()
+}
+
+/// What a stage works with.
+pub struct Context {
+    pub stack: Stack,
+    /// `None` when planning without credentials: every observation is then "nothing exists".
+    pub aws: Option<AwsClients>,
+    pub identity: Option<Identity>,
+    pub zones: Vec<Zone>,
+    /// `None` for read-only commands (`plan`, `status`), which never write the journal.
+    pub journal: Option<SharedJournal>,
+    pub waits: Waits,
+    facts: Mutex<Facts>,
+}
+
+impl Context {
+    pub fn new(
+        stack: Stack,
+        aws: Option<AwsClients>,
+        identity: Option<Identity>,
+        zones: Vec<Zone>,
+        journal: Option<SharedJournal>,
+    ) -> Self {
+        Context {
+            stack,
+            aws,
+            identity,
+            zones,
+            journal,
+            waits: Waits::default(),
+            facts: Mutex::new(Facts::default()),
+        }
+    }
+
+    /// The AWS clients, for stages that only run with credentials (`up`, `down`).
+    pub fn aws(&self) -> Result<&AwsClients, StageError> {
+        self.aws
+            .as_ref()
+            .ok_or_else(|| StageError::Missing("AWS credentials".into()))
+    }
+
+    pub fn partition(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map_or("aws", |i| i.partition.as_str())
+    }
+
+    pub fn account(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map_or("000000000000", |i| i.account.as_str())
+    }
+
+    /// Record the intent to create `key` before the call; returns the idempotency token to send
+    /// (the same one a killed run sent, if it got that far).
+    pub fn begin(&self, stage: StageId, key: &str) -> Result<String, StageError> {
+        match &self.journal {
+            Some(j) => Ok(j
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .begin(stage, key)?),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Record that `key` now exists as `id`.
+    pub fn complete(&self, stage: StageId, key: &str, id: &str) -> Result<(), StageError> {
+        if let Some(j) = &self.journal {
+            j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .complete(stage, key, id)?;
+        }
+        Ok(())
+    }
+
+    /// Store an output of a stage in the journal (for `status` and dependents).
+    pub fn set_output(
+        &self,
+        stage: StageId,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StageError> {
+        if let Some(j) = &self.journal {
+            j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_output(stage, key, value)?;
+        }
+        Ok(())
+    }
+
+    fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What stages learn about each other's resources during a run, so a dependent doesn't observe
+/// them again. Filled by the stage that owns the resources, or on demand by its `facts` fn.
+#[derive(Debug, Default)]
+struct Facts {
+    network: Option<network::NetworkFacts>,
+    iam: Option<iam::IamFacts>,
+    cluster: Option<cluster::ClusterFacts>,
+}
+
+/// Deadlines and poll schedules of the long waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    pub cluster: Backoff,
+    pub nodegroup: Backoff,
+    pub nat: Backoff,
+    /// Retrying deletes that fail with `DependencyViolation` (ENIs and load balancers let go slowly).
+    pub dependency: Backoff,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Waits {
+            cluster: Backoff::new(s(2), s(30), s(40 * 60)),
+            nodegroup: Backoff::new(s(2), s(30), s(30 * 60)),
+            nat: Backoff::new(s(1), s(15), s(10 * 60)),
+            dependency: Backoff::new(s(2), s(20), s(10 * 60)),
+        }
+    }
+}
+
+/// One planned change, as `plan` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub action: Action,
+    /// The kind of resource: `vpc`, `subnet`, `iam-role`, ...
+    pub resource: &'static str,
+    /// Its name (or tag key) — enough for a reader to find it in the console.
+    pub name: String,
+    /// What differs, for updates and conflicts.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl Change {
+    pub fn new(action: Action, resource: &'static str, name: impl Into<String>) -> Self {
+        Change {
+            action,
+            resource,
+            name: name.into(),
+            detail: String::new(),
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.action.sign(), self.resource, self.name)?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    /// Something exists that meshstack may not change or adopt; `up` stops with the detail.
+    Conflict,
+    /// Nothing to change, but `up` waits for AWS (a cluster still CREATING).
+    Wait,
+}
+
+impl Action {
+    pub fn sign(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Conflict => "!",
+            Action::Wait => "…",
+        }
+    }
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The journal could not be written.
+    #[error(transparent)]
+    Journal(#[from] StateError),
+    /// Something exists that meshstack must not change or adopt.
+    #[error("{0}")]
+    Conflict(String),
+    /// A wait ran out of time; the resource is left as it is and a re-run continues the wait.
+    #[error("timed out after {after:?} waiting for {what}; re-run to keep waiting")]
+    Timeout { what: String, after: Duration },
+    /// Something this stage needs from another stage is not there.
+    #[error("{0} not found; run `meshstack up` for the stages it depends on first")]
+    Missing(String),
+    /// `down` could not remove everything; the listed resources remain.
+    #[error("left behind: {0}")]
+    Remaining(String),
+}
+
+/// Fail `up` if the plan holds conflicts, naming each.
+fn refuse_conflicts(changes: &[Change]) -> Result<(), StageError> {
+    let conflicts: Vec<String> = changes
+        .iter()
+        .filter(|c| c.action == Action::Conflict)
+        .map(|c| format!("{} {}: {}", c.resource, c.name, c.detail))
+        .collect();
+    if conflicts.is_empty() {
+        Ok(())
+    } else {
+        Err(StageError::Conflict(conflicts.join("; ")))
+    }
+}
+
+/// Summarize what a stage did, for the progress line and JSON.
+fn outcome(changes: &[Change]) -> Outcome {
+    if changes.is_empty() {
+        return Outcome::Unchanged;
+    }
+    let count = |a: Action| changes.iter().filter(|c| c.action == a).count();
+    let mut parts = Vec::new();
+    for (action, verb) in [
+        (Action::Create, "created"),
+        (Action::Update, "updated"),
+        (Action::Delete, "deleted"),
+    ] {
+        let n = count(action);
+        if n > 0 {
+            parts.push(format!("{verb} {n}"));
+        }
+    }
+    Outcome::Changed(parts.join(", "))
+}
+
+/// Retry `op` while AWS answers `DependencyViolation` (or another of `codes`), with back-off,
+/// until the deadline. Deleting a VPC's parts races ENIs and load balancers letting go.
+async fn retry_while<T, F, Fut>(
+    backoff: Backoff,
+    codes: &[&str],
+    h: &StageHandle,
+    what: &str,
+    mut op: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    let mut delays = backoff.delays();
+    loop {
+        match op().await {
+            Err(e) if e.code.as_deref().is_some_and(|c| codes.contains(&c)) => {
+                match delays.next() {
+                    Some(d) => {
+                        h.step(format!(
+                            "{what}: {}, retrying in {}s",
+                            e.code.as_deref().unwrap_or(""),
+                            d.as_secs()
+                        ));
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(e),
+                }
+            }
+            other => return other,
+        }
+    }
+}

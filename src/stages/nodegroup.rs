@@ -1,0 +1,361 @@
+//! Stage `nodegroup`: the EKS managed node group for system workloads (Karpenter's controller,
+//! Istio, Prometheus), spread over the private subnets. The demo app itself runs on
+//! Karpenter's nodes.
+
+use async_trait::async_trait;
+use aws_sdk_eks::types::{CapacityTypes, NodegroupScalingConfig};
+
+use super::{
+    cluster, iam, network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError,
+};
+use crate::aws::{is_not_found, optional, resource_tags, sdk_err, wait_for, AwsClients, STACK_TAG};
+use crate::config::{CapacityType, Stack};
+use crate::engine::graph::StageId;
+use crate::engine::run::{Outcome, StageHandle};
+
+pub const ID: StageId = "nodegroup";
+
+pub struct NodeGroup;
+
+pub fn nodegroup_name(stack: &Stack) -> String {
+    format!("{}-system", stack.name)
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Seen {
+    pub status: String,
+    pub ours: bool,
+    pub instance_types: Vec<String>,
+    pub desired: i32,
+    pub min: i32,
+    pub max: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Create,
+    WaitActive,
+    Scale,
+    Conflict(String),
+}
+
+/// Scaling bounds for a size: fixed at `size` so the demo's layout is predictable; the max
+/// leaves room for a rolling update.
+fn scaling(size: u32) -> (i32, i32, i32) {
+    let size = size as i32;
+    (size, size, size * 2)
+}
+
+pub fn plan(stack: &Stack, seen: Option<&Seen>) -> Vec<Step> {
+    let Some(ng) = seen else {
+        return vec![Step::Create, Step::WaitActive];
+    };
+    if !ng.ours {
+        return vec![Step::Conflict(format!(
+            "exists without the tag {STACK_TAG}={}",
+            stack.name
+        ))];
+    }
+    let mut steps = Vec::new();
+    match ng.status.as_str() {
+        "ACTIVE" | "UPDATING" => {}
+        "CREATING" => steps.push(Step::WaitActive),
+        other => {
+            return vec![Step::Conflict(format!(
+                "node group is {other}; run `meshstack down --only nodegroup` and `up` again"
+            ))]
+        }
+    }
+    if ng.instance_types != stack.node_group.instance_types {
+        steps.push(Step::Conflict(format!(
+            "has instance types {:?} but the stack wants {:?}; node groups cannot change instance types — run `meshstack down --only nodegroup` first",
+            ng.instance_types, stack.node_group.instance_types
+        )));
+    }
+    let (desired, min, max) = scaling(stack.node_group.size);
+    if (ng.desired, ng.min, ng.max) != (desired, min, max) {
+        steps.push(Step::Scale);
+    }
+    steps
+}
+
+impl Step {
+    fn change(&self, stack: &Stack) -> Change {
+        let name = nodegroup_name(stack);
+        match self {
+            Step::Create => Change::new(Action::Create, "eks-nodegroup", name).detail(format!(
+                "{} x {}",
+                stack.node_group.size,
+                stack.node_group.instance_types.join("/")
+            )),
+            Step::WaitActive => {
+                Change::new(Action::Wait, "eks-nodegroup", name).detail("wait until ACTIVE")
+            }
+            Step::Scale => Change::new(Action::Update, "eks-nodegroup", name)
+                .detail(format!("scale to {}", stack.node_group.size)),
+            Step::Conflict(why) => {
+                Change::new(Action::Conflict, "eks-nodegroup", name).detail(why.clone())
+            }
+        }
+    }
+}
+
+async fn observe(cx: &Context) -> Result<Option<Seen>, StageError> {
+    let Some(aws) = &cx.aws else { return Ok(None) };
+    describe(aws, &cx.stack).await
+}
+
+async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Seen>, StageError> {
+    let out = optional(
+        aws.eks
+            .describe_nodegroup()
+            .cluster_name(stack.cluster_name())
+            .nodegroup_name(nodegroup_name(stack))
+            .send()
+            .await
+            .map_err(sdk_err("eks:DescribeNodegroup")),
+    )?;
+    Ok(out.and_then(|o| o.nodegroup().cloned()).map(|ng| {
+        let sc = ng.scaling_config();
+        Seen {
+            status: ng
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            ours: ng.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
+            instance_types: ng.instance_types().to_vec(),
+            desired: sc.and_then(|s| s.desired_size()).unwrap_or_default(),
+            min: sc.and_then(|s| s.min_size()).unwrap_or_default(),
+            max: sc.and_then(|s| s.max_size()).unwrap_or_default(),
+        }
+    }))
+}
+
+fn scaling_config(stack: &Stack) -> NodegroupScalingConfig {
+    let (desired, min, max) = scaling(stack.node_group.size);
+    NodegroupScalingConfig::builder()
+        .desired_size(desired)
+        .min_size(min)
+        .max_size(max)
+        .build()
+}
+
+#[async_trait]
+impl Stage for NodeGroup {
+    fn id(&self) -> StageId {
+        ID
+    }
+
+    fn depends_on(&self) -> &'static [StageId] {
+        &[cluster::ID]
+    }
+
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        Ok(plan(&cx.stack, observe(cx).await?.as_ref())
+            .iter()
+            .map(|s| s.change(&cx.stack))
+            .collect())
+    }
+
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        Ok(match observe(cx).await? {
+            Some(ng) if ng.ours => vec![Change::new(
+                Action::Delete,
+                "eks-nodegroup",
+                nodegroup_name(&cx.stack),
+            )],
+            _ => vec![],
+        })
+    }
+
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let aws = cx.aws()?;
+        let stack = &cx.stack;
+        h.step("observing");
+        let seen = describe(aws, stack).await?;
+        let steps = plan(stack, seen.as_ref());
+        let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
+        refuse_conflicts(&changes)?;
+        for (step, change) in steps.iter().zip(&changes) {
+            h.step(change.to_string());
+            match step {
+                Step::Create => {
+                    let net = network::facts(cx).await?;
+                    let roles = iam::facts(cx).await?;
+                    let key = "nodegroup";
+                    let token = cx.begin(ID, key)?;
+                    let name = nodegroup_name(stack);
+                    let mut req = aws
+                        .eks
+                        .create_nodegroup()
+                        .cluster_name(stack.cluster_name())
+                        .nodegroup_name(&name)
+                        .set_subnets(Some(net.private_subnets.clone()))
+                        .set_instance_types(Some(stack.node_group.instance_types.clone()))
+                        .scaling_config(scaling_config(stack))
+                        .disk_size(stack.node_group.disk_size_gib as i32)
+                        .capacity_type(match stack.node_group.capacity_type {
+                            CapacityType::OnDemand => CapacityTypes::OnDemand,
+                            CapacityType::Spot => CapacityTypes::Spot,
+                        })
+                        .node_role(&roles.node_role_arn)
+                        .labels("meshstack.io/pool", "system")
+                        .set_tags(Some(resource_tags(stack, key, &name).into_iter().collect()));
+                    if !token.is_empty() {
+                        req = req.client_request_token(token);
+                    }
+                    match req.send().await.map_err(sdk_err("eks:CreateNodegroup")) {
+                        Ok(out) => {
+                            let arn = out
+                                .nodegroup()
+                                .and_then(|n| n.nodegroup_arn())
+                                .unwrap_or_default()
+                                .to_string();
+                            cx.complete(ID, key, &arn)?;
+                        }
+                        Err(e) if e.is("ResourceInUseException") => {
+                            h.info("node group already being created; adopting it")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Step::WaitActive => wait(cx, aws, h, true).await?,
+                Step::Scale => {
+                    aws.eks
+                        .update_nodegroup_config()
+                        .cluster_name(stack.cluster_name())
+                        .nodegroup_name(nodegroup_name(stack))
+                        .scaling_config(scaling_config(stack))
+                        .send()
+                        .await
+                        .map_err(sdk_err("eks:UpdateNodegroupConfig"))?;
+                }
+                Step::Conflict(_) => unreachable!("refused above"),
+            }
+        }
+        Ok(outcome(&changes))
+    }
+
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let aws = cx.aws()?;
+        let stack = &cx.stack;
+        h.step("observing");
+        match describe(aws, stack).await? {
+            None => Ok(Outcome::Unchanged),
+            Some(ng) if !ng.ours => {
+                h.warn(format!(
+                    "node group {} is not tagged for this stack; left alone",
+                    nodegroup_name(stack)
+                ));
+                Ok(Outcome::Unchanged)
+            }
+            Some(ng) => {
+                if ng.status != "DELETING" {
+                    h.step(format!("deleting node group {}", nodegroup_name(stack)));
+                    let res = aws
+                        .eks
+                        .delete_nodegroup()
+                        .cluster_name(stack.cluster_name())
+                        .nodegroup_name(nodegroup_name(stack))
+                        .send()
+                        .await
+                        .map_err(sdk_err("eks:DeleteNodegroup"));
+                    optional(res)?;
+                }
+                wait(cx, aws, h, false).await?;
+                Ok(Outcome::Changed("deleted 1".into()))
+            }
+        }
+    }
+}
+
+/// Wait for the node group to be ACTIVE (`active`) or gone.
+async fn wait(
+    cx: &Context,
+    aws: &AwsClients,
+    h: &StageHandle,
+    active: bool,
+) -> Result<(), StageError> {
+    let stack = &cx.stack;
+    let started = std::time::Instant::now();
+    let done = wait_for(cx.waits.nodegroup, || async {
+        match describe(aws, stack).await {
+            Ok(None) if !active => Ok(Some(())),
+            Ok(Some(ng)) if active && ng.status == "ACTIVE" => Ok(Some(())),
+            Ok(Some(ng)) if active && ng.status.ends_with("FAILED") => {
+                Err(crate::aws::AwsError::new(
+                    "eks:DescribeNodegroup",
+                    Some("NodegroupFailed".into()),
+                    format!(
+                        "node group {} is {}; see its health issues in the EKS console",
+                        nodegroup_name(stack),
+                        ng.status
+                    ),
+                ))
+            }
+            Ok(seen) => {
+                let status = seen.map_or("gone".to_string(), |s| s.status);
+                h.step(format!(
+                    "waiting for node group: {status} ({}s)",
+                    started.elapsed().as_secs()
+                ));
+                Ok(None)
+            }
+            Err(StageError::Aws(e)) if is_not_found(&e) && !active => Ok(Some(())),
+            Err(StageError::Aws(e)) => Err(e),
+            Err(other) => Err(crate::aws::AwsError::new(
+                "eks:DescribeNodegroup",
+                None,
+                other.to_string(),
+            )),
+        }
+    })
+    .await?;
+    done.ok_or_else(|| StageError::Timeout {
+        what: format!(
+            "node group {} to be {}",
+            nodegroup_name(stack),
+            if active { "ACTIVE" } else { "deleted" }
+        ),
+        after: cx.waits.nodegroup.deadline,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans() {
+        let s = Stack::parse("name: demo\n", "t.yaml").unwrap();
+        assert_eq!(plan(&s, None), vec![Step::Create, Step::WaitActive]);
+        let converged = Seen {
+            status: "ACTIVE".into(),
+            ours: true,
+            instance_types: vec!["m5.large".into()],
+            desired: 3,
+            min: 3,
+            max: 6,
+        };
+        assert_eq!(plan(&s, Some(&converged)), vec![]);
+        let small = Seen {
+            desired: 2,
+            min: 2,
+            max: 4,
+            ..converged.clone()
+        };
+        assert_eq!(plan(&s, Some(&small)), vec![Step::Scale]);
+        let creating = Seen {
+            status: "CREATING".into(),
+            ..converged.clone()
+        };
+        assert_eq!(plan(&s, Some(&creating)), vec![Step::WaitActive]);
+        let other_type = Seen {
+            instance_types: vec!["t3.small".into()],
+            ..converged
+        };
+        assert!(
+            matches!(&plan(&s, Some(&other_type))[..], [Step::Conflict(m)] if m.contains("t3.small"))
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! meshstack's integration tests: one binary, one module per area. The AWS tests run the real
+//! binary against moto servers started by `support` (installed by `scripts/test`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod lifecycle;
