@@ -89,10 +89,11 @@ async fn connect(stack: &Stack) -> Result<AwsClients, String> {
         .ok_or("no credentials provider configured")?;
     match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
         Ok(Ok(_)) => Ok(aws),
-        Ok(Err(e)) => Err(format!(
-            "no AWS credentials: {}",
-            aws_sdk_ec2::error::DisplayErrorContext(&e)
-        )),
+        // The chain's error lists every provider it tried; the one-line version is what helps.
+        Ok(Err(_)) => Err(
+            "no AWS credentials found (environment, profile, SSO, container or instance metadata)"
+                .into(),
+        ),
         Err(_) => Err("no AWS credentials (looking for them timed out after 5 s)".into()),
     }
 }
@@ -307,9 +308,6 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
-    let aws = connect(&stack).await.map_err(usage)?;
-    let (identity, zones) = preflight(&aws, &stack).await?;
-
     let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
     let _lock = dir.lock("up", args.force_unlock).map_err(lock_error)?;
     let journal = Journal::load(&dir)?;
@@ -333,6 +331,9 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
             missing.join(", ")
         )));
     }
+    // Only now the first API calls: everything above is input checking.
+    let aws = connect(&stack).await.map_err(usage)?;
+    let (identity, zones) = preflight(&aws, &stack).await?;
     let journal = Arc::new(Mutex::new(journal));
     let cx = Context::new(
         stack,
@@ -364,11 +365,6 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
             skip: None,
         },
     )?;
-    let aws = connect(&stack).await.map_err(usage)?;
-    let identity = account::identify(&aws, &stack)
-        .await
-        .map_err(preflight_error)?;
-
     let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
     let _lock = dir.lock("down", args.force_unlock).map_err(lock_error)?;
     let journal = Journal::load(&dir)?;
@@ -391,6 +387,10 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
             blocking.join(", ")
         )));
     }
+    let aws = connect(&stack).await.map_err(usage)?;
+    let identity = account::identify(&aws, &stack)
+        .await
+        .map_err(preflight_error)?;
     let journal = Arc::new(Mutex::new(journal));
     let cx = Context::new(
         stack,

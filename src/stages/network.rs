@@ -666,7 +666,7 @@ impl Stage for Network {
         Ok(inventory(aws, &cx.stack)
             .await?
             .iter()
-            .map(|(kind, id)| Change::new(Action::Delete, kind, id.clone()))
+            .map(|t| Change::new(Action::Delete, t.kind, t.label()))
             .collect())
     }
 
@@ -1045,11 +1045,40 @@ async fn wait_nat_available(
     })
 }
 
-/// Everything tagged for this stack, as (kind, id), in deletion order.
-async fn inventory(
-    aws: &AwsClients,
-    stack: &Stack,
-) -> Result<Vec<(&'static str, String)>, StageError> {
+/// A resource tagged for the stack, as `down` sees it.
+#[derive(Debug, Clone)]
+struct Tagged {
+    kind: &'static str,
+    id: String,
+    /// Its `Name` tag, for people.
+    name: String,
+}
+
+impl Tagged {
+    fn new(kind: &'static str, id: Option<&str>, tags: &[Tag]) -> Self {
+        let name = tags
+            .iter()
+            .find(|t| t.key() == Some("Name"))
+            .and_then(|t| t.value())
+            .unwrap_or_default();
+        Tagged {
+            kind,
+            id: id.unwrap_or_default().to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.name.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{} ({})", self.name, self.id)
+        }
+    }
+}
+
+/// Everything tagged for this stack, in deletion order.
+async fn inventory(aws: &AwsClients, stack: &Stack) -> Result<Vec<Tagged>, StageError> {
     let ec2 = &aws.ec2;
     let f = || stack_filter(stack);
     let mut out = Vec::new();
@@ -1059,50 +1088,45 @@ async fn inventory(
         .send()
         .await
         .map_err(sdk_err("ec2:DescribeNatGateways"))?;
-    for n in nats.nat_gateways() {
-        if !matches!(n.state(), Some(NatGatewayState::Deleted)) {
-            out.push((
-                "nat-gateway",
-                n.nat_gateway_id().unwrap_or_default().to_string(),
-            ));
-        }
-    }
+    out.extend(
+        nats.nat_gateways()
+            .iter()
+            .filter(|n| n.state() != Some(&NatGatewayState::Deleted))
+            .map(|n| Tagged::new("nat-gateway", n.nat_gateway_id(), n.tags())),
+    );
     let eips = ec2
         .describe_addresses()
         .filters(f())
         .send()
         .await
         .map_err(sdk_err("ec2:DescribeAddresses"))?;
-    out.extend(eips.addresses().iter().map(|a| {
-        (
-            "elastic-ip",
-            a.allocation_id().unwrap_or_default().to_string(),
-        )
-    }));
+    out.extend(
+        eips.addresses()
+            .iter()
+            .map(|a| Tagged::new("elastic-ip", a.allocation_id(), a.tags())),
+    );
     let rts = ec2
         .describe_route_tables()
         .filters(f())
         .send()
         .await
         .map_err(sdk_err("ec2:DescribeRouteTables"))?;
-    out.extend(rts.route_tables().iter().map(|t| {
-        (
-            "route-table",
-            t.route_table_id().unwrap_or_default().to_string(),
-        )
-    }));
+    out.extend(
+        rts.route_tables()
+            .iter()
+            .map(|t| Tagged::new("route-table", t.route_table_id(), t.tags())),
+    );
     let igws = ec2
         .describe_internet_gateways()
         .filters(f())
         .send()
         .await
         .map_err(sdk_err("ec2:DescribeInternetGateways"))?;
-    out.extend(igws.internet_gateways().iter().map(|g| {
-        (
-            "internet-gateway",
-            g.internet_gateway_id().unwrap_or_default().to_string(),
-        )
-    }));
+    out.extend(
+        igws.internet_gateways()
+            .iter()
+            .map(|g| Tagged::new("internet-gateway", g.internet_gateway_id(), g.tags())),
+    );
     let subnets = ec2
         .describe_subnets()
         .filters(f())
@@ -1113,7 +1137,7 @@ async fn inventory(
         subnets
             .subnets()
             .iter()
-            .map(|s| ("subnet", s.subnet_id().unwrap_or_default().to_string())),
+            .map(|s| Tagged::new("subnet", s.subnet_id(), s.tags())),
     );
     let vpcs = ec2
         .describe_vpcs()
@@ -1124,7 +1148,7 @@ async fn inventory(
     out.extend(
         vpcs.vpcs()
             .iter()
-            .map(|v| ("vpc", v.vpc_id().unwrap_or_default().to_string())),
+            .map(|v| Tagged::new("vpc", v.vpc_id(), v.tags())),
     );
     Ok(out)
 }
@@ -1148,8 +1172,8 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
 
     let nat_ids: Vec<&String> = items
         .iter()
-        .filter(|(k, _)| *k == "nat-gateway")
-        .map(|(_, id)| id)
+        .filter(|t| t.kind == "nat-gateway")
+        .map(|t| &t.id)
         .collect();
     for id in &nat_ids {
         h.step(format!("deleting NAT gateway {id}"));
@@ -1190,8 +1214,9 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
         }
     }
 
-    for (kind, id) in &items {
-        let res: Result<(), AwsError> = match *kind {
+    for item in &items {
+        let (kind, id) = (item.kind, &item.id);
+        let res: Result<(), AwsError> = match kind {
             "elastic-ip" => {
                 h.step(format!("releasing Elastic IP {id}"));
                 retry_while(deps, RETRY, h, "release Elastic IP", || async {
@@ -1241,7 +1266,7 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
         match res {
             Ok(()) => {}
             Err(e) if crate::aws::is_not_found(&e) => {}
-            Err(e) => remaining.push(format!("{kind} {id} ({e})")),
+            Err(e) => remaining.push(format!("{kind} {} ({e})", item.label())),
         }
     }
     if remaining.is_empty() {

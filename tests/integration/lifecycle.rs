@@ -184,3 +184,34 @@ async fn kill_at_a_random_point_then_up_leaves_no_duplicates() {
         );
     }
 }
+
+/// The real-cloud check of the AWS stages: `up` then `down` in the account the environment's
+/// credentials point at, with a stack of its own (`MESHSTACK_E2E_STACK`, default
+/// `meshstack-e2e`). Creates billable resources for ~25 minutes.
+#[test]
+#[ignore = "needs an AWS account: real credentials in the environment; creates billable resources"]
+fn real_aws_up_then_down() {
+    let name = std::env::var("MESHSTACK_E2E_STACK").unwrap_or_else(|_| "meshstack-e2e".into());
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("e2e.yaml");
+    std::fs::write(&stack, format!("name: {name}\n")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshstack"))
+            .args(args)
+            .arg("--stack")
+            .arg(&stack)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "meshstack {args:?}: {}",
+            describe(&out)
+        );
+        out
+    };
+    run(&["up", "--only", AWS_STAGES]);
+    let again = run(&["up", "--only", AWS_STAGES, "-o", "json"]);
+    assert_eq!(api_calls(&again)["writes"], 0, "{}", describe(&again));
+    run(&["down"]);
+}
