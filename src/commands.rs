@@ -15,7 +15,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use crate::aws::account::{self, PreflightError, Zone};
 use crate::aws::{AwsClients, CallStats};
 use crate::cli::{DoctorArgs, DownArgs, Output, PlanArgs, RunArgs, Selection, StackArgs};
-use crate::config::{Stack, ZoneSpec, DEFAULT_STACK_PATH};
+use crate::config::{ConfigError, Stack, ZoneSpec, DEFAULT_STACK_PATH};
 use crate::engine::graph::{Graph, StageId};
 use crate::engine::progress::{self, OutputMode};
 use crate::engine::run::{self, CancelToken, Direction, RunOptions};
@@ -38,10 +38,13 @@ pub fn load_stack(args: &StackArgs) -> anyhow::Result<Stack> {
 }
 
 fn load_stack_path(path: Option<&Path>) -> anyhow::Result<Stack> {
+    // `UsageError` is text only: spell out the whole chain, or the OS error behind "cannot
+    // read the stack file" (not found? a directory? no permission?) is lost.
+    let config_usage = |e: ConfigError| usage(format!("{:#}", anyhow::Error::new(e)));
     match path {
-        Some(p) => Stack::load(p).map_err(usage),
+        Some(p) => Stack::load(p).map_err(config_usage),
         None if Path::new(DEFAULT_STACK_PATH).is_file() => {
-            Stack::load(Path::new(DEFAULT_STACK_PATH)).map_err(usage)
+            Stack::load(Path::new(DEFAULT_STACK_PATH)).map_err(config_usage)
         }
         None => Ok(Stack::embedded_default()),
     }

@@ -56,7 +56,7 @@ pub enum StateError {
         holder: LockHolder,
     },
     /// The lock's holder is gone (it crashed or was killed).
-    #[error("stack is locked by {holder}, but that process is gone; if no other meshstack is working on this stack, re-run with `--force-unlock`")]
+    #[error("stale lock: stack is locked by {holder}, but that process is gone; if no other meshstack is working on this stack, re-run with `--force-unlock`")]
     StaleLock {
         /// Who held it.
         holder: LockHolder,
@@ -946,7 +946,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "stack is locked by pid {DEAD_PID} on host {} (meshstack up, started 2026-11-28 17:40:00 UTC), \
+                "stale lock: stack is locked by pid {DEAD_PID} on host {} (meshstack up, started 2026-11-28 17:40:00 UTC), \
                  but that process is gone; if no other meshstack is working on this stack, re-run with `--force-unlock`",
                 hostname()
             )

@@ -4,4 +4,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
+mod config_files;
 mod lifecycle;
