@@ -15,7 +15,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show what `up` (or `down --dry-run`) would create, update or delete. Works without AWS
+    /// Show what `up` (or, with --destroy, `down`) would create, update or delete. Works without AWS
     /// credentials: it then plans against an empty account.
     Plan(PlanArgs),
     /// Create or repair the environment, stage by stage.
@@ -26,6 +26,15 @@ pub enum Command {
     Status(StackArgs),
     /// Check credentials, region and the tools later stages need.
     Doctor(DoctorArgs),
+    /// Print an EKS bearer token as a kubectl ExecCredential (the credential plugin that
+    /// `kubeconfig` sets up). Needs AWS credentials, no network.
+    Token(TokenArgs),
+    /// Add (or refresh) a context for the stack's cluster in your kubeconfig, authenticating
+    /// through `meshstack token`; other contexts are kept.
+    Kubeconfig(KubeconfigArgs),
+    /// Write every Kubernetes manifest and helm values file `up` would apply, with the stack's
+    /// values filled in. Offline: account and endpoint are placeholders unless given.
+    Render(RenderArgs),
 }
 
 /// Where the stack and its state live.
@@ -100,6 +109,46 @@ pub struct DoctorArgs {
     /// Stack file, for its region and account guard.
     #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
     pub stack: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// EKS cluster name.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// AWS region of the cluster. Default: AWS_REGION, or the profile's region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Stack file, for the cluster's name and region.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// Kubeconfig to update. Default: the first file in KUBECONFIG, else ~/.kube/config.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Name of the context (and of its cluster and user entries). Default: the stack's name.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Stack file (YAML). Default: stacks/demo.yaml if present, else the built-in copy of it.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// Folder to write into (created if missing); each file keeps its repository path, like
+    /// DIR/karpenter/nodepool.yaml. Existing files of the same name are overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// AWS account ID for ARNs. Default: 000000000000.
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
+    /// The cluster's API server endpoint. Default: https://<cluster>.example.invalid.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

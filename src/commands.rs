@@ -20,6 +20,7 @@ use crate::engine::graph::{Graph, StageId};
 use crate::engine::progress::{self, OutputMode};
 use crate::engine::run::{self, CancelToken, Direction, RunOptions};
 use crate::engine::state::{Journal, StageStatus, StateDir, StateError};
+use crate::k8s::helm::{version_at_least, HelmCli, MIN_HELM};
 use crate::stages::{self, Action, Change, Context, Stage};
 
 /// A mistake in the input (stack file, flags, environment): exit code 2.
@@ -647,9 +648,6 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
 // doctor
 // ---------------------------------------------------------------------------------------
 
-/// Oldest helm meshstack supports: 3.8 made OCI registries generally available.
-pub const MIN_HELM: (u64, u64) = (3, 8);
-
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     let mut report = |good: bool, what: &str, detail: String| {
@@ -686,17 +684,21 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    match helm_version().await {
-        Ok(v) => {
-            let good = helm_at_least(&v, MIN_HELM);
-            let detail = if good {
-                v
-            } else {
-                format!("{v} is too old; install helm {}.{} or newer (https://helm.sh/docs/intro/install/)", MIN_HELM.0, MIN_HELM.1)
-            };
-            report(good, "helm", detail)
-        }
-        Err(e) => report(false, "helm", format!("{e}; install helm 3 (https://helm.sh/docs/intro/install/) — the Kubernetes stages need it")),
+    match HelmCli::from_env(None).version().await {
+        Ok(v) if version_at_least(&v, MIN_HELM) => report(true, "helm", v),
+        Ok(v) => report(
+            false,
+            "helm",
+            format!(
+                "{v} is too old; install helm {}.{} or newer (https://helm.sh/docs/intro/install/)",
+                MIN_HELM.0, MIN_HELM.1
+            ),
+        ),
+        Err(e) => report(
+            false,
+            "helm",
+            format!("{e} — the Kubernetes stages need it"),
+        ),
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -705,52 +707,235 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn helm_version() -> Result<String, String> {
-    let out = tokio::process::Command::new(
-        std::env::var("MESHSTACK_HELM").unwrap_or_else(|_| "helm".into()),
-    )
-    .args(["version", "--short"])
-    .output()
-    .await
-    .map_err(|e| format!("helm not found ({e})"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`helm version` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+// ---------------------------------------------------------------------------------------
+// token / kubeconfig
+// ---------------------------------------------------------------------------------------
+
+/// `meshstack token`: the ExecCredential kubectl reads from its credential plugin. stdout
+/// carries only the JSON document; the token is made locally, the only possible network use
+/// being the credential chain itself (SSO, instance metadata, an assumed role).
+pub async fn token(args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
+    use crate::k8s::token::{eks_token, exec_credential_json, TokenError};
+
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &args.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let sdk = loader.load().await;
+    let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
+        usage("no AWS region for the token: pass --region, or set AWS_REGION or a profile region")
+    })?;
+    let creds = credentials(&sdk).await.map_err(usage)?;
+    let token = eks_token(&args.cluster, &region, &creds, std::time::SystemTime::now()).map_err(
+        |e| match e {
+            TokenError::Signing(_) => anyhow::Error::new(e),
+            input => usage(input),
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", exec_credential_json(&token))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `v3.14.2+gc309b6f` >= (3, 8)?
-fn helm_at_least(version: &str, min: (u64, u64)) -> bool {
-    let v = version.trim().trim_start_matches('v');
-    let mut parts = v
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let major = parts.next().unwrap_or(0);
-    let minor = parts.next().unwrap_or(0);
-    (major, minor) >= min
+/// Credentials from the chain, or why there are none (the same wording as [`connect`]).
+async fn credentials(
+    sdk: &aws_config::SdkConfig,
+) -> Result<aws_credential_types::Credentials, String> {
+    let provider = sdk
+        .credentials_provider()
+        .ok_or("no credentials provider configured")?;
+    match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
+        Ok(Ok(creds)) => Ok(creds),
+        Ok(Err(_)) => Err(
+            "no AWS credentials found (environment, profile, SSO, container or instance metadata)"
+                .into(),
+        ),
+        Err(_) => Err("no AWS credentials (looking for them timed out after 5 s)".into()),
+    }
+}
+
+/// `meshstack kubeconfig`: merge a context for the stack's cluster into the kubeconfig, its
+/// user running this very binary's `token` command.
+pub async fn kubeconfig(args: crate::cli::KubeconfigArgs) -> anyhow::Result<ExitCode> {
+    use crate::k8s::kubeconfig::{self as kc, ExecPlugin, KubeconfigEntry};
+
+    let stack = load_stack_path(args.stack.as_deref())?;
+    let path = match args.kubeconfig {
+        Some(p) => p,
+        None => kc::default_path().map_err(usage)?,
+    };
+    let name = args.context.unwrap_or_else(|| stack.name.clone());
+    if name.trim().is_empty() {
+        return Err(usage("--context must not be empty"));
+    }
+    let file_error =
+        |e: kc::KubeconfigError| usage(format!("{}: {:#}", path.display(), anyhow::Error::new(e)));
+    // A file we could not merge into is reported before any API call.
+    let existing = kc::read(&path)?;
+    if let Some(text) = &existing {
+        kc::current_context(text).map_err(file_error)?;
+    }
+
+    let aws = connect(&stack).await.map_err(usage)?;
+    let cluster = stack.cluster_name();
+    let where_ = format!(
+        "stack `{}`: EKS cluster `{cluster}` in {}",
+        stack.name, aws.region
+    );
+    let facts = match stages::cluster::find(&aws, &stack)
+        .await
+        .with_context(|| format!("looking up {where_}"))?
+    {
+        None => anyhow::bail!("{where_} does not exist; create it with `meshstack up`"),
+        Some((seen, _)) if !seen.ours => anyhow::bail!(
+            "{where_} is not tagged {}={}; meshstack writes kubeconfig entries only for clusters it manages",
+            crate::aws::STACK_TAG,
+            stack.name
+        ),
+        Some((seen, facts)) if facts.endpoint.is_empty() || facts.certificate_authority.is_empty() => {
+            anyhow::bail!(
+                "{where_} is {} and has no API endpoint yet; let `meshstack up` finish first",
+                seen.status
+            )
+        }
+        Some((_, facts)) => facts,
+    };
+
+    // The absolute path of this binary, so the entry works whatever kubectl's PATH is.
+    let command = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+        .unwrap_or_else(|| "meshstack".to_string());
+    let mut exec = ExecPlugin::meshstack_token(command, cluster, &aws.region);
+    // kubectl runs the plugin with its own environment; pin the profile used now so the token
+    // is signed by the identity that can reach the cluster, as `aws eks update-kubeconfig` does.
+    if let Some(profile) = std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()) {
+        exec.env.push(("AWS_PROFILE".into(), profile));
+    }
+    let entry = KubeconfigEntry {
+        name: name.clone(),
+        server: facts.endpoint,
+        certificate_authority_data: facts.certificate_authority,
+        exec,
+    };
+    let merged = kc::merge(existing.as_deref(), &entry).map_err(file_error)?;
+    kc::write_atomic(&path, &merged)?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "wrote context `{name}` for EKS cluster `{cluster}` ({}) to {}",
+        aws.region,
+        path.display()
+    )?;
+    match kc::current_context(&merged).map_err(file_error)? {
+        Some(current) if current == name => writeln!(out, "current context: `{name}`")?,
+        Some(current) => {
+            // kubectl acts on the default file unless told otherwise.
+            let flag = if kc::default_path().is_ok_and(|d| d == path) {
+                String::new()
+            } else {
+                format!(" --kubeconfig {}", path.display())
+            };
+            writeln!(
+                out,
+                "current context stays `{current}`; switch with `kubectl config use-context {name}{flag}`"
+            )?
+        }
+        None => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------
+// render
+// ---------------------------------------------------------------------------------------
+
+/// `meshstack render`: every manifest and helm values file the Kubernetes stages apply, filled
+/// in from the stack, written under `--out`. Offline and deterministic: the account ID and
+/// API endpoint are placeholders unless given, the region comes from the stack or the
+/// environment (else us-east-1), and a zone count becomes `<region>a, b, ...`.
+pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
+    use crate::render::{self, RenderInputs};
+
+    let stack = load_stack_path(args.stack.as_deref())?;
+    let (region, region_defaulted) = offline_region(&stack);
+    let zones: Vec<String> = offline_zones(&stack, &region)
+        .into_iter()
+        .map(|z| z.name)
+        .collect();
+    let mut notes = Vec::new();
+    if region_defaulted {
+        notes.push(format!(
+            "region {region} (no region in the stack or environment)"
+        ));
+    }
+    if matches!(stack.zones, ZoneSpec::Count(_)) {
+        notes.push(format!(
+            "zones {} (the first zones by name; `up` asks AWS which zones to use)",
+            zones.join(", ")
+        ));
+    }
+    let account_id = args.account_id.clone().unwrap_or_else(|| {
+        notes.push(format!(
+            "account {} (pass --account-id for real ARNs)",
+            render::OFFLINE_ACCOUNT_ID
+        ));
+        render::OFFLINE_ACCOUNT_ID.to_string()
+    });
+    let cluster_endpoint = args.endpoint.clone().unwrap_or_else(|| {
+        let endpoint = render::offline_endpoint(&stack);
+        notes.push(format!(
+            "API endpoint {endpoint} (pass --endpoint for the cluster's)"
+        ));
+        endpoint
+    });
+    let inputs = RenderInputs {
+        partition: render::partition_for_region(&region).to_string(),
+        account_id,
+        region,
+        zones,
+        cluster_endpoint,
+    };
+    let files = render::render(&stack, &inputs).map_err(|e| match e {
+        // A setting in the stack file: say which file, as stack-file errors do.
+        render::RenderError::Unsupported { .. } => {
+            let origin = match &args.stack {
+                Some(p) => p.display().to_string(),
+                None if Path::new(DEFAULT_STACK_PATH).is_file() => DEFAULT_STACK_PATH.into(),
+                None => format!("{DEFAULT_STACK_PATH} (built in)"),
+            };
+            usage(format!("{origin}: {e}"))
+        }
+        e => usage(e),
+    })?;
+    if !notes.is_empty() {
+        eprintln!("rendering offline, with stand-ins for what only AWS knows:");
+        for note in &notes {
+            eprintln!("  {note}");
+        }
+    }
+    if let Some(warning) = render::istio_support_warning(&stack) {
+        eprintln!("warning: {warning}");
+    }
+
+    let mut out = std::io::stdout().lock();
+    for file in &files {
+        let path = args.out.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.content)
+            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(out, "{}", path.display())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn helm_versions() {
-        for (v, ok) in [
-            ("v3.14.2+gc309b6f", true),
-            ("v3.8.0", true),
-            ("v3.7.9", false),
-            ("v2.17.0", false),
-            ("v4.0.1", true),
-            ("garbage", false),
-        ] {
-            assert_eq!(helm_at_least(v, MIN_HELM), ok, "{v}");
-        }
-    }
 
     #[test]
     fn offline_zones_follow_the_region() {

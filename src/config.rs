@@ -84,6 +84,16 @@ const DISK_MIN: i64 = 20;
 const DISK_MAX: i64 = 1000;
 const DEFAULT_DISK: u32 = 20;
 
+// Karpenter 1.8.1: a 1.x release whose compatibility matrix covers Kubernetes 1.34 (1.34 needs
+// >= 1.6, 1.35 needs >= 1.9; source: aws/karpenter-provider-aws,
+// website/content/en/docs/upgrading/compatibility.md). `render` checks the pair.
+const DEFAULT_KARPENTER_VERSION: ReleaseVersion = ReleaseVersion::new(1, 8, 1);
+const DEFAULT_KARPENTER_CAPACITY: [CapacityType; 2] = [CapacityType::Spot, CapacityType::OnDemand];
+// The last Istio 1.18 patch release; the demo was built on Istio 1.18.
+const DEFAULT_ISTIO_VERSION: ReleaseVersion = ReleaseVersion::new(1, 18, 7);
+// Istio's sampling is a percentage of requests traced; the demo traces every request.
+const DEFAULT_TRACING_SAMPLING: f64 = 100.0;
+
 // AWS allows 50 tags per resource; meshstack adds its own, so users get fewer.
 const TAGS_MAX: usize = 20;
 const TAG_KEY_MAX: usize = 128;
@@ -129,6 +139,10 @@ pub struct Stack {
     /// Extra tags for every AWS resource meshstack creates.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// The Karpenter release and what its NodePool may buy.
+    pub karpenter: KarpenterSpec,
+    /// The Istio release and its tracing.
+    pub istio: IstioSpec,
 }
 
 /// Which availability zones the VPC and cluster span.
@@ -195,6 +209,43 @@ pub struct ClusterSpec {
     /// Who may reach the public endpoint; never empty, no host bits.
     pub public_access_cidrs: Vec<Ipv4Cidr>,
 }
+
+/// Karpenter, installed by the `karpenter` stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KarpenterSpec {
+    /// Helm chart (= controller) version. Format-checked here; whether it suits the
+    /// stack's Kubernetes version is checked by `render`, which also picks the API by it.
+    pub version: ReleaseVersion,
+    /// Capacity types the NodePool may launch; never empty, no duplicates.
+    pub capacity_types: Vec<CapacityType>,
+}
+
+/// Istio, installed from its helm charts by the `istio` stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IstioSpec {
+    /// Chart version of base, istiod and gateway.
+    pub version: ReleaseVersion,
+    /// Share of requests the sidecars trace, in percent (0..=100).
+    pub tracing_sampling: Percent,
+}
+
+/// A `MAJOR.MINOR.PATCH` release number, like `1.8.1`; ordered numerically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseVersion {
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Patch version.
+    pub patch: u32,
+}
+
+/// A percentage, 0 to 100.
+///
+/// # Guarantees
+/// Never NaN (validation refuses it), which is what makes the `Eq` impl sound.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+pub struct Percent(f64);
 
 /// An IPv4 CIDR block such as `10.0.0.0/16`.
 ///
@@ -410,6 +461,22 @@ struct RawStack {
     allowed_account_ids: Option<Vec<RawAccountId>>,
     // Option values so that `key:` and `key: ~` mean an empty value, not the string "~".
     tags: Option<BTreeMap<String, Option<String>>>,
+    karpenter: Option<RawKarpenter>,
+    istio: Option<RawIstio>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawKarpenter {
+    version: Option<RawRelease>,
+    capacity_types: Option<Vec<CapacityType>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawIstio {
+    version: Option<RawRelease>,
+    tracing_sampling: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -516,6 +583,36 @@ impl<'de> Deserialize<'de> for RawVersion {
     }
 }
 
+/// A chart version like `1.8.1`; `1.8` unquoted is a number, so numbers are refused.
+#[derive(Debug)]
+struct RawRelease(String);
+
+impl<'de> Deserialize<'de> for RawRelease {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const HINT: &str = "quote the version and give all three parts, like version: \"1.8.1\"";
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawRelease;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a release version like \"1.8.1\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawRelease, E> {
+                Ok(RawRelease(v.to_owned()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawRelease, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawRelease, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawRelease, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// An entry of `allowed_account_ids:`; numbers are refused because YAML would drop an
 /// account ID's leading zeros.
 #[derive(Debug)]
@@ -570,6 +667,8 @@ impl RawStack {
             cluster: self.cluster.unwrap_or_default().resolve()?,
             allowed_account_ids: resolve_account_ids(self.allowed_account_ids)?,
             tags: resolve_tags(self.tags)?,
+            karpenter: self.karpenter.unwrap_or_default().resolve()?,
+            istio: self.istio.unwrap_or_default().resolve()?,
         })
     }
 }
@@ -1077,6 +1176,77 @@ fn resolve_tags(raw: Option<BTreeMap<String, Option<String>>>) -> Check<BTreeMap
     Ok(tags)
 }
 
+impl RawKarpenter {
+    fn resolve(self) -> Check<KarpenterSpec> {
+        let version =
+            resolve_release("karpenter.version", self.version, DEFAULT_KARPENTER_VERSION)?;
+        let field = "karpenter.capacity_types";
+        let capacity_types = match self.capacity_types {
+            None => DEFAULT_KARPENTER_CAPACITY.to_vec(),
+            Some(types) if types.is_empty() => {
+                return Err(invalid(
+                    field,
+                    "is empty, which would let Karpenter launch nothing; list spot, \
+                     on-demand or both, or remove the key for [spot, on-demand]",
+                ))
+            }
+            Some(types) => {
+                for (i, ty) in types.iter().enumerate() {
+                    if let Some(j) = types[..i].iter().position(|t| t == ty) {
+                        return Err(invalid(
+                            format!("{field}[{i}]"),
+                            format!("`{ty}` is listed twice (also [{j}]); list each type once"),
+                        ));
+                    }
+                }
+                types
+            }
+        };
+        Ok(KarpenterSpec {
+            version,
+            capacity_types,
+        })
+    }
+}
+
+impl RawIstio {
+    fn resolve(self) -> Check<IstioSpec> {
+        let version = resolve_release("istio.version", self.version, DEFAULT_ISTIO_VERSION)?;
+        let tracing_sampling = match self.tracing_sampling {
+            None => Percent(DEFAULT_TRACING_SAMPLING),
+            Some(p) => Percent::new(p).ok_or_else(|| {
+                invalid(
+                    "istio.tracing_sampling",
+                    format!(
+                        "{p} is not a percentage; use a number from 0 to 100, like 1 (trace \
+                         one request in a hundred) or 100 (every request)"
+                    ),
+                )
+            })?,
+        };
+        Ok(IstioSpec {
+            version,
+            tracing_sampling,
+        })
+    }
+}
+
+fn resolve_release(
+    field: &str,
+    raw: Option<RawRelease>,
+    default: ReleaseVersion,
+) -> Check<ReleaseVersion> {
+    let Some(RawRelease(text)) = raw else {
+        return Ok(default);
+    };
+    text.parse().map_err(|problem: String| {
+        invalid(
+            field,
+            format!("{problem}; write a released version like \"{default}\""),
+        )
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // serde_yaml errors -> ConfigError
 // ---------------------------------------------------------------------------------------
@@ -1196,6 +1366,9 @@ fn humanize(message: &str) -> String {
             out = format!("{head}expected a whole number");
         }
     }
+    if let Some(head) = out.strip_suffix("expected f64") {
+        out = format!("{head}expected a number");
+    }
     if out.ends_with("expected a boolean") {
         out.push_str(" (true or false)");
     }
@@ -1282,6 +1455,72 @@ impl fmt::Display for CapacityType {
         f.write_str(self.as_str())
     }
 }
+
+impl ReleaseVersion {
+    /// `major.minor.patch`.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> ReleaseVersion {
+        ReleaseVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+}
+
+impl fmt::Display for ReleaseVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Parses `MAJOR.MINOR.PATCH`; the error says what is wrong, without a fix.
+impl FromStr for ReleaseVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReleaseVersion, String> {
+        if s.starts_with(['v', 'V']) {
+            return Err(format!("`{s}`: write the version without the 'v'"));
+        }
+        if s.contains(['-', '+']) {
+            return Err(format!(
+                "`{s}` is a pre-release or build version; meshstack installs released versions only"
+            ));
+        }
+        let number = |p: &str| {
+            let digits = !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit());
+            (digits && (p == "0" || !p.starts_with('0')))
+                .then(|| p.parse::<u32>().ok())
+                .flatten()
+        };
+        match s.split('.').map(number).collect::<Vec<_>>()[..] {
+            [Some(major), Some(minor), Some(patch)] => Ok(ReleaseVersion::new(major, minor, patch)),
+            [Some(_), Some(_)] => Err(format!("`{s}` has no patch number")),
+            _ => Err(format!(
+                "`{s}` is not a release version (three numbers separated by dots)"
+            )),
+        }
+    }
+}
+
+impl Serialize for ReleaseVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Percent {
+    /// `value` if it is a percentage (0 to 100, not NaN).
+    pub fn new(value: f64) -> Option<Percent> {
+        (0.0..=100.0).contains(&value).then_some(Percent(value))
+    }
+
+    /// The value, 0 to 100.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl Eq for Percent {}
 
 impl Ipv4Cidr {
     fn mask(prefix: u8) -> u32 {
@@ -1402,13 +1641,22 @@ mod tests {
                 },
                 allowed_account_ids: vec![],
                 tags: BTreeMap::new(),
+                karpenter: KarpenterSpec {
+                    version: ReleaseVersion::new(1, 8, 1),
+                    capacity_types: vec![CapacityType::Spot, CapacityType::OnDemand],
+                },
+                istio: IstioSpec {
+                    version: ReleaseVersion::new(1, 18, 7),
+                    tracing_sampling: Percent(100.0),
+                },
             }
         );
         assert_eq!(stack.cluster_name(), "x");
         assert_eq!(stack.zone_count(), 3);
         // Empty sections mean "all defaults", like absent ones.
         assert_eq!(
-            parse("name: x\nnetwork:\nnode_group: {}\ncluster: ~\n").unwrap(),
+            parse("name: x\nnetwork:\nnode_group: {}\ncluster: ~\nkarpenter: {}\nistio:\n")
+                .unwrap(),
             stack
         );
     }
@@ -1423,6 +1671,8 @@ mod tests {
         assert_eq!(stack.node_group.size, 3);
         assert_eq!(stack.network.vpc_cidr, cidr("10.0.0.0/16"));
         assert_eq!(stack.network.nat, NatMode::PerZone);
+        // The file says it shows every default; it must not drift from the code's.
+        assert_eq!(stack, parse("name: meshstack-demo\n").unwrap());
     }
 
     #[test]
@@ -1811,7 +2061,9 @@ tags:
         let full = parse(
             "name: x\nzones: [us-east-1a, us-east-1b]\nkubernetes_version: '1.30'\n\
              network: {nat: single}\nnode_group: {capacity_type: spot}\n\
-             allowed_account_ids: ['000000000001']\ntags: {a: '1'}\n",
+             allowed_account_ids: ['000000000001']\ntags: {a: '1'}\n\
+             karpenter: {version: 1.9.0, capacity_types: [on-demand]}\n\
+             istio: {version: 1.18.1, tracing_sampling: 12.5}\n",
         )
         .unwrap();
         for stack in [Stack::embedded_default(), full] {
@@ -1825,6 +2077,14 @@ tags:
         );
         assert_eq!(json["zones"], 3);
         assert_eq!(json["node_group"]["capacity_type"], "on-demand");
+        assert_eq!(
+            json["karpenter"],
+            serde_json::json!({"version": "1.8.1", "capacity_types": ["spot", "on-demand"]})
+        );
+        assert_eq!(
+            json["istio"],
+            serde_json::json!({"version": "1.18.7", "tracing_sampling": 100.0})
+        );
         assert!(json.get("region").is_none());
     }
 
@@ -1840,6 +2100,121 @@ tags:
         );
         assert_eq!(closest("karpenter", ["name", "region"].into_iter()), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn release_versions() {
+        for (text, parsed) in [
+            ("1.8.1", Some((1, 8, 1))),
+            ("0.32.10", Some((0, 32, 10))),
+            ("1.18.7", Some((1, 18, 7))),
+            ("10.0.0", Some((10, 0, 0))),
+            ("1.8", None),
+            ("v1.8.1", None),
+            ("1.8.1-rc.0", None),
+            ("1.8.1+build", None),
+            ("1.08.1", None),
+            ("1.8.1.2", None),
+            ("1..1", None),
+            ("1.8.x", None),
+            ("", None),
+            ("1.8.9999999999", None),
+        ] {
+            let result = text.parse::<ReleaseVersion>();
+            match parsed {
+                Some((a, b, c)) => {
+                    assert_eq!(result, Ok(ReleaseVersion::new(a, b, c)), "{text}");
+                    assert_eq!(result.unwrap().to_string(), text);
+                }
+                None => assert!(result.is_err(), "{text} parsed as {result:?}"),
+            }
+        }
+        assert!(ReleaseVersion::new(0, 33, 0) > ReleaseVersion::new(0, 32, 10));
+        assert!(ReleaseVersion::new(1, 10, 0) > ReleaseVersion::new(1, 9, 5));
+    }
+
+    #[test]
+    fn karpenter_and_istio_sections() {
+        let stack = parse("name: x\n").unwrap();
+        assert_eq!(stack.karpenter.version, ReleaseVersion::new(1, 8, 1));
+        assert_eq!(
+            stack.karpenter.capacity_types,
+            [CapacityType::Spot, CapacityType::OnDemand]
+        );
+        assert_eq!(stack.istio.version, ReleaseVersion::new(1, 18, 7));
+        assert_eq!(stack.istio.tracing_sampling.get(), 100.0);
+
+        let stack = parse(
+            "name: x\nkarpenter: {version: 1.9.0, capacity_types: [on-demand]}\n\
+             istio: {version: 1.18.3, tracing_sampling: 0.5}\n",
+        )
+        .unwrap();
+        assert_eq!(stack.karpenter.version, ReleaseVersion::new(1, 9, 0));
+        assert_eq!(stack.karpenter.capacity_types, [CapacityType::OnDemand]);
+        assert_eq!(stack.istio.version, ReleaseVersion::new(1, 18, 3));
+        assert_eq!(stack.istio.tracing_sampling.get(), 0.5);
+        // Whole numbers are percentages too.
+        let stack = parse("name: x\nistio: {tracing_sampling: 0}\n").unwrap();
+        assert_eq!(stack.istio.tracing_sampling.get(), 0.0);
+
+        for (yaml, field, message) in [
+            ("karpenter: {version: 1.8}", "karpenter.version", "quote"),
+            (
+                "karpenter: {version: v1.8.1}",
+                "karpenter.version",
+                "without the 'v'",
+            ),
+            (
+                "karpenter: {version: '1.8'}",
+                "karpenter.version",
+                "no patch number",
+            ),
+            (
+                "karpenter: {capacity_types: []}",
+                "karpenter.capacity_types",
+                "is empty",
+            ),
+            (
+                "karpenter: {capacity_types: [spot, spot]}",
+                "karpenter.capacity_types[1]",
+                "listed twice",
+            ),
+            (
+                "karpenter: {capacity_types: [reserved]}",
+                "karpenter.capacity_types[0]",
+                "unknown variant `reserved`",
+            ),
+            (
+                "istio: {version: 1.18.7-beta.1}",
+                "istio.version",
+                "pre-release",
+            ),
+            (
+                "istio: {tracing_sampling: 100.5}",
+                "istio.tracing_sampling",
+                "from 0 to 100",
+            ),
+            (
+                "istio: {tracing_sampling: -1}",
+                "istio.tracing_sampling",
+                "from 0 to 100",
+            ),
+            (
+                "istio: {tracing_sampling: .nan}",
+                "istio.tracing_sampling",
+                "from 0 to 100",
+            ),
+            (
+                "istio: {tracing_sampling: all}",
+                "istio.tracing_sampling",
+                "expected a number",
+            ),
+            ("istio: {sampling: 1}", "istio.sampling", "unknown field"),
+        ] {
+            let error = parse(&format!("name: x\n{yaml}\n")).unwrap_err();
+            assert_eq!(error.field(), Some(field), "{yaml}: {error}");
+            assert!(error.to_string().contains(message), "{yaml}: {error}");
+        }
     }
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bad-stacks");

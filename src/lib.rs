@@ -6,6 +6,7 @@
 //!   free of AWS and Kubernetes details.
 //! - [`aws`]: SDK clients, call counting, error classification, polling.
 //! - [`stages`]: one file per stage.
+//! - [`render`]: the Kubernetes manifests and helm values, filled in from the stack.
 //! - [`cli`] and [`commands`]: the command line.
 
 pub mod aws;
@@ -13,4 +14,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod k8s;
+pub mod render;
 pub mod stages;

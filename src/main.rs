@@ -43,5 +43,8 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Down(args) => commands::down(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Doctor(args) => commands::doctor(args).await,
+        Command::Token(args) => commands::token(args).await,
+        Command::Kubeconfig(args) => commands::kubeconfig(args).await,
+        Command::Render(args) => commands::render(args).await,
     }
 }

@@ -300,6 +300,15 @@ async fn observe(cx: &Context) -> Result<(Seen, Option<ClusterFacts>), StageErro
     Ok((seen, facts))
 }
 
+/// The stack's cluster as EKS reports it, for commands outside a run (`meshstack kubeconfig`):
+/// `None` if there is no cluster of that name.
+pub async fn find(
+    aws: &AwsClients,
+    stack: &Stack,
+) -> Result<Option<(SeenCluster, ClusterFacts)>, StageError> {
+    Ok(describe(aws, stack).await?.map(|d| (d.seen, d.facts)))
+}
+
 /// The facts dependents need, from the run's cache or by observing.
 pub async fn facts(cx: &Context) -> Result<ClusterFacts, StageError> {
     if let Some(f) = cx.facts().cluster.clone() {

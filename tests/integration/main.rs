@@ -4,6 +4,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access;
 mod cli;
 mod config_files;
+mod k8s_apply;
 mod lifecycle;
+mod render;

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test module uses a different part
 
+pub mod k8s;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

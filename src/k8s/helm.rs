@@ -1,0 +1,461 @@
+//! The helm seam: charts are installed through the `helm` CLI (the ecosystem convention), behind
+//! a trait small enough that tests can put a recording stand-in executable in its place.
+//!
+//! A release is skipped when helm reports it `deployed` at the pinned chart version and the
+//! journal holds the same values hash: a converged `up` runs `helm list` and nothing else.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Oldest helm meshstack supports: 3.8 made OCI registries generally available (the Karpenter
+/// chart is published only there).
+pub const MIN_HELM: (u64, u64) = (3, 8);
+
+/// Where a chart comes from, pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chart {
+    /// `https://...` repository URL, or an `oci://...` reference (then `name` is ignored).
+    pub repo: String,
+    pub name: String,
+    pub version: String,
+}
+
+impl Chart {
+    /// The chart argument of `helm upgrade --install` and, for HTTP repositories, `--repo`.
+    fn install_args(&self) -> Vec<String> {
+        if self.repo.starts_with("oci://") {
+            vec![self.repo.clone()]
+        } else {
+            vec![self.name.clone(), "--repo".into(), self.repo.clone()]
+        }
+    }
+
+    /// How `helm list` shows an installed chart: `<name>-<version>`.
+    pub fn listed_as(&self) -> String {
+        let name = if self.repo.starts_with("oci://") {
+            self.repo.rsplit('/').next().unwrap_or(&self.name)
+        } else {
+            &self.name
+        };
+        format!("{name}-{}", self.version)
+    }
+}
+
+/// One release meshstack manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    pub namespace: String,
+    pub chart: Chart,
+    /// The values, fully rendered (written to a private temp file for the call).
+    pub values: String,
+    pub timeout: Duration,
+}
+
+impl Release {
+    /// A stable fingerprint of what would be installed (chart version + values), recorded in
+    /// the journal to decide whether an upgrade is needed.
+    pub fn fingerprint(&self) -> String {
+        // FNV-1a: stable across runs and platforms, no dependency; not a security boundary.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self
+            .chart
+            .listed_as()
+            .bytes()
+            .chain([0])
+            .chain(self.values.bytes())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// A release as `helm list` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Listed {
+    pub name: String,
+    pub namespace: String,
+    /// `deployed`, `failed`, `pending-install`, `pending-upgrade`, `pending-rollback`, ...
+    pub status: String,
+    /// `<chart>-<version>`.
+    pub chart: String,
+    #[serde(default)]
+    pub revision: String,
+}
+
+impl Listed {
+    pub fn is_pending(&self) -> bool {
+        self.status.starts_with("pending-")
+    }
+}
+
+/// Why a helm call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HelmError {
+    /// The binary could not be run at all.
+    #[error("cannot run `{binary}`: {reason}; install helm {}.{} or newer (https://helm.sh/docs/intro/install/) or set MESHSTACK_HELM", MIN_HELM.0, MIN_HELM.1)]
+    NotFound { binary: String, reason: String },
+    /// helm ran and failed.
+    #[error("`helm {args}` failed ({status}): {stderr}")]
+    Failed {
+        args: String,
+        status: String,
+        stderr: String,
+    },
+    /// helm's output was not what we expected.
+    #[error("cannot read the output of `helm {args}`: {reason}")]
+    Output { args: String, reason: String },
+}
+
+/// What meshstack needs from helm.
+#[async_trait]
+pub trait Helm: Send + Sync {
+    /// The release, if helm knows it (in any state).
+    async fn find(&self, name: &str, namespace: &str) -> Result<Option<Listed>, HelmError>;
+    /// `helm upgrade --install` with `--wait`.
+    async fn upgrade_install(&self, release: &Release) -> Result<(), HelmError>;
+    /// `helm rollback` to the last good revision (for a release stuck pending).
+    async fn rollback(&self, name: &str, namespace: &str) -> Result<(), HelmError>;
+    /// `helm uninstall --wait`; a missing release is not an error.
+    async fn uninstall(&self, name: &str, namespace: &str) -> Result<(), HelmError>;
+}
+
+/// The real helm CLI.
+#[derive(Debug, Clone)]
+pub struct HelmCli {
+    pub binary: String,
+    /// The kubeconfig helm uses (meshstack writes one whose user runs `meshstack token`, so no
+    /// secret is on disk or in helm's argument list).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl HelmCli {
+    /// `MESHSTACK_HELM`, else `helm` from PATH.
+    pub fn from_env(kubeconfig: Option<PathBuf>) -> Self {
+        HelmCli {
+            binary: std::env::var("MESHSTACK_HELM").unwrap_or_else(|_| "helm".into()),
+            kubeconfig,
+        }
+    }
+
+    async fn run(&self, args: &[String]) -> Result<String, HelmError> {
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(args);
+        if let Some(k) = &self.kubeconfig {
+            cmd.arg("--kubeconfig").arg(k);
+        }
+        let out = cmd.output().await.map_err(|e| HelmError::NotFound {
+            binary: self.binary.clone(),
+            reason: e.to_string(),
+        })?;
+        if !out.status.success() {
+            return Err(HelmError::Failed {
+                args: args.join(" "),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `helm version --short`.
+    pub async fn version(&self) -> Result<String, HelmError> {
+        Ok(self
+            .run(&["version".into(), "--short".into()])
+            .await?
+            .trim()
+            .to_string())
+    }
+}
+
+/// The argument list of `helm upgrade --install` for a release whose values are in `values`.
+pub fn upgrade_install_args(release: &Release, values: &Path) -> Vec<String> {
+    let mut args = vec![
+        "upgrade".to_string(),
+        "--install".into(),
+        release.name.clone(),
+    ];
+    args.extend(release.chart.install_args());
+    args.extend([
+        "--version".into(),
+        release.chart.version.clone(),
+        "--namespace".into(),
+        release.namespace.clone(),
+        "--create-namespace".into(),
+        "--values".into(),
+        values.display().to_string(),
+        "--wait".into(),
+        "--timeout".into(),
+        format!("{}s", release.timeout.as_secs()),
+    ]);
+    args
+}
+
+/// The argument list of `helm list` narrowed to one release, in every state.
+pub fn list_args(name: &str, namespace: &str) -> Vec<String> {
+    [
+        "list",
+        "--all",
+        "--namespace",
+        namespace,
+        "--filter",
+        &format!("^{name}$"),
+        "--output",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[async_trait]
+impl Helm for HelmCli {
+    async fn find(&self, name: &str, namespace: &str) -> Result<Option<Listed>, HelmError> {
+        let args = list_args(name, namespace);
+        let out = self.run(&args).await?;
+        let listed: Vec<Listed> =
+            serde_json::from_str(out.trim()).map_err(|e| HelmError::Output {
+                args: args.join(" "),
+                reason: e.to_string(),
+            })?;
+        Ok(listed.into_iter().find(|l| l.name == name))
+    }
+
+    async fn upgrade_install(&self, release: &Release) -> Result<(), HelmError> {
+        // Values go to a private file: helm reads files, and `--set` would put them in argv.
+        let dir = std::env::temp_dir().join(format!("meshstack-helm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| HelmError::Output {
+            args: "upgrade".into(),
+            reason: format!("cannot create {}: {e}", dir.display()),
+        })?;
+        let path = dir.join(format!("{}-{}.yaml", release.namespace, release.name));
+        write_private(&path, &release.values).map_err(|e| HelmError::Output {
+            args: "upgrade".into(),
+            reason: format!("cannot write {}: {e}", path.display()),
+        })?;
+        let res = self.run(&upgrade_install_args(release, &path)).await;
+        let _ = std::fs::remove_file(&path);
+        res.map(|_| ())
+    }
+
+    async fn rollback(&self, name: &str, namespace: &str) -> Result<(), HelmError> {
+        let args: Vec<String> = ["rollback", name, "--namespace", namespace, "--wait"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        self.run(&args).await.map(|_| ())
+    }
+
+    async fn uninstall(&self, name: &str, namespace: &str) -> Result<(), HelmError> {
+        if self.find(name, namespace).await?.is_none() {
+            return Ok(());
+        }
+        let args: Vec<String> = ["uninstall", name, "--namespace", namespace, "--wait"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        self.run(&args).await.map(|_| ())
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+/// What `up` must do for a release, given what helm reports and the recorded fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseStep {
+    /// Deployed at this chart version with these values: nothing to do.
+    Skip,
+    /// Install or upgrade.
+    Install,
+    /// A killed run left it pending: roll back (it had a good revision) and install.
+    RollbackThenInstall,
+    /// A killed first install left it pending with no good revision: uninstall and install.
+    UninstallThenInstall,
+}
+
+/// The pure decision behind [`ReleaseStep`].
+pub fn decide(
+    release: &Release,
+    listed: Option<&Listed>,
+    recorded_fingerprint: Option<&str>,
+) -> ReleaseStep {
+    match listed {
+        None => ReleaseStep::Install,
+        Some(l) if l.is_pending() => {
+            if l.status == "pending-install" || l.revision == "1" {
+                ReleaseStep::UninstallThenInstall
+            } else {
+                ReleaseStep::RollbackThenInstall
+            }
+        }
+        Some(l)
+            if l.status == "deployed"
+                && l.chart == release.chart.listed_as()
+                && recorded_fingerprint == Some(release.fingerprint().as_str()) =>
+        {
+            ReleaseStep::Skip
+        }
+        Some(_) => ReleaseStep::Install,
+    }
+}
+
+/// `v3.14.2+gc309b6f` >= (3, 8)?
+pub fn version_at_least(version: &str, min: (u64, u64)) -> bool {
+    let v = version.trim().trim_start_matches('v');
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release() -> Release {
+        Release {
+            name: "prom".into(),
+            namespace: "prometheus".into(),
+            chart: Chart {
+                repo: "https://prometheus-community.github.io/helm-charts".into(),
+                name: "kube-prometheus-stack".into(),
+                version: "75.0.0".into(),
+            },
+            values: "grafana:\n  enabled: true\n".into(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn upgrade_install_arguments_are_pinned_and_waited() {
+        let args = upgrade_install_args(&release(), Path::new("/tmp/v.yaml"));
+        assert_eq!(
+            args,
+            [
+                "upgrade",
+                "--install",
+                "prom",
+                "kube-prometheus-stack",
+                "--repo",
+                "https://prometheus-community.github.io/helm-charts",
+                "--version",
+                "75.0.0",
+                "--namespace",
+                "prometheus",
+                "--create-namespace",
+                "--values",
+                "/tmp/v.yaml",
+                "--wait",
+                "--timeout",
+                "600s"
+            ]
+        );
+        let mut oci = release();
+        oci.chart.repo = "oci://public.ecr.aws/karpenter/karpenter".into();
+        let args = upgrade_install_args(&oci, Path::new("/v"));
+        assert_eq!(
+            &args[3..6],
+            [
+                "oci://public.ecr.aws/karpenter/karpenter",
+                "--version",
+                "75.0.0"
+            ]
+        );
+        assert_eq!(oci.chart.listed_as(), "karpenter-75.0.0");
+    }
+
+    #[test]
+    fn decisions() {
+        let r = release();
+        let fp = r.fingerprint();
+        let listed = |status: &str, chart: &str, rev: &str| Listed {
+            name: "prom".into(),
+            namespace: "prometheus".into(),
+            status: status.into(),
+            chart: chart.into(),
+            revision: rev.into(),
+        };
+        let deployed = listed("deployed", "kube-prometheus-stack-75.0.0", "3");
+        assert_eq!(decide(&r, None, None), ReleaseStep::Install);
+        assert_eq!(decide(&r, Some(&deployed), Some(&fp)), ReleaseStep::Skip);
+        assert_eq!(
+            decide(&r, Some(&deployed), Some("other")),
+            ReleaseStep::Install,
+            "values changed"
+        );
+        assert_eq!(
+            decide(&r, Some(&deployed), None),
+            ReleaseStep::Install,
+            "journal lost: reapply once"
+        );
+        let old = listed("deployed", "kube-prometheus-stack-74.0.0", "3");
+        assert_eq!(
+            decide(&r, Some(&old), Some(&fp)),
+            ReleaseStep::Install,
+            "chart version changed"
+        );
+        let failed = listed("failed", "kube-prometheus-stack-75.0.0", "3");
+        assert_eq!(decide(&r, Some(&failed), Some(&fp)), ReleaseStep::Install);
+        let stuck = listed("pending-upgrade", "kube-prometheus-stack-75.0.0", "4");
+        assert_eq!(
+            decide(&r, Some(&stuck), Some(&fp)),
+            ReleaseStep::RollbackThenInstall
+        );
+        let first = listed("pending-install", "kube-prometheus-stack-75.0.0", "1");
+        assert_eq!(
+            decide(&r, Some(&first), None),
+            ReleaseStep::UninstallThenInstall
+        );
+    }
+
+    #[test]
+    fn fingerprint_follows_chart_version_and_values() {
+        let a = release();
+        let mut b = release();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.values.push_str("x: 1\n");
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let mut c = release();
+        c.chart.version = "75.0.1".into();
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn helm_versions() {
+        for (v, ok) in [
+            ("v3.14.2+gc309b6f", true),
+            ("v3.8.0", true),
+            ("v3.7.9", false),
+            ("v2.17.0", false),
+            ("v4.0.1", true),
+            ("garbage", false),
+        ] {
+            assert_eq!(version_at_least(v, MIN_HELM), ok, "{v}");
+        }
+    }
+
+    #[test]
+    fn helm_list_output_parses() {
+        let out = r#"[{"name":"prom","namespace":"prometheus","revision":"2","updated":"2026-11-28 10:00:00.0 +0000 UTC","status":"deployed","chart":"kube-prometheus-stack-75.0.0","app_version":"v0.83.0"}]"#;
+        let listed: Vec<Listed> = serde_json::from_str(out).unwrap();
+        assert_eq!(listed[0].chart, "kube-prometheus-stack-75.0.0");
+        assert!(!listed[0].is_pending());
+    }
+}

@@ -1,0 +1,1052 @@
+//! The Kubernetes manifests and helm values files meshstack applies, with the stack's values
+//! filled in: what `meshstack render` writes and what the Kubernetes stages apply.
+//!
+//! The templates are the repository's own files (`karpenter/`, `observability/`,
+//! `stacks/istio/`, `stacks/ecommerce/`), embedded at build time so the binary works outside
+//! a checkout. A template names a value as `${NAME}`; [`render`] replaces every placeholder
+//! from one table built from the stack and the [`RenderInputs`], and refuses anything it
+//! cannot fill (an unknown name, a malformed `${`), so no placeholder ever reaches a cluster.
+//! Values are restricted to characters that cannot change a YAML document's structure, and
+//! every rendered file is parsed before it is returned.
+//!
+//! The same module decides which Karpenter API the stack gets, by `karpenter.version`, and
+//! refuses Karpenter/Kubernetes pairs that cannot work (see [`check_karpenter`]).
+//!
+//! Rendering is pure and deterministic: the same stack and inputs give byte-identical files
+//! in the same order.
+
+use std::collections::BTreeMap;
+
+use crate::config::{ReleaseVersion, Stack};
+use crate::stages::iam::{self, RoleKind};
+use crate::stages::karpenter_infra;
+
+/// Account ID `meshstack render` uses unless given one: renders offline, without credentials.
+pub const OFFLINE_ACCOUNT_ID: &str = "000000000000";
+
+/// The API server endpoint `meshstack render` uses unless given one: the reserved `.invalid`
+/// top-level domain, so the placeholder can never resolve.
+pub fn offline_endpoint(stack: &Stack) -> String {
+    format!("https://{}.example.invalid", stack.cluster_name())
+}
+
+/// Every template, by its path in the repository, in the order the stages apply them.
+const TEMPLATES: &[(&str, &str)] = &[
+    (KARPENTER_VALUES, include_str!("../karpenter/values.yaml")),
+    (
+        "karpenter/ec2nodeclass.yaml",
+        include_str!("../karpenter/ec2nodeclass.yaml"),
+    ),
+    (
+        "karpenter/nodepool.yaml",
+        include_str!("../karpenter/nodepool.yaml"),
+    ),
+    (
+        "karpenter/provisioner.yaml",
+        include_str!("../karpenter/provisioner.yaml"),
+    ),
+    (
+        "observability/prometheus-values.yaml",
+        include_str!("../observability/prometheus-values.yaml"),
+    ),
+    (
+        "observability/monitoring.yaml",
+        include_str!("../observability/monitoring.yaml"),
+    ),
+    (
+        "stacks/istio/base-values.yaml",
+        include_str!("../stacks/istio/base-values.yaml"),
+    ),
+    (
+        "stacks/istio/istiod-values.yaml",
+        include_str!("../stacks/istio/istiod-values.yaml"),
+    ),
+    (
+        "stacks/istio/gateway-values.yaml",
+        include_str!("../stacks/istio/gateway-values.yaml"),
+    ),
+    (
+        "observability/jaeger.yaml",
+        include_str!("../observability/jaeger.yaml"),
+    ),
+    (
+        "observability/kiali-operator-values.yaml",
+        include_str!("../observability/kiali-operator-values.yaml"),
+    ),
+    (
+        "observability/kiali.yaml",
+        include_str!("../observability/kiali.yaml"),
+    ),
+    (
+        "stacks/ecommerce/namespace.yaml",
+        include_str!("../stacks/ecommerce/namespace.yaml"),
+    ),
+    (
+        "stacks/ecommerce/graphql.yaml",
+        include_str!("../stacks/ecommerce/graphql.yaml"),
+    ),
+    (
+        "stacks/ecommerce/orders.yaml",
+        include_str!("../stacks/ecommerce/orders.yaml"),
+    ),
+    (
+        "stacks/ecommerce/products.yaml",
+        include_str!("../stacks/ecommerce/products.yaml"),
+    ),
+    (
+        "stacks/ecommerce/gateway.yaml",
+        include_str!("../stacks/ecommerce/gateway.yaml"),
+    ),
+    (
+        "stacks/ecommerce/virtual-services.yaml",
+        include_str!("../stacks/ecommerce/virtual-services.yaml"),
+    ),
+];
+
+const KARPENTER_VALUES: &str = "karpenter/values.yaml";
+const KARPENTER_V1: [&str; 2] = ["karpenter/ec2nodeclass.yaml", "karpenter/nodepool.yaml"];
+const KARPENTER_V1ALPHA5: [&str; 1] = ["karpenter/provisioner.yaml"];
+
+/// What `render` needs besides the stack: facts about the account and the cluster that only
+/// AWS knows (or that `meshstack render` defaults offline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderInputs {
+    /// 12-digit AWS account ID (for the Karpenter controller role's ARN).
+    pub account_id: String,
+    /// AWS region, like `us-east-1`.
+    pub region: String,
+    /// ARN partition: `aws`, `aws-cn` or `aws-us-gov`.
+    pub partition: String,
+    /// The cluster's availability zones, in order; the NodePool may launch in exactly these.
+    pub zones: Vec<String>,
+    /// The EKS API server endpoint, `https://...`.
+    pub cluster_endpoint: String,
+}
+
+/// One rendered file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// The template's path in the repository, like `karpenter/nodepool.yaml`; also where
+    /// `meshstack render` writes it under `--out`.
+    pub path: String,
+    /// The file, every placeholder filled in.
+    pub content: String,
+}
+
+impl RenderedFile {
+    /// Helm values (`*values.yaml`) rather than Kubernetes objects.
+    pub fn is_helm_values(&self) -> bool {
+        self.path.ends_with("values.yaml")
+    }
+}
+
+/// Which Karpenter API a release serves, which decides the manifests it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KarpenterApi {
+    /// Before 0.33: `karpenter.sh/v1alpha5` Provisioner + AWSNodeTemplate.
+    V1Alpha5,
+    /// 0.33 to 0.37: `karpenter.sh/v1beta1` NodePool + EC2NodeClass, which meshstack has no
+    /// manifests for.
+    V1Beta1,
+    /// 1.0 and later: `karpenter.sh/v1` NodePool + `karpenter.k8s.aws/v1` EC2NodeClass.
+    V1,
+}
+
+/// Why the stack cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The stack asks for a combination that cannot work.
+    #[error("{field}: {message}")]
+    Unsupported {
+        /// The stack setting to change, like `karpenter.version`.
+        field: &'static str,
+        /// Why it cannot work and what to use instead.
+        message: String,
+    },
+    /// One of the [`RenderInputs`] is malformed.
+    #[error("{what}: {message}")]
+    Input {
+        /// Which input.
+        what: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A template names a placeholder that has no value.
+    #[error("{file}, line {line}: unknown placeholder ${{{name}}}; the known ones are {known}")]
+    UnknownPlaceholder {
+        /// The template's path.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// The name between `${` and `}`.
+        name: String,
+        /// Every name that has a value, comma-separated.
+        known: String,
+    },
+    /// `${` that does not start a well-formed `${NAME}`.
+    #[error(
+        "{file}, line {line}: `${{` does not start a placeholder like ${{CLUSTER_NAME}} \
+         (upper-case letters, digits and _ between the braces)"
+    )]
+    Malformed {
+        /// The template's path.
+        file: String,
+        /// 1-based line.
+        line: usize,
+    },
+    /// A value holds characters that could change the YAML it is put into.
+    #[error(
+        "the value {value:?} for ${{{name}}} may contain only letters, digits and . _ : / @ + -"
+    )]
+    UnsafeValue {
+        /// The placeholder.
+        name: &'static str,
+        /// The offending value.
+        value: String,
+    },
+    /// A rendered file does not parse as YAML: a bug in a template.
+    #[error("{file}: the rendered file is not valid YAML: {message}")]
+    Yaml {
+        /// The template's path.
+        file: String,
+        /// What the YAML parser said.
+        message: String,
+    },
+}
+
+/// A placeholder's value: a scalar is inserted as is, a list as a YAML flow sequence of
+/// double-quoted strings, like `["us-east-1a", "us-east-1b"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// Inserted verbatim; templates quote it where YAML would otherwise retype it.
+    Scalar(String),
+    /// Inserted as `["a", "b"]`.
+    List(Vec<String>),
+}
+
+/// The API `version` serves.
+pub fn karpenter_api(version: ReleaseVersion) -> KarpenterApi {
+    if version < ReleaseVersion::new(0, 33, 0) {
+        KarpenterApi::V1Alpha5
+    } else if version.major == 0 {
+        KarpenterApi::V1Beta1
+    } else {
+        KarpenterApi::V1
+    }
+}
+
+/// The oldest Karpenter release that supports Kubernetes `1.<minor>`, per Karpenter's
+/// compatibility matrix (aws/karpenter-provider-aws, website/content/en/docs/upgrading/
+/// compatibility.md; 1.29 from the v1.6 docs' copy of the table). `None` for a version the
+/// table does not cover.
+pub fn karpenter_minimum(kubernetes_minor: u32) -> Option<ReleaseVersion> {
+    let v = ReleaseVersion::new;
+    Some(match kubernetes_minor {
+        25 => v(0, 25, 0),
+        26 | 27 => v(0, 28, 0),
+        28 => v(0, 31, 0),
+        29 => v(0, 34, 0),
+        30 => v(0, 37, 0),
+        31 => v(1, 0, 5),
+        32 => v(1, 2, 0),
+        33 => v(1, 5, 0),
+        34 => v(1, 6, 0),
+        35 => v(1, 9, 0),
+        36 => v(1, 13, 0),
+        _ => return None,
+    })
+}
+
+/// The `N` of the stack's `1.N` Kubernetes version (validated by `config`).
+fn kubernetes_minor(stack: &Stack) -> u32 {
+    stack
+        .kubernetes_version
+        .strip_prefix("1.")
+        .and_then(|m| m.parse().ok())
+        .expect("config validates kubernetes_version as 1.N")
+}
+
+/// The Karpenter API the stack gets, or why its `karpenter.version` cannot work with its
+/// `kubernetes_version`.
+///
+/// # Errors
+/// [`RenderError::Unsupported`] naming `karpenter.version` when the release is older than
+/// the compatibility matrix allows for the stack's Kubernetes version (which rules out every
+/// pre-0.33 release for Kubernetes 1.29 and newer, since 1.29 needs 0.34), when it serves
+/// only `v1beta1` (0.33 to 0.37, for which meshstack has no manifests); naming
+/// `kubernetes_version` when the matrix does not cover it.
+pub fn check_karpenter(stack: &Stack) -> Result<KarpenterApi, RenderError> {
+    let version = stack.karpenter.version;
+    let k8s = kubernetes_minor(stack);
+    let api = karpenter_api(version);
+    let unsupported = |message: String| RenderError::Unsupported {
+        field: "karpenter.version",
+        message,
+    };
+    let Some(minimum) = karpenter_minimum(k8s) else {
+        return Err(RenderError::Unsupported {
+            field: "kubernetes_version",
+            message: format!(
+                "meshstack does not know which Karpenter release supports Kubernetes 1.{k8s}; \
+             check https://karpenter.sh/docs/upgrading/compatibility/ and use a \
+             kubernetes_version meshstack knows (1.29 to 1.36)"
+            ),
+        });
+    };
+    // meshstack's manifests need the v1 API, so the advice is never older than 1.0.
+    let fix = format!(
+        "use {} or newer (remove the key for the default, {})",
+        minimum.max(ReleaseVersion::new(1, 0, 0)),
+        Stack::embedded_default().karpenter.version
+    );
+    match api {
+        KarpenterApi::V1Alpha5 if version < minimum => Err(unsupported(format!(
+            "Karpenter {version} predates 0.33 and serves only the v1alpha5 Provisioner API \
+             (karpenter/provisioner.yaml), and no release before {minimum} supports \
+             Kubernetes 1.{k8s} (the stack's kubernetes_version), per Karpenter's \
+             compatibility matrix; {fix}"
+        ))),
+        KarpenterApi::V1Beta1 => Err(unsupported(format!(
+            "Karpenter {version} serves only the v1beta1 NodePool API, but meshstack's \
+             karpenter/nodepool.yaml and ec2nodeclass.yaml use v1, served from Karpenter \
+             1.0; {fix}"
+        ))),
+        _ if version < minimum => Err(unsupported(format!(
+            "Karpenter {version} does not support Kubernetes 1.{k8s} (the stack's \
+             kubernetes_version): Karpenter's compatibility matrix asks for {minimum} or \
+             newer; {fix}"
+        ))),
+        api => Ok(api),
+    }
+}
+
+/// Istio minor releases and the Kubernetes minors they support, from istio.io's "Supported
+/// Releases" table (as mirrored by endoflife.date, products/istio.md).
+const ISTIO_KUBERNETES: &[(u32, u32, u32)] = &[
+    (18, 24, 27),
+    (19, 25, 28),
+    (20, 25, 29),
+    (21, 26, 29),
+    (22, 27, 30),
+    (23, 27, 30),
+    (24, 28, 31),
+    (25, 29, 32),
+    (26, 29, 33),
+    (27, 29, 33),
+    (28, 30, 34),
+    (29, 31, 35),
+    (30, 32, 36),
+];
+
+/// A warning when the stack's Istio release does not support its Kubernetes version, with
+/// the support range and the `istio.version` override; `None` when the pair is supported.
+///
+/// The demo was built on Istio 1.18, which supports Kubernetes 1.24 to 1.27 only, while EKS
+/// (and meshstack) create nothing older than 1.29: the default stack gets this warning.
+/// It is a warning, not an error, because the demo's features (sidecars, locality load
+/// balancing, tracing) may well work; it is not a combination Istio tested.
+pub fn istio_support_warning(stack: &Stack) -> Option<String> {
+    let istio = stack.istio.version;
+    let k8s = kubernetes_minor(stack);
+    let supporting: Vec<String> = ISTIO_KUBERNETES
+        .iter()
+        .filter(|(_, lo, hi)| (*lo..=*hi).contains(&k8s))
+        .map(|(minor, _, _)| format!("1.{minor}"))
+        .collect();
+    let fix = match supporting.as_slice() {
+        [] => String::new(),
+        [one] => format!(
+            "; to run a supported pair, set istio.version to a {one}.x release in the stack \
+             file"
+        ),
+        [init @ .., last] => format!(
+            "; to run a supported pair, set istio.version to a {} or {last} release (x.y.z) \
+             in the stack file",
+            init.join(", ")
+        ),
+    };
+    let row = ISTIO_KUBERNETES
+        .iter()
+        .find(|(minor, _, _)| istio.major == 1 && *minor == istio.minor);
+    match row {
+        Some((_, lo, hi)) if (*lo..=*hi).contains(&k8s) => None,
+        Some((_, lo, hi)) => Some(format!(
+            "Istio {istio} supports Kubernetes 1.{lo} to 1.{hi} only (istio.io, Supported \
+             Releases), but the stack's kubernetes_version is 1.{k8s}{}; the demo may work, \
+             but Istio has not tested this pair{fix}",
+            if *hi < 29 {
+                " and EKS creates no cluster older than 1.29"
+            } else {
+                ""
+            }
+        )),
+        None => Some(format!(
+            "meshstack does not know which Kubernetes versions Istio {istio} supports; check \
+             https://istio.io/latest/docs/releases/supported-releases/{fix}"
+        )),
+    }
+}
+
+/// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for GovCloud, else `aws`.
+pub fn partition_for_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// The template paths for `api`, in apply order.
+pub fn template_paths(api: KarpenterApi) -> Vec<&'static str> {
+    let (wanted, unwanted): (&[&str], &[&str]) = match api {
+        KarpenterApi::V1Alpha5 => (&KARPENTER_V1ALPHA5, &KARPENTER_V1),
+        KarpenterApi::V1 | KarpenterApi::V1Beta1 => (&KARPENTER_V1, &KARPENTER_V1ALPHA5),
+    };
+    debug_assert!(wanted.iter().all(|p| template(p).is_some()));
+    TEMPLATES
+        .iter()
+        .map(|(path, _)| *path)
+        .filter(|path| !unwanted.contains(path))
+        .collect()
+}
+
+fn template(path: &str) -> Option<&'static str> {
+    TEMPLATES.iter().find(|(p, _)| *p == path).map(|(_, t)| *t)
+}
+
+/// Renders every manifest and helm values file for the stack, in apply order.
+///
+/// # Errors
+/// [`RenderError::Unsupported`] for a Karpenter/Kubernetes pair that cannot work (see
+/// [`check_karpenter`]); [`RenderError::Input`] or [`RenderError::UnsafeValue`] for a
+/// malformed input; the template errors only for a broken template (which the tests catch).
+pub fn render(stack: &Stack, inputs: &RenderInputs) -> Result<Vec<RenderedFile>, RenderError> {
+    let api = check_karpenter(stack)?;
+    let vars = variables(stack, inputs)?;
+    template_paths(api)
+        .into_iter()
+        .map(|path| render_file(path, &vars))
+        .collect()
+}
+
+fn render_file(
+    path: &str,
+    vars: &BTreeMap<&'static str, Value>,
+) -> Result<RenderedFile, RenderError> {
+    let text = template(path).expect("template_paths lists embedded templates");
+    let content = substitute(path, text, vars)?;
+    check_yaml(path, &content)?;
+    Ok(RenderedFile {
+        path: path.to_owned(),
+        content,
+    })
+}
+
+/// Every placeholder's value for the stack and inputs.
+///
+/// # Errors
+/// [`RenderError::Input`] for a malformed input, [`RenderError::UnsafeValue`] for a value
+/// with characters that could change the YAML it goes into.
+pub fn variables(
+    stack: &Stack,
+    inputs: &RenderInputs,
+) -> Result<BTreeMap<&'static str, Value>, RenderError> {
+    check_inputs(inputs)?;
+    let karpenter_role_arn = format!(
+        "arn:{}:iam::{}:role/{}",
+        inputs.partition,
+        inputs.account_id,
+        RoleKind::Karpenter.role_name(stack)
+    );
+    let vars = BTreeMap::from([
+        ("STACK_NAME", Value::Scalar(stack.name.clone())),
+        (
+            "CLUSTER_NAME",
+            Value::Scalar(stack.cluster_name().to_owned()),
+        ),
+        (
+            "CLUSTER_ENDPOINT",
+            Value::Scalar(inputs.cluster_endpoint.clone()),
+        ),
+        (
+            "NODE_ROLE_NAME",
+            Value::Scalar(RoleKind::Node.role_name(stack)),
+        ),
+        (
+            "INSTANCE_PROFILE",
+            Value::Scalar(iam::instance_profile_name(stack)),
+        ),
+        (
+            "INTERRUPTION_QUEUE",
+            Value::Scalar(karpenter_infra::queue_name(stack)),
+        ),
+        ("KARPENTER_ROLE_ARN", Value::Scalar(karpenter_role_arn)),
+        // Two replicas need two system nodes (they keep apart by hostname).
+        (
+            "KARPENTER_REPLICAS",
+            Value::Scalar(stack.node_group.size.min(2).to_string()),
+        ),
+        ("ZONES", Value::List(inputs.zones.clone())),
+        (
+            "CAPACITY_TYPES",
+            Value::List(
+                stack
+                    .karpenter
+                    .capacity_types
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect(),
+            ),
+        ),
+        (
+            "TRACING_SAMPLING",
+            Value::Scalar(decimal(stack.istio.tracing_sampling.get())),
+        ),
+    ]);
+    for (name, value) in &vars {
+        let items = match value {
+            Value::Scalar(s) => std::slice::from_ref(s),
+            Value::List(items) => items.as_slice(),
+        };
+        if let Some(bad) = items.iter().find(|s| !is_safe(s)) {
+            return Err(RenderError::UnsafeValue {
+                name,
+                value: bad.clone(),
+            });
+        }
+    }
+    Ok(vars)
+}
+
+/// A float as YAML always reads it back as a float: `100.0`, `0.5` (never `1e-7`).
+fn decimal(x: f64) -> String {
+    let text = x.to_string();
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// Characters that, inside or outside quotes, cannot end a YAML scalar or start a structure.
+fn is_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:/@+-".contains(c))
+}
+
+fn check_inputs(inputs: &RenderInputs) -> Result<(), RenderError> {
+    let input = |what, message: String| Err(RenderError::Input { what, message });
+    let id = &inputs.account_id;
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return input(
+            "account id",
+            format!("`{id}` is not an AWS account ID; account IDs are 12 digits"),
+        );
+    }
+    if !["aws", "aws-cn", "aws-us-gov"].contains(&inputs.partition.as_str()) {
+        return input(
+            "partition",
+            format!(
+                "`{}` is not an AWS partition (aws, aws-cn or aws-us-gov)",
+                inputs.partition
+            ),
+        );
+    }
+    let endpoint = &inputs.cluster_endpoint;
+    let host = endpoint.strip_prefix("https://").unwrap_or_default();
+    if host.is_empty() || host.starts_with('/') || !is_safe(host) {
+        return input(
+            "endpoint",
+            format!(
+                "`{endpoint}` is not an https URL; EKS endpoints look like \
+                 https://ABCDEF.gr7.us-east-1.eks.amazonaws.com"
+            ),
+        );
+    }
+    if !is_safe(&inputs.region) {
+        return input(
+            "region",
+            format!("`{}` is not an AWS region name", inputs.region),
+        );
+    }
+    if inputs.zones.is_empty() {
+        return input("zones", "no zones; the cluster spans at least two".into());
+    }
+    for zone in &inputs.zones {
+        let letter = zone.strip_prefix(inputs.region.as_str());
+        if !letter.is_some_and(|l| l.len() == 1 && l.bytes().all(|b| b.is_ascii_lowercase())) {
+            return input(
+                "zones",
+                format!(
+                    "`{zone}` is not a zone of region {} (like {}a)",
+                    inputs.region, inputs.region
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Replaces every `${NAME}` in `template` (the file at `path`) from `vars`.
+///
+/// # Errors
+/// [`RenderError::UnknownPlaceholder`] for a name without a value and
+/// [`RenderError::Malformed`] for a `${` that does not open `${NAME}`; in both the line is
+/// the template's. Nothing is left that looks like a placeholder when this succeeds.
+pub fn substitute(
+    path: &str,
+    template: &str,
+    vars: &BTreeMap<&'static str, Value>,
+) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        let line = template[..template.len() - rest.len() + start]
+            .matches('\n')
+            .count()
+            + 1;
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let name = after
+            .find('}')
+            .map(|end| &after[..end])
+            .filter(|name| {
+                name.starts_with(|c: char| c.is_ascii_uppercase())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .ok_or_else(|| RenderError::Malformed {
+                file: path.to_owned(),
+                line,
+            })?;
+        match vars.get(name) {
+            Some(Value::Scalar(s)) => out.push_str(s),
+            Some(Value::List(items)) => {
+                let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+                out.push('[');
+                out.push_str(&quoted.join(", "));
+                out.push(']');
+            }
+            None => {
+                return Err(RenderError::UnknownPlaceholder {
+                    file: path.to_owned(),
+                    line,
+                    name: name.to_owned(),
+                    known: vars.keys().copied().collect::<Vec<_>>().join(", "),
+                })
+            }
+        }
+        rest = &after[name.len() + 1..];
+    }
+    out.push_str(rest);
+    // Values are checked for `$`, `{` and `}`, so substitution cannot produce a placeholder;
+    // this makes the guarantee independent of that check.
+    if let Some(at) = out.find("${") {
+        return Err(RenderError::Malformed {
+            file: path.to_owned(),
+            line: out[..at].matches('\n').count() + 1,
+        });
+    }
+    Ok(out)
+}
+
+/// Every document of a rendered file parses.
+fn check_yaml(path: &str, content: &str) -> Result<(), RenderError> {
+    use serde::Deserialize;
+    for document in serde_yaml::Deserializer::from_str(content) {
+        serde_yaml::Value::deserialize(document).map_err(|e| RenderError::Yaml {
+            file: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(extra: &str) -> Stack {
+        Stack::parse(&format!("name: shop\n{extra}"), "test.yaml").unwrap()
+    }
+
+    fn inputs() -> RenderInputs {
+        RenderInputs {
+            account_id: "123456789012".into(),
+            region: "eu-west-1".into(),
+            partition: "aws".into(),
+            zones: vec![
+                "eu-west-1a".into(),
+                "eu-west-1b".into(),
+                "eu-west-1c".into(),
+            ],
+            cluster_endpoint: "https://ABC123.gr7.eu-west-1.eks.amazonaws.com".into(),
+        }
+    }
+
+    fn file<'a>(files: &'a [RenderedFile], path: &str) -> &'a str {
+        &files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not rendered"))
+            .content
+    }
+
+    fn docs(content: &str) -> Vec<serde_yaml::Value> {
+        use serde::Deserialize;
+        serde_yaml::Deserializer::from_str(content)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn default_stack_renders_with_no_placeholder_left() {
+        let files = render(&Stack::embedded_default(), &inputs()).unwrap();
+        assert_eq!(files.len(), TEMPLATES.len() - KARPENTER_V1ALPHA5.len());
+        for f in &files {
+            assert!(!f.content.contains("${"), "{}: {}", f.path, f.content);
+            assert!(!f.content.contains("cluster-name"), "{}", f.path);
+        }
+        // Stable order: the stages' apply order, Karpenter first, the app last.
+        assert_eq!(files[0].path, KARPENTER_VALUES);
+        assert_eq!(
+            files.last().unwrap().path,
+            "stacks/ecommerce/virtual-services.yaml"
+        );
+        assert_eq!(
+            render(&Stack::embedded_default(), &inputs()).unwrap(),
+            files
+        );
+    }
+
+    #[test]
+    fn stack_values_are_substituted() {
+        let files = render(
+            &stack("node_group: {size: 1}\nistio: {tracing_sampling: 1}\n"),
+            &inputs(),
+        )
+        .unwrap();
+        let values = &docs(file(&files, KARPENTER_VALUES))[0];
+        assert_eq!(values["settings"]["clusterName"], "shop");
+        assert_eq!(values["settings"]["interruptionQueue"], "shop-karpenter");
+        assert_eq!(
+            values["settings"]["clusterEndpoint"],
+            "https://ABC123.gr7.eu-west-1.eks.amazonaws.com"
+        );
+        assert_eq!(
+            values["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"],
+            "arn:aws:iam::123456789012:role/shop-karpenter"
+        );
+        assert_eq!(values["replicas"], 1);
+
+        let class = &docs(file(&files, "karpenter/ec2nodeclass.yaml"))[0];
+        assert_eq!(class["spec"]["role"], "shop-node");
+        assert_eq!(
+            class["spec"]["subnetSelectorTerms"][0]["tags"]["karpenter.sh/discovery"],
+            "shop"
+        );
+        assert_eq!(
+            class["spec"]["securityGroupSelectorTerms"][0]["tags"]["karpenter.sh/discovery"],
+            "shop"
+        );
+
+        let istiod = &docs(file(&files, "stacks/istio/istiod-values.yaml"))[0];
+        assert_eq!(
+            istiod["meshConfig"]["defaultConfig"]["tracing"]["sampling"],
+            serde_yaml::Value::from(1.0)
+        );
+    }
+
+    #[test]
+    fn zones_and_capacity_types_become_flow_lists() {
+        let files = render(
+            &stack("karpenter: {capacity_types: [on-demand]}\n"),
+            &inputs(),
+        )
+        .unwrap();
+        let text = file(&files, "karpenter/nodepool.yaml");
+        assert!(
+            text.contains(r#"values: ["eu-west-1a", "eu-west-1b", "eu-west-1c"]"#),
+            "{text}"
+        );
+        let pool = &docs(text)[0];
+        let requirements = pool["spec"]["template"]["spec"]["requirements"]
+            .as_sequence()
+            .unwrap();
+        let values = |key: &str| -> Vec<String> {
+            let r = requirements.iter().find(|r| r["key"] == key).unwrap();
+            serde_yaml::from_value(r["values"].clone()).unwrap()
+        };
+        assert_eq!(
+            values("topology.kubernetes.io/zone"),
+            ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+        );
+        assert_eq!(values("karpenter.sh/capacity-type"), ["on-demand"]);
+        assert!(values("node.kubernetes.io/instance-type").contains(&"m5.large".to_owned()));
+    }
+
+    #[test]
+    fn karpenter_api_by_version() {
+        for (version, api) in [
+            ((0, 16, 3), KarpenterApi::V1Alpha5),
+            ((0, 32, 10), KarpenterApi::V1Alpha5),
+            ((0, 33, 0), KarpenterApi::V1Beta1),
+            ((0, 37, 7), KarpenterApi::V1Beta1),
+            ((1, 0, 0), KarpenterApi::V1),
+            ((1, 8, 1), KarpenterApi::V1),
+            ((2, 0, 0), KarpenterApi::V1),
+        ] {
+            let (a, b, c) = version;
+            assert_eq!(
+                karpenter_api(ReleaseVersion::new(a, b, c)),
+                api,
+                "{version:?}"
+            );
+        }
+        assert_eq!(
+            template_paths(KarpenterApi::V1Alpha5)
+                .into_iter()
+                .filter(|p| p.starts_with("karpenter/"))
+                .collect::<Vec<_>>(),
+            [KARPENTER_VALUES, "karpenter/provisioner.yaml"]
+        );
+        assert_eq!(
+            template_paths(KarpenterApi::V1)
+                .into_iter()
+                .filter(|p| p.starts_with("karpenter/"))
+                .collect::<Vec<_>>(),
+            [
+                KARPENTER_VALUES,
+                "karpenter/ec2nodeclass.yaml",
+                "karpenter/nodepool.yaml"
+            ]
+        );
+    }
+
+    /// The legacy files render too (no Kubernetes version meshstack creates can use them
+    /// today, so `render` never returns them; this keeps them from rotting).
+    #[test]
+    fn legacy_provisioner_renders() {
+        let vars = variables(&stack(""), &inputs()).unwrap();
+        let file = render_file("karpenter/provisioner.yaml", &vars).unwrap();
+        let docs = docs(&file.content);
+        assert_eq!(docs[0]["kind"], "Provisioner");
+        assert_eq!(docs[1]["kind"], "AWSNodeTemplate");
+        let template = &docs[1]["spec"];
+        assert_eq!(template["instanceProfile"], "shop-karpenter-node");
+        assert_eq!(template["subnetSelector"]["karpenter.sh/discovery"], "shop");
+        assert_eq!(
+            template["securityGroupSelector"]["karpenter.sh/discovery"],
+            "shop"
+        );
+        assert!(!file.content.contains("cluster-name"));
+    }
+
+    #[test]
+    fn impossible_karpenter_pairs_are_refused_naming_the_field() {
+        for (yaml, ok, message) in [
+            ("karpenter: {version: 0.32.10}", false, "v1alpha5"),
+            (
+                "karpenter: {version: 0.16.3}",
+                false,
+                "no release before 1.6.0",
+            ),
+            ("karpenter: {version: 0.37.0}", false, "v1beta1"),
+            (
+                "kubernetes_version: '1.29'\nkarpenter: {version: 0.36.1}",
+                false,
+                "use 1.0.0 or newer",
+            ),
+            ("karpenter: {version: 1.5.4}", false, "1.6.0 or newer"),
+            ("karpenter: {version: 1.6.0}", true, ""),
+            (
+                "kubernetes_version: '1.35'\nkarpenter: {version: 1.8.1}",
+                false,
+                "1.9.0",
+            ),
+            (
+                "kubernetes_version: '1.35'\nkarpenter: {version: 1.9.0}",
+                true,
+                "",
+            ),
+            (
+                "kubernetes_version: '1.36'\nkarpenter: {version: 1.12.9}",
+                false,
+                "1.13.0",
+            ),
+            (
+                "kubernetes_version: '1.31'\nkarpenter: {version: 1.0.4}",
+                false,
+                "1.0.5",
+            ),
+            (
+                "kubernetes_version: '1.31'\nkarpenter: {version: 1.0.5}",
+                true,
+                "",
+            ),
+            (
+                "kubernetes_version: '1.29'\nkarpenter: {version: 0.32.0}",
+                false,
+                "v1alpha5",
+            ),
+        ] {
+            let result = render(&stack(&format!("{yaml}\n")), &inputs());
+            match result {
+                Ok(_) => assert!(ok, "{yaml}: rendered"),
+                Err(e) => {
+                    assert!(!ok, "{yaml}: {e}");
+                    let RenderError::Unsupported { field, .. } = &e else {
+                        panic!("{yaml}: {e:?}")
+                    };
+                    assert_eq!(*field, "karpenter.version");
+                    let text = e.to_string();
+                    assert!(text.starts_with("karpenter.version: "), "{text}");
+                    assert!(text.contains(message), "{yaml}: want {message:?} in {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kubernetes_version_a_stack_allows_has_a_karpenter_minimum() {
+        for minor in 29..=36 {
+            let min = karpenter_minimum(minor).unwrap();
+            assert!(min <= ReleaseVersion::new(1, 13, 0), "1.{minor}");
+        }
+        // The default pin covers the default Kubernetes version.
+        assert!(check_karpenter(&Stack::embedded_default()).is_ok());
+    }
+
+    #[test]
+    fn istio_warning() {
+        let warning = istio_support_warning(&Stack::embedded_default()).unwrap();
+        for part in [
+            "Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only",
+            "kubernetes_version is 1.34",
+            "EKS creates no cluster older than 1.29",
+            "istio.version",
+            "1.28, 1.29 or 1.30",
+        ] {
+            assert!(warning.contains(part), "want {part:?} in {warning}");
+        }
+        assert_eq!(
+            istio_support_warning(&stack("istio: {version: 1.28.2}\n")),
+            None
+        );
+        let unknown = istio_support_warning(&stack("istio: {version: 1.99.0}\n")).unwrap();
+        assert!(unknown.contains("does not know"), "{unknown}");
+    }
+
+    #[test]
+    fn substitution_errors_name_the_file_and_line() {
+        let vars = variables(&stack(""), &inputs()).unwrap();
+        let err = substitute("t.yaml", "a: 1\nb: ${NOPE}\n", &vars).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("t.yaml, line 2: unknown placeholder ${NOPE}; the known ones are "),
+            "{err}"
+        );
+        for bad in [
+            "x: ${cluster_name}",
+            "x: ${CLUSTER_NAME",
+            "x: ${}",
+            "x: ${ A}",
+        ] {
+            let err = substitute("t.yaml", bad, &vars).unwrap_err();
+            assert!(
+                matches!(err, RenderError::Malformed { line: 1, .. }),
+                "{bad}: {err:?}"
+            );
+        }
+        // `$` alone (Prometheus relabel replacements) is not a placeholder.
+        assert_eq!(
+            substitute("t.yaml", "r: '$1:$2' ${CLUSTER_NAME}", &vars).unwrap(),
+            "r: '$1:$2' shop"
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        let mut cases: Vec<(RenderInputs, &str)> = Vec::new();
+        let mut i = inputs();
+        i.account_id = "12345".into();
+        cases.push((i, "account id"));
+        let mut i = inputs();
+        i.cluster_endpoint = "http://x".into();
+        cases.push((i, "endpoint"));
+        let mut i = inputs();
+        i.zones = vec!["us-east-1a".into()];
+        cases.push((i, "zones"));
+        let mut i = inputs();
+        i.zones = vec![];
+        cases.push((i, "zones"));
+        let mut i = inputs();
+        i.partition = "aws-moon".into();
+        cases.push((i, "partition"));
+        let mut i = inputs();
+        i.cluster_endpoint = "https://x\" injected: \"y".into();
+        cases.push((i, "endpoint"));
+        for (i, what) in cases {
+            let err = render(&stack(""), &i).unwrap_err();
+            assert!(
+                matches!(&err, RenderError::Input { what: w, .. } if *w == what),
+                "{what}: {err:?}"
+            );
+        }
+        // Values that could break out of their quotes never reach a template.
+        let mut bad = stack("");
+        bad.name = "shop\" injected: \"x".into();
+        let err = variables(&bad, &inputs()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RenderError::UnsafeValue {
+                    name: "CLUSTER_NAME",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn every_variable_is_used_and_every_template_parses_unrendered_placeholders_aside() {
+        let vars = variables(&stack(""), &inputs()).unwrap();
+        for name in vars.keys() {
+            let placeholder = format!("${{{name}}}");
+            assert!(
+                TEMPLATES.iter().any(|(_, t)| t.contains(&placeholder)),
+                "{placeholder} is never used"
+            );
+        }
+        for (path, _) in TEMPLATES {
+            render_file(path, &vars).unwrap();
+        }
+    }
+
+    #[test]
+    fn decimals_read_back_as_floats() {
+        for (x, text) in [
+            (100.0, "100.0"),
+            (0.0, "0.0"),
+            (0.5, "0.5"),
+            (1e-7, "0.0000001"),
+        ] {
+            assert_eq!(decimal(x), text);
+            let back: serde_yaml::Value = serde_yaml::from_str(&decimal(x)).unwrap();
+            assert!(back.is_f64(), "{text}");
+        }
+    }
+
+    #[test]
+    fn partitions() {
+        assert_eq!(partition_for_region("us-east-1"), "aws");
+        assert_eq!(partition_for_region("cn-north-1"), "aws-cn");
+        assert_eq!(partition_for_region("us-gov-west-1"), "aws-us-gov");
+    }
+}

@@ -1,0 +1,293 @@
+//! `meshstack render` through the real binary: the default stack's render matches the
+//! golden files in tests/golden/default byte for byte, and every rendered manifest is a
+//! well-formed Kubernetes object.
+//!
+//! After an intended change to a template (or to what feeds it), regenerate the golden files
+//! with
+//!
+//! ```sh
+//! MESHSTACK_BLESS=1 cargo test --test integration render
+//! ```
+//!
+//! and review the diff: it is exactly what `up` would apply differently.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::support::{describe, Meshstack};
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/default");
+
+/// Kinds that live in a namespace, and the cluster-scoped ones; a rendered kind in neither
+/// list fails the test, so a new kind gets classified.
+const NAMESPACED: &[&str] = &[
+    "ServiceAccount",
+    "Service",
+    "Deployment",
+    "ConfigMap",
+    "PodMonitor",
+    "ServiceMonitor",
+    "Kiali",
+    "Gateway",
+    "VirtualService",
+    "DestinationRule",
+];
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "NodePool",
+    "EC2NodeClass",
+    "Provisioner",
+    "AWSNodeTemplate",
+];
+
+/// Every regular file under `dir`, by path relative to it (with `/`), with its bytes.
+fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap();
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.insert(rel.join("/"), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if dir.is_dir() {
+        walk(dir, dir, &mut out);
+    }
+    out
+}
+
+/// `meshstack render --out <tmp>/out` with a clean environment (no AWS, no stack file in the
+/// working folder, so the built-in default stack); the rendered files.
+fn render_default(ms: &Meshstack) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
+    let out_dir = ms.dir.path().join("out");
+    let out = ms.run(&["render", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "render: {}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Offline stand-ins are announced, and so is the Istio 1.18 support gap.
+    for part in [
+        "account 000000000000",
+        "https://meshstack-demo.example.invalid",
+        "region us-east-1",
+        "warning: Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only",
+    ] {
+        assert!(
+            stderr.contains(part),
+            "want {part:?} on stderr: {}",
+            describe(&out)
+        );
+    }
+    let files = files_under(&out_dir);
+    // stdout lists exactly the files written.
+    let listed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(listed.len(), files.len(), "{}", describe(&out));
+    for rel in files.keys() {
+        let full = out_dir.join(rel);
+        assert!(
+            listed.contains(&full.to_str().unwrap()),
+            "{rel} not listed: {}",
+            describe(&out)
+        );
+    }
+    (out_dir, files)
+}
+
+#[test]
+fn render_matches_the_golden_files() {
+    let ms = Meshstack::new(None);
+    let (_, rendered) = render_default(&ms);
+    assert!(rendered.len() >= 15, "only {} files", rendered.len());
+
+    if std::env::var_os("MESHSTACK_BLESS").is_some_and(|v| v == "1") {
+        let _ = std::fs::remove_dir_all(GOLDEN);
+        for (rel, bytes) in &rendered {
+            let path = Path::new(GOLDEN).join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        eprintln!("blessed {} files into {GOLDEN}", rendered.len());
+        return;
+    }
+
+    let golden = files_under(Path::new(GOLDEN));
+    let missing: Vec<&String> = golden
+        .keys()
+        .filter(|k| !rendered.contains_key(*k))
+        .collect();
+    let extra: Vec<&String> = rendered
+        .keys()
+        .filter(|k| !golden.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "golden files not rendered: {missing:?}; rendered files without a golden copy: \
+         {extra:?} (MESHSTACK_BLESS=1 regenerates tests/golden/default)"
+    );
+    for (rel, bytes) in &rendered {
+        let want = &golden[rel];
+        if bytes != want {
+            let (got, want) = (
+                String::from_utf8_lossy(bytes),
+                String::from_utf8_lossy(want),
+            );
+            let line = got
+                .lines()
+                .zip(want.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or_else(|| got.lines().count().min(want.lines().count()));
+            panic!(
+                "{rel} differs from tests/golden/default/{rel} at line {}:\n  rendered: {:?}\n  \
+                 golden:   {:?}\n(MESHSTACK_BLESS=1 regenerates the golden files after an \
+                 intended change)",
+                line + 1,
+                got.lines().nth(line).unwrap_or("<end of file>"),
+                want.lines().nth(line).unwrap_or("<end of file>"),
+            );
+        }
+    }
+}
+
+/// Every YAML document of a file.
+fn documents(rel: &str, bytes: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(bytes).unwrap_or_else(|e| panic!("{rel}: not UTF-8: {e}"));
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{rel}: not YAML: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Every string in a document, keys included.
+fn strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Sequence(items) => items.iter().for_each(|v| strings(v, out)),
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                strings(k, out);
+                strings(v, out);
+            }
+        }
+        Value::Tagged(t) => strings(&t.value, out),
+        _ => {}
+    }
+}
+
+#[test]
+fn rendered_manifests_are_well_formed_objects() {
+    let ms = Meshstack::new(None);
+    let (_, rendered) = render_default(&ms);
+    let mut objects: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for (rel, bytes) in &rendered {
+        let docs = documents(rel, bytes);
+        assert!(!docs.is_empty(), "{rel}: no YAML document");
+        let mut all = Vec::new();
+        docs.iter().for_each(|d| strings(d, &mut all));
+        // The seed's unfilled placeholder, and ours, never reach a cluster.
+        for s in &all {
+            assert!(!s.contains("cluster-name"), "{rel}: {s:?}");
+            assert!(!s.contains("${"), "{rel}: {s:?}");
+        }
+        if rel.ends_with("values.yaml") {
+            // Helm values: a mapping, not objects.
+            assert!(docs.len() == 1 && docs[0].is_mapping(), "{rel}");
+            continue;
+        }
+        for (i, doc) in docs.iter().enumerate() {
+            let at = format!("{rel} document {i}");
+            let text = |v: &Value| v.as_str().map(str::to_owned);
+            assert!(text(&doc["apiVersion"]).is_some(), "{at}: no apiVersion");
+            let kind = text(&doc["kind"]).unwrap_or_else(|| panic!("{at}: no kind"));
+            let name =
+                text(&doc["metadata"]["name"]).unwrap_or_else(|| panic!("{at}: no metadata.name"));
+            let namespace = text(&doc["metadata"]["namespace"]);
+            if NAMESPACED.contains(&kind.as_str()) {
+                assert!(namespace.is_some(), "{at}: {kind} {name} has no namespace");
+            } else if CLUSTER_SCOPED.contains(&kind.as_str()) {
+                assert!(
+                    namespace.is_none(),
+                    "{at}: cluster-scoped {kind} {name} has a namespace"
+                );
+            } else {
+                panic!("{at}: kind {kind} is in neither NAMESPACED nor CLUSTER_SCOPED");
+            }
+            let key = (kind.clone(), name.clone());
+            assert!(
+                objects.insert(key, doc.clone()).is_none(),
+                "{at}: {kind} {name} rendered twice"
+            );
+        }
+    }
+
+    let get = |kind: &str, name: &str| {
+        objects
+            .get(&(kind.to_owned(), name.to_owned()))
+            .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+    };
+    // The NodePool launches through the EC2NodeClass that is rendered alongside it.
+    let pool = get("NodePool", "ecommerce");
+    let class_ref = &pool["spec"]["template"]["spec"]["nodeClassRef"];
+    assert_eq!(class_ref["group"], "karpenter.k8s.aws");
+    assert_eq!(class_ref["kind"], "EC2NodeClass");
+    let class = get("EC2NodeClass", class_ref["name"].as_str().unwrap());
+    assert_eq!(class["apiVersion"], "karpenter.k8s.aws/v1");
+    assert_eq!(class["spec"]["role"], "meshstack-demo-node");
+    assert_eq!(
+        pool["spec"]["disruption"]["consolidationPolicy"],
+        "WhenEmptyOrUnderutilized"
+    );
+    let labels = &pool["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["managedBy"], "karpenter");
+    assert_eq!(labels["billing-team"], "ecommerce");
+
+    // Cluster until the `locality` stage has checked every client node.
+    let products = get("Service", "products-service");
+    assert_eq!(products["spec"]["internalTrafficPolicy"], "Cluster");
+
+    // Every node that runs a products client must run products: the clients require it.
+    for deployment in ["graphql", "orders-2"] {
+        let terms = get("Deployment", deployment)["spec"]["template"]["spec"]["affinity"]
+            ["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{deployment}: no required podAffinity"))
+            .clone();
+        assert!(
+            terms.iter().any(|t| {
+                t["topologyKey"] == "kubernetes.io/hostname"
+                    && t["labelSelector"]["matchExpressions"]
+                        .as_sequence()
+                        .is_some_and(|m| {
+                            m.iter().any(|e| {
+                                e["key"] == "app"
+                                    && e["operator"] == "In"
+                                    && e["values"]
+                                        .as_sequence()
+                                        .is_some_and(|v| v.iter().any(|x| x == "products"))
+                            })
+                        })
+            }),
+            "{deployment} does not require a products pod on its node: {terms:?}"
+        );
+    }
+    // ... and products-1 and products-2 are in different zones.
+    for deployment in ["products-1", "products-2"] {
+        let spec = &get("Deployment", deployment)["spec"];
+        let anti = &spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(
+            anti["topologyKey"], "topology.kubernetes.io/zone",
+            "{deployment}"
+        );
+        assert_eq!(spec["strategy"]["type"], "Recreate", "{deployment}");
+    }
+}

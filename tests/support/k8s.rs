@@ -1,0 +1,291 @@
+//! An in-memory Kubernetes API for the Kubernetes stage tests: kube-fake-client behind a real
+//! `kube::Client`, with one repair.
+//!
+//! kube-fake-client 0.3 reads every path of the form `/api/v1/namespaces/<x>...` as "something
+//! inside namespace <x>", so the Namespace objects themselves (`/api/v1/namespaces/<name>`)
+//! answer "Invalid path". [`fake_cluster`] routes those requests to a resource it registers
+//! under a plural the parser does not mistake (`namespace%73`, the same word percent-encoded),
+//! with kind `Namespace`: the fake then stores, applies, tracks and deletes Namespaces like any
+//! other cluster-scoped object.
+//!
+//! The fake also treats every custom resource it is taught (`with_resource::<K>()`) as
+//! namespaced. For the cluster-scoped ones a test names in [`fake_cluster_with`] (Karpenter's
+//! `nodepools`, `ec2nodeclasses`), requests are sent into a hidden namespace [`HIDDEN_NS`] and
+//! that namespace is taken out of the responses again, so the client sees cluster-scoped
+//! objects. Everything else goes through untouched.
+//!
+//! What the fake models and what it does not is listed in `src/k8s/apply.rs`.
+
+use std::borrow::Cow;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::client::Body;
+use kube_fake_client::ClientBuilder;
+
+/// A `kube::Client` on `builder` (add custom resources, interceptors, fixtures first), with
+/// Namespaces working.
+pub async fn fake_cluster(builder: ClientBuilder) -> kube::Client {
+    fake_cluster_with(builder, &[]).await
+}
+
+/// [`fake_cluster`], where the custom resources in `cluster_scoped` (`<group>/<version>/<plural>`,
+/// each also registered on `builder` with `with_resource`) are cluster-scoped.
+pub async fn fake_cluster_with(builder: ClientBuilder, cluster_scoped: &[&str]) -> kube::Client {
+    let fake = builder
+        .with_resource::<NamespaceRoute>()
+        .build()
+        .await
+        .expect("the fake API server starts");
+    let routes = Routes {
+        cluster_scoped: cluster_scoped.iter().map(|s| s.to_string()).collect(),
+    };
+    kube::Client::new(NamespacePaths { fake, routes }, "default")
+}
+
+/// The namespace cluster-scoped custom resources are kept in, out of the client's sight.
+pub const HIDDEN_NS: &str = "fake-cluster-scope";
+
+#[derive(Clone, Debug, Default)]
+struct Routes {
+    cluster_scoped: Vec<String>,
+}
+
+impl Routes {
+    /// The path to send `path` to, and whether the response must have [`HIDDEN_NS`] taken out.
+    fn route(&self, path: &str) -> Option<(String, bool)> {
+        if let Some(p) = route_namespace_path(path) {
+            return Some((p, false));
+        }
+        self.cluster_scoped.iter().find_map(|gvr| {
+            let (gv, plural) = gvr.rsplit_once('/')?;
+            let rest = path.strip_prefix(&format!("/apis/{gv}/{plural}"))?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| {
+                (
+                    format!("/apis/{gv}/namespaces/{HIDDEN_NS}/{plural}{rest}"),
+                    true,
+                )
+            })
+        })
+    }
+}
+
+/// The plural Namespace requests are routed to.
+const ROUTED_PLURAL: &str = "namespace%73";
+
+/// `/api/v1/namespaces[/<name>[/status|/finalize]]` → the routed plural; anything else: `None`.
+pub fn route_namespace_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/v1/namespaces")?;
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let is_namespace_itself = match segments.as_slice() {
+        [] | [_] => true,
+        [_, sub] => matches!(*sub, "status" | "finalize"),
+        _ => false,
+    };
+    (is_namespace_itself && (rest.is_empty() || rest.starts_with('/')))
+        .then(|| format!("/api/v1/{ROUTED_PLURAL}{rest}"))
+}
+
+/// Rewrites paths (see the module docs), then hands the request to the fake's own client.
+#[derive(Clone)]
+struct NamespacePaths {
+    fake: kube::Client,
+    routes: Routes,
+}
+
+impl tower::Service<http::Request<Body>> for NamespacePaths {
+    type Response = http::Response<Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, kube::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), kube::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let mut hide = false;
+        if let Some((path, hidden)) = self.routes.route(req.uri().path()) {
+            hide = hidden;
+            let path_and_query = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(path_and_query.parse().expect("a valid path"));
+            *req.uri_mut() = http::Uri::from_parts(parts).expect("a valid URI");
+        }
+        let fake = self.fake.clone();
+        Box::pin(async move {
+            let response = fake.send(req).await?;
+            if !hide {
+                return Ok(response);
+            }
+            let (mut head, body) = response.into_parts();
+            let bytes = body.collect_bytes().await?;
+            let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(mut v) => {
+                    unhide(&mut v);
+                    head.headers.remove(http::header::CONTENT_LENGTH);
+                    serde_json::to_vec(&v).expect("JSON re-encodes")
+                }
+                Err(_) => bytes.to_vec(),
+            };
+            Ok(http::Response::from_parts(head, Body::from(body)))
+        })
+    }
+}
+
+/// Take [`HIDDEN_NS`] out of an object, or out of each item of a list.
+fn unhide(v: &mut serde_json::Value) {
+    if let Some(items) = v.get_mut("items").and_then(|i| i.as_array_mut()) {
+        items.iter_mut().for_each(unhide);
+    }
+    if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        if meta.get("namespace").and_then(|n| n.as_str()) == Some(HIDDEN_NS) {
+            meta.remove("namespace");
+        }
+    }
+}
+
+/// Declares a type for a custom resource, to teach the fake its kind with
+/// `ClientBuilder::with_resource::<T>()` and to read objects back through `Api<T>`:
+/// `custom_resource!(NodePool, "karpenter.sh", "v1", "NodePool", "nodepools", Cluster);`
+/// (the last word, `Namespaced` or `Cluster`, only documents: the fake itself treats every
+/// custom kind as namespaced, unless routed by [`fake_cluster_with`]).
+macro_rules! custom_resource {
+    ($name:ident, $group:literal, $version:literal, $kind:literal, $plural:literal, Namespaced) => {
+        $crate::support::k8s::custom_resource!(@impl $name, $group, $version, $kind, $plural, k8s_openapi::NamespaceResourceScope);
+    };
+    ($name:ident, $group:literal, $version:literal, $kind:literal, $plural:literal, Cluster) => {
+        $crate::support::k8s::custom_resource!(@impl $name, $group, $version, $kind, $plural, k8s_openapi::ClusterResourceScope);
+    };
+    (@impl $name:ident, $group:literal, $version:literal, $kind:literal, $plural:literal, $scope:ty) => {
+        #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+        pub struct $name {
+            pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+            #[serde(default)]
+            pub spec: serde_json::Value,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<serde_json::Value>,
+        }
+
+        impl kube::Resource for $name {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $group.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                $version.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+pub(crate) use custom_resource;
+
+/// Registers kind `Namespace` under the routed plural. Only its type-level names matter.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct NamespaceRoute {
+    metadata: ObjectMeta,
+}
+
+impl kube::Resource for NamespaceRoute {
+    type DynamicType = ();
+    type Scope = k8s_openapi::ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Namespace".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        ROUTED_PLURAL.into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[test]
+fn cluster_scoped_custom_resources_go_to_the_hidden_namespace() {
+    let routes = Routes {
+        cluster_scoped: vec!["karpenter.sh/v1/nodepools".into()],
+    };
+    for (path, want) in [
+        (
+            "/apis/karpenter.sh/v1/nodepools",
+            Some("/apis/karpenter.sh/v1/namespaces/fake-cluster-scope/nodepools"),
+        ),
+        (
+            "/apis/karpenter.sh/v1/nodepools/default",
+            Some("/apis/karpenter.sh/v1/namespaces/fake-cluster-scope/nodepools/default"),
+        ),
+        (
+            "/apis/karpenter.sh/v1/nodepools/default/status",
+            Some("/apis/karpenter.sh/v1/namespaces/fake-cluster-scope/nodepools/default/status"),
+        ),
+        ("/apis/karpenter.sh/v1/nodeclaims/x", None),
+        ("/apis/karpenter.sh/v1/nodepoolsx", None),
+        ("/api/v1/namespaces/x", Some("/api/v1/namespace%73/x")),
+    ] {
+        let got = routes.route(path);
+        assert_eq!(got.as_ref().map(|(p, _)| p.as_str()), want, "{path}");
+        if let Some((_, hide)) = got {
+            assert_eq!(hide, path.starts_with("/apis/"), "{path}");
+        }
+    }
+    let mut list = serde_json::json!({"items": [{"metadata": {"name": "a", "namespace": HIDDEN_NS}}, {"metadata": {"name": "b", "namespace": "other"}}]});
+    unhide(&mut list);
+    assert_eq!(
+        list["items"][0]["metadata"],
+        serde_json::json!({"name": "a"})
+    );
+    assert_eq!(list["items"][1]["metadata"]["namespace"], "other");
+}
+
+#[test]
+fn only_paths_of_namespaces_themselves_are_routed() {
+    for (path, want) in [
+        ("/api/v1/namespaces", Some("/api/v1/namespace%73")),
+        (
+            "/api/v1/namespaces/ecommerce",
+            Some("/api/v1/namespace%73/ecommerce"),
+        ),
+        (
+            "/api/v1/namespaces/ecommerce/status",
+            Some("/api/v1/namespace%73/ecommerce/status"),
+        ),
+        (
+            "/api/v1/namespaces/ecommerce/finalize",
+            Some("/api/v1/namespace%73/ecommerce/finalize"),
+        ),
+        ("/api/v1/namespaces/ecommerce/services", None),
+        ("/api/v1/namespaces/ecommerce/services/frontend", None),
+        ("/api/v1/namespacesx", None),
+        ("/apis/apps/v1/namespaces/ecommerce", None),
+        ("/api/v1/nodes/n1", None),
+    ] {
+        assert_eq!(route_namespace_path(path).as_deref(), want, "{path}");
+    }
+}
