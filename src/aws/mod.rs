@@ -41,6 +41,8 @@ pub struct AwsClients {
     pub events: aws_sdk_eventbridge::Client,
     pub region: String,
     pub calls: Arc<CallCounter>,
+    /// The credentials chain, for what signs its own requests (EKS tokens).
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl AwsClients {
@@ -81,6 +83,7 @@ impl AwsClients {
             events: client!(aws_sdk_eventbridge),
             region,
             calls,
+            credentials: sdk.credentials_provider(),
         }
     }
 }

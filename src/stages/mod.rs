@@ -11,8 +11,10 @@
 pub mod cluster;
 pub mod iam;
 pub mod karpenter_infra;
+pub mod kubernetes;
 pub mod network;
 pub mod nodegroup;
+pub mod prometheus;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,7 +46,11 @@ pub trait Stage: Send + Sync {
     async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError>;
 }
 
-/// Every stage, in declaration order (the engine's tie-break).
+/// Every stage in the graph, in declaration order (the engine's tie-break).
+///
+/// The Kubernetes stages join the graph together, once all six exist: until then a full `up`
+/// would stop half-way into the cluster. `prometheus` is written and tested on the in-memory
+/// API server (`tests/integration/k8s_stages.rs`) but not yet listed here.
 pub fn all() -> Vec<Box<dyn Stage>> {
     vec![
         Box::new(network::Network),
@@ -77,6 +83,8 @@ pub struct Context {
     pub journal: Option<SharedJournal>,
     pub waits: Waits,
     facts: Mutex<Facts>,
+    /// The cluster, once a Kubernetes stage has connected (or a test has supplied one).
+    kube: tokio::sync::OnceCell<kubernetes::KubeAccess>,
 }
 
 impl Context {
@@ -95,6 +103,7 @@ impl Context {
             journal,
             waits: Waits::default(),
             facts: Mutex::new(Facts::default()),
+            kube: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -176,6 +185,8 @@ pub struct Waits {
     pub nat: Backoff,
     /// Retrying deletes that fail with `DependencyViolation` (ENIs and load balancers let go slowly).
     pub dependency: Backoff,
+    /// Kubernetes conditions: CRDs established, Deployments available, load balancer addresses.
+    pub kubernetes: Backoff,
 }
 
 impl Default for Waits {
@@ -186,6 +197,7 @@ impl Default for Waits {
             nodegroup: Backoff::new(s(2), s(30), s(30 * 60)),
             nat: Backoff::new(s(1), s(15), s(10 * 60)),
             dependency: Backoff::new(s(2), s(20), s(10 * 60)),
+            kubernetes: Backoff::new(s(1), s(10), s(10 * 60)),
         }
     }
 }
@@ -271,6 +283,12 @@ pub enum StageError {
     /// Something this stage needs from another stage is not there.
     #[error("{0} not found; run `meshstack up` for the stages it depends on first")]
     Missing(String),
+    /// A Kubernetes object could not be applied, read, deleted or waited for.
+    #[error(transparent)]
+    K8s(#[from] crate::k8s::apply::ApplyError),
+    /// A helm call failed.
+    #[error(transparent)]
+    Helm(#[from] crate::k8s::helm::HelmError),
     /// `down` could not remove everything; the listed resources remain.
     #[error("left behind: {0}")]
     Remaining(String),

@@ -8,5 +8,6 @@ mod access;
 mod cli;
 mod config_files;
 mod k8s_apply;
+mod k8s_stages;
 mod lifecycle;
 mod render;

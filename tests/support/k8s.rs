@@ -289,3 +289,22 @@ fn only_paths_of_namespaces_themselves_are_routed() {
         assert_eq!(route_namespace_path(path).as_deref(), want, "{path}");
     }
 }
+
+/// A recording stand-in `helm` in `dir` (see `tests/support/fake-helm.sh`); returns its path.
+pub fn fake_helm(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = include_str!("fake-helm.sh").replace("@DIR@", &dir.display().to_string());
+    let path = dir.join("helm");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The calls the stand-in helm in `dir` received, each as its argument list.
+pub fn helm_calls(dir: &std::path::Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}

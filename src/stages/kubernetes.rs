@@ -1,0 +1,347 @@
+//! What the Kubernetes stages share: access to the cluster (a kube client, a kind resolver and
+//! helm, built once per run from the cluster's endpoint and CA and an in-process EKS token),
+//! the stack's rendered manifests, and the apply / release helpers every such stage uses.
+//!
+//! Tests hand a [`KubeAccess`] over an in-memory API server and a recording helm to
+//! [`Context::with_kube`]; nothing here then needs AWS.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_credential_types::provider::ProvideCredentials;
+use kube::api::DynamicObject;
+
+use super::{cluster, Action, Change, Context, StageError};
+use crate::engine::graph::StageId;
+use crate::engine::run::StageHandle;
+use crate::k8s::apply::{self, Applied, Effect, Resolver, State};
+use crate::k8s::helm::{self, Helm, HelmCli, Release, ReleaseStep};
+use crate::k8s::{client, kubeconfig, token};
+use crate::render::{self, RenderInputs, RenderedFile};
+
+/// Everything a Kubernetes stage needs to act on the cluster.
+#[derive(Clone)]
+pub struct KubeAccess {
+    pub client: kube::Client,
+    pub resolver: Arc<dyn Resolver>,
+    pub helm: Arc<dyn Helm>,
+}
+
+impl std::fmt::Debug for KubeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeAccess")
+    }
+}
+
+impl Context {
+    /// Use `access` for every Kubernetes stage instead of connecting to the stack's cluster.
+    pub fn with_kube(self, access: KubeAccess) -> Self {
+        let _ = self.kube.set(access);
+        self
+    }
+
+    /// Access to the stack's cluster, connected on first use.
+    pub async fn kube(&self) -> Result<&KubeAccess, StageError> {
+        self.kube.get_or_try_init(|| connect(self)).await
+    }
+
+    /// The stack's manifests and helm values, rendered with what this run knows of the account
+    /// and cluster (offline stand-ins where it knows nothing, as in `meshstack render`).
+    pub async fn rendered(&self) -> Result<Vec<RenderedFile>, StageError> {
+        let region = self
+            .aws
+            .as_ref()
+            .map(|a| a.region.clone())
+            .or_else(|| self.stack.region().map(str::to_string))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let endpoint = match &self.aws {
+            Some(_) => match cluster::facts(self).await {
+                Ok(f) => f.endpoint,
+                Err(_) => render::offline_endpoint(&self.stack),
+            },
+            None => render::offline_endpoint(&self.stack),
+        };
+        let zones = if self.zones.is_empty() {
+            (0..self.stack.zone_count())
+                .map(|i| format!("{region}{}", (b'a' + i as u8) as char))
+                .collect()
+        } else {
+            self.zones.iter().map(|z| z.name.clone()).collect()
+        };
+        let inputs = RenderInputs {
+            account_id: self.account().to_string(),
+            partition: self.partition().to_string(),
+            region,
+            zones,
+            cluster_endpoint: endpoint,
+        };
+        render::render(&self.stack, &inputs).map_err(|e| StageError::Conflict(e.to_string()))
+    }
+}
+
+/// Connect to the stack's cluster: a kube client authenticating with in-process EKS tokens,
+/// discovery for kinds, and helm with a private kubeconfig whose user runs `meshstack token`
+/// (so no token is written to disk or passed on helm's command line).
+async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
+    let aws = cx.aws()?;
+    let facts = cluster::facts(cx).await?;
+    let provider = aws
+        .credentials
+        .clone()
+        .ok_or_else(|| StageError::Missing("AWS credentials".into()))?;
+    let (name, region) = (facts.name.clone(), aws.region.clone());
+    let tokens: client::TokenSource = Arc::new(move || {
+        let (provider, name, region) = (provider.clone(), name.clone(), region.clone());
+        Box::pin(async move {
+            let creds = provider.provide_credentials().await?;
+            Ok(token::eks_token(&name, &region, &creds, SystemTime::now())?.token)
+        })
+    });
+    let client = client::client(&facts.endpoint, &facts.certificate_authority, tokens)
+        .map_err(|e| StageError::Conflict(format!("cluster {}: {e}", facts.name)))?;
+
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "meshstack".into());
+    let entry = kubeconfig::KubeconfigEntry {
+        name: facts.name.clone(),
+        server: facts.endpoint.clone(),
+        certificate_authority_data: facts.certificate_authority.clone(),
+        exec: kubeconfig::ExecPlugin::meshstack_token(exe, &facts.name, &aws.region),
+    };
+    let text = kubeconfig::merge(None, &entry).map_err(|e| StageError::Conflict(e.to_string()))?;
+    let dir = std::env::temp_dir().join(format!("meshstack-{}", std::process::id()));
+    let path = dir.join("kubeconfig");
+    kubeconfig::write_atomic(&path, &text).map_err(|e| StageError::Conflict(e.to_string()))?;
+
+    Ok(KubeAccess {
+        resolver: Arc::new(apply::DiscoveryResolver::new(client.clone())),
+        client,
+        helm: Arc::new(HelmCli::from_env(Some(path))),
+    })
+}
+
+/// The objects of the rendered files at `paths`, in file order.
+pub fn objects(files: &[RenderedFile], paths: &[&str]) -> Result<Vec<DynamicObject>, StageError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let file = files
+            .iter()
+            .find(|f| f.path == *path)
+            .ok_or_else(|| StageError::Missing(format!("rendered manifest {path}")))?;
+        out.extend(apply::parse_manifests(&file.content, path)?);
+    }
+    Ok(out)
+}
+
+/// The content of one rendered file (helm values).
+pub fn file<'a>(files: &'a [RenderedFile], path: &str) -> Result<&'a str, StageError> {
+    files
+        .iter()
+        .find(|f| f.path == path)
+        .map(|f| f.content.as_str())
+        .ok_or_else(|| StageError::Missing(format!("rendered file {path}")))
+}
+
+/// Server-side apply `objects`, reporting each change as a step; the changes made.
+pub async fn apply(
+    cx: &Context,
+    h: &StageHandle,
+    objects: &[DynamicObject],
+) -> Result<Vec<Change>, StageError> {
+    let kube = cx.kube().await?;
+    let applied = apply::apply_all(
+        &kube.client,
+        kube.resolver.as_ref(),
+        objects,
+        apply::FIELD_MANAGER,
+    )
+    .await?;
+    let changes: Vec<Change> = applied.iter().filter_map(applied_change).collect();
+    for c in &changes {
+        h.step(c.to_string());
+    }
+    Ok(changes)
+}
+
+fn applied_change(a: &Applied) -> Option<Change> {
+    let action = match a.effect {
+        Effect::Created => Action::Create,
+        Effect::Updated => Action::Update,
+        Effect::Unchanged => return None,
+    };
+    Some(Change::new(action, "k8s-object", a.object.to_string()))
+}
+
+/// What `plan` shows for `objects`: compared with the cluster when it can be reached, else all
+/// of them as creates (an empty account, or offline).
+pub async fn plan_objects(
+    cx: &Context,
+    objects: &[DynamicObject],
+) -> Result<Vec<Change>, StageError> {
+    let reachable = cx.aws.is_some() || cx.kube.initialized();
+    if reachable {
+        if let Ok(kube) = cx.kube().await {
+            let seen = apply::observe_all(&kube.client, kube.resolver.as_ref(), objects).await?;
+            return Ok(seen
+                .into_iter()
+                .filter_map(|(object, state)| match state {
+                    State::Missing => Some(Change::new(
+                        Action::Create,
+                        "k8s-object",
+                        object.to_string(),
+                    )),
+                    State::Differs => Some(Change::new(
+                        Action::Update,
+                        "k8s-object",
+                        object.to_string(),
+                    )),
+                    State::Converged => None,
+                })
+                .collect());
+        }
+    }
+    Ok(apply::apply_order(objects)
+        .into_iter()
+        .map(|o| {
+            Change::new(
+                Action::Create,
+                "k8s-object",
+                apply::ObjectRef::of(o).to_string(),
+            )
+        })
+        .collect())
+}
+
+/// The journal key under which a release's fingerprint is kept.
+fn fingerprint_key(release: &Release) -> String {
+    format!("helm/{}/{}", release.namespace, release.name)
+}
+
+/// What `plan` shows for a release.
+pub async fn plan_release(
+    cx: &Context,
+    stage: StageId,
+    release: &Release,
+) -> Result<Vec<Change>, StageError> {
+    let step = match cx.kube.get() {
+        Some(kube) => decide(cx, stage, kube, release).await?,
+        None if cx.aws.is_some() => match cx.kube().await {
+            Ok(kube) => decide(cx, stage, kube, release).await?,
+            Err(_) => ReleaseStep::Install,
+        },
+        None => ReleaseStep::Install,
+    };
+    Ok(match step {
+        ReleaseStep::Skip => vec![],
+        _ => vec![release_change(release)],
+    })
+}
+
+fn release_change(release: &Release) -> Change {
+    Change::new(
+        Action::Create,
+        "helm-release",
+        format!("{}/{}", release.namespace, release.name),
+    )
+    .detail(release.chart.listed_as())
+}
+
+async fn decide(
+    cx: &Context,
+    stage: StageId,
+    kube: &KubeAccess,
+    release: &Release,
+) -> Result<ReleaseStep, StageError> {
+    let listed = kube.helm.find(&release.name, &release.namespace).await?;
+    let recorded = cx.journal.as_ref().and_then(|j| {
+        j.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .output(stage, &fingerprint_key(release))
+            .and_then(|v| v.as_str().map(str::to_string))
+    });
+    Ok(helm::decide(release, listed.as_ref(), recorded.as_deref()))
+}
+
+/// Install or upgrade `release` unless helm reports it deployed at this chart version with the
+/// values recorded in the journal; recover a release a killed run left pending. The change
+/// made, if any.
+pub async fn ensure_release(
+    cx: &Context,
+    h: &StageHandle,
+    stage: StageId,
+    release: &Release,
+) -> Result<Option<Change>, StageError> {
+    let kube = cx.kube().await?;
+    let step = decide(cx, stage, kube, release).await?;
+    let name = format!("{}/{}", release.namespace, release.name);
+    match step {
+        ReleaseStep::Skip => return Ok(None),
+        ReleaseStep::RollbackThenInstall => {
+            h.warn(format!(
+                "helm release {name} was left pending by an interrupted run; rolling it back"
+            ));
+            kube.helm
+                .rollback(&release.name, &release.namespace)
+                .await?;
+        }
+        ReleaseStep::UninstallThenInstall => {
+            h.warn(format!("helm release {name} was left pending-install by an interrupted run; uninstalling it"));
+            kube.helm
+                .uninstall(&release.name, &release.namespace)
+                .await?;
+        }
+        ReleaseStep::Install => {}
+    }
+    h.step(format!(
+        "helm upgrade --install {name} ({})",
+        release.chart.listed_as()
+    ));
+    kube.helm.upgrade_install(release).await?;
+    cx.set_output(
+        stage,
+        &fingerprint_key(release),
+        release.fingerprint().into(),
+    )?;
+    Ok(Some(release_change(release)))
+}
+
+/// Uninstall `release` (a missing one is fine); whether it existed.
+pub async fn remove_release(
+    cx: &Context,
+    h: &StageHandle,
+    release: &Release,
+) -> Result<bool, StageError> {
+    let kube = cx.kube().await?;
+    if kube
+        .helm
+        .find(&release.name, &release.namespace)
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    h.step(format!(
+        "helm uninstall {}/{}",
+        release.namespace, release.name
+    ));
+    kube.helm
+        .uninstall(&release.name, &release.namespace)
+        .await?;
+    Ok(true)
+}
+
+/// Delete `objects` (already-gone ones are fine); how many existed.
+pub async fn delete(
+    cx: &Context,
+    h: &StageHandle,
+    objects: &[DynamicObject],
+) -> Result<usize, StageError> {
+    let kube = cx.kube().await?;
+    let deleted = apply::delete_all(&kube.client, kube.resolver.as_ref(), objects).await?;
+    let existed: Vec<_> = deleted.iter().filter(|d| d.existed).collect();
+    for d in &existed {
+        h.step(format!("deleted {}", d.object));
+    }
+    Ok(existed.len())
+}
