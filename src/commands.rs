@@ -612,10 +612,16 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
             "outputs": journal.as_ref().and_then(|j| j.data().stages.get(id)).map(|r| &r.outputs),
         }));
     }
+    // The UIs are not exposed outside the cluster; these commands reach them.
+    let forwards = stages::kiali::port_forwards();
+    let forwards_json: Vec<_> = forwards
+        .iter()
+        .map(|(name, command)| serde_json::json!({"name": name, "command": command}))
+        .collect();
     match args.output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({"stack": stack.name, "observed": note.is_none(), "note": note, "stages": rows})
+            serde_json::json!({"stack": stack.name, "observed": note.is_none(), "note": note, "stages": rows, "port_forwards": forwards_json})
         ),
         Output::Text => {
             println!(
@@ -638,6 +644,10 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
                     r["stage"].as_str().unwrap_or(""),
                     r["state"].as_str().unwrap_or("")
                 );
+            }
+            println!("port-forwards (the UIs are not exposed outside the cluster):");
+            for (name, command) in &forwards {
+                println!("  {name:<8} {command}");
             }
         }
     }

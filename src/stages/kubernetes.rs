@@ -174,15 +174,13 @@ fn applied_change(a: &Applied) -> Option<Change> {
 }
 
 /// What `plan` shows for `objects`: compared with the cluster when it can be reached, else all
-/// of them as creates (an empty account, or offline).
+/// of them as creates (an empty account, offline, or an API that does not answer).
 pub async fn plan_objects(
     cx: &Context,
     objects: &[DynamicObject],
 ) -> Result<Vec<Change>, StageError> {
-    let reachable = cx.aws.is_some() || cx.kube.initialized();
-    if reachable {
-        if let Ok(kube) = cx.kube().await {
-            let seen = apply::observe_all(&kube.client, kube.resolver.as_ref(), objects).await?;
+    if let Some(kube) = reachable(cx).await {
+        if let Ok(seen) = apply::observe_all(&kube.client, kube.resolver.as_ref(), objects).await {
             return Ok(seen
                 .into_iter()
                 .filter_map(|(object, state)| match state {
@@ -213,23 +211,56 @@ pub async fn plan_objects(
         .collect())
 }
 
+/// How long a read-only look at the cluster (plan, status, down) waits for its API.
+const REACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The cluster's API if it answers within [`REACH_DEADLINE`]; `None` when there is no cluster
+/// (offline, not created yet, deleted) or it does not answer. Read-only commands then show
+/// what `up` would do on an empty cluster instead of failing.
+pub async fn reachable(cx: &Context) -> Option<&KubeAccess> {
+    if let Some(kube) = cx.kube.get() {
+        return Some(kube);
+    }
+    cx.aws.as_ref()?;
+    let kube = cx.kube().await.ok()?;
+    match tokio::time::timeout(REACH_DEADLINE, kube.client.apiserver_version()).await {
+        Ok(Ok(_)) => Some(kube),
+        _ => None,
+    }
+}
+
+/// For `down`: the cluster's API, or `None` — with a warning — when it cannot be reached.
+/// Nothing is lost by going on: deleting the cluster deletes what is in it; what the cluster
+/// made in the account (load balancers, Karpenter's instances) is swept by tag later.
+pub async fn for_teardown<'a>(cx: &'a Context, h: &StageHandle) -> Option<&'a KubeAccess> {
+    if cx.kube.get().is_none() && cluster::facts(cx).await.is_err() {
+        return None; // no cluster: nothing to tear down inside it
+    }
+    let kube = reachable(cx).await;
+    if kube.is_none() {
+        h.warn(format!(
+            "the cluster's API does not answer within {}s; skipping the Kubernetes teardown of this stage",
+            REACH_DEADLINE.as_secs()
+        ));
+    }
+    kube
+}
+
 /// The journal key under which a release's fingerprint is kept.
 fn fingerprint_key(release: &Release) -> String {
     format!("helm/{}/{}", release.namespace, release.name)
 }
 
-/// What `plan` shows for a release.
+/// What `plan` shows for a release: nothing when it is deployed as wanted, else an install.
 pub async fn plan_release(
     cx: &Context,
     stage: StageId,
     release: &Release,
 ) -> Result<Vec<Change>, StageError> {
-    let step = match cx.kube.get() {
-        Some(kube) => decide(cx, stage, kube, release).await?,
-        None if cx.aws.is_some() => match cx.kube().await {
-            Ok(kube) => decide(cx, stage, kube, release).await?,
-            Err(_) => ReleaseStep::Install,
-        },
+    let step = match reachable(cx).await {
+        Some(kube) => decide(cx, stage, kube, release)
+            .await
+            .unwrap_or(ReleaseStep::Install),
         None => ReleaseStep::Install,
     };
     Ok(match step {

@@ -8,9 +8,14 @@
 //! function, and makes only those. The journal records intent before each create and the result
 //! after it.
 
+pub mod app;
 pub mod cluster;
 pub mod iam;
+pub mod istio;
+pub mod jaeger;
+pub mod karpenter;
 pub mod karpenter_infra;
+pub mod kiali;
 pub mod kubernetes;
 pub mod network;
 pub mod nodegroup;

@@ -102,6 +102,9 @@ impl Stage for Prometheus {
     }
 
     async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        if kubernetes::for_teardown(cx, h).await.is_none() {
+            return Ok(Outcome::Unchanged);
+        }
         let files = cx.rendered().await?;
         let mut removed = kubernetes::delete(cx, h, &objects(&files, &[MONITORS])?).await?;
         if kubernetes::remove_release(cx, h, &release(&files)?).await? {

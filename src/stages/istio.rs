@@ -1,0 +1,303 @@
+//! Stage `istio`: Istio from its helm charts, in the order Istio's helm guide gives — `base`
+//! (CRDs, cluster roles), `istiod` (the control plane, its mesh config sending traces to
+//! Jaeger's Zipkin endpoint), then the `gateway` chart as the ingress gateway the app's
+//! `ecommerce-gateway` selects — all in `istio-system` at the stack's `istio.version`, values
+//! from `stacks/istio/`. `up` ends when the gateway's LoadBalancer Service has an address,
+//! which it records in the journal for `verify`.
+//!
+//! Istio 1.18 (the demo's release) supports Kubernetes 1.24–1.27 only, older than any EKS
+//! version meshstack creates: `up` warns about such a pair every time it runs, and `plan` shows
+//! the same warning on the first release it would install (see [`plan_changes`]).
+//!
+//! `down` uninstalls in reverse and waits for the gateway's Service to be gone before going on:
+//! the Service's finalizer holds it until the cloud has deleted its load balancer, and a load
+//! balancer left behind would keep the VPC's subnets from being deleted later.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::kubernetes;
+use super::{nodegroup, outcome, Action, Change, Context, Stage, StageError};
+use crate::config::Stack;
+use crate::engine::graph::StageId;
+use crate::engine::run::{Outcome, StageHandle};
+use crate::k8s::apply::{self, ObjectRef, Wait};
+use crate::k8s::helm::{Chart, Release};
+use crate::render::{self, RenderedFile};
+
+pub const ID: StageId = "istio";
+pub const NAMESPACE: &str = "istio-system";
+/// Istio's official chart repository (the charts are versioned like Istio itself).
+pub const REPO: &str = "https://istio-release.storage.googleapis.com/charts";
+/// The ingress gateway's release, and the name of its Deployment and LoadBalancer Service
+/// (the `name` in `stacks/istio/gateway-values.yaml`).
+pub const GATEWAY: &str = "istio-ingressgateway";
+/// The journal output holding the ingress gateway's load balancer address (a hostname on AWS).
+pub const INGRESS_ADDRESS: &str = "ingress_address";
+
+/// The releases, in install order: (release, chart, values file, helm `--timeout`).
+const RELEASES: [(&str, &str, &str, u64); 3] = [
+    (
+        "istio-base",
+        "base",
+        "stacks/istio/base-values.yaml",
+        5 * 60,
+    ),
+    (
+        "istiod",
+        "istiod",
+        "stacks/istio/istiod-values.yaml",
+        10 * 60,
+    ),
+    // helm --wait also waits for the LoadBalancer Service's address, which takes AWS a while.
+    (
+        GATEWAY,
+        "gateway",
+        "stacks/istio/gateway-values.yaml",
+        10 * 60,
+    ),
+];
+
+pub struct Istio;
+
+/// The three helm releases in install order, at the stack's Istio version, with the rendered
+/// values.
+pub fn releases(stack: &Stack, files: &[RenderedFile]) -> Result<Vec<Release>, StageError> {
+    RELEASES
+        .iter()
+        .map(|(name, chart, values, timeout)| {
+            Ok(Release {
+                name: (*name).into(),
+                namespace: NAMESPACE.into(),
+                chart: Chart {
+                    repo: REPO.into(),
+                    name: (*chart).into(),
+                    version: stack.istio.version.to_string(),
+                },
+                values: kubernetes::file(files, values)?.to_string(),
+                timeout: Duration::from_secs(*timeout),
+            })
+        })
+        .collect()
+}
+
+/// The ingress gateway's Service, which the gateway chart creates.
+pub fn gateway_service() -> ObjectRef {
+    ObjectRef {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        namespace: Some(NAMESPACE.into()),
+        name: GATEWAY.into(),
+    }
+}
+
+/// What `plan` shows: the release changes, the first carrying the support warning, if any.
+///
+/// `plan` has no channel for warnings besides a change's detail, and a warning on its own line
+/// as a conflict would stop `up`, which the warning must not do. So it goes with the first
+/// release `up` would install or upgrade — exactly when `up` would put the unsupported pair in
+/// place; a converged stage shows no changes and no warning (`up` still warns on every run).
+pub fn plan_changes(mut changes: Vec<Change>, warning: Option<String>) -> Vec<Change> {
+    if let (Some(warning), Some(first)) = (warning, changes.first_mut()) {
+        first.detail = if first.detail.is_empty() {
+            format!("warning: {warning}")
+        } else {
+            format!("{}; warning: {warning}", first.detail)
+        };
+    }
+    changes
+}
+
+#[async_trait]
+impl Stage for Istio {
+    fn id(&self) -> StageId {
+        ID
+    }
+
+    fn depends_on(&self) -> &'static [StageId] {
+        &[nodegroup::ID]
+    }
+
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let files = cx.rendered().await?;
+        let mut changes = Vec::new();
+        for release in releases(&cx.stack, &files)? {
+            changes.extend(kubernetes::plan_release(cx, ID, &release).await?);
+        }
+        Ok(plan_changes(
+            changes,
+            render::istio_support_warning(&cx.stack),
+        ))
+    }
+
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let files = cx.rendered().await?;
+        Ok(releases(&cx.stack, &files)?
+            .iter()
+            .rev()
+            .map(|r| {
+                Change::new(
+                    Action::Delete,
+                    "helm-release",
+                    format!("{}/{}", r.namespace, r.name),
+                )
+            })
+            .collect())
+    }
+
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        if let Some(warning) = render::istio_support_warning(&cx.stack) {
+            h.warn(warning);
+        }
+        let files = cx.rendered().await?;
+        let mut changes = Vec::new();
+        // In order: istiod needs base's CRDs, the gateway needs istiod's injection webhook.
+        for release in releases(&cx.stack, &files)? {
+            changes.extend(kubernetes::ensure_release(cx, h, ID, &release).await?);
+        }
+        let kube = cx.kube().await?;
+        let progress = |line: &str| h.step(line.to_string());
+        let wait = Wait {
+            backoff: cx.waits.kubernetes,
+            progress: &progress,
+        };
+        let address =
+            apply::wait_service_lb_address(&kube.client, NAMESPACE, GATEWAY, wait).await?;
+        h.info(format!("ingress gateway address: {address}"));
+        cx.set_output(ID, INGRESS_ADDRESS, address.into())?;
+        Ok(outcome(&changes))
+    }
+
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let Some(kube) = kubernetes::for_teardown(cx, h).await else {
+            return Ok(Outcome::Unchanged);
+        };
+        let files = cx.rendered().await?;
+        let releases = releases(&cx.stack, &files)?;
+        let mut removed = 0;
+        for release in releases.iter().rev() {
+            if kubernetes::remove_release(cx, h, release).await? {
+                removed += 1;
+            }
+            if release.name == GATEWAY {
+                // Also when the release was already gone: a killed `down` may have uninstalled
+                // it and not seen the Service go.
+                let progress = |line: &str| h.step(line.to_string());
+                let wait = Wait {
+                    backoff: cx.waits.kubernetes,
+                    progress: &progress,
+                };
+                apply::wait_gone(
+                    &kube.client,
+                    kube.resolver.as_ref(),
+                    &[gateway_service()],
+                    wait,
+                )
+                .await?;
+            }
+        }
+        Ok(if removed == 0 {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed(format!("deleted {removed}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::RenderInputs;
+
+    fn rendered(stack: &Stack) -> Vec<RenderedFile> {
+        let inputs = RenderInputs {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            partition: "aws".into(),
+            zones: vec!["us-east-1a".into(), "us-east-1b".into()],
+            cluster_endpoint: "https://example.invalid".into(),
+        };
+        render::render(stack, &inputs).unwrap()
+    }
+
+    #[test]
+    fn releases_follow_the_stack_version_in_install_order() {
+        for (extra, version) in [("", "1.18.7"), ("istio: {version: 1.18.3}\n", "1.18.3")] {
+            let stack = Stack::parse(&format!("name: shop\n{extra}"), "test.yaml").unwrap();
+            let releases = releases(&stack, &rendered(&stack)).unwrap();
+            let got: Vec<(&str, &str, &str, &str)> = releases
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.as_str(),
+                        r.chart.name.as_str(),
+                        r.chart.version.as_str(),
+                        r.namespace.as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("istio-base", "base", version, "istio-system"),
+                    ("istiod", "istiod", version, "istio-system"),
+                    ("istio-ingressgateway", "gateway", version, "istio-system"),
+                ],
+                "{extra}"
+            );
+            assert!(releases.iter().all(|r| r.chart.repo == REPO));
+            assert!(releases[1].values.contains("zipkin.istio-system:9411"));
+            assert!(releases[2].values.contains("type: LoadBalancer"));
+        }
+    }
+
+    #[test]
+    fn the_warning_goes_with_the_first_release_change() {
+        let change = |name: &str, detail: &str| {
+            Change::new(Action::Create, "helm-release", name).detail(detail)
+        };
+        let warning = || Some("Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only".to_string());
+        for (changes, warning, want) in [
+            // converged: nothing to show, nothing to attach to
+            (vec![], warning(), vec![]),
+            // a supported pair: the changes as they are
+            (
+                vec![change("istio-system/istiod", "istiod-1.18.7")],
+                None,
+                vec![change("istio-system/istiod", "istiod-1.18.7")],
+            ),
+            (
+                vec![
+                    change("istio-system/istio-base", "base-1.18.7"),
+                    change("istio-system/istiod", "istiod-1.18.7"),
+                ],
+                warning(),
+                vec![
+                    change(
+                        "istio-system/istio-base",
+                        "base-1.18.7; warning: Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only",
+                    ),
+                    change("istio-system/istiod", "istiod-1.18.7"),
+                ],
+            ),
+            (
+                vec![change("istio-system/istiod", "")],
+                warning(),
+                vec![change(
+                    "istio-system/istiod",
+                    "warning: Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only",
+                )],
+            ),
+        ] {
+            assert_eq!(plan_changes(changes, warning), want);
+        }
+    }
+
+    #[test]
+    fn the_default_stack_is_warned_about() {
+        // The default stack pairs Istio 1.18 with an EKS version it does not support; if this
+        // ever stops warning, plan and up go quiet about it.
+        assert!(render::istio_support_warning(&Stack::embedded_default()).is_some());
+    }
+}

@@ -1,0 +1,80 @@
+//! Stage `jaeger`: Jaeger all-in-one in `istio-system` from `observability/jaeger.yaml` — the
+//! Deployment, the `tracing` query service (UI on 80, gRPC on 16685, base path `/jaeger`) and
+//! the `zipkin` collector service (9411) that istiod's mesh config sends the sidecars' spans
+//! to. `up` ends when the Deployment is Available.
+
+use async_trait::async_trait;
+
+use super::kubernetes::{self, objects};
+use super::{istio, outcome, Action, Change, Context, Stage, StageError};
+use crate::engine::graph::StageId;
+use crate::engine::run::{Outcome, StageHandle};
+use crate::k8s::apply::{self, Wait};
+
+pub const ID: StageId = "jaeger";
+pub const NAMESPACE: &str = istio::NAMESPACE;
+/// The Deployment in the manifest.
+pub const DEPLOYMENT: &str = "jaeger";
+/// The query service (UI and API under [`BASE_PATH`]).
+pub const QUERY_SERVICE: &str = "tracing";
+/// Jaeger's `QUERY_BASE_PATH` in the manifest.
+pub const BASE_PATH: &str = "/jaeger";
+const MANIFEST: &str = "observability/jaeger.yaml";
+
+pub struct Jaeger;
+
+#[async_trait]
+impl Stage for Jaeger {
+    fn id(&self) -> StageId {
+        ID
+    }
+
+    fn depends_on(&self) -> &'static [StageId] {
+        &[istio::ID]
+    }
+
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let files = cx.rendered().await?;
+        kubernetes::plan_objects(cx, &objects(&files, &[MANIFEST])?).await
+    }
+
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let files = cx.rendered().await?;
+        Ok(objects(&files, &[MANIFEST])?
+            .iter()
+            .map(|o| {
+                Change::new(
+                    Action::Delete,
+                    "k8s-object",
+                    apply::ObjectRef::of(o).to_string(),
+                )
+            })
+            .collect())
+    }
+
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let files = cx.rendered().await?;
+        let changes = kubernetes::apply(cx, h, &objects(&files, &[MANIFEST])?).await?;
+        let kube = cx.kube().await?;
+        let progress = |line: &str| h.step(line.to_string());
+        let wait = Wait {
+            backoff: cx.waits.kubernetes,
+            progress: &progress,
+        };
+        apply::wait_deployment_available(&kube.client, NAMESPACE, DEPLOYMENT, wait).await?;
+        Ok(outcome(&changes))
+    }
+
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        if kubernetes::for_teardown(cx, h).await.is_none() {
+            return Ok(Outcome::Unchanged);
+        }
+        let files = cx.rendered().await?;
+        let removed = kubernetes::delete(cx, h, &objects(&files, &[MANIFEST])?).await?;
+        Ok(if removed == 0 {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed(format!("deleted {removed}"))
+        })
+    }
+}
