@@ -51,11 +51,8 @@ pub trait Stage: Send + Sync {
     async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError>;
 }
 
-/// Every stage in the graph, in declaration order (the engine's tie-break).
-///
-/// The Kubernetes stages join the graph together, once all six exist: until then a full `up`
-/// would stop half-way into the cluster. `prometheus` is written and tested on the in-memory
-/// API server (`tests/integration/k8s_stages.rs`) but not yet listed here.
+/// Every stage, in declaration order (the engine's tie-break): the AWS stages, then the
+/// Kubernetes stages.
 pub fn all() -> Vec<Box<dyn Stage>> {
     vec![
         Box::new(network::Network),
@@ -63,6 +60,12 @@ pub fn all() -> Vec<Box<dyn Stage>> {
         Box::new(cluster::Cluster),
         Box::new(nodegroup::NodeGroup),
         Box::new(karpenter_infra::KarpenterInfra),
+        Box::new(karpenter::Karpenter),
+        Box::new(prometheus::Prometheus),
+        Box::new(istio::Istio),
+        Box::new(jaeger::Jaeger),
+        Box::new(kiali::Kiali),
+        Box::new(app::App),
     ]
 }
 

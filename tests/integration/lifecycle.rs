@@ -51,7 +51,7 @@ async fn up_converges_survives_a_lost_journal_and_down_leaves_nothing_but_foreig
 
     // 2. A second up changes nothing: zero mutating calls, by meshstack's count and by moto's.
     moto.start_recording();
-    let out = ms.run(&["up", "--stack", stack, "-o", "json"]);
+    let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(api_calls(&out)["writes"], 0, "{}", describe(&out));
     assert_eq!(
@@ -67,7 +67,7 @@ async fn up_converges_survives_a_lost_journal_and_down_leaves_nothing_but_foreig
     // 3. With the journal gone, up observes by tag and creates nothing.
     std::fs::remove_dir_all(ms.state_dir()).unwrap();
     moto.start_recording();
-    let out = ms.run(&["up", "--stack", stack, "-o", "json"]);
+    let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(moto.recorded_writes(), Vec::<String>::new());
     assert_eq!(aws.inventory("lifecycle").await, expected_full_inventory());
@@ -132,7 +132,13 @@ async fn kill_at_a_random_point_then_up_leaves_no_duplicates() {
     let ms = Meshstack::with_moto(&moto);
     let probe = ms.stack_file("probe.yaml", &stack_yaml("probe"));
     let started = Instant::now();
-    let out = ms.run(&["up", "--stack", probe.to_str().unwrap()]);
+    let out = ms.run(&[
+        "up",
+        "--only",
+        AWS_STAGES,
+        "--stack",
+        probe.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
     let window = started.elapsed().as_millis() as u64;
     let out = ms.run(&["down", "--stack", probe.to_str().unwrap()]);
@@ -146,7 +152,7 @@ async fn kill_at_a_random_point_then_up_leaves_no_duplicates() {
         let delay = rng.next() % window.max(1);
 
         let mut child = ms
-            .command(&["up", "--stack", stack])
+            .command(&["up", "--only", AWS_STAGES, "--stack", stack])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -164,7 +170,14 @@ async fn kill_at_a_random_point_then_up_leaves_no_duplicates() {
             });
         }
 
-        let out = ms.run(&["up", "--stack", stack, "--force-unlock"]);
+        let out = ms.run(&[
+            "up",
+            "--only",
+            AWS_STAGES,
+            "--stack",
+            stack,
+            "--force-unlock",
+        ]);
         assert!(
             out.status.success(),
             "seed {seed} point {point} ({delay} ms): {}",
