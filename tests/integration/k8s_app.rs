@@ -16,9 +16,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube_fake_client::{interceptor, ClientBuilder};
 use meshstack::aws::Backoff;
 use meshstack::config::Stack;
-use meshstack::engine::graph::{Graph, StageSpec};
-use meshstack::engine::progress::RecordingReporter;
-use meshstack::engine::run::{self, Direction, Outcome, RunOptions, StageResult};
+use meshstack::engine::run::{Direction, Outcome, StageResult};
 use meshstack::engine::state::{Journal, StateDir};
 use meshstack::k8s::apply::{self, ObjectRef, StaticResolver};
 use meshstack::k8s::helm::HelmCli;
@@ -26,7 +24,9 @@ use meshstack::stages::kubernetes::{objects, KubeAccess};
 use meshstack::stages::{app, karpenter, Context, Stage};
 use serde_json::json;
 
-use crate::support::k8s::{custom_resource, fake_cluster_with, fake_helm, helm_calls};
+use crate::support::k8s::{
+    custom_resource, fake_cluster_with, fake_helm, helm_calls, outcome, run_stage,
+};
 
 custom_resource!(
     NodePool,
@@ -202,36 +202,6 @@ fn context(
         deadline,
     );
     cx
-}
-
-/// Run one stage through the engine (which hands it its progress handle).
-async fn run_stage(cx: &Context, stage: &dyn Stage, direction: Direction) -> StageResult {
-    let graph = Graph::new(vec![StageSpec {
-        id: stage.id(),
-        depends_on: vec![],
-    }])
-    .unwrap();
-    let reporter = RecordingReporter::default();
-    let opts = RunOptions {
-        direction,
-        ..RunOptions::default()
-    };
-    let report = run::run(&graph, &[stage.id()], opts, &reporter, |_, h| async move {
-        match direction {
-            Direction::Forward => stage.up(cx, &h).await,
-            Direction::Reverse => stage.down(cx, &h).await,
-        }
-        .map_err(anyhow::Error::from)
-    })
-    .await;
-    report.result(stage.id()).unwrap().clone()
-}
-
-fn outcome(result: &StageResult) -> &Outcome {
-    match result {
-        StageResult::Succeeded { outcome, .. } => outcome,
-        other => panic!("stage did not succeed: {other:?}"),
-    }
 }
 
 fn failure(result: StageResult) -> String {

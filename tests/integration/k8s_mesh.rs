@@ -25,9 +25,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_fake_client::ClientBuilder;
 use meshstack::aws::Backoff;
 use meshstack::config::Stack;
-use meshstack::engine::graph::{Graph, StageSpec};
 use meshstack::engine::progress::{Event, EventKind, Reporter};
-use meshstack::engine::run::{self, Direction, Outcome, RunOptions, RunReport, StageResult};
+use meshstack::engine::run::{Direction, Outcome, RunReport, StageResult};
 use meshstack::engine::state::{Journal, StateDir};
 use meshstack::k8s::apply::StaticResolver;
 use meshstack::k8s::helm::{Helm, HelmCli, HelmError, Listed, Release};
@@ -36,7 +35,9 @@ use meshstack::stages::{istio, jaeger, kiali, Action, Context, Stage};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::support::k8s::{custom_resource, fake_cluster, fake_helm, helm_calls};
+use crate::support::k8s::{
+    custom_resource, fake_cluster, fake_helm, helm_calls, outcome, run_stage_with,
+};
 use crate::support::{describe, Meshstack};
 
 custom_resource!(KialiCr, "kiali.io", "v1alpha1", "Kiali", "kialis", Namespaced);
@@ -250,25 +251,7 @@ impl Fixture {
 
     /// Run one stage through the engine; its result and the events it reported.
     async fn run(&self, stage: &dyn Stage, direction: Direction, reporter: &Watch) -> StageResult {
-        let graph = Graph::new(vec![StageSpec {
-            id: stage.id(),
-            depends_on: vec![],
-        }])
-        .unwrap();
-        let opts = RunOptions {
-            direction,
-            ..RunOptions::default()
-        };
-        let cx = &self.cx;
-        let report = run::run(&graph, &[stage.id()], opts, reporter, |_, h| async move {
-            match direction {
-                Direction::Forward => stage.up(cx, &h).await,
-                Direction::Reverse => stage.down(cx, &h).await,
-            }
-            .map_err(anyhow::Error::from)
-        })
-        .await;
-        report.result(stage.id()).unwrap().clone()
+        run_stage_with(&self.cx, stage, direction, reporter).await
     }
 
     /// Up, which must change something.
@@ -318,13 +301,6 @@ impl Reporter for Watch {
     }
 
     fn finish(&self, _: &RunReport) {}
-}
-
-fn outcome(result: &StageResult) -> &Outcome {
-    match result {
-        StageResult::Succeeded { outcome, .. } => outcome,
-        other => panic!("stage did not succeed: {other:?}"),
-    }
 }
 
 fn failure(result: StageResult) -> String {

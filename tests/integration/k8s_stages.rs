@@ -8,17 +8,17 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube_fake_client::ClientBuilder;
 use meshstack::config::Stack;
-use meshstack::engine::graph::{Graph, StageSpec};
-use meshstack::engine::progress::RecordingReporter;
-use meshstack::engine::run::{self, Direction, Outcome, RunOptions, StageResult};
+use meshstack::engine::run::{Direction, Outcome, StageResult};
 use meshstack::engine::state::{Journal, StateDir};
 use meshstack::k8s::apply::StaticResolver;
 use meshstack::k8s::helm::HelmCli;
 use meshstack::stages::kubernetes::KubeAccess;
-use meshstack::stages::{prometheus, Context, Stage};
+use meshstack::stages::{prometheus, Context};
 use serde_json::json;
 
-use crate::support::k8s::{custom_resource, fake_cluster, fake_helm, helm_calls};
+use crate::support::k8s::{
+    custom_resource, fake_cluster, fake_helm, helm_calls, outcome, run_stage,
+};
 
 custom_resource!(
     PodMonitor,
@@ -70,36 +70,6 @@ fn context(client: kube::Client, dir: &std::path::Path) -> Context {
         resolver: Arc::new(resolver),
         helm: Arc::new(helm),
     })
-}
-
-/// Run one stage through the engine (which hands it its progress handle).
-async fn run_stage(cx: &Context, stage: &dyn Stage, direction: Direction) -> StageResult {
-    let graph = Graph::new(vec![StageSpec {
-        id: stage.id(),
-        depends_on: vec![],
-    }])
-    .unwrap();
-    let reporter = RecordingReporter::default();
-    let opts = RunOptions {
-        direction,
-        ..RunOptions::default()
-    };
-    let report = run::run(&graph, &[stage.id()], opts, &reporter, |_, h| async move {
-        match direction {
-            Direction::Forward => stage.up(cx, &h).await,
-            Direction::Reverse => stage.down(cx, &h).await,
-        }
-        .map_err(anyhow::Error::from)
-    })
-    .await;
-    report.result(stage.id()).unwrap().clone()
-}
-
-fn outcome(result: &StageResult) -> &Outcome {
-    match result {
-        StageResult::Succeeded { outcome, .. } => outcome,
-        other => panic!("stage did not succeed: {other:?}"),
-    }
 }
 
 /// What the chart would install before the monitors can be applied: the two CRDs, established.

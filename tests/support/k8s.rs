@@ -308,3 +308,51 @@ pub fn helm_calls(dir: &std::path::Path) -> Vec<Vec<String>> {
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
 }
+
+/// Run one stage's `up` (Forward) or `down` (Reverse) through the engine, which hands it its
+/// progress handle; its result. Events go to `reporter`.
+pub async fn run_stage_with(
+    cx: &meshstack::stages::Context,
+    stage: &dyn meshstack::stages::Stage,
+    direction: meshstack::engine::run::Direction,
+    reporter: &dyn meshstack::engine::progress::Reporter,
+) -> meshstack::engine::run::StageResult {
+    use meshstack::engine::graph::{Graph, StageSpec};
+    use meshstack::engine::run::{self, Direction, RunOptions};
+    let graph = Graph::new(vec![StageSpec {
+        id: stage.id(),
+        depends_on: vec![],
+    }])
+    .unwrap();
+    let opts = RunOptions {
+        direction,
+        ..RunOptions::default()
+    };
+    let report = run::run(&graph, &[stage.id()], opts, reporter, |_, h| async move {
+        match direction {
+            Direction::Forward => stage.up(cx, &h).await,
+            Direction::Reverse => stage.down(cx, &h).await,
+        }
+        .map_err(anyhow::Error::from)
+    })
+    .await;
+    report.result(stage.id()).unwrap().clone()
+}
+
+/// [`run_stage_with`], events recorded and dropped.
+pub async fn run_stage(
+    cx: &meshstack::stages::Context,
+    stage: &dyn meshstack::stages::Stage,
+    direction: meshstack::engine::run::Direction,
+) -> meshstack::engine::run::StageResult {
+    let reporter = meshstack::engine::progress::RecordingReporter::default();
+    run_stage_with(cx, stage, direction, &reporter).await
+}
+
+/// The outcome of a stage that must have succeeded.
+pub fn outcome(result: &meshstack::engine::run::StageResult) -> &meshstack::engine::run::Outcome {
+    match result {
+        meshstack::engine::run::StageResult::Succeeded { outcome, .. } => outcome,
+        other => panic!("stage did not succeed: {other:?}"),
+    }
+}
