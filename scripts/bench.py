@@ -1,5 +1,7 @@
 """meshstack benchmarks against moto (driven by scripts/bench).
 
+moto's EKS clusters have no Kubernetes API, so the AWS scenarios select the AWS stages.
+
 Measures, per scenario: wall time (median, min, max over runs), AWS API calls as meshstack
 counts them (reads and writes, from `--output json`), and the peak RSS of the meshstack process.
 Prints a Markdown table for BENCHMARKS.md. Standard library only.
@@ -120,7 +122,7 @@ def main():
             # Warm moto up (its first request of each service loads models).
             warm = stack(workdir, "warm")
             r.run(["up", "--stack", warm, "--only", AWS_STAGES])
-            r.run(["down", "--stack", warm])
+            r.run(["down", "--stack", warm, "--only", AWS_STAGES])
 
             rows.append(summarize("plan, offline (`plan --offline`)", [r.run(["plan", "--offline", "-o", "json"], aws=False) for _ in range(args.runs * 4)]))
             rows.append(summarize("plan, no credentials (README command)", [r.run(["plan", "-o", "json"], aws=False) for _ in range(args.runs * 4)]))
@@ -129,9 +131,9 @@ def main():
             for i in range(args.runs):
                 s = stack(workdir, f"bench-{i}")
                 full.append(r.run(["up", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
-                converged.append(r.run(["up", "--stack", s, "-o", "json"]))
-                plans.append(r.run(["plan", "--stack", s, "-o", "json"]))
-                downs.append(r.run(["down", "--stack", s, "-o", "json"]))
+                converged.append(r.run(["up", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
+                plans.append(r.run(["plan", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
+                downs.append(r.run(["down", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
             rows.append(summarize("full AWS `up` (empty account)", full))
             rows.append(summarize("converged `up` (nothing to do)", converged))
             rows.append(summarize("`plan` against a converged stack", plans))
