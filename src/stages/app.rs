@@ -13,7 +13,7 @@ use futures::future::try_join_all;
 use kube::api::DynamicObject;
 
 use super::kubernetes::{self, objects};
-use super::{istio, karpenter, outcome, Action, Change, Context, Stage, StageError};
+use super::{istio, karpenter, outcome, Change, Context, Stage, StageError};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ObjectRef, Wait};
@@ -60,11 +60,9 @@ impl Stage for App {
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
-        Ok(apply::apply_order(&objects(&files, &MANIFESTS)?)
-            .into_iter()
-            .rev()
-            .map(|o| Change::new(Action::Delete, "k8s-object", ObjectRef::of(o).to_string()))
-            .collect())
+        Ok(kubernetes::plan_delete_objects(&objects(
+            &files, &MANIFESTS,
+        )?))
     }
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
@@ -111,11 +109,7 @@ impl Stage for App {
             .filter(|o| o.kind == "Namespace")
             .collect();
         apply::wait_gone(&kube.client, kube.resolver.as_ref(), &namespaces, wait).await?;
-        Ok(if removed == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {removed}"))
-        })
+        Ok(super::deleted(removed))
     }
 }
 

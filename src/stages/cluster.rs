@@ -538,11 +538,7 @@ impl Stage for Cluster {
                 deleted += 1;
             }
         }
-        Ok(if deleted == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {deleted}"))
-        })
+        Ok(super::deleted(deleted))
     }
 }
 

@@ -591,11 +591,7 @@ impl Stage for Iam {
             delete_role(aws, &name).await?;
             deleted += 1;
         }
-        Ok(if deleted == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {deleted}"))
-        })
+        Ok(super::deleted(deleted))
     }
 }
 

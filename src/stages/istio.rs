@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::kubernetes;
-use super::{nodegroup, outcome, Action, Change, Context, Stage, StageError};
+use super::{nodegroup, outcome, Change, Context, Stage, StageError};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -136,13 +136,7 @@ impl Stage for Istio {
         Ok(releases(&cx.stack, &files)?
             .iter()
             .rev()
-            .map(|r| {
-                Change::new(
-                    Action::Delete,
-                    "helm-release",
-                    format!("{}/{}", r.namespace, r.name),
-                )
-            })
+            .map(kubernetes::plan_delete_release)
             .collect())
     }
 
@@ -197,11 +191,7 @@ impl Stage for Istio {
                 .await?;
             }
         }
-        Ok(if removed == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {removed}"))
-        })
+        Ok(super::deleted(removed))
     }
 }
 
@@ -255,7 +245,7 @@ mod tests {
     #[test]
     fn the_warning_goes_with_the_first_release_change() {
         let change = |name: &str, detail: &str| {
-            Change::new(Action::Create, "helm-release", name).detail(detail)
+            Change::new(crate::stages::Action::Create, "helm-release", name).detail(detail)
         };
         let warning = || Some("Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only".to_string());
         for (changes, warning, want) in [

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use super::kubernetes::{self, objects};
-use super::{istio, outcome, Action, Change, Context, Stage, StageError};
+use super::{istio, outcome, Change, Context, Stage, StageError};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, Wait};
@@ -40,16 +40,10 @@ impl Stage for Jaeger {
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
-        Ok(objects(&files, &[MANIFEST])?
-            .iter()
-            .map(|o| {
-                Change::new(
-                    Action::Delete,
-                    "k8s-object",
-                    apply::ObjectRef::of(o).to_string(),
-                )
-            })
-            .collect())
+        Ok(kubernetes::plan_delete_objects(&objects(
+            &files,
+            &[MANIFEST],
+        )?))
     }
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
@@ -71,10 +65,6 @@ impl Stage for Jaeger {
         }
         let files = cx.rendered().await?;
         let removed = kubernetes::delete(cx, h, &objects(&files, &[MANIFEST])?).await?;
-        Ok(if removed == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {removed}"))
-        })
+        Ok(super::deleted(removed))
     }
 }

@@ -366,16 +366,10 @@ impl Stage for Karpenter {
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let manifests = manifests(api(&cx.stack)?)?;
         let files = cx.rendered().await?;
-        let mut changes: Vec<Change> = apply::apply_order(&objects(&files, manifests.paths)?)
-            .into_iter()
-            .rev()
-            .map(|o| Change::new(Action::Delete, "k8s-object", ObjectRef::of(o).to_string()))
-            .collect();
-        changes.push(Change::new(
-            Action::Delete,
-            "helm-release",
-            format!("{NAMESPACE}/{RELEASE}"),
-        ));
+        let mut changes = kubernetes::plan_delete_objects(&objects(&files, manifests.paths)?);
+        changes.push(kubernetes::plan_delete_release(&release(
+            &cx.stack, &files,
+        )?));
         changes.push(
             Change::new(
                 Action::Delete,
@@ -452,11 +446,7 @@ impl Stage for Karpenter {
             ));
             removed += 1;
         }
-        Ok(if removed == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {removed}"))
-        })
+        Ok(super::deleted(removed))
     }
 }
 

@@ -535,11 +535,7 @@ impl Stage for KarpenterInfra {
                 ));
             }
         }
-        Ok(if deleted == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {deleted}"))
-        })
+        Ok(super::deleted(deleted))
     }
 }
 

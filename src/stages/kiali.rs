@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::kubernetes::{self, objects};
-use super::{istio, jaeger, outcome, prometheus, Action, Change, Context, Stage, StageError};
+use super::{istio, jaeger, outcome, prometheus, Change, Context, Stage, StageError};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ObjectRef, Wait};
@@ -110,15 +110,8 @@ impl Stage for Kiali {
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
-        let mut changes: Vec<Change> = objects(&files, &[CR])?
-            .iter()
-            .map(|o| Change::new(Action::Delete, "k8s-object", ObjectRef::of(o).to_string()))
-            .collect();
-        changes.push(Change::new(
-            Action::Delete,
-            "helm-release",
-            format!("{OPERATOR_NAMESPACE}/{RELEASE}"),
-        ));
+        let mut changes = kubernetes::plan_delete_objects(&objects(&files, &[CR])?);
+        changes.push(kubernetes::plan_delete_release(&release(&files)?));
         Ok(changes)
     }
 
@@ -159,11 +152,7 @@ impl Stage for Kiali {
         if kubernetes::remove_release(cx, h, &release(&files)?).await? {
             removed += 1;
         }
-        Ok(if removed == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {removed}"))
-        })
+        Ok(super::deleted(removed))
     }
 }
 

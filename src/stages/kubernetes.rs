@@ -211,6 +211,30 @@ pub async fn plan_objects(
         .collect())
 }
 
+/// What `plan --destroy` shows for `objects`: each a delete, in the order `down` deletes them.
+pub fn plan_delete_objects(objects: &[DynamicObject]) -> Vec<Change> {
+    apply::apply_order(objects)
+        .into_iter()
+        .rev()
+        .map(|o| {
+            Change::new(
+                Action::Delete,
+                "k8s-object",
+                apply::ObjectRef::of(o).to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What `plan --destroy` shows for a release.
+pub fn plan_delete_release(release: &Release) -> Change {
+    Change::new(
+        Action::Delete,
+        "helm-release",
+        format!("{}/{}", release.namespace, release.name),
+    )
+}
+
 /// How long a read-only look at the cluster (plan, status, down) waits for its API.
 const REACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 

@@ -336,6 +336,15 @@ fn outcome(changes: &[Change]) -> Outcome {
     Outcome::Changed(parts.join(", "))
 }
 
+/// The outcome of a `down` that removed `n` things.
+fn deleted(n: usize) -> Outcome {
+    if n == 0 {
+        Outcome::Unchanged
+    } else {
+        Outcome::Changed(format!("deleted {n}"))
+    }
+}
+
 /// Retry `op` while AWS answers `DependencyViolation` (or another of `codes`), with back-off,
 /// until the deadline. Deleting a VPC's parts races ENIs and load balancers letting go.
 async fn retry_while<T, F, Fut>(

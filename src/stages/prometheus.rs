@@ -64,21 +64,8 @@ impl Stage for Prometheus {
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
-        let mut changes: Vec<Change> = objects(&files, &[MONITORS])?
-            .iter()
-            .map(|o| {
-                Change::new(
-                    super::Action::Delete,
-                    "k8s-object",
-                    apply::ObjectRef::of(o).to_string(),
-                )
-            })
-            .collect();
-        changes.push(Change::new(
-            super::Action::Delete,
-            "helm-release",
-            format!("{NAMESPACE}/{RELEASE}"),
-        ));
+        let mut changes = kubernetes::plan_delete_objects(&objects(&files, &[MONITORS])?);
+        changes.push(kubernetes::plan_delete_release(&release(&files)?));
         Ok(changes)
     }
 
@@ -110,10 +97,6 @@ impl Stage for Prometheus {
         if kubernetes::remove_release(cx, h, &release(&files)?).await? {
             removed += 1;
         }
-        Ok(if removed == 0 {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed(format!("deleted {removed}"))
-        })
+        Ok(super::deleted(removed))
     }
 }
