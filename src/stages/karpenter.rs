@@ -406,14 +406,7 @@ impl Stage for Karpenter {
 
         changes.extend(kubernetes::ensure_release(cx, h, ID, &release(&cx.stack, &files)?).await?);
 
-        let progress = |line: &str| h.step(line.to_string());
-        let wait = Wait {
-            backoff: cx.waits.kubernetes,
-            progress: &progress,
-        };
-        for crd in manifests.crds {
-            apply::wait_crd_established(&kube.client, crd, wait).await?;
-        }
+        kubernetes::wait_crds(cx, h, manifests.crds).await?;
         changes.extend(kubernetes::apply(cx, h, &objects(&files, manifests.paths)?).await?);
         Ok(outcome(&changes))
     }

@@ -386,6 +386,21 @@ pub async fn remove_release(
     Ok(true)
 }
 
+/// Wait until each CRD in `names` is established (a chart installs them; their custom resources
+/// can only be applied after), reporting progress as steps.
+pub async fn wait_crds(cx: &Context, h: &StageHandle, names: &[&str]) -> Result<(), StageError> {
+    let kube = cx.kube().await?;
+    let progress = |line: &str| h.step(line.to_string());
+    let wait = apply::Wait {
+        backoff: cx.waits.kubernetes,
+        progress: &progress,
+    };
+    for name in names {
+        apply::wait_crd_established(&kube.client, name, wait).await?;
+    }
+    Ok(())
+}
+
 /// Delete `objects` (already-gone ones are fine); how many existed.
 pub async fn delete(
     cx: &Context,

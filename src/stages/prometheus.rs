@@ -11,7 +11,7 @@ use super::kubernetes::{self, objects};
 use super::{nodegroup, outcome, Change, Context, Stage, StageError};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
-use crate::k8s::apply::{self, Wait};
+
 use crate::k8s::helm::{Chart, Release};
 use crate::render::RenderedFile;
 
@@ -75,15 +75,7 @@ impl Stage for Prometheus {
             .await?
             .into_iter()
             .collect();
-        let kube = cx.kube().await?;
-        let progress = |line: &str| h.step(line.to_string());
-        let wait = Wait {
-            backoff: cx.waits.kubernetes,
-            progress: &progress,
-        };
-        for crd in CRDS {
-            apply::wait_crd_established(&kube.client, crd, wait).await?;
-        }
+        kubernetes::wait_crds(cx, h, &CRDS).await?;
         changes.extend(kubernetes::apply(cx, h, &objects(&files, &[MONITORS])?).await?);
         Ok(outcome(&changes))
     }
