@@ -35,6 +35,12 @@ pub enum Command {
     /// Write every Kubernetes manifest and helm values file `up` would apply, with the stack's
     /// values filled in. Offline: account and endpoint are placeholders unless given.
     Render(RenderArgs),
+    /// Where the app's pods run: zone -> node -> pods, marking any node where a products client
+    /// has no Ready products pod (its calls are dropped under internalTrafficPolicy: Local).
+    Pods(StackArgs),
+    /// Measure how much orders traffic stays in its zone and products traffic on its node, from
+    /// the sidecars' own counters; exit 1 when the stack's thresholds are not met.
+    Verify(VerifyArgs),
 }
 
 /// Where the stack and its state live.
@@ -90,6 +96,10 @@ pub struct RunArgs {
     /// Take over a lock whose holder process is gone.
     #[arg(long)]
     pub force_unlock: bool,
+    /// Apply internalTrafficPolicy: Local on products-service even when a node running a
+    /// products client has no Ready products pod (its calls to products are then dropped).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +159,33 @@ pub struct RenderArgs {
     /// The cluster's API server endpoint. Default: https://<cluster>.example.invalid.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Send N graphql queries first (through the ingress gateway, or straight to a graphql pod
+    /// when the gateway does not answer) and count only the traffic they cause.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        conflicts_with = "clusters_dump"
+    )]
+    pub requests: u64,
+    /// The GraphQL query --requests sends to /v1/graphql.
+    #[arg(long, value_name = "QUERY", default_value = crate::inspect::DEFAULT_QUERY)]
+    pub query: String,
+    /// Analyze a saved Envoy /clusters dump of a graphql or orders sidecar instead of the
+    /// cluster, as ZONE=FILE with the caller's zone; repeat for each caller. Offline: no
+    /// credentials needed; products on-node shares are not measured (no pod -> node map).
+    #[arg(long = "clusters-dump", value_name = "ZONE=FILE", value_parser = crate::inspect::parse_dump_arg)]
+    pub clusters_dump: Vec<(String, PathBuf)>,
+    /// With --clusters-dump: request plus response bytes per request, for the cost estimate.
+    /// Default: 2048, reported as assumed.
+    #[arg(long, value_name = "BYTES", requires = "clusters_dump")]
+    pub bytes_per_request: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

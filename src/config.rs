@@ -94,6 +94,23 @@ const DEFAULT_ISTIO_VERSION: ReleaseVersion = ReleaseVersion::new(1, 18, 7);
 // Istio's sampling is a percentage of requests traced; the demo traces every request.
 const DEFAULT_TRACING_SAMPLING: f64 = 100.0;
 
+// The seed's orders DestinationRule: its connection pool and outlier detection are sound;
+// its distribute weights are not (see `LocalitySpec`).
+const DEFAULT_LOCAL_WEIGHT: u32 = 80;
+const DEFAULT_HTTP2_MAX_REQUESTS: u32 = 10;
+const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 10;
+const DEFAULT_CONSECUTIVE_GATEWAY_ERRORS: u32 = 1;
+const DEFAULT_OUTLIER_INTERVAL: &str = "1m";
+const DEFAULT_BASE_EJECTION_TIME: &str = "30s";
+// In failover mode all orders traffic should stay in its zone; 80% leaves room for the
+// requests a fresh proxy sends before it knows the localities and for ejected endpoints.
+const DEFAULT_ORDERS_IN_ZONE_MIN_FAILOVER: f64 = 80.0;
+// In distribute mode the measured share scatters around local_weight.
+const DISTRIBUTE_TOLERANCE: f64 = 5.0;
+// internalTrafficPolicy: Local has no fallback: anything below 100% means calls went
+// off-node, i.e. the policy is not in force.
+const DEFAULT_PRODUCTS_ON_NODE_MIN: f64 = 100.0;
+
 // AWS allows 50 tags per resource; meshstack adds its own, so users get fewer.
 const TAGS_MAX: usize = 20;
 const TAG_KEY_MAX: usize = 128;
@@ -143,6 +160,8 @@ pub struct Stack {
     pub karpenter: KarpenterSpec,
     /// The Istio release and its tracing.
     pub istio: IstioSpec,
+    /// The orders DestinationRule's locality load balancing and what `verify` expects of it.
+    pub locality: LocalitySpec,
 }
 
 /// Which availability zones the VPC and cluster span.
@@ -227,6 +246,71 @@ pub struct IstioSpec {
     pub version: ReleaseVersion,
     /// Share of requests the sidecars trace, in percent (0..=100).
     pub tracing_sampling: Percent,
+}
+
+/// The locality policies the `locality` stage applies and the shares `verify` demands.
+///
+/// The seed's rule sent 80% of the orders traffic from *every* zone to one zone; here each
+/// zone keeps its own traffic (`failover`) or `local_weight` percent of it (`distribute`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalitySpec {
+    /// How the orders DestinationRule spreads traffic over zones.
+    pub mode: LocalityMode,
+    /// Percent of a zone's orders calls that stay in it (1..=100), the rest spread evenly
+    /// over the other zones; `Some` exactly in `distribute` mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_weight: Option<u32>,
+    /// `distribute` mode: explicit weights, `from zone -> to zone -> percent`, each row
+    /// adding up to 100; zones without a row get `local_weight`. Empty unless set.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub distribute: BTreeMap<String, BTreeMap<String, u32>>,
+    /// The orders rule's HTTP connection pool.
+    pub connection_pool: ConnectionPoolSpec,
+    /// The orders rule's outlier detection, without which Istio ignores locality settings.
+    pub outlier_detection: OutlierDetectionSpec,
+    /// What `meshstack verify` demands of the measured traffic.
+    pub verify: LocalityVerifySpec,
+}
+
+/// How the orders DestinationRule uses zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalityMode {
+    /// Stay in the caller's zone; fail over to other zones of the region only when the local
+    /// endpoints are ejected by outlier detection.
+    #[default]
+    Failover,
+    /// Keep `local_weight` percent in the caller's zone, spread the rest over the others.
+    Distribute,
+}
+
+/// Istio `ConnectionPoolSettings.http` values for the orders rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionPoolSpec {
+    /// `http2MaxRequests`: concurrent requests to one orders endpoint (>= 1).
+    pub http2_max_requests: u32,
+    /// `maxRequestsPerConnection` (>= 1).
+    pub max_requests_per_connection: u32,
+}
+
+/// Istio `OutlierDetection` values for the orders rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierDetectionSpec {
+    /// `consecutiveGatewayErrors`: 502/503/504s before an endpoint is ejected (>= 1).
+    pub consecutive_gateway_errors: u32,
+    /// `interval` between ejection sweeps, an Istio duration like `1m` or `10s`.
+    pub interval: String,
+    /// `baseEjectionTime`, an Istio duration like `30s`.
+    pub base_ejection_time: String,
+}
+
+/// The shares `meshstack verify` demands, in percent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalityVerifySpec {
+    /// Minimum share of orders calls that stay in the caller's zone, per zone.
+    pub orders_in_zone_min: Percent,
+    /// Minimum share of products calls answered on the caller's node.
+    pub products_on_node_min: Percent,
 }
 
 /// A `MAJOR.MINOR.PATCH` release number, like `1.8.1`; ordered numerically.
@@ -463,6 +547,40 @@ struct RawStack {
     tags: Option<BTreeMap<String, Option<String>>>,
     karpenter: Option<RawKarpenter>,
     istio: Option<RawIstio>,
+    locality: Option<RawLocality>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLocality {
+    mode: Option<LocalityMode>,
+    local_weight: Option<i64>,
+    distribute: Option<BTreeMap<String, BTreeMap<String, i64>>>,
+    connection_pool: Option<RawConnectionPool>,
+    outlier_detection: Option<RawOutlierDetection>,
+    verify: Option<RawLocalityVerify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawConnectionPool {
+    http2_max_requests: Option<i64>,
+    max_requests_per_connection: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawOutlierDetection {
+    consecutive_gateway_errors: Option<i64>,
+    interval: Option<String>,
+    base_ejection_time: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLocalityVerify {
+    orders_in_zone_min: Option<f64>,
+    products_on_node_min: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -660,7 +778,6 @@ impl RawStack {
         Ok(Stack {
             name,
             region,
-            zones,
             kubernetes_version: resolve_k8s_version(self.kubernetes_version)?,
             network: self.network.unwrap_or_default().resolve()?,
             node_group: self.node_group.unwrap_or_default().resolve()?,
@@ -669,6 +786,8 @@ impl RawStack {
             tags: resolve_tags(self.tags)?,
             karpenter: self.karpenter.unwrap_or_default().resolve()?,
             istio: self.istio.unwrap_or_default().resolve()?,
+            locality: self.locality.unwrap_or_default().resolve(&zones)?,
+            zones,
         })
     }
 }
@@ -1231,6 +1350,181 @@ impl RawIstio {
     }
 }
 
+impl RawLocality {
+    fn resolve(self, zones: &ZoneSpec) -> Check<LocalitySpec> {
+        let mode = self.mode.unwrap_or_default();
+        if mode == LocalityMode::Failover {
+            for (key, set) in [
+                ("local_weight", self.local_weight.is_some()),
+                ("distribute", self.distribute.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("locality.{key}"),
+                        "applies only to `mode: distribute`; set the mode or remove the key",
+                    ));
+                }
+            }
+        }
+        let local_weight = in_range("locality.local_weight", self.local_weight, 1..=100, "%")?
+            .or((mode == LocalityMode::Distribute).then_some(DEFAULT_LOCAL_WEIGHT));
+        let distribute = resolve_distribute(self.distribute, zones)?;
+        let pool = self.connection_pool.unwrap_or_default();
+        let connection_pool = ConnectionPoolSpec {
+            http2_max_requests: in_range(
+                "locality.connection_pool.http2_max_requests",
+                pool.http2_max_requests,
+                1..=i64::from(i32::MAX),
+                "",
+            )?
+            .unwrap_or(DEFAULT_HTTP2_MAX_REQUESTS),
+            max_requests_per_connection: in_range(
+                "locality.connection_pool.max_requests_per_connection",
+                pool.max_requests_per_connection,
+                1..=i64::from(i32::MAX),
+                "",
+            )?
+            .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
+        };
+        let outlier = self.outlier_detection.unwrap_or_default();
+        let outlier_detection = OutlierDetectionSpec {
+            consecutive_gateway_errors: in_range(
+                "locality.outlier_detection.consecutive_gateway_errors",
+                outlier.consecutive_gateway_errors,
+                1..=i64::from(i32::MAX),
+                "",
+            )?
+            .unwrap_or(DEFAULT_CONSECUTIVE_GATEWAY_ERRORS),
+            interval: resolve_duration(
+                "locality.outlier_detection.interval",
+                outlier.interval,
+                DEFAULT_OUTLIER_INTERVAL,
+            )?,
+            base_ejection_time: resolve_duration(
+                "locality.outlier_detection.base_ejection_time",
+                outlier.base_ejection_time,
+                DEFAULT_BASE_EJECTION_TIME,
+            )?,
+        };
+        let verify = self.verify.unwrap_or_default();
+        let orders_default = match local_weight {
+            None => DEFAULT_ORDERS_IN_ZONE_MIN_FAILOVER,
+            Some(weight) => (f64::from(weight) - DISTRIBUTE_TOLERANCE).max(0.0),
+        };
+        let percent = |field: &str, value: Option<f64>, default: f64| match value {
+            None => Ok(Percent(default)),
+            Some(p) => Percent::new(p).ok_or_else(|| {
+                invalid(
+                    field,
+                    format!("{p} is not a percentage; use a number from 0 to 100"),
+                )
+            }),
+        };
+        Ok(LocalitySpec {
+            mode,
+            local_weight,
+            distribute,
+            connection_pool,
+            outlier_detection,
+            verify: LocalityVerifySpec {
+                orders_in_zone_min: percent(
+                    "locality.verify.orders_in_zone_min",
+                    verify.orders_in_zone_min,
+                    orders_default,
+                )?,
+                products_on_node_min: percent(
+                    "locality.verify.products_on_node_min",
+                    verify.products_on_node_min,
+                    DEFAULT_PRODUCTS_ON_NODE_MIN,
+                )?,
+            },
+        })
+    }
+}
+
+/// `locality.distribute`: rows name the stack's listed zones and add up to 100.
+fn resolve_distribute(
+    raw: Option<BTreeMap<String, BTreeMap<String, i64>>>,
+    zones: &ZoneSpec,
+) -> Check<BTreeMap<String, BTreeMap<String, u32>>> {
+    let Some(raw) = raw else {
+        return Ok(BTreeMap::new());
+    };
+    let ZoneSpec::Names(names) = zones else {
+        return Err(invalid(
+            "locality.distribute",
+            "names zones, so the stack must list its zones (`zones: [us-east-1a, ...]`) \
+             instead of counting them; or remove the key and let `local_weight` set the weights",
+        ));
+    };
+    let known = |zone: &str| names.iter().any(|z| z == zone);
+    let unknown = |field: String, zone: &str| {
+        let hint = closest(zone, names.iter().map(String::as_str))
+            .map(|z| format!("; did you mean `{z}`?"))
+            .unwrap_or_default();
+        invalid(
+            field,
+            format!(
+                "`{zone}` is not one of the stack's zones ({}){hint}",
+                names.join(", ")
+            ),
+        )
+    };
+    let mut table = BTreeMap::new();
+    for (from, row) in raw {
+        let field = format!("locality.distribute.{from}");
+        if !known(&from) {
+            return Err(unknown(field, &from));
+        }
+        let mut weights = BTreeMap::new();
+        for (to, weight) in row {
+            if !known(&to) {
+                return Err(unknown(format!("{field}.{to}"), &to));
+            }
+            let w = in_range(&format!("{field}.{to}"), Some(weight), 1..=100, "%")?
+                .expect("Some in, Some out");
+            weights.insert(to, w);
+        }
+        let sum: u32 = weights.values().sum();
+        if sum != 100 {
+            return Err(invalid(
+                field,
+                format!(
+                    "weights add up to {sum}%; Istio needs each zone's weights to add up to \
+                     exactly 100"
+                ),
+            ));
+        }
+        table.insert(from, weights);
+    }
+    Ok(table)
+}
+
+/// An Istio duration (`1m`, `30s`, `500ms`, `1h`): digits and one unit, at least 1 ms, as
+/// Istio's validation demands of outlier-detection times.
+fn resolve_duration(field: &str, raw: Option<String>, default: &str) -> Check<String> {
+    let Some(text) = raw else {
+        return Ok(default.to_owned());
+    };
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let ok = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && ["ms", "s", "m", "h"].contains(&unit)
+        && digits.parse::<u64>().is_ok_and(|n| n > 0);
+    if ok {
+        Ok(text)
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "`{text}` is not a duration Istio accepts; write a positive whole number and \
+                 a unit (ms, s, m or h), like \"{default}\""
+            ),
+        ))
+    }
+}
+
 fn resolve_release(
     field: &str,
     raw: Option<RawRelease>,
@@ -1427,6 +1721,22 @@ impl NatMode {
 }
 
 impl fmt::Display for NatMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl LocalityMode {
+    /// The stack-file spelling: `failover` or `distribute`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalityMode::Failover => "failover",
+            LocalityMode::Distribute => "distribute",
+        }
+    }
+}
+
+impl fmt::Display for LocalityMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -1649,16 +1959,109 @@ mod tests {
                     version: ReleaseVersion::new(1, 18, 7),
                     tracing_sampling: Percent(100.0),
                 },
+                locality: LocalitySpec {
+                    mode: LocalityMode::Failover,
+                    local_weight: None,
+                    distribute: BTreeMap::new(),
+                    connection_pool: ConnectionPoolSpec {
+                        http2_max_requests: 10,
+                        max_requests_per_connection: 10,
+                    },
+                    outlier_detection: OutlierDetectionSpec {
+                        consecutive_gateway_errors: 1,
+                        interval: "1m".into(),
+                        base_ejection_time: "30s".into(),
+                    },
+                    verify: LocalityVerifySpec {
+                        orders_in_zone_min: Percent(80.0),
+                        products_on_node_min: Percent(100.0),
+                    },
+                },
             }
         );
         assert_eq!(stack.cluster_name(), "x");
         assert_eq!(stack.zone_count(), 3);
         // Empty sections mean "all defaults", like absent ones.
         assert_eq!(
-            parse("name: x\nnetwork:\nnode_group: {}\ncluster: ~\nkarpenter: {}\nistio:\n")
-                .unwrap(),
+            parse(
+                "name: x\nnetwork:\nnode_group: {}\ncluster: ~\nkarpenter: {}\nistio:\nlocality:\n"
+            )
+            .unwrap(),
             stack
         );
+    }
+
+    #[test]
+    fn locality_settings() {
+        let zones = "zones: [us-east-1a, us-east-1b, us-east-1c]\n";
+        let ok = |yaml: &str| parse(&format!("name: x\n{zones}{yaml}")).unwrap().locality;
+        let distribute = ok("locality: {mode: distribute, local_weight: 90}");
+        assert_eq!(distribute.mode, LocalityMode::Distribute);
+        assert_eq!(distribute.local_weight, Some(90));
+        // The verify threshold follows the weight unless set.
+        assert_eq!(distribute.verify.orders_in_zone_min, Percent(85.0));
+        let explicit = ok("locality:\n  mode: distribute\n  distribute:\n    \
+                           us-east-1a: {us-east-1a: 70, us-east-1b: 30}\n");
+        assert_eq!(
+            explicit.distribute["us-east-1a"],
+            BTreeMap::from([("us-east-1a".into(), 70), ("us-east-1b".into(), 30)])
+        );
+        let tuned = ok(
+            "locality:\n  outlier_detection: {interval: 10s, base_ejection_time: 500ms}\n  \
+                        verify: {orders_in_zone_min: 95, products_on_node_min: 99.5}\n",
+        );
+        assert_eq!(tuned.outlier_detection.interval, "10s");
+        assert_eq!(tuned.outlier_detection.base_ejection_time, "500ms");
+        assert_eq!(tuned.verify.orders_in_zone_min, Percent(95.0));
+        assert_eq!(tuned.verify.products_on_node_min, Percent(99.5));
+
+        // (locality yaml, field, message part)
+        let bad = [
+            ("locality: {mode: distribute, local_weight: 0}", "locality.local_weight", "between 1 and 100"),
+            ("locality: {mode: distribute, local_weight: 101}", "locality.local_weight", "between 1 and 100"),
+            ("locality: {local_weight: 80}", "locality.local_weight", "mode: distribute"),
+            ("locality: {mode: nearest}", "locality.mode", "failover"),
+            (
+                "locality:\n  mode: distribute\n  distribute:\n    us-east-1a: {us-east-1a: 80, us-east-1b: 30}\n",
+                "locality.distribute.us-east-1a",
+                "add up to 110%",
+            ),
+            (
+                "locality:\n  mode: distribute\n  distribute:\n    us-east-1a: {us-east-1a: 80}\n",
+                "locality.distribute.us-east-1a",
+                "add up to 80%",
+            ),
+            (
+                "locality:\n  mode: distribute\n  distribute:\n    us-east-1a: {us-east-1a: 150, us-east-1b: -50}\n",
+                "locality.distribute.us-east-1a.us-east-1a",
+                "between 1 and 100",
+            ),
+            (
+                "locality:\n  mode: distribute\n  distribute:\n    us-east-1x: {us-east-1a: 100}\n",
+                "locality.distribute.us-east-1x",
+                "not one of the stack's zones",
+            ),
+            (
+                "locality:\n  mode: distribute\n  distribute:\n    us-east-1a: {us-west-2a: 100}\n",
+                "locality.distribute.us-east-1a.us-west-2a",
+                "not one of the stack's zones",
+            ),
+            ("locality: {outlier_detection: {interval: 1 minute}}", "locality.outlier_detection.interval", "duration"),
+            ("locality: {outlier_detection: {base_ejection_time: 0s}}", "locality.outlier_detection.base_ejection_time", "duration"),
+            ("locality: {connection_pool: {http2_max_requests: 0}}", "locality.connection_pool.http2_max_requests", "between 1"),
+            ("locality: {verify: {orders_in_zone_min: 120}}", "locality.verify.orders_in_zone_min", "percentage"),
+            ("locality: {verify: {products_on_node: 100}}", "locality.verify.products_on_node", "did you mean `products_on_node_min`"),
+        ];
+        for (yaml, field, part) in bad {
+            let err = parse(&format!("name: x\n{zones}{yaml}")).unwrap_err();
+            assert_eq!(err.field(), Some(field), "{yaml}: {err}");
+            assert!(err.to_string().contains(part), "{yaml}: {err}");
+        }
+        // Named weights need named zones.
+        let err =
+            parse("name: x\nzones: 3\nlocality: {mode: distribute, distribute: {a: {a: 100}}}")
+                .unwrap_err();
+        assert!(err.to_string().contains("list its zones"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!   free of AWS and Kubernetes details.
 //! - [`aws`]: SDK clients, call counting, error classification, polling.
 //! - [`stages`]: one file per stage.
+//! - [`locality`]: the locality pattern: placement, policy, Envoy counters, the traffic report.
 //! - [`render`]: the Kubernetes manifests and helm values, filled in from the stack.
+//! - [`inspect`]: `meshstack pods` and `meshstack verify`, reading the running demo.
 //! - [`cli`] and [`commands`]: the command line.
 
 pub mod aws;
@@ -15,6 +17,8 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod inspect;
 pub mod k8s;
+pub mod locality;
 pub mod render;
 pub mod stages;

@@ -46,5 +46,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => commands::token(args).await,
         Command::Kubeconfig(args) => commands::kubeconfig(args).await,
         Command::Render(args) => commands::render(args).await,
+        Command::Pods(args) => commands::pods(args).await,
+        Command::Verify(args) => commands::verify(args).await,
     }
 }

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{ReleaseVersion, Stack};
+use crate::locality::policy::{self, PolicyError};
 use crate::stages::iam::{self, RoleKind};
 use crate::stages::karpenter_infra;
 
@@ -101,7 +102,20 @@ const TEMPLATES: &[(&str, &str)] = &[
         "stacks/ecommerce/virtual-services.yaml",
         include_str!("../stacks/ecommerce/virtual-services.yaml"),
     ),
+    (
+        ORDERS_DESTINATION_RULE,
+        include_str!("../stacks/locality/orders-destination-rule.yaml"),
+    ),
+    (
+        PRODUCTS_TRAFFIC_POLICY,
+        include_str!("../stacks/locality/products-traffic-policy.yaml"),
+    ),
 ];
+
+/// The orders DestinationRule, whose locality setting is generated from the zones.
+pub const ORDERS_DESTINATION_RULE: &str = "stacks/locality/orders-destination-rule.yaml";
+/// products-service's `internalTrafficPolicy: Local`, a partial object.
+pub const PRODUCTS_TRAFFIC_POLICY: &str = "stacks/locality/products-traffic-policy.yaml";
 
 const KARPENTER_VALUES: &str = "karpenter/values.yaml";
 const KARPENTER_V1: [&str; 2] = ["karpenter/ec2nodeclass.yaml", "karpenter/nodepool.yaml"];
@@ -117,7 +131,9 @@ pub struct RenderInputs {
     pub region: String,
     /// ARN partition: `aws`, `aws-cn` or `aws-us-gov`.
     pub partition: String,
-    /// The cluster's availability zones, in order; the NodePool may launch in exactly these.
+    /// The cluster's availability zones, in order; the NodePool may launch in exactly these
+    /// and the orders locality rule is generated for them (the `locality` stage passes the
+    /// zones the app really runs in).
     pub zones: Vec<String>,
     /// The EKS API server endpoint, `https://...`.
     pub cluster_endpoint: String,
@@ -204,6 +220,9 @@ pub enum RenderError {
         /// The offending value.
         value: String,
     },
+    /// No locality rule can be generated for the zones.
+    #[error("orders locality rule: {0}")]
+    Locality(#[from] PolicyError),
     /// A rendered file does not parse as YAML: a bug in a template.
     #[error("{file}: the rendered file is not valid YAML: {message}")]
     Yaml {
@@ -222,6 +241,10 @@ pub enum Value {
     Scalar(String),
     /// Inserted as `["a", "b"]`.
     List(Vec<String>),
+    /// A structure meshstack generated, inserted as one line of JSON, which YAML reads as a
+    /// flow node; serde_json quotes and escapes every string, so it cannot change the
+    /// surrounding document's structure.
+    Json(serde_json::Value),
 }
 
 /// The API `version` serves.
@@ -454,6 +477,8 @@ pub fn variables(
     inputs: &RenderInputs,
 ) -> Result<BTreeMap<&'static str, Value>, RenderError> {
     check_inputs(inputs)?;
+    let locality = &stack.locality;
+    let orders_lb = policy::locality_lb_setting(locality, &inputs.region, &inputs.zones)?;
     let karpenter_role_arn = format!(
         "arn:{}:iam::{}:role/{}",
         inputs.partition,
@@ -504,11 +529,43 @@ pub fn variables(
             "TRACING_SAMPLING",
             Value::Scalar(decimal(stack.istio.tracing_sampling.get())),
         ),
+        ("ORDERS_LOCALITY_LB_SETTING", Value::Json(orders_lb.setting)),
+        (
+            "ORDERS_HTTP2_MAX_REQUESTS",
+            Value::Scalar(locality.connection_pool.http2_max_requests.to_string()),
+        ),
+        (
+            "ORDERS_MAX_REQUESTS_PER_CONNECTION",
+            Value::Scalar(
+                locality
+                    .connection_pool
+                    .max_requests_per_connection
+                    .to_string(),
+            ),
+        ),
+        (
+            "ORDERS_CONSECUTIVE_GATEWAY_ERRORS",
+            Value::Scalar(
+                locality
+                    .outlier_detection
+                    .consecutive_gateway_errors
+                    .to_string(),
+            ),
+        ),
+        (
+            "ORDERS_OUTLIER_INTERVAL",
+            Value::Scalar(locality.outlier_detection.interval.clone()),
+        ),
+        (
+            "ORDERS_BASE_EJECTION_TIME",
+            Value::Scalar(locality.outlier_detection.base_ejection_time.clone()),
+        ),
     ]);
     for (name, value) in &vars {
         let items = match value {
             Value::Scalar(s) => std::slice::from_ref(s),
             Value::List(items) => items.as_slice(),
+            Value::Json(_) => continue,
         };
         if let Some(bad) = items.iter().find(|s| !is_safe(s)) {
             return Err(RenderError::UnsafeValue {
@@ -632,6 +689,7 @@ pub fn substitute(
                 out.push_str(&quoted.join(", "));
                 out.push(']');
             }
+            Some(Value::Json(value)) => out.push_str(&value.to_string()),
             None => {
                 return Err(RenderError::UnknownPlaceholder {
                     file: path.to_owned(),
@@ -712,12 +770,9 @@ mod tests {
             assert!(!f.content.contains("${"), "{}: {}", f.path, f.content);
             assert!(!f.content.contains("cluster-name"), "{}", f.path);
         }
-        // Stable order: the stages' apply order, Karpenter first, the app last.
+        // Stable order: the stages' apply order, Karpenter first, the locality policies last.
         assert_eq!(files[0].path, KARPENTER_VALUES);
-        assert_eq!(
-            files.last().unwrap().path,
-            "stacks/ecommerce/virtual-services.yaml"
-        );
+        assert_eq!(files.last().unwrap().path, PRODUCTS_TRAFFIC_POLICY);
         assert_eq!(
             render(&Stack::embedded_default(), &inputs()).unwrap(),
             files

@@ -51,8 +51,9 @@
 //!   honoured, nothing is ever `Terminating`); owner references do cascade.
 //! - `managedFields` are returned over HTTP (t); the builder's `with_return_managed_fields`
 //!   concerns only its in-process typed API.
-//! - Its `validation` feature (schema checks against an OpenAPI document you supply) costs no
-//!   extra build time — jsonschema is compiled either way — but is not used here.
+//! - Its `validation` feature (schema checks against an OpenAPI document you supply) checks
+//!   only objects written through its in-process API, not requests from a `kube::Client`; the
+//!   locality tests call its validator on what the stage stored (Istio's DestinationRule).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -75,8 +76,21 @@ use crate::aws::Backoff;
 /// The field manager of everything meshstack applies.
 pub const FIELD_MANAGER: &str = "meshstack";
 
-/// Annotation holding a hash of the manifest an object was last applied from.
+/// Annotation holding a hash of the manifest an object was last applied from, by
+/// [`FIELD_MANAGER`].
 pub const HASH_ANNOTATION: &str = "meshstack.io/manifest-hash";
+
+/// The hash annotation of `field_manager`: [`HASH_ANNOTATION`] for [`FIELD_MANAGER`],
+/// `HASH_ANNOTATION.<manager>` for another. Two managers sharing one object (the `app`
+/// stage's Service and the `locality` stage's single field of it) then each keep their own
+/// hash, instead of overwriting each other's and re-applying on every run.
+pub fn hash_annotation(field_manager: &str) -> std::borrow::Cow<'static, str> {
+    if field_manager == FIELD_MANAGER {
+        HASH_ANNOTATION.into()
+    } else {
+        format!("{HASH_ANNOTATION}.{field_manager}").into()
+    }
+}
 
 /// Why applying, reading, deleting or waiting failed.
 #[derive(Debug, thiserror::Error)]
@@ -563,9 +577,9 @@ fn api_error<'a>(
     }
 }
 
-/// The body meshstack applies for a manifest object: the manifest without `status` (never
-/// meshstack's to set), annotated with the manifest's hash.
-pub fn desired_body(obj: &DynamicObject) -> Value {
+/// The body `field_manager` applies for a manifest object: the manifest without `status`
+/// (never meshstack's to set), annotated with the manifest's hash.
+pub fn desired_body(obj: &DynamicObject, field_manager: &str) -> Value {
     let mut body = serde_json::to_value(obj).unwrap_or(Value::Null);
     if let Some(map) = body.as_object_mut() {
         map.remove("status");
@@ -584,7 +598,10 @@ pub fn desired_body(obj: &DynamicObject) -> Value {
             *annotations = Value::Object(Default::default());
         }
         if let Value::Object(a) = annotations {
-            a.insert(HASH_ANNOTATION.into(), Value::String(hash));
+            a.insert(
+                hash_annotation(field_manager).into_owned(),
+                Value::String(hash),
+            );
         }
     }
     body
@@ -657,9 +674,9 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
     }
 }
 
-/// Is `live` what applying `obj` would make it?
-pub fn converged(obj: &DynamicObject, live: &DynamicObject) -> bool {
-    serde_json::to_value(live).is_ok_and(|l| contains(&l, &desired_body(obj)))
+/// Is `live` what applying `obj` as `field_manager` would make it?
+pub fn converged(obj: &DynamicObject, live: &DynamicObject, field_manager: &str) -> bool {
+    serde_json::to_value(live).is_ok_and(|l| contains(&l, &desired_body(obj, field_manager)))
 }
 
 /// Server-side apply `objects` in [`apply_order`], as `field_manager` with conflicts forced,
@@ -689,7 +706,10 @@ pub async fn apply_all(
             .get_opt(&object.name)
             .await
             .map_err(api_error("read", &object))?;
-        if live.as_ref().is_some_and(|l| converged(obj, l)) {
+        if live
+            .as_ref()
+            .is_some_and(|l| converged(obj, l, field_manager))
+        {
             applied.push(Applied {
                 object,
                 effect: Effect::Unchanged,
@@ -697,7 +717,11 @@ pub async fn apply_all(
             continue;
         }
         let after = api
-            .patch(&object.name, &params, &Patch::Apply(desired_body(obj)))
+            .patch(
+                &object.name,
+                &params,
+                &Patch::Apply(desired_body(obj, field_manager)),
+            )
             .await
             .map_err(api_error("apply", &object))?;
         let effect = match live {
@@ -717,13 +741,14 @@ pub async fn observe_all(
     client: &Client,
     resolver: &dyn Resolver,
     objects: &[DynamicObject],
+    field_manager: &str,
 ) -> Result<Vec<(ObjectRef, State)>, ApplyError> {
     let mut seen = Vec::with_capacity(objects.len());
     for obj in apply_order(objects) {
         let object = ObjectRef::of(obj);
         let state = match get_opt(client, resolver, &object).await? {
             None => State::Missing,
-            Some(live) if converged(obj, &live) => State::Converged,
+            Some(live) if converged(obj, &live, field_manager) => State::Converged,
             Some(_) => State::Differs,
         };
         seen.push((object, state));
@@ -786,6 +811,24 @@ pub async fn get_opt(
     api.get_opt(&object.name)
         .await
         .map_err(api_error("read", object))
+}
+
+/// Every object `api` lists; `namespace` (the api's, if any) names the list in errors.
+pub async fn list_all<K>(api: &Api<K>, namespace: Option<&str>) -> Result<Vec<K>, ApplyError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + fmt::Debug,
+{
+    let what = ObjectRef {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        namespace: namespace.map(str::to_owned),
+        name: "*".to_owned(),
+    };
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(api_error("list", &what))?;
+    Ok(list.items)
 }
 
 /// What a condition check found.
@@ -1205,7 +1248,7 @@ metadata:
     #[test]
     fn the_applied_body_carries_a_hash_of_the_manifest_and_no_status() {
         let a = one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\ndata: {k: v, j: w}\nstatus: {x: 1}\n");
-        let body = desired_body(&a);
+        let body = desired_body(&a, FIELD_MANAGER);
         let hash = body["metadata"]["annotations"][HASH_ANNOTATION]
             .as_str()
             .unwrap()
@@ -1215,23 +1258,26 @@ metadata:
         // Key order and status don't matter; content does.
         let reordered = one("kind: ConfigMap\napiVersion: v1\ndata: {j: w, k: v}\nmetadata: {namespace: n, name: c}\n");
         assert_eq!(
-            desired_body(&reordered)["metadata"]["annotations"][HASH_ANNOTATION],
+            desired_body(&reordered, FIELD_MANAGER)["metadata"]["annotations"][HASH_ANNOTATION],
             hash.as_str()
         );
         let changed = one(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\ndata: {k: v}\n",
         );
         assert_ne!(
-            desired_body(&changed)["metadata"]["annotations"][HASH_ANNOTATION],
+            desired_body(&changed, FIELD_MANAGER)["metadata"]["annotations"][HASH_ANNOTATION],
             hash.as_str()
         );
         // An empty `annotations:` still gets the hash.
         let empty = one("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n");
-        assert!(desired_body(&empty)["metadata"]["annotations"][HASH_ANNOTATION].is_string());
+        assert!(
+            desired_body(&empty, FIELD_MANAGER)["metadata"]["annotations"][HASH_ANNOTATION]
+                .is_string()
+        );
         // Existing annotations are kept.
         let annotated =
             one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, annotations: {a: b}}\n");
-        let body = desired_body(&annotated);
+        let body = desired_body(&annotated, FIELD_MANAGER);
         assert_eq!(body["metadata"]["annotations"]["a"], "b");
         assert!(body["metadata"]["annotations"][HASH_ANNOTATION].is_string());
     }
@@ -1241,21 +1287,21 @@ metadata:
         let manifest = one(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\ndata: {k: v}\n",
         );
-        let mut live_json = desired_body(&manifest);
+        let mut live_json = desired_body(&manifest, FIELD_MANAGER);
         live_json["metadata"]["resourceVersion"] = json!("12");
         let live: DynamicObject = serde_json::from_value(live_json.clone()).unwrap();
-        assert!(converged(&manifest, &live));
+        assert!(converged(&manifest, &live, FIELD_MANAGER));
         // A field dropped from the manifest: the live object still has it, but the hash differs.
         let smaller = one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\n");
         assert!(contains(
             &live_json,
             &serde_json::to_value(&smaller).unwrap()
         ));
-        assert!(!converged(&smaller, &live));
+        assert!(!converged(&smaller, &live, FIELD_MANAGER));
         // Someone edited a field meshstack sets.
         live_json["data"]["k"] = json!("edited");
         let edited: DynamicObject = serde_json::from_value(live_json).unwrap();
-        assert!(!converged(&manifest, &edited));
+        assert!(!converged(&manifest, &edited, FIELD_MANAGER));
     }
 
     #[tokio::test]

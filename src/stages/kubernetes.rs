@@ -48,6 +48,13 @@ impl Context {
     /// The stack's manifests and helm values, rendered with what this run knows of the account
     /// and cluster (offline stand-ins where it knows nothing, as in `meshstack render`).
     pub async fn rendered(&self) -> Result<Vec<RenderedFile>, StageError> {
+        let inputs = self.render_inputs().await;
+        render::render(&self.stack, &inputs).map_err(|e| StageError::Conflict(e.to_string()))
+    }
+
+    /// What [`Context::rendered`] renders with: the account, region, zones and endpoint this
+    /// run knows.
+    pub async fn render_inputs(&self) -> RenderInputs {
         let region = self
             .aws
             .as_ref()
@@ -68,14 +75,13 @@ impl Context {
         } else {
             self.zones.iter().map(|z| z.name.clone()).collect()
         };
-        let inputs = RenderInputs {
+        RenderInputs {
             account_id: self.account().to_string(),
             partition: self.partition().to_string(),
             region,
             zones,
             cluster_endpoint: endpoint,
-        };
-        render::render(&self.stack, &inputs).map_err(|e| StageError::Conflict(e.to_string()))
+        }
     }
 }
 
@@ -149,14 +155,20 @@ pub async fn apply(
     h: &StageHandle,
     objects: &[DynamicObject],
 ) -> Result<Vec<Change>, StageError> {
+    apply_as(cx, h, objects, apply::FIELD_MANAGER).await
+}
+
+/// [`apply`] under another field manager, for a stage that owns single fields of objects
+/// another stage applies.
+pub async fn apply_as(
+    cx: &Context,
+    h: &StageHandle,
+    objects: &[DynamicObject],
+    field_manager: &str,
+) -> Result<Vec<Change>, StageError> {
     let kube = cx.kube().await?;
-    let applied = apply::apply_all(
-        &kube.client,
-        kube.resolver.as_ref(),
-        objects,
-        apply::FIELD_MANAGER,
-    )
-    .await?;
+    let applied =
+        apply::apply_all(&kube.client, kube.resolver.as_ref(), objects, field_manager).await?;
     let changes: Vec<Change> = applied.iter().filter_map(applied_change).collect();
     for c in &changes {
         h.step(c.to_string());
@@ -179,8 +191,19 @@ pub async fn plan_objects(
     cx: &Context,
     objects: &[DynamicObject],
 ) -> Result<Vec<Change>, StageError> {
+    plan_objects_as(cx, objects, apply::FIELD_MANAGER).await
+}
+
+/// [`plan_objects`] for objects applied with [`apply_as`].
+pub async fn plan_objects_as(
+    cx: &Context,
+    objects: &[DynamicObject],
+    field_manager: &str,
+) -> Result<Vec<Change>, StageError> {
     if let Some(kube) = reachable(cx).await {
-        if let Ok(seen) = apply::observe_all(&kube.client, kube.resolver.as_ref(), objects).await {
+        let seen =
+            apply::observe_all(&kube.client, kube.resolver.as_ref(), objects, field_manager).await;
+        if let Ok(seen) = seen {
             return Ok(seen
                 .into_iter()
                 .filter_map(|(object, state)| match state {

@@ -17,6 +17,7 @@ pub mod karpenter;
 pub mod karpenter_infra;
 pub mod kiali;
 pub mod kubernetes;
+pub mod locality;
 pub mod network;
 pub mod nodegroup;
 pub mod prometheus;
@@ -66,6 +67,7 @@ pub fn all() -> Vec<Box<dyn Stage>> {
         Box::new(jaeger::Jaeger),
         Box::new(kiali::Kiali),
         Box::new(app::App),
+        Box::new(locality::Locality),
     ]
 }
 
@@ -90,6 +92,8 @@ pub struct Context {
     /// `None` for read-only commands (`plan`, `status`), which never write the journal.
     pub journal: Option<SharedJournal>,
     pub waits: Waits,
+    /// `up --force`: apply the locality policies even when their safety check fails.
+    pub force: bool,
     facts: Mutex<Facts>,
     /// The cluster, once a Kubernetes stage has connected (or a test has supplied one).
     kube: tokio::sync::OnceCell<kubernetes::KubeAccess>,
@@ -110,6 +114,7 @@ impl Context {
             zones,
             journal,
             waits: Waits::default(),
+            force: false,
             facts: Mutex::new(Facts::default()),
             kube: tokio::sync::OnceCell::new(),
         }

@@ -19,7 +19,7 @@ const STAGES: [&str; 5] = ["network", "iam", "cluster", "nodegroup", "karpenter-
 /// `--only` for the AWS stages.
 const AWS_ONLY: &str = "network,iam,cluster,nodegroup,karpenter-infra";
 /// Every stage, in the order `plan` lists them.
-const ALL_STAGES: [&str; 11] = [
+const ALL_STAGES: [&str; 12] = [
     "network",
     "iam",
     "cluster",
@@ -31,6 +31,7 @@ const ALL_STAGES: [&str; 11] = [
     "jaeger",
     "kiali",
     "app",
+    "locality",
 ];
 
 fn stack_yaml(name: &str) -> String {

@@ -165,7 +165,9 @@ async fn apply_converges_and_delete_is_idempotent() {
     let objects = parse_manifests(APP, "app.yaml").unwrap();
 
     // Nothing there yet.
-    let seen = observe_all(&client, &r, &objects).await.unwrap();
+    let seen = observe_all(&client, &r, &objects, FIELD_MANAGER)
+        .await
+        .unwrap();
     assert!(seen.iter().all(|(_, s)| *s == State::Missing), "{seen:?}");
 
     // First apply: everything created, namespace first, workload last.
@@ -226,12 +228,16 @@ async fn apply_converges_and_delete_is_idempotent() {
     assert!(applied.iter().all(|a| !a.changed()), "{applied:?}");
     assert_eq!(writes.take(), Vec::<String>::new(), "no mutating call");
     assert_eq!(versions(&client, &r, &objects).await, before);
-    let seen = observe_all(&client, &r, &objects).await.unwrap();
+    let seen = observe_all(&client, &r, &objects, FIELD_MANAGER)
+        .await
+        .unwrap();
     assert!(seen.iter().all(|(_, s)| *s == State::Converged), "{seen:?}");
 
     // A changed manifest: only that object is written.
     let scaled = parse_manifests(&APP.replace("replicas: 2", "replicas: 3"), "app.yaml").unwrap();
-    let seen = observe_all(&client, &r, &scaled).await.unwrap();
+    let seen = observe_all(&client, &r, &scaled, FIELD_MANAGER)
+        .await
+        .unwrap();
     assert_eq!(seen[3], (ObjectRef::of(&scaled[0]), State::Differs));
     let applied = apply_all(&client, &r, &scaled, FIELD_MANAGER)
         .await
@@ -297,7 +303,9 @@ async fn fields_another_manager_took_are_taken_back() {
     )
     .await
     .unwrap();
-    let seen = observe_all(&client, &r, &objects).await.unwrap();
+    let seen = observe_all(&client, &r, &objects, FIELD_MANAGER)
+        .await
+        .unwrap();
     assert_eq!(seen[0].1, State::Differs);
 
     // Without force, a server refuses meshstack's apply (this is what force avoids).

@@ -356,3 +356,98 @@ pub fn outcome(result: &meshstack::engine::run::StageResult) -> &meshstack::engi
         other => panic!("stage did not succeed: {other:?}"),
     }
 }
+
+/// Where the app's pods run, for the `locality`, `pods` and `verify` tests: nodes with zone,
+/// instance type and Karpenter labels, and app pods as a ReplicaSet makes them (owner
+/// reference, `pod-template-hash`), scheduled, with an IP and a Ready condition. The fake has
+/// no scheduler or kubelet; status is written with `patch_status`, as a kubelet would.
+pub mod placement {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use serde_json::json;
+
+    /// One app pod: (deployment, node, pod IP, ready).
+    pub type PodSpec<'a> = (&'a str, &'a str, &'a str, bool);
+
+    /// A Karpenter node `name` in `zone`, Ready.
+    pub async fn node(client: &kube::Client, name: &str, zone: &str) {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "topology.kubernetes.io/zone": zone,
+                "node.kubernetes.io/instance-type": "m5.large",
+                "karpenter.sh/nodepool": "ecommerce",
+                "karpenter.sh/capacity-type": "spot",
+            }},
+        }))
+        .unwrap();
+        let api: Api<Node> = Api::all(client.clone());
+        api.create(&PostParams::default(), &node).await.unwrap();
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+
+    /// The labels the app's manifests give `deployment`'s pods: (app, version).
+    fn labels(deployment: &str) -> (&'static str, &'static str) {
+        match deployment {
+            "graphql" => ("graphql", "0.1.6"),
+            "orders-1" => ("orders", "0.2.9"),
+            "orders-2" => ("orders", "0.3.7-alpha"),
+            "products-1" => ("products", "0.1.5"),
+            "products-2" => ("products", "0.1.6-alpha"),
+            other => panic!("no such deployment in the app: {other}"),
+        }
+    }
+
+    /// Pods in `ecommerce`, named `<deployment>-5f7d8-<n>`; returns their names.
+    pub async fn pods(client: &kube::Client, pods: &[PodSpec<'_>]) -> Vec<String> {
+        let api: Api<Pod> = Api::namespaced(client.clone(), "ecommerce");
+        let mut names = Vec::new();
+        for (i, (deployment, node, ip, ready)) in pods.iter().enumerate() {
+            let (app, version) = labels(deployment);
+            let name = format!("{deployment}-5f7d8-{i:05}");
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {
+                    "name": name, "namespace": "ecommerce",
+                    "labels": {"app": app, "version": version, "pod-template-hash": "5f7d8"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": format!("{deployment}-5f7d8"), "uid": format!("rs-{deployment}"),
+                        "controller": true}],
+                },
+                "spec": {"nodeName": node, "containers": [{"name": app, "image": "x"}]},
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &pod).await.unwrap();
+            let status = json!({"status": {
+                "phase": "Running", "podIP": ip,
+                "conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}],
+            }});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+            names.push(name);
+        }
+        names
+    }
+
+    /// Three zones, one node each, every products client next to a Ready products pod: the
+    /// placement the app's manifests produce.
+    pub async fn safe_three_zones(client: &kube::Client, zones: [&str; 3]) {
+        for (i, zone) in zones.iter().enumerate() {
+            node(client, &format!("node-{i}"), zone).await;
+        }
+        pods(
+            client,
+            &[
+                ("products-1", "node-0", "10.0.0.11", true),
+                ("graphql", "node-0", "10.0.0.12", true),
+                ("orders-1", "node-0", "10.0.0.13", true),
+                ("products-2", "node-1", "10.0.1.11", true),
+                ("orders-2", "node-1", "10.0.1.12", true),
+                ("orders-1", "node-2", "10.0.2.13", true),
+            ],
+        )
+        .await;
+    }
+}

@@ -1,0 +1,259 @@
+//! Stage `locality`: the two policies the demo is about, applied once the app runs.
+//!
+//! 1. The orders DestinationRule (`stacks/locality/orders-destination-rule.yaml`), its
+//!    `localityLbSetting` generated from the zones the app's pods really landed in (their
+//!    nodes' `topology.kubernetes.io/zone` labels; the stack's zones when no app pod is on a
+//!    node yet), never from a hard-coded list.
+//! 2. `internalTrafficPolicy: Local` on products-service — but only after a safety check:
+//!    Kubernetes drops a call from a node with no local products endpoint, so every node that
+//!    runs a products client (graphql, orders-2) must have a Ready products pod. If one does
+//!    not, the stage fails naming each such node and its zone; `up --force` applies anyway and
+//!    warns.
+//!
+//! Both are applied under the field manager [`FIELD_MANAGER`], so this stage owns exactly the
+//! Service's `internalTrafficPolicy` field and the `app` stage (which leaves the field out)
+//! never takes it back. `down` sets the field back to `Cluster` and deletes the rule.
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DynamicObject};
+use serde_json::json;
+
+use super::kubernetes::{self, objects};
+use super::{app, outcome, Action, Change, Context, Stage, StageError};
+use crate::engine::graph::StageId;
+use crate::engine::run::{Outcome, StageHandle};
+use crate::k8s::apply::{self, ObjectRef};
+use crate::locality::placement::{Placement, UnsafeNode};
+use crate::render::{self, ORDERS_DESTINATION_RULE, PRODUCTS_TRAFFIC_POLICY};
+
+pub const ID: StageId = "locality";
+/// The field manager of the locality policies, apart from `meshstack` (the `app` stage's).
+pub const FIELD_MANAGER: &str = "meshstack-locality";
+
+pub struct Locality;
+
+/// Where the app's pods are: the cluster's nodes and the pods of the `ecommerce` namespace.
+pub async fn observe_placement(client: &kube::Client) -> Result<Placement, StageError> {
+    let nodes = Api::<Node>::all(client.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), app::NAMESPACE);
+    let (nodes, pods) = futures::try_join!(
+        apply::list_all(&nodes, None),
+        apply::list_all(&pods, Some(app::NAMESPACE)),
+    )?;
+    Ok(Placement::from_objects(&nodes, &pods))
+}
+
+/// The zones to generate the rule for: those of the nodes the app runs on, else the stack's.
+fn zones(cx: &Context, placement: Option<&Placement>, h: Option<&StageHandle>) -> Vec<String> {
+    let in_use = placement.map(Placement::zones_in_use).unwrap_or_default();
+    if !in_use.is_empty() {
+        return in_use;
+    }
+    let fallback: Vec<String> = cx.zones.iter().map(|z| z.name.clone()).collect();
+    if let Some(h) = h {
+        h.info(format!(
+            "no app pod runs on a node with a zone label yet; generating the orders rule for \
+             the stack's zones ({})",
+            fallback.join(", ")
+        ));
+    }
+    fallback
+}
+
+/// The DestinationRule and the products-service policy, rendered for `zones`.
+async fn policies(cx: &Context, zones: Vec<String>) -> Result<Vec<DynamicObject>, StageError> {
+    let mut inputs = cx.render_inputs().await;
+    if !zones.is_empty() {
+        inputs.zones = zones;
+    }
+    let files =
+        render::render(&cx.stack, &inputs).map_err(|e| StageError::Conflict(e.to_string()))?;
+    objects(&files, &[ORDERS_DESTINATION_RULE, PRODUCTS_TRAFFIC_POLICY])
+}
+
+/// products-service with `internalTrafficPolicy` back at Kubernetes' default.
+fn reverted(policy: &DynamicObject) -> DynamicObject {
+    let mut object = policy.clone();
+    object.data["spec"] = json!({ "internalTrafficPolicy": "Cluster" });
+    object
+}
+
+fn is_service(object: &DynamicObject) -> bool {
+    ObjectRef::of(object).kind == "Service"
+}
+
+/// Why `internalTrafficPolicy: Local` would drop calls, and how to fix it.
+pub fn unsafe_message(nodes: &[UnsafeNode]) -> String {
+    let list: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{} ({}: {})",
+                n.node,
+                n.zone.as_deref().unwrap_or("no zone label"),
+                n.clients.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "internalTrafficPolicy: Local on products-service would drop the products calls from \
+         {} node(s) that run a products client but no Ready products pod: {}. Wait for the \
+         products pods to become Ready, or move the clients (`meshstack pods` shows where \
+         everything runs; the app's manifests require a products pod on every client's node, \
+         so a client there was scheduled before its products pod was lost — delete the client \
+         pod to reschedule it), then re-run `meshstack up`; `up --force` applies the policy \
+         anyway",
+        nodes.len(),
+        list.join("; ")
+    )
+}
+
+#[async_trait]
+impl Stage for Locality {
+    fn id(&self) -> StageId {
+        ID
+    }
+
+    fn depends_on(&self) -> &'static [StageId] {
+        &[app::ID]
+    }
+
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let placement = match kubernetes::reachable(cx).await {
+            Some(kube) => observe_placement(&kube.client).await.ok(),
+            None => None,
+        };
+        let objs = policies(cx, zones(cx, placement.as_ref(), None)).await?;
+        let mut changes: Vec<Change> = kubernetes::plan_objects_as(cx, &objs, FIELD_MANAGER)
+            .await?
+            .into_iter()
+            .map(|c| match c.name.starts_with("Service ") {
+                // One field of the app's Service, which exists by the time this stage runs.
+                true => Change::new(Action::Update, c.resource, c.name)
+                    .detail("internalTrafficPolicy: Local, after the safety check"),
+                false => c,
+            })
+            .collect();
+        if let Some(unsafe_nodes) = placement.map(|p| p.unsafe_nodes()) {
+            if !unsafe_nodes.is_empty() {
+                changes.push(
+                    Change::new(Action::Conflict, "safety-check", "products-service")
+                        .detail(unsafe_message(&unsafe_nodes)),
+                );
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let objs = policies(cx, zones(cx, None, None)).await?;
+        Ok(objs
+            .iter()
+            .map(|o| {
+                let name = ObjectRef::of(o).to_string();
+                if is_service(o) {
+                    Change::new(Action::Update, "k8s-object", name)
+                        .detail("internalTrafficPolicy back to Cluster")
+                } else {
+                    Change::new(Action::Delete, "k8s-object", name)
+                }
+            })
+            .collect())
+    }
+
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let kube = cx.kube().await?;
+        let placement = observe_placement(&kube.client).await?;
+        let zones = zones(cx, Some(&placement), Some(h));
+        let objs = policies(cx, zones.clone()).await?;
+        let (service, rule): (Vec<_>, Vec<_>) = objs.into_iter().partition(is_service);
+
+        let mut changes = kubernetes::apply_as(cx, h, &rule, FIELD_MANAGER).await?;
+        h.info(format!(
+            "orders rule: {} mode over {}",
+            cx.stack.locality.mode,
+            zones.join(", ")
+        ));
+        let unsafe_nodes = placement.unsafe_nodes();
+        if !unsafe_nodes.is_empty() {
+            if !cx.force {
+                return Err(StageError::Conflict(unsafe_message(&unsafe_nodes)));
+            }
+            h.warn(format!("--force: {}", unsafe_message(&unsafe_nodes)));
+        }
+        changes.extend(kubernetes::apply_as(cx, h, &service, FIELD_MANAGER).await?);
+        Ok(outcome(&changes))
+    }
+
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let Some(kube) = kubernetes::for_teardown(cx, h).await else {
+            return Ok(Outcome::Unchanged);
+        };
+        let objs = policies(cx, zones(cx, None, None)).await?;
+        let (service, rule): (Vec<_>, Vec<_>) = objs.into_iter().partition(is_service);
+        let mut changes = Vec::new();
+        for policy in &service {
+            // Only a Service that exists is reverted: applying the partial object to a missing
+            // Service would try to create a Service with no ports.
+            let live = apply::get_opt(&kube.client, kube.resolver.as_ref(), &ObjectRef::of(policy))
+                .await?;
+            if live.is_some() {
+                let revert = [reverted(policy)];
+                changes.extend(kubernetes::apply_as(cx, h, &revert, FIELD_MANAGER).await?);
+            }
+        }
+        let removed = kubernetes::delete(cx, h, &rule).await?;
+        Ok(match (changes.len(), removed) {
+            (0, 0) => Outcome::Unchanged,
+            (0, n) => Outcome::Changed(format!("deleted {n}")),
+            (r, n) => Outcome::Changed(format!("reverted {r}, deleted {n}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverting_keeps_the_object_and_sets_only_the_policy_back() {
+        let policy: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": "products-service", "namespace": "ecommerce" },
+            "spec": { "internalTrafficPolicy": "Local" },
+        }))
+        .unwrap();
+        let back = reverted(&policy);
+        assert_eq!(
+            back.data["spec"],
+            json!({ "internalTrafficPolicy": "Cluster" })
+        );
+        assert_eq!(ObjectRef::of(&back), ObjectRef::of(&policy));
+    }
+
+    #[test]
+    fn the_unsafe_message_names_every_node_its_zone_and_clients_and_the_way_out() {
+        let msg = unsafe_message(&[
+            UnsafeNode {
+                node: "ip-10-0-1-5".into(),
+                zone: Some("us-east-1a".into()),
+                clients: vec!["graphql-abc".into()],
+            },
+            UnsafeNode {
+                node: "ip-10-0-2-9".into(),
+                zone: None,
+                clients: vec!["orders-2-x".into(), "graphql-y".into()],
+            },
+        ]);
+        for part in [
+            "2 node(s)",
+            "ip-10-0-1-5 (us-east-1a: graphql-abc)",
+            "ip-10-0-2-9 (no zone label: orders-2-x, graphql-y)",
+            "--force",
+            "meshstack pods",
+        ] {
+            assert!(msg.contains(part), "{part} missing from {msg}");
+        }
+    }
+}
