@@ -21,7 +21,7 @@ use crate::config::{ConfigError, Stack, ZoneSpec, DEFAULT_STACK_PATH};
 use crate::engine::graph::{Graph, StageId};
 use crate::engine::progress::{self, OutputMode};
 use crate::engine::run::{self, CancelToken, Direction, RunOptions};
-use crate::engine::state::{Journal, StageStatus, StateDir, StateError};
+use crate::engine::state::{Journal, LockGuard, StageStatus, StateDir, StateError};
 use crate::k8s::helm::{version_at_least, HelmCli, MIN_HELM};
 use crate::stages::{self, Action, Change, Context, Stage};
 
@@ -315,7 +315,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
     let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
-    let _lock = dir.lock("up", args.force_unlock).map_err(lock_error)?;
+    let lock = Arc::new(dir.lock("up", args.force_unlock).map_err(lock_error)?);
     let journal = Journal::load(&dir)?;
 
     // --only: a stage whose dependencies are outside the selection needs them done already.
@@ -356,7 +356,10 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         &selected,
         Direction::Forward,
         args.stack.output,
-        &journal,
+        Held {
+            journal: journal.clone(),
+            lock,
+        },
     )
     .await
 }
@@ -373,7 +376,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
-    let _lock = dir.lock("down", args.force_unlock).map_err(lock_error)?;
+    let lock = Arc::new(dir.lock("down", args.force_unlock).map_err(lock_error)?);
     let journal = Journal::load(&dir)?;
     let mut blocking = Vec::new();
     for id in &selected {
@@ -413,7 +416,10 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         &selected,
         Direction::Reverse,
         args.stack.output,
-        &journal,
+        Held {
+            journal: journal.clone(),
+            lock,
+        },
     )
     .await
 }
@@ -432,6 +438,12 @@ fn status_word(s: StageStatus) -> &'static str {
     }
 }
 
+/// What `up` and `down` hold while their stages run.
+struct Held {
+    journal: Arc<Mutex<Journal>>,
+    lock: Arc<LockGuard>,
+}
+
 async fn execute(
     cx: &Context,
     all: &[Box<dyn Stage>],
@@ -439,15 +451,16 @@ async fn execute(
     selected: &[StageId],
     direction: Direction,
     output: Output,
-    journal: &Arc<Mutex<Journal>>,
+    held: Held,
 ) -> anyhow::Result<ExitCode> {
+    let (journal, lock) = (&held.journal, held.lock.clone());
     let title = match direction {
         Direction::Forward => "meshstack up",
         Direction::Reverse => "meshstack down",
     };
     let reporter = progress::reporter(mode(output), title, selected);
     let cancel = CancelToken::new();
-    let watcher = tokio::spawn(watch_interrupts(cancel.clone()));
+    let watcher = tokio::spawn(watch_interrupts(cancel.clone(), lock));
     let opts = RunOptions {
         direction,
         max_parallel: 0,
@@ -524,8 +537,12 @@ fn print_calls(output: Output, calls: &CallStats) -> anyhow::Result<()> {
                     .collect();
                 format!(" ({})", ops.join(", "))
             };
+            let retries = match calls.retries {
+                0 => String::new(),
+                n => format!("; {n} retried after throttling or a server error"),
+            };
             eprintln!(
-                "AWS API calls: {} reads, {} writes{writes}",
+                "AWS API calls: {} reads, {} writes{writes}{retries}",
                 calls.reads, calls.writes
             );
         }
@@ -533,15 +550,17 @@ fn print_calls(output: Output, calls: &CallStats) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// First Ctrl-C: start nothing new, let running stages finish and record. Second: exit now
-/// (the journal is written atomically, so it is consistent at any instant).
-async fn watch_interrupts(cancel: CancelToken) {
+/// First Ctrl-C: start nothing new, let running stages finish and record. Second: release the
+/// lock and exit now (the journal is written atomically, so it is consistent at any instant;
+/// a call in flight is found by tag on the next run).
+async fn watch_interrupts(cancel: CancelToken, lock: Arc<LockGuard>) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
     eprintln!("interrupted: finishing running stages (Ctrl-C again to exit now)");
     cancel.cancel();
     if tokio::signal::ctrl_c().await.is_ok() {
+        lock.release();
         std::process::exit(130);
     }
 }

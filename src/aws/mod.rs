@@ -6,6 +6,7 @@
 //! for this with back-off".
 
 pub mod account;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +16,9 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -35,6 +38,10 @@ pub const RESOURCE_TAG: &str = "meshstack.io/resource";
 pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub eks: aws_sdk_eks::Client,
+    /// Classic load balancers (the in-tree cloud provider's), found by the sweeps.
+    pub elb: aws_sdk_elasticloadbalancing::Client,
+    /// NLBs and ALBs (the AWS Load Balancer Controller's), found by the sweeps.
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub iam: aws_sdk_iam::Client,
     pub sts: aws_sdk_sts::Client,
     pub sqs: aws_sdk_sqs::Client,
@@ -51,6 +58,18 @@ impl AwsClients {
     /// the SDK itself.
     pub async fn from_env(region: Option<&str>) -> Result<(Self, aws_config::SdkConfig), String> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // The SDK's default of 3 attempts gives up on a throttled call within about 2 s; one
+        // `up` makes a few hundred calls, and accounts shared by a workshop get throttled. The
+        // environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
+        if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+            && std::env::var_os("AWS_RETRY_MODE").is_none()
+        {
+            loader = loader.retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_secs(1) / wait_scale()),
+            );
+        }
         if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region.to_string()));
         }
@@ -77,6 +96,8 @@ impl AwsClients {
         AwsClients {
             ec2: client!(aws_sdk_ec2),
             eks: client!(aws_sdk_eks),
+            elb: client!(aws_sdk_elasticloadbalancing),
+            elbv2: client!(aws_sdk_elasticloadbalancingv2),
             iam: client!(aws_sdk_iam),
             sts: client!(aws_sdk_sts),
             sqs: client!(aws_sdk_sqs),
@@ -88,12 +109,31 @@ impl AwsClients {
     }
 }
 
+/// Divides every poll interval, deadline and retry back-off by N: for benchmarks and tests
+/// that replay AWS's real timings scaled down by the same factor (`scripts/bench`).
+pub const WAIT_SCALE_ENV: &str = "MESHSTACK_WAIT_SCALE";
+
+/// The factor in [`WAIT_SCALE_ENV`], 1 unless it holds a whole number above 1.
+pub fn wait_scale() -> u32 {
+    std::env::var(WAIT_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Attempts per AWS call before its error is final (throttling and 5xx are retried, with the
+/// SDK's jittered exponential back-off, capped at 20 s between attempts).
+pub const MAX_ATTEMPTS: u32 = 10;
+
 /// Counts API calls (every attempt, retries included), split into reads and writes by
 /// operation name, so that "a converged `up` makes no mutating call" can be shown, not assumed.
 #[derive(Debug, Default)]
 pub struct CallCounter {
     reads: AtomicU64,
     writes: AtomicU64,
+    /// Calls made (each counted once however many attempts it took).
+    calls: AtomicU64,
     by_operation: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -102,6 +142,8 @@ pub struct CallCounter {
 pub struct CallStats {
     pub reads: u64,
     pub writes: u64,
+    /// Attempts beyond each call's first: throttled or failed attempts the SDK retried.
+    pub retries: u64,
     /// `service:Operation` -> count; writes only, so that a surprise write is easy to name.
     pub writes_by_operation: BTreeMap<String, u64>,
 }
@@ -118,9 +160,12 @@ impl CallCounter {
     }
 
     pub fn snapshot(&self) -> CallStats {
+        let reads = self.reads.load(Ordering::Relaxed);
+        let writes = self.writes.load(Ordering::Relaxed);
         CallStats {
-            reads: self.reads.load(Ordering::Relaxed),
-            writes: self.writes.load(Ordering::Relaxed),
+            reads,
+            writes,
+            retries: (reads + writes).saturating_sub(self.calls.load(Ordering::Relaxed)),
             writes_by_operation: self
                 .by_operation
                 .lock()
@@ -142,6 +187,15 @@ struct CountingInterceptor(Arc<CallCounter>);
 impl Intercept for CountingInterceptor {
     fn name(&self) -> &'static str {
         "meshstack-call-counter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn read_before_transmit(

@@ -287,10 +287,11 @@ pub struct LockGuard {
     host: String,
 }
 
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        // Only remove the lock if it is still ours: someone may have taken it
-        // over with --force-unlock while we were hung.
+impl LockGuard {
+    /// Remove the lock file if it is still ours (someone may have taken it over with
+    /// --force-unlock while we were hung). Dropping the guard does the same; this is for a
+    /// process about to exit without running destructors.
+    pub fn release(&self) {
         let ours = fs::read(&self.path)
             .ok()
             .and_then(|b| serde_json::from_slice::<LockHolder>(&b).ok())
@@ -298,6 +299,12 @@ impl Drop for LockGuard {
         if ours {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

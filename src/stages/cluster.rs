@@ -3,6 +3,11 @@
 //!
 //! Creation takes 10–15 minutes on AWS; the wait polls with back-off starting at 2 s, and a
 //! killed run that finds the cluster still CREATING simply resumes waiting.
+//!
+//! `down` also removes what the cluster made on its own and tagged with its name, not the
+//! stack's: the load balancers of Services of type LoadBalancer and the instances Karpenter
+//! launched ([`crate::aws::sweep`]). That needs only AWS APIs and the cluster's name, so it
+//! works when the cluster is gone already or its API cannot be reached.
 
 use std::collections::HashMap;
 
@@ -13,6 +18,7 @@ use aws_sdk_eks::types::{
 
 use super::iam::{self, RoleKind};
 use super::{network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
+use crate::aws::sweep::{self, Owner, Swept};
 use crate::aws::{optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
@@ -366,6 +372,20 @@ impl Stage for Cluster {
                 format!("{} issuer", cx.stack.cluster_name()),
             ));
         }
+        // Same condition as `down`: not when a same-named cluster is someone else's.
+        let foreign = seen.cluster.as_ref().is_some_and(|c| !c.ours);
+        if let (Some(aws), false) = (&cx.aws, foreign) {
+            let owner = Owner::of(&cx.stack);
+            let (lbs, instances) = tokio::try_join!(
+                sweep::find_load_balancers(aws, owner),
+                sweep::find_karpenter_instances(aws, owner)
+            )?;
+            changes.extend(
+                lbs.iter()
+                    .chain(&instances)
+                    .map(|f| Change::new(Action::Delete, f.kind, f.label()).detail(f.why)),
+            );
+        }
         Ok(changes)
     }
 
@@ -462,10 +482,18 @@ impl Stage for Cluster {
         let described = describe(aws, stack).await?;
         let mut deleted = 0;
         let mut issuer = None;
+        // A same-named cluster of someone else's means its tags name someone else's resources.
+        let foreign = described.as_ref().is_some_and(|d| !d.seen.ours);
+        let mut swept = Swept::default();
+        if !foreign {
+            swept = sweep_cluster(cx, aws, h).await?;
+            deleted += swept.deleted;
+        }
         if let Some(d) = described {
             if !d.seen.ours {
                 h.warn(format!(
-                    "EKS cluster {} is not tagged for this stack; left alone",
+                    "EKS cluster {} is not tagged for this stack; left alone, and so are the \
+                     load balancers and instances tagged with its name",
                     stack.cluster_name()
                 ));
             } else {
@@ -508,6 +536,12 @@ impl Stage for Cluster {
                     });
                 }
                 deleted += 1;
+                // Until it was gone, its controllers (service controller, Karpenter) could
+                // replace what the first sweep removed; look again. This pass's findings
+                // supersede the first's.
+                let again = sweep_cluster(cx, aws, h).await?;
+                deleted += again.deleted;
+                swept.remaining = again.remaining;
             }
         }
         // The provider outlives a cluster deleted behind our back; find it by tag then.
@@ -538,8 +572,34 @@ impl Stage for Cluster {
                 deleted += 1;
             }
         }
+        if !swept.remaining.is_empty() {
+            return Err(StageError::Remaining(swept.remaining.join("; ")));
+        }
         Ok(super::deleted(deleted))
     }
+}
+
+/// Delete the cluster's load balancers and terminate its Karpenter instances, found by the
+/// cluster's tags; wait for both until the `dependency` deadline. What is left is returned, not
+/// raised, so that the cluster is deleted even so (a re-run finds the rest by tag again).
+async fn sweep_cluster(
+    cx: &Context,
+    aws: &AwsClients,
+    h: &StageHandle,
+) -> Result<Swept, StageError> {
+    let owner = Owner::of(&cx.stack);
+    let backoff = cx.waits.dependency;
+    h.step("looking for the cluster's load balancers and Karpenter instances");
+    let (lbs, instances) = tokio::try_join!(
+        sweep::find_load_balancers(aws, owner),
+        sweep::find_karpenter_instances(aws, owner)
+    )?;
+    let (mut swept, terminated) = tokio::try_join!(
+        sweep::delete_load_balancers(aws, &lbs, backoff, h),
+        sweep::terminate_instances(aws, &instances, backoff, h)
+    )?;
+    swept.merge(terminated);
+    Ok(swept)
 }
 
 fn current_issuer(facts: &Option<ClusterFacts>) -> Result<String, StageError> {

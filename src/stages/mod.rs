@@ -113,7 +113,7 @@ impl Context {
             identity,
             zones,
             journal,
-            waits: Waits::default(),
+            waits: Waits::from_env(),
             force: false,
             facts: Mutex::new(Facts::default()),
             kube: tokio::sync::OnceCell::new(),
@@ -200,6 +200,27 @@ pub struct Waits {
     pub dependency: Backoff,
     /// Kubernetes conditions: CRDs established, Deployments available, load balancer addresses.
     pub kubernetes: Backoff,
+}
+
+impl Waits {
+    /// Every poll interval and deadline divided by `factor` (at least 1).
+    pub fn scaled(self, factor: u32) -> Waits {
+        let factor = factor.max(1);
+        let scale =
+            |b: Backoff| Backoff::new(b.first / factor, b.cap / factor, b.deadline / factor);
+        Waits {
+            cluster: scale(self.cluster),
+            nodegroup: scale(self.nodegroup),
+            nat: scale(self.nat),
+            dependency: scale(self.dependency),
+            kubernetes: scale(self.kubernetes),
+        }
+    }
+
+    /// The defaults, scaled by [`crate::aws::WAIT_SCALE_ENV`].
+    pub fn from_env() -> Waits {
+        Waits::default().scaled(crate::aws::wait_scale())
+    }
 }
 
 impl Default for Waits {
@@ -352,7 +373,7 @@ fn deleted(n: usize) -> Outcome {
 
 /// Retry `op` while AWS answers `DependencyViolation` (or another of `codes`), with back-off,
 /// until the deadline. Deleting a VPC's parts races ENIs and load balancers letting go.
-async fn retry_while<T, F, Fut>(
+pub(crate) async fn retry_while<T, F, Fut>(
     backoff: Backoff,
     codes: &[&str],
     h: &StageHandle,

@@ -15,6 +15,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{outcome, refuse_conflicts, retry_while, Action, Change, Context, Stage, StageError};
+use crate::aws::sweep::{self, Owner, Swept};
 use crate::aws::{resource_tags, sdk_err, wait_for, AwsClients, AwsError, RESOURCE_TAG, STACK_TAG};
 use crate::config::{Ipv4Cidr, NatMode, Stack};
 use crate::engine::graph::StageId;
@@ -663,11 +664,23 @@ impl Stage for Network {
         let Some(aws) = &cx.aws else {
             return Ok(Vec::new());
         };
-        Ok(inventory(aws, &cx.stack)
-            .await?
-            .iter()
-            .map(|t| Change::new(Action::Delete, t.kind, t.label()))
-            .collect())
+        let items = inventory(aws, &cx.stack).await?;
+        let mut changes = Vec::new();
+        // What the cluster left in the VPC goes first, as in `down`.
+        for vpc in items.iter().filter(|t| t.kind == "vpc") {
+            changes.extend(
+                sweep::find_in_vpc(aws, Owner::of(&cx.stack), &vpc.id)
+                    .await?
+                    .iter()
+                    .map(|f| Change::new(Action::Delete, f.kind, f.label()).detail(f.why)),
+            );
+        }
+        changes.extend(
+            items
+                .iter()
+                .map(|t| Change::new(Action::Delete, t.kind, t.label())),
+        );
+        Ok(changes)
     }
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
@@ -1154,7 +1167,7 @@ async fn inventory(aws: &AwsClients, stack: &Stack) -> Result<Vec<Tagged>, Stage
 }
 
 /// Delete everything tagged for the stack, dependents first. Only resources carrying the stack
-/// tag are touched.
+/// tag are touched, and in the stack's VPC what the cluster left there ([`sweep::find_in_vpc`]).
 async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Outcome, StageError> {
     let ec2 = &aws.ec2;
     h.step("observing");
@@ -1214,6 +1227,19 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
         }
     }
 
+    // Load balancers' security groups and detached interfaces keep the subnets and the VPC
+    // from being deleted; they carry the cluster's tags or names, not the stack's.
+    let mut swept = Swept::default();
+    for vpc in items.iter().filter(|t| t.kind == "vpc") {
+        h.step(format!(
+            "looking for what the cluster left in VPC {}",
+            vpc.id
+        ));
+        let found = sweep::find_in_vpc(aws, Owner::of(&cx.stack), &vpc.id).await?;
+        swept.merge(sweep::delete_in_vpc(aws, &found, deps, h).await);
+    }
+    remaining.extend(swept.remaining);
+
     for item in &items {
         let (kind, id) = (item.kind, &item.id);
         let res: Result<(), AwsError> = match kind {
@@ -1270,7 +1296,10 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
         }
     }
     if remaining.is_empty() {
-        Ok(Outcome::Changed(format!("deleted {}", items.len())))
+        Ok(Outcome::Changed(format!(
+            "deleted {}",
+            items.len() + swept.deleted
+        )))
     } else {
         Err(StageError::Remaining(remaining.join("; ")))
     }

@@ -98,6 +98,30 @@ async fn up_converges_survives_a_lost_journal_and_down_leaves_nothing_but_foreig
     assert_eq!(moto.recorded_writes(), Vec::<String>::new());
 }
 
+/// Scenario 4: a half-built environment whose state folder is lost; `down` finds everything by
+/// tag and leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_without_a_state_file_after_a_half_built_up_leaves_nothing() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("half"));
+    let stack = stack.to_str().unwrap();
+    let out = ms.run(&["up", "--stack", stack, "--only", "network,iam,cluster"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let built = aws.inventory("half").await;
+    assert!(
+        built.contains_key("eks-cluster") && built.contains_key("nat-gateway"),
+        "{built:?}"
+    );
+    assert!(!built.contains_key("eks-nodegroup"), "{built:?}");
+
+    std::fs::remove_dir_all(ms.state_dir()).unwrap();
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(aws.inventory("half").await, Default::default());
+}
+
 /// A tiny deterministic generator, so a failing kill point can be reproduced from its seed.
 struct SplitMix(u64);
 impl SplitMix {
@@ -110,12 +134,12 @@ impl SplitMix {
     }
 }
 
-/// How many kill points to try: a few in CI; `scripts/soak` raises it.
+/// How many kill points to try: 20 in CI; `scripts/soak` raises it to 200.
 fn kill_points() -> u64 {
     std::env::var("MESHSTACK_KILL_POINTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6)
+        .unwrap_or(20)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -201,8 +225,8 @@ async fn kill_at_a_random_point_then_up_leaves_no_duplicates() {
 /// The real-cloud check: a full `up` (AWS and Kubernetes stages) in the account the
 /// environment's credentials point at, with a stack of its own (`MESHSTACK_E2E_STACK`, default
 /// `meshstack-e2e`); a second `up` must change nothing; then `down` must leave nothing tagged.
-/// Needs helm 3.8+ on PATH. Creates billable resources for ~40 minutes. (`verify` joins this
-/// test when it exists.)
+/// Needs helm 3.8+ on PATH. Creates billable resources for ~40 minutes. In between, `verify`
+/// sends traffic and must find the locality policies in force.
 #[test]
 #[ignore = "needs an AWS account: real credentials in the environment and helm; creates billable resources"]
 fn real_aws_full_up_then_down() {
@@ -234,6 +258,7 @@ fn real_aws_full_up_then_down() {
     for row in status["stages"].as_array().unwrap() {
         assert_eq!(row["state"], "done", "{status}");
     }
+    run(&["verify", "--requests", "200"]);
     run(&["down"]);
     let plan = run(&["plan", "--destroy", "-o", "json"]);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();

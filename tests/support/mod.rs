@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test module uses a different part
 
+pub mod fault_proxy;
 pub mod k8s;
 
 use std::collections::BTreeMap;
@@ -154,6 +155,23 @@ impl Moto {
             events: aws_sdk_eventbridge::Client::new(&sdk),
         }
     }
+
+    /// Load balancer clients pointed at this moto (apart from [`Clients`], which other tests
+    /// build field by field).
+    pub async fn lb_clients(&self) -> LbClients {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(creds)
+            .endpoint_url(self.endpoint())
+            .load()
+            .await;
+        LbClients {
+            elb: aws_sdk_elasticloadbalancing::Client::new(&sdk),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+        }
+    }
 }
 
 impl Drop for Moto {
@@ -222,6 +240,12 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
+}
+
+/// Classic and v2 load balancer clients, for what a cluster makes behind meshstack's back.
+pub struct LbClients {
+    pub elb: aws_sdk_elasticloadbalancing::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
 }
 
 fn tag_filter(stack: &str) -> aws_sdk_ec2::types::Filter {

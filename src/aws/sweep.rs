@@ -1,0 +1,950 @@
+//! Sweeps: what the cluster makes in the account on its own, which meshstack's tags do not
+//! cover and `down` must still remove, or the VPC cannot be deleted and the account keeps
+//! paying: the load balancers of Services of type LoadBalancer (the Istio ingress gateway),
+//! the EC2 instances Karpenter launched, and — in the stack's VPC only — the `k8s-elb-*`
+//! security groups and the network interfaces left `available`.
+//!
+//! These carry the cluster's tags, not the stack's, so they are found by the cluster's own
+//! conventions. Which of the described things are ours to delete is decided by pure functions
+//! ([`Owner`]'s methods, table-tested below), apart from the SDK calls that describe and
+//! delete them.
+//!
+//! # Guarantees
+//! - Nothing carrying another stack's `meshstack.io/stack` tag, or tagged as owned by another
+//!   cluster, is ever selected.
+//! - `kubernetes.io/cluster/<cluster>` counts only with the value `owned`: `shared` is the
+//!   Kubernetes convention for "the cluster may use this, someone else owns it".
+//! - Security groups and network interfaces are selected only inside the VPC they are asked
+//!   for, and a VPC's `default` group never.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use aws_sdk_ec2::types::Filter;
+
+use super::{is_not_found, optional, sdk_err, wait_for, AwsClients, AwsError, Backoff, STACK_TAG};
+use crate::config::Stack;
+use crate::engine::run::StageHandle;
+use crate::stages::retry_while;
+
+/// The in-tree cloud provider's (and EKS's, and Karpenter's) ownership tag: this prefix, the
+/// cluster name, and the value `owned`.
+pub const CLUSTER_TAG_PREFIX: &str = "kubernetes.io/cluster/";
+/// The AWS Load Balancer Controller's tag; its value is the cluster name.
+pub const ELBV2_CLUSTER_TAG: &str = "elbv2.k8s.aws/cluster";
+/// Karpenter (>= 0.33) tags its instances with the NodePool that launched them.
+pub const NODEPOOL_TAG: &str = "karpenter.sh/nodepool";
+/// Karpenter (< 0.33) tagged them with the Provisioner instead.
+pub const PROVISIONER_TAG: &str = "karpenter.sh/provisioner-name";
+/// The tag by which Karpenter finds the cluster's subnets and security groups; its value is the
+/// cluster name.
+pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
+/// The tag EKS (and Karpenter >= 1.0) puts on what belongs to a cluster; its value is the name.
+pub const EKS_CLUSTER_NAME_TAG: &str = "eks:eks-cluster-name";
+/// The prefix of the security groups the in-tree cloud provider makes for classic ELBs.
+pub const ELB_GROUP_PREFIX: &str = "k8s-elb-";
+
+/// Instance states in which an instance still runs, or could be started again.
+const LIVE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
+/// DescribeTags takes at most 20 load balancers per call, in both APIs.
+const TAG_BATCH: usize = 20;
+
+/// Resource kinds, as `plan` and the `down` report name them.
+pub const CLASSIC_LB: &str = "classic-load-balancer";
+pub const LB_V2: &str = "load-balancer";
+pub const INSTANCE: &str = "ec2-instance";
+pub const SECURITY_GROUP: &str = "security-group";
+pub const NETWORK_INTERFACE: &str = "network-interface";
+
+/// A resource's tags, as the pure selection functions see them (a missing value is `""`).
+pub type Tags = BTreeMap<String, String>;
+
+/// Whose leftovers a sweep looks for: a stack and its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub stack: &'a str,
+    pub cluster: &'a str,
+}
+
+/// A security group as described, for [`Owner::security_group`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub vpc_id: String,
+    pub tags: Tags,
+}
+
+/// A network interface as described, for [`Owner::interface`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interface {
+    pub id: String,
+    pub vpc_id: String,
+    pub status: String,
+    pub description: String,
+    pub tags: Tags,
+}
+
+impl<'a> Owner<'a> {
+    pub fn of(stack: &'a Stack) -> Self {
+        Owner {
+            stack: &stack.name,
+            cluster: stack.cluster_name(),
+        }
+    }
+
+    fn owned_by_cluster(&self, tags: &Tags) -> bool {
+        tags.get(&format!("{CLUSTER_TAG_PREFIX}{}", self.cluster))
+            .is_some_and(|v| v == "owned")
+    }
+
+    /// Tagged for another stack, or as owned by another cluster (and not also by ours).
+    fn someone_elses(&self, tags: &Tags) -> bool {
+        if tags.get(STACK_TAG).is_some_and(|s| s != self.stack) {
+            return true;
+        }
+        if self.owned_by_cluster(tags) {
+            return false;
+        }
+        let other_cluster = tags.iter().any(|(k, v)| {
+            k.strip_prefix(CLUSTER_TAG_PREFIX)
+                .is_some_and(|c| c != self.cluster && v == "owned")
+        });
+        other_cluster
+            || tags
+                .get(ELBV2_CLUSTER_TAG)
+                .is_some_and(|c| c != self.cluster)
+    }
+
+    /// Whether a load balancer (classic or v2) with these tags is the cluster's: the in-tree
+    /// provider tags `kubernetes.io/cluster/<cluster>=owned`, the AWS Load Balancer Controller
+    /// `elbv2.k8s.aws/cluster=<cluster>`. Returns why, for `plan`.
+    pub fn load_balancer(&self, tags: &Tags) -> Option<&'static str> {
+        if self.someone_elses(tags) {
+            None
+        } else if self.owned_by_cluster(tags) {
+            Some("tagged kubernetes.io/cluster/<cluster>=owned")
+        } else if tags.get(ELBV2_CLUSTER_TAG).map(String::as_str) == Some(self.cluster) {
+            Some("tagged elbv2.k8s.aws/cluster=<cluster>")
+        } else {
+            None
+        }
+    }
+
+    /// Whether an instance in `state` with these tags was launched by Karpenter for this
+    /// cluster (or stack) and still runs or could run again.
+    pub fn instance(&self, state: &str, tags: &Tags) -> Option<&'static str> {
+        let karpenter = tags.contains_key(NODEPOOL_TAG) || tags.contains_key(PROVISIONER_TAG);
+        let is = |key: &str, want: &str| tags.get(key).is_some_and(|v| v == want);
+        let for_us = self.owned_by_cluster(tags)
+            || is(DISCOVERY_TAG, self.cluster)
+            || is(EKS_CLUSTER_NAME_TAG, self.cluster)
+            || is(STACK_TAG, self.stack);
+        (LIVE_STATES.contains(&state) && karpenter && for_us && !self.someone_elses(tags))
+            .then_some("launched by Karpenter for the cluster")
+    }
+
+    /// Whether a security group is a load balancer's leftover in the stack's VPC `vpc_id`.
+    pub fn security_group(&self, vpc_id: &str, g: &Group) -> Option<&'static str> {
+        if g.vpc_id != vpc_id || g.name == "default" || self.someone_elses(&g.tags) {
+            None
+        } else if g.name.starts_with(ELB_GROUP_PREFIX) {
+            Some("named k8s-elb-* in the stack's VPC")
+        } else if self.owned_by_cluster(&g.tags) {
+            Some("tagged kubernetes.io/cluster/<cluster>=owned in the stack's VPC")
+        } else if g.tags.get(ELBV2_CLUSTER_TAG).map(String::as_str) == Some(self.cluster) {
+            Some("tagged elbv2.k8s.aws/cluster=<cluster> in the stack's VPC")
+        } else {
+            None
+        }
+    }
+
+    /// Whether a network interface is a detached leftover in the stack's VPC `vpc_id`.
+    pub fn interface(&self, vpc_id: &str, i: &Interface) -> Option<&'static str> {
+        (i.vpc_id == vpc_id && i.status == "available" && !self.someone_elses(&i.tags))
+            .then_some("available (detached) in the stack's VPC")
+    }
+}
+
+/// A resource a sweep selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub kind: &'static str,
+    /// What the API deletes it by: a classic load balancer's name, an ARN, an EC2 id.
+    pub id: String,
+    /// Its name for people (`Name` tag, group name, description), if it has one.
+    pub name: String,
+    /// Why it is the cluster's, for `plan`.
+    pub why: &'static str,
+}
+
+impl Found {
+    pub fn label(&self) -> String {
+        if self.name.is_empty() || self.name == self.id {
+            self.id.clone()
+        } else {
+            format!("{} ({})", self.name, self.id)
+        }
+    }
+}
+
+/// What a sweep did: how many it removed, and what is left with why.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub deleted: usize,
+    pub remaining: Vec<String>,
+}
+
+impl Swept {
+    pub fn merge(&mut self, other: Swept) {
+        self.deleted += other.deleted;
+        self.remaining.extend(other.remaining);
+    }
+}
+
+fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn name_tag(tags: &Tags) -> String {
+    tags.get("Name").cloned().unwrap_or_default()
+}
+
+/// The cluster's load balancers, classic and v2, by their tags.
+pub async fn find_load_balancers(
+    aws: &AwsClients,
+    owner: Owner<'_>,
+) -> Result<Vec<Found>, AwsError> {
+    let mut found = Vec::new();
+
+    let mut names = Vec::new();
+    let mut pages = aws.elb.describe_load_balancers().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("elb:DescribeLoadBalancers"))?;
+        names.extend(
+            page.load_balancer_descriptions()
+                .iter()
+                .filter_map(|d| d.load_balancer_name().map(str::to_string)),
+        );
+    }
+    for batch in names.chunks(TAG_BATCH) {
+        for (name, tags) in classic_tags(aws, batch).await? {
+            if let Some(why) = owner.load_balancer(&tags) {
+                found.push(Found {
+                    kind: CLASSIC_LB,
+                    id: name,
+                    name: String::new(),
+                    why,
+                });
+            }
+        }
+    }
+
+    let mut lbs: Vec<(String, String)> = Vec::new();
+    let mut pages = aws.elbv2.describe_load_balancers().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("elbv2:DescribeLoadBalancers"))?;
+        lbs.extend(page.load_balancers().iter().filter_map(|lb| {
+            Some((
+                lb.load_balancer_arn()?.to_string(),
+                lb.load_balancer_name().unwrap_or_default().to_string(),
+            ))
+        }));
+    }
+    for batch in lbs.chunks(TAG_BATCH) {
+        let arns: Vec<String> = batch.iter().map(|(arn, _)| arn.clone()).collect();
+        let out = aws
+            .elbv2
+            .describe_tags()
+            .set_resource_arns(Some(arns))
+            .send()
+            .await
+            .map_err(sdk_err("elbv2:DescribeTags"));
+        // One of the batch went away since it was listed; the next `down` looks again.
+        let Some(out) = optional(out)? else { continue };
+        for d in out.tag_descriptions() {
+            let Some(arn) = d.resource_arn() else {
+                continue;
+            };
+            let tags: Tags = d
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect();
+            if let Some(why) = owner.load_balancer(&tags) {
+                let name = batch
+                    .iter()
+                    .find(|(a, _)| a == arn)
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_default();
+                found.push(Found {
+                    kind: LB_V2,
+                    id: arn.to_string(),
+                    name,
+                    why,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The tags of classic load balancers `names`. DescribeTags fails the whole batch if one of
+/// them was deleted since it was listed; then ask one at a time, skipping the missing.
+async fn classic_tags(aws: &AwsClients, names: &[String]) -> Result<Vec<(String, Tags)>, AwsError> {
+    let describe = |names: Vec<String>| async {
+        let out = aws
+            .elb
+            .describe_tags()
+            .set_load_balancer_names(Some(names))
+            .send()
+            .await
+            .map_err(sdk_err("elb:DescribeTags"))?;
+        Ok::<_, AwsError>(
+            out.tag_descriptions()
+                .iter()
+                .filter_map(|d| {
+                    let tags = d
+                        .tags()
+                        .iter()
+                        .map(|t| (t.key().to_string(), t.value().unwrap_or("").to_string()))
+                        .collect();
+                    Some((d.load_balancer_name()?.to_string(), tags))
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    match describe(names.to_vec()).await {
+        Err(e) if is_not_found(&e) => {
+            let mut all = Vec::new();
+            for name in names {
+                if let Some(tags) = optional(describe(vec![name.clone()]).await)? {
+                    all.extend(tags);
+                }
+            }
+            Ok(all)
+        }
+        other => other,
+    }
+}
+
+/// Delete the load balancers `lbs` and wait until they are gone (their network interfaces go
+/// some minutes later; the VPC sweep retries what they hold up).
+pub async fn delete_load_balancers(
+    aws: &AwsClients,
+    lbs: &[Found],
+    backoff: Backoff,
+    h: &StageHandle,
+) -> Result<Swept, AwsError> {
+    let mut swept = Swept::default();
+    let mut waiting = Vec::new();
+    for lb in lbs {
+        h.step(format!("deleting {} {}", lb.kind, lb.label()));
+        let res = if lb.kind == CLASSIC_LB {
+            aws.elb
+                .delete_load_balancer()
+                .load_balancer_name(&lb.id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk_err("elb:DeleteLoadBalancer"))
+        } else {
+            aws.elbv2
+                .delete_load_balancer()
+                .load_balancer_arn(&lb.id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk_err("elbv2:DeleteLoadBalancer"))
+        };
+        match optional(res) {
+            Ok(_) => waiting.push(lb),
+            // Deletion protection, a permission missing: say so and carry on with the rest.
+            Err(e) => swept
+                .remaining
+                .push(format!("{} {} ({e})", lb.kind, lb.label())),
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(swept);
+    }
+    h.step(format!(
+        "waiting for {} load balancer(s) to go",
+        waiting.len()
+    ));
+    let left = Mutex::new(waiting.clone());
+    wait_for(backoff, || {
+        let left = &left;
+        async move {
+            let current = lock(left).clone();
+            let mut still = Vec::new();
+            for lb in current {
+                if load_balancer_exists(aws, lb).await? {
+                    still.push(lb);
+                }
+            }
+            let done = still.is_empty();
+            *lock(left) = still;
+            Ok(done.then_some(()))
+        }
+    })
+    .await?;
+    let left = left.into_inner().unwrap_or_else(|e| e.into_inner());
+    swept.deleted += waiting.len() - left.len();
+    swept.remaining.extend(left.iter().map(|lb| {
+        format!(
+            "{} {} (still deleting after {}s)",
+            lb.kind,
+            lb.label(),
+            backoff.deadline.as_secs()
+        )
+    }));
+    Ok(swept)
+}
+
+async fn load_balancer_exists(aws: &AwsClients, lb: &Found) -> Result<bool, AwsError> {
+    let res = if lb.kind == CLASSIC_LB {
+        aws.elb
+            .describe_load_balancers()
+            .load_balancer_names(&lb.id)
+            .send()
+            .await
+            .map(|o| !o.load_balancer_descriptions().is_empty())
+            .map_err(sdk_err("elb:DescribeLoadBalancers"))
+    } else {
+        aws.elbv2
+            .describe_load_balancers()
+            .load_balancer_arns(&lb.id)
+            .send()
+            .await
+            .map(|o| !o.load_balancers().is_empty())
+            .map_err(sdk_err("elbv2:DescribeLoadBalancers"))
+    };
+    Ok(optional(res)?.unwrap_or(false))
+}
+
+/// The instances Karpenter launched for the cluster that are not terminated yet.
+pub async fn find_karpenter_instances(
+    aws: &AwsClients,
+    owner: Owner<'_>,
+) -> Result<Vec<Found>, AwsError> {
+    let mut found = Vec::new();
+    let mut pages = aws
+        .ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag-key")
+                .values(NODEPOOL_TAG)
+                .values(PROVISIONER_TAG)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("ec2:DescribeInstances"))?;
+        for i in page.reservations().iter().flat_map(|r| r.instances()) {
+            let tags = ec2_tags(i.tags());
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str())
+                .unwrap_or("");
+            if let (Some(why), Some(id)) = (owner.instance(state, &tags), i.instance_id()) {
+                found.push(Found {
+                    kind: INSTANCE,
+                    id: id.to_string(),
+                    name: name_tag(&tags),
+                    why,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Terminate `instances` and wait until they are terminated.
+pub async fn terminate_instances(
+    aws: &AwsClients,
+    instances: &[Found],
+    backoff: Backoff,
+    h: &StageHandle,
+) -> Result<Swept, AwsError> {
+    let mut swept = Swept::default();
+    let mut waiting = Vec::new();
+    // One call each: a single protected instance fails a batch call as a whole.
+    for i in instances {
+        h.step(format!("terminating Karpenter instance {}", i.label()));
+        let res = aws
+            .ec2
+            .terminate_instances()
+            .instance_ids(&i.id)
+            .send()
+            .await
+            .map_err(sdk_err("ec2:TerminateInstances"));
+        match optional(res) {
+            Ok(_) => waiting.push(i.id.clone()),
+            Err(e) => swept
+                .remaining
+                .push(format!("{INSTANCE} {} ({e})", i.label())),
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(swept);
+    }
+    h.step(format!(
+        "waiting for {} instance(s) to terminate",
+        waiting.len()
+    ));
+    let left = Mutex::new(waiting.clone());
+    wait_for(backoff, || {
+        let left = &left;
+        async move {
+            let ids = lock(left).clone();
+            let out = aws
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids))
+                .send()
+                .await
+                .map_err(sdk_err("ec2:DescribeInstances"));
+            let still: Vec<String> = match optional(out)? {
+                Some(out) => out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter(|i| {
+                        i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated")
+                    })
+                    .filter_map(|i| i.instance_id().map(str::to_string))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let done = still.is_empty();
+            *lock(left) = still;
+            Ok(done.then_some(()))
+        }
+    })
+    .await?;
+    let left = left.into_inner().unwrap_or_else(|e| e.into_inner());
+    swept.deleted += waiting.len() - left.len();
+    for id in &left {
+        let label = instances
+            .iter()
+            .find(|i| &i.id == id)
+            .map(Found::label)
+            .unwrap_or_else(|| id.clone());
+        swept.remaining.push(format!(
+            "{INSTANCE} {label} (still shutting down after {}s)",
+            backoff.deadline.as_secs()
+        ));
+    }
+    Ok(swept)
+}
+
+/// The leftovers in VPC `vpc_id`: available network interfaces first, then the security
+/// groups (which interfaces may still reference), in deletion order.
+pub async fn find_in_vpc(
+    aws: &AwsClients,
+    owner: Owner<'_>,
+    vpc_id: &str,
+) -> Result<Vec<Found>, AwsError> {
+    let in_vpc = || Filter::builder().name("vpc-id").values(vpc_id).build();
+    let mut found = Vec::new();
+
+    let mut pages = aws
+        .ec2
+        .describe_network_interfaces()
+        .filters(in_vpc())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("ec2:DescribeNetworkInterfaces"))?;
+        for n in page.network_interfaces() {
+            let eni = Interface {
+                id: n.network_interface_id().unwrap_or_default().to_string(),
+                vpc_id: n.vpc_id().unwrap_or_default().to_string(),
+                status: n
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                description: n.description().unwrap_or_default().to_string(),
+                tags: ec2_tags(n.tag_set()),
+            };
+            if let Some(why) = owner.interface(vpc_id, &eni) {
+                found.push(Found {
+                    kind: NETWORK_INTERFACE,
+                    id: eni.id,
+                    name: eni.description,
+                    why,
+                });
+            }
+        }
+    }
+
+    let mut pages = aws
+        .ec2
+        .describe_security_groups()
+        .filters(in_vpc())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("ec2:DescribeSecurityGroups"))?;
+        for g in page.security_groups() {
+            let group = Group {
+                id: g.group_id().unwrap_or_default().to_string(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                vpc_id: g.vpc_id().unwrap_or_default().to_string(),
+                tags: ec2_tags(g.tags()),
+            };
+            if let Some(why) = owner.security_group(vpc_id, &group) {
+                found.push(Found {
+                    kind: SECURITY_GROUP,
+                    id: group.id,
+                    name: group.name,
+                    why,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Delete what [`find_in_vpc`] found, in its order, retrying `DependencyViolation` (a load
+/// balancer's interfaces let go minutes after it is deleted) until `backoff`'s deadline.
+pub async fn delete_in_vpc(
+    aws: &AwsClients,
+    found: &[Found],
+    backoff: Backoff,
+    h: &StageHandle,
+) -> Swept {
+    const RETRY: &[&str] = &["DependencyViolation", "InvalidNetworkInterface.InUse"];
+    let ec2 = &aws.ec2;
+    let mut swept = Swept::default();
+    for f in found {
+        h.step(format!("deleting {} {} ({})", f.kind, f.label(), f.why));
+        let id = f.id.as_str();
+        let res = if f.kind == NETWORK_INTERFACE {
+            retry_while(backoff, RETRY, h, "delete network interface", || async {
+                ec2.delete_network_interface()
+                    .network_interface_id(id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk_err("ec2:DeleteNetworkInterface"))
+            })
+            .await
+        } else {
+            retry_while(backoff, RETRY, h, "delete security group", || async {
+                ec2.delete_security_group()
+                    .group_id(id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk_err("ec2:DeleteSecurityGroup"))
+            })
+            .await
+        };
+        match optional(res) {
+            Ok(_) => swept.deleted += 1,
+            Err(e) => swept
+                .remaining
+                .push(format!("{} {} ({e})", f.kind, f.label())),
+        }
+    }
+    swept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: Owner<'static> = Owner {
+        stack: "demo",
+        cluster: "demo",
+    };
+
+    fn tags(pairs: &[(&str, &str)]) -> Tags {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn load_balancers_are_the_clusters_by_its_tags_only() {
+        for (case, t, ours) in [
+            (
+                "in-tree, owned",
+                vec![("kubernetes.io/cluster/demo", "owned")],
+                true,
+            ),
+            (
+                "lb controller",
+                vec![("elbv2.k8s.aws/cluster", "demo")],
+                true,
+            ),
+            (
+                "lb controller with both tags",
+                vec![
+                    ("elbv2.k8s.aws/cluster", "demo"),
+                    ("kubernetes.io/cluster/demo", "owned"),
+                ],
+                true,
+            ),
+            (
+                "shared is not owned",
+                vec![("kubernetes.io/cluster/demo", "shared")],
+                false,
+            ),
+            (
+                "another cluster",
+                vec![("kubernetes.io/cluster/other", "owned")],
+                false,
+            ),
+            (
+                "another cluster, v2",
+                vec![("elbv2.k8s.aws/cluster", "other")],
+                false,
+            ),
+            (
+                "a cluster name sharing a prefix",
+                vec![("kubernetes.io/cluster/demo2", "owned")],
+                false,
+            ),
+            ("untagged", vec![], false),
+            ("only the stack tag", vec![(STACK_TAG, "demo")], false),
+            (
+                "another stack's",
+                vec![
+                    ("kubernetes.io/cluster/demo", "owned"),
+                    (STACK_TAG, "other"),
+                ],
+                false,
+            ),
+        ] {
+            assert_eq!(
+                OWNER.load_balancer(&tags(&t)).is_some(),
+                ours,
+                "{case}: {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn instances_are_karpenters_for_this_cluster_and_alive() {
+        let pool = (NODEPOOL_TAG, "ecommerce");
+        let owned = ("kubernetes.io/cluster/demo", "owned");
+        for (case, state, t, ours) in [
+            ("nodepool, cluster tag", "running", vec![pool, owned], true),
+            (
+                "legacy provisioner, discovery tag",
+                "running",
+                vec![(PROVISIONER_TAG, "default"), (DISCOVERY_TAG, "demo")],
+                true,
+            ),
+            (
+                "eks cluster-name tag",
+                "running",
+                vec![pool, (EKS_CLUSTER_NAME_TAG, "demo")],
+                true,
+            ),
+            (
+                "stack tag",
+                "running",
+                vec![pool, (STACK_TAG, "demo")],
+                true,
+            ),
+            ("pending", "pending", vec![pool, owned], true),
+            ("stopping", "stopping", vec![pool, owned], true),
+            ("stopped", "stopped", vec![pool, owned], true),
+            (
+                "shutting down already",
+                "shutting-down",
+                vec![pool, owned],
+                false,
+            ),
+            ("terminated", "terminated", vec![pool, owned], false),
+            (
+                "not Karpenter's (managed node group)",
+                "running",
+                vec![owned],
+                false,
+            ),
+            ("Karpenter's, no cluster tag", "running", vec![pool], false),
+            (
+                "another cluster",
+                "running",
+                vec![pool, ("kubernetes.io/cluster/other", "owned")],
+                false,
+            ),
+            (
+                "another cluster's discovery",
+                "running",
+                vec![pool, (DISCOVERY_TAG, "other")],
+                false,
+            ),
+            (
+                "another stack",
+                "running",
+                vec![pool, (STACK_TAG, "other")],
+                false,
+            ),
+            (
+                "our cluster tag but another stack's",
+                "running",
+                vec![pool, owned, (STACK_TAG, "other")],
+                false,
+            ),
+            ("untagged", "running", vec![], false),
+        ] {
+            assert_eq!(
+                OWNER.instance(state, &tags(&t)).is_some(),
+                ours,
+                "{case}: {state} {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn security_groups_only_in_the_stacks_vpc_and_never_default() {
+        let g = |name: &str, vpc: &str, t: &[(&str, &str)]| Group {
+            id: "sg-1".into(),
+            name: name.into(),
+            vpc_id: vpc.into(),
+            tags: tags(t),
+        };
+        for (case, group, ours) in [
+            ("k8s-elb-*", g("k8s-elb-abc123", "vpc-ours", &[]), true),
+            (
+                "cluster-owned",
+                g(
+                    "eks-cluster-sg-demo",
+                    "vpc-ours",
+                    &[("kubernetes.io/cluster/demo", "owned")],
+                ),
+                true,
+            ),
+            (
+                "lb controller's",
+                g(
+                    "k8s-traffic-demo-1a2b",
+                    "vpc-ours",
+                    &[("elbv2.k8s.aws/cluster", "demo")],
+                ),
+                true,
+            ),
+            (
+                "k8s-elb-* in another VPC",
+                g("k8s-elb-other", "vpc-other", &[]),
+                false,
+            ),
+            (
+                "cluster-owned in another VPC",
+                g("x", "vpc-other", &[("kubernetes.io/cluster/demo", "owned")]),
+                false,
+            ),
+            (
+                "the default group, even if tagged",
+                g(
+                    "default",
+                    "vpc-ours",
+                    &[("kubernetes.io/cluster/demo", "owned")],
+                ),
+                false,
+            ),
+            ("someone's group", g("web", "vpc-ours", &[]), false),
+            (
+                "shared with the cluster",
+                g(
+                    "web",
+                    "vpc-ours",
+                    &[("kubernetes.io/cluster/demo", "shared")],
+                ),
+                false,
+            ),
+            (
+                "another stack's k8s-elb-*",
+                g("k8s-elb-x", "vpc-ours", &[(STACK_TAG, "other")]),
+                false,
+            ),
+            (
+                "another cluster's k8s-elb-*",
+                g(
+                    "k8s-elb-x",
+                    "vpc-ours",
+                    &[("kubernetes.io/cluster/other", "owned")],
+                ),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                OWNER.security_group("vpc-ours", &group).is_some(),
+                ours,
+                "{case}: {group:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn interfaces_only_available_ones_in_the_stacks_vpc() {
+        let i = |vpc: &str, status: &str, t: &[(&str, &str)]| Interface {
+            id: "eni-1".into(),
+            vpc_id: vpc.into(),
+            status: status.into(),
+            description: "aws-K8S-i-0123".into(),
+            tags: tags(t),
+        };
+        for (case, eni, ours) in [
+            ("available", i("vpc-ours", "available", &[]), true),
+            (
+                "the CNI's, tagged for the cluster",
+                i(
+                    "vpc-ours",
+                    "available",
+                    &[("cluster.k8s.amazonaws.com/name", "demo")],
+                ),
+                true,
+            ),
+            ("in use", i("vpc-ours", "in-use", &[]), false),
+            ("attaching", i("vpc-ours", "attaching", &[]), false),
+            ("another VPC", i("vpc-other", "available", &[]), false),
+            (
+                "another stack's",
+                i("vpc-ours", "available", &[(STACK_TAG, "other")]),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                OWNER.interface("vpc-ours", &eni).is_some(),
+                ours,
+                "{case}: {eni:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_name_what_people_recognise() {
+        let f = |id: &str, name: &str| Found {
+            kind: SECURITY_GROUP,
+            id: id.into(),
+            name: name.into(),
+            why: "",
+        };
+        assert_eq!(f("sg-1", "k8s-elb-a").label(), "k8s-elb-a (sg-1)");
+        assert_eq!(f("sg-1", "").label(), "sg-1");
+        assert_eq!(f("a1b2", "a1b2").label(), "a1b2");
+    }
+}

@@ -1,0 +1,283 @@
+//! The AWS stages when AWS misbehaves: the real binary talks to moto through the
+//! fault-injecting proxy (`support::fault_proxy`), which throttles, answers
+//! `DependencyViolation`, reports resources as still creating, and slows every answer down.
+//! Every scenario ends by counting what moto holds by tag: nothing duplicated, nothing leaked.
+//!
+//! The binary runs with `MESHSTACK_WAIT_SCALE=20` (poll intervals and deadlines / 20), so a
+//! wait that takes minutes against AWS takes seconds here.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::fault_proxy::{FaultProxy, Faults};
+use crate::support::{api_calls, describe, expected_full_inventory, Meshstack, Moto};
+
+const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+
+fn stack_yaml(name: &str) -> String {
+    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n")
+}
+
+/// The binary, pointed at `proxy`, with waits scaled down.
+fn through(proxy: &FaultProxy) -> Meshstack {
+    let mut ms = Meshstack::new(Some(proxy.endpoint()));
+    ms.extra_env
+        .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
+    ms
+}
+
+/// Sends a signal with the system `kill`, so the test needs no libc.
+fn signal(child: &Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
+/// Waits until the proxy has seen `op` at least `n` times (the run is then at that point).
+fn wait_for_op(proxy: &FaultProxy, child: &mut Child, op: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while proxy.stats().ops.get(op).copied().unwrap_or(0) < n {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before {op} x{n}");
+        }
+        assert!(Instant::now() < deadline, "no {op} x{n} within 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn journal_parses(ms: &Meshstack, name: &str) {
+    let path = ms.state_dir().join(name).join("state.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .unwrap_or_else(|e| panic!("journal unreadable: {e}\n{text}"));
+}
+
+fn lock_exists(ms: &Meshstack, name: &str) -> bool {
+    Path::new(&ms.state_dir().join(name).join("lock")).exists()
+}
+
+/// Scenario 2: 30% of all requests throttled. `up` and `down` still complete, with the same
+/// resources as an undisturbed run, by retrying.
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_percent_throttling_up_then_down_build_and_remove_the_same_resources() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            seed: 30,
+            throttle_rate: 0.3,
+            ..Faults::default()
+        },
+    );
+    let ms = through(&proxy);
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("throttled"));
+    let stack = stack.to_str().unwrap();
+
+    let started = Instant::now();
+    let up = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack, "-o", "json"]);
+    assert!(up.status.success(), "{}", describe(&up));
+    assert_eq!(aws.inventory("throttled").await, expected_full_inventory());
+    let up_time = started.elapsed();
+    let down = ms.run(&["down", "--stack", stack, "-o", "json"]);
+    assert!(down.status.success(), "{}", describe(&down));
+    assert_eq!(aws.inventory("throttled").await, Default::default());
+
+    let stats = proxy.stats();
+    let retried =
+        api_calls(&up)["retries"].as_u64().unwrap() + api_calls(&down)["retries"].as_u64().unwrap();
+    assert!(stats.throttled > 0 && retried > 0, "{stats:?}");
+    // Every throttled answer was retried by meshstack (the proxy answered nothing else wrong).
+    assert_eq!(retried, stats.throttled, "{stats:?}");
+    eprintln!(
+        "throttling 30%: {} requests, {} throttled and retried; up {:.1} s",
+        stats.requests,
+        stats.throttled,
+        up_time.as_secs_f64()
+    );
+}
+
+/// Scenario 3's AWS side: deletes refused with `DependencyViolation` (ENIs and load balancers
+/// letting go slowly) are retried with back-off until they go through; nothing is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn teardown_retries_dependency_violations_until_they_clear() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            dependency_violations: [
+                ("ec2:DeleteVpc".to_string(), 3),
+                ("ec2:DeleteSubnet".to_string(), 2),
+                ("ec2:DetachInternetGateway".to_string(), 2),
+            ]
+            .into(),
+            ..Faults::default()
+        },
+    );
+    let ms = through(&proxy);
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("tangled"));
+    let stack = stack.to_str().unwrap();
+    let up = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
+    assert!(up.status.success(), "{}", describe(&up));
+    let started = Instant::now();
+    let down = ms.run(&["down", "--stack", stack]);
+    assert!(down.status.success(), "{}", describe(&down));
+    eprintln!(
+        "DependencyViolation x7: down {:.1} s (back-off at 1/20 scale)",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(aws.inventory("tangled").await, Default::default());
+    assert_eq!(
+        proxy.stats().dependency_violations,
+        7,
+        "{:?}",
+        proxy.stats()
+    );
+}
+
+/// Real AWS takes minutes to make a cluster, a node group and NAT gateways ready; moto takes
+/// none. With "still creating" answers the stages wait; a SIGKILL during the cluster wait and
+/// a new `up` then finish the job without a second cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            still_creating: [
+                ("eks:DescribeCluster".to_string(), 6),
+                ("eks:DescribeNodegroup".to_string(), 3),
+                ("ec2:DescribeNatGateways".to_string(), 3),
+            ]
+            .into(),
+            ..Faults::default()
+        },
+    );
+    let ms = through(&proxy);
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("slow"));
+    let stack = stack.to_str().unwrap();
+    let mut child = ms
+        .command(&["up", "--only", AWS_STAGES, "--stack", stack])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Created, and seen CREATING at least twice: the run is inside the cluster wait.
+    wait_for_op(&proxy, &mut child, "eks:CreateCluster", 1);
+    wait_for_op(&proxy, &mut child, "eks:DescribeCluster", 3);
+    signal(&child, "KILL");
+    child.wait().unwrap();
+    journal_parses(&ms, "slow");
+
+    let out = ms.run(&[
+        "up",
+        "--only",
+        AWS_STAGES,
+        "--stack",
+        stack,
+        "--force-unlock",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(aws.inventory("slow").await, expected_full_inventory());
+    assert_eq!(
+        proxy.stats().ops["eks:CreateCluster"],
+        1,
+        "a second cluster was asked for"
+    );
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(aws.inventory("slow").await, Default::default());
+}
+
+/// First Ctrl-C: nothing new starts, running stages finish or stop and are recorded, the lock
+/// is released, exit 130; the next `up` (no --force-unlock needed) converges.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            latency: Duration::from_millis(60),
+            ..Faults::default()
+        },
+    );
+    let ms = through(&proxy);
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("interrupted"));
+    let stack = stack.to_str().unwrap();
+    let mut child = ms
+        .command(&["up", "--only", AWS_STAGES, "--stack", stack])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_op(&proxy, &mut child, "ec2:CreateVpc", 1);
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!lock_exists(&ms, "interrupted"), "the lock was left behind");
+    journal_parses(&ms, "interrupted");
+    let partial = aws.inventory("interrupted").await;
+    assert!(
+        partial != expected_full_inventory(),
+        "Ctrl-C stopped nothing: {partial:?}"
+    );
+
+    let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        aws.inventory("interrupted").await,
+        expected_full_inventory()
+    );
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// A second Ctrl-C exits at once, still releasing the lock; the journal is consistent and the
+/// next `up` converges without duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_ctrl_c_exits_at_once_and_leaves_a_usable_state() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            latency: Duration::from_millis(60),
+            ..Faults::default()
+        },
+    );
+    let ms = through(&proxy);
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("impatient"));
+    let stack = stack.to_str().unwrap();
+    let mut child = ms
+        .command(&["up", "--only", AWS_STAGES, "--stack", stack])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_op(&proxy, &mut child, "ec2:CreateVpc", 1);
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(30));
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    assert!(!lock_exists(&ms, "impatient"), "the lock was left behind");
+    journal_parses(&ms, "impatient");
+
+    let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(aws.inventory("impatient").await, expected_full_inventory());
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(aws.inventory("impatient").await, Default::default());
+}

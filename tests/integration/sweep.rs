@@ -1,0 +1,513 @@
+//! `down` removes what the cluster made behind meshstack's back, tagged with the cluster's name
+//! and not the stack's — the ingress gateway's load balancers, Karpenter's instances, a
+//! `k8s-elb-*` security group and a detached network interface in the stack's VPC — and leaves
+//! alone the same kinds of things belonging to another cluster, another VPC or nobody.
+//!
+//! moto (5.2.5) answers every call the sweeps make; it does not refuse to delete a VPC's
+//! subnets or the VPC while load balancers, groups or interfaces remain in it, so the test
+//! checks what is left afterwards instead of relying on a `DependencyViolation`.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::types::{
+    Filter, InstanceNetworkInterfaceSpecification, InstanceStateName, ResourceType, Tag,
+    TagSpecification,
+};
+
+use crate::support::fault_proxy::{FaultProxy, Faults};
+use crate::support::{describe, Clients, LbClients, Meshstack, Moto, STACK_TAG};
+
+const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+/// The stack, and so the cluster (`cluster_name()` is the stack name).
+const NAME: &str = "sweep";
+const OWNED: (&str, &str) = ("kubernetes.io/cluster/sweep", "owned");
+/// What moto accepts as an image; the instances never boot.
+const AMI: &str = "ami-12c6146b";
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn ec2_tags(kind: ResourceType, tags: &[(&str, &str)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+/// The stack's VPC and its (public, private) subnets, found by tag.
+async fn stack_network(aws: &Clients) -> (String, Vec<String>, Vec<String>) {
+    let vpcs = aws
+        .ec2
+        .describe_vpcs()
+        .filters(filter(&format!("tag:{STACK_TAG}"), NAME))
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
+    let subnets = aws
+        .ec2
+        .describe_subnets()
+        .filters(filter("vpc-id", &vpc))
+        .send()
+        .await
+        .unwrap();
+    let (mut public, mut private) = (Vec::new(), Vec::new());
+    for s in subnets.subnets() {
+        let key = s
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("meshstack.io/resource"))
+            .and_then(|t| t.value())
+            .unwrap_or_default();
+        let id = s.subnet_id().unwrap().to_string();
+        if key.starts_with("subnet/public/") {
+            public.push(id);
+        } else if key.starts_with("subnet/private/") {
+            private.push(id);
+        }
+    }
+    assert!(!public.is_empty() && !private.is_empty(), "{subnets:?}");
+    (vpc, public, private)
+}
+
+async fn security_group(aws: &Clients, vpc: &str, name: &str, tags: &[(&str, &str)]) -> String {
+    let mut req = aws
+        .ec2
+        .create_security_group()
+        .group_name(name)
+        .description("made behind meshstack's back")
+        .vpc_id(vpc);
+    if !tags.is_empty() {
+        req = req.tag_specifications(ec2_tags(ResourceType::SecurityGroup, tags));
+    }
+    req.send().await.unwrap().group_id().unwrap().to_string()
+}
+
+async fn classic_elb(lb: &LbClients, name: &str, subnets: &[String], sg: &str, tag: (&str, &str)) {
+    use aws_sdk_elasticloadbalancing::types::{Listener, Tag};
+    lb.elb
+        .create_load_balancer()
+        .load_balancer_name(name)
+        .listeners(
+            Listener::builder()
+                .protocol("TCP")
+                .load_balancer_port(80)
+                .instance_protocol("TCP")
+                .instance_port(30080)
+                .build()
+                .unwrap(),
+        )
+        .set_subnets(Some(subnets.to_vec()))
+        .security_groups(sg)
+        .tags(Tag::builder().key(tag.0).value(tag.1).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn nlb(lb: &LbClients, name: &str, subnets: &[String], tag: (&str, &str)) -> String {
+    use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerTypeEnum, Tag};
+    let out = lb
+        .elbv2
+        .create_load_balancer()
+        .name(name)
+        .r#type(LoadBalancerTypeEnum::Network)
+        .set_subnets(Some(subnets.to_vec()))
+        .tags(Tag::builder().key(tag.0).value(tag.1).build())
+        .send()
+        .await
+        .unwrap();
+    out.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string()
+}
+
+/// An instance whose primary interface goes with it, as Karpenter's do.
+async fn instance(aws: &Clients, subnet: &str, tags: &[(&str, &str)]) -> String {
+    let mut req = aws
+        .ec2
+        .run_instances()
+        .image_id(AMI)
+        .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+        .min_count(1)
+        .max_count(1)
+        .network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .subnet_id(subnet)
+                .delete_on_termination(true)
+                .build(),
+        );
+    if !tags.is_empty() {
+        req = req.tag_specifications(ec2_tags(ResourceType::Instance, tags));
+    }
+    let out = req.send().await.unwrap();
+    out.instances()[0].instance_id().unwrap().to_string()
+}
+
+async fn interface(aws: &Clients, subnet: &str, description: &str) -> String {
+    aws.ec2
+        .create_network_interface()
+        .subnet_id(subnet)
+        .description(description)
+        .send()
+        .await
+        .unwrap()
+        .network_interface()
+        .unwrap()
+        .network_interface_id()
+        .unwrap()
+        .to_string()
+}
+
+async fn instance_state(aws: &Clients, id: &str) -> InstanceStateName {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+    out.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .clone()
+}
+
+async fn classic_names(lb: &LbClients) -> BTreeSet<String> {
+    let out = lb.elb.describe_load_balancers().send().await.unwrap();
+    out.load_balancer_descriptions()
+        .iter()
+        .map(|d| d.load_balancer_name().unwrap().to_string())
+        .collect()
+}
+
+async fn v2_arns(lb: &LbClients) -> BTreeSet<String> {
+    let out = lb.elbv2.describe_load_balancers().send().await.unwrap();
+    out.load_balancers()
+        .iter()
+        .map(|l| l.load_balancer_arn().unwrap().to_string())
+        .collect()
+}
+
+async fn group_ids(aws: &Clients, vpc: &str) -> BTreeSet<String> {
+    let out = aws
+        .ec2
+        .describe_security_groups()
+        .filters(filter("vpc-id", vpc))
+        .send()
+        .await
+        .unwrap();
+    out.security_groups()
+        .iter()
+        .map(|g| g.group_id().unwrap().to_string())
+        .collect()
+}
+
+async fn interface_ids(aws: &Clients, vpc: &str) -> BTreeSet<String> {
+    let out = aws
+        .ec2
+        .describe_network_interfaces()
+        .filters(filter("vpc-id", vpc))
+        .send()
+        .await
+        .unwrap();
+    out.network_interfaces()
+        .iter()
+        .map(|n| n.network_interface_id().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let lb = moto.lb_clients().await;
+    let mut ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file(
+        "stack.yaml",
+        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n"),
+    );
+    let stack = stack.to_str().unwrap();
+
+    let out = ms.run(&["up", "--stack", stack, "--only", AWS_STAGES]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (vpc, public, private) = stack_network(&aws).await;
+
+    // What the cluster makes on its own: the in-tree provider's classic ELB and its k8s-elb-*
+    // group, the AWS Load Balancer Controller's NLB, a detached interface the VPC CNI left,
+    // and two of Karpenter's nodes (current and legacy tags).
+    let elb_group = security_group(&aws, &vpc, "k8s-elb-abc123", &[OWNED]).await;
+    let elb_name = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    classic_elb(&lb, elb_name, &public, &elb_group, OWNED).await;
+    let nlb_arn = nlb(
+        &lb,
+        "k8s-istioing-istioing-1a2b3c4d5e",
+        &public,
+        ("elbv2.k8s.aws/cluster", NAME),
+    )
+    .await;
+    let eni = interface(&aws, &private[0], "aws-K8S-i-0123456789abcdef0").await;
+    let nodes = [
+        instance(
+            &aws,
+            &private[0],
+            &[("karpenter.sh/nodepool", "ecommerce"), OWNED],
+        )
+        .await,
+        instance(
+            &aws,
+            &private[1 % private.len()],
+            &[
+                ("karpenter.sh/provisioner-name", "default"),
+                ("karpenter.sh/discovery", NAME),
+            ],
+        )
+        .await,
+    ];
+
+    // Someone else's: another VPC with a k8s-elb-* group, a load balancer of each kind and an
+    // available interface of another cluster's; an untagged instance; another cluster's
+    // Karpenter node.
+    let other_vpc = aws
+        .ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let other_subnet = aws
+        .ec2
+        .create_subnet()
+        .vpc_id(&other_vpc)
+        .cidr_block("10.9.1.0/24")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    let other_subnets = vec![other_subnet.clone()];
+    let other_owned = ("kubernetes.io/cluster/other", "owned");
+    let other_group = security_group(&aws, &other_vpc, "k8s-elb-other", &[]).await;
+    classic_elb(
+        &lb,
+        "other-cluster-elb",
+        &other_subnets,
+        &other_group,
+        other_owned,
+    )
+    .await;
+    let other_nlb = nlb(
+        &lb,
+        "other-cluster-nlb",
+        &other_subnets,
+        ("elbv2.k8s.aws/cluster", "other"),
+    )
+    .await;
+    let other_eni = interface(&aws, &other_subnet, "aws-K8S-i-0fedcba987654321").await;
+    let untagged = instance(&aws, &other_subnet, &[]).await;
+    let other_node = instance(
+        &aws,
+        &other_subnet,
+        &[("karpenter.sh/nodepool", "default"), other_owned],
+    )
+    .await;
+
+    // plan --destroy names each thing the sweeps will delete, and nothing of anyone else's.
+    let out = ms.run(&["plan", "--destroy", "--stack", stack, "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let planned: Vec<String> = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["changes"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["resource"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        format!("classic-load-balancer {elb_name}"),
+        format!("load-balancer k8s-istioing-istioing-1a2b3c4d5e ({nlb_arn})"),
+        format!("security-group k8s-elb-abc123 ({elb_group})"),
+        format!("network-interface aws-K8S-i-0123456789abcdef0 ({eni})"),
+        format!("ec2-instance {}", nodes[0]),
+        format!("ec2-instance {}", nodes[1]),
+    ] {
+        assert!(planned.contains(&want), "{want} not in plan:\n{planned:#?}");
+    }
+    for foreign in [
+        "other-cluster-elb",
+        &other_nlb,
+        &other_group,
+        &other_eni,
+        &untagged,
+        &other_node,
+    ] {
+        assert!(
+            !planned.iter().any(|p| p.contains(foreign)),
+            "{foreign} planned for deletion:\n{planned:#?}"
+        );
+    }
+
+    // Scenario 3: through the fault proxy, the deletes first meet DependencyViolation, as AWS
+    // answers while interfaces and load balancers let go; `down` retries them with back-off.
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            dependency_violations: [
+                ("ec2:DeleteSecurityGroup".to_string(), 2),
+                ("ec2:DeleteNetworkInterface".to_string(), 1),
+                ("ec2:DeleteSubnet".to_string(), 1),
+                ("ec2:DeleteVpc".to_string(), 2),
+            ]
+            .into(),
+            ..Faults::default()
+        },
+    );
+    ms.endpoint = Some(proxy.endpoint());
+    ms.extra_env
+        .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        proxy.stats().dependency_violations,
+        6,
+        "{:?}",
+        proxy.stats()
+    );
+    ms.endpoint = Some(moto.endpoint());
+
+    // Nothing of the stack's, nothing of its cluster's.
+    assert_eq!(aws.inventory(NAME).await, Default::default());
+    assert!(!classic_names(&lb).await.contains(elb_name));
+    assert!(!v2_arns(&lb).await.contains(&nlb_arn));
+    for node in &nodes {
+        assert_eq!(
+            instance_state(&aws, node).await,
+            InstanceStateName::Terminated,
+            "{node}"
+        );
+    }
+    assert_eq!(group_ids(&aws, &vpc).await, BTreeSet::new(), "groups left");
+    assert_eq!(
+        interface_ids(&aws, &vpc).await,
+        BTreeSet::new(),
+        "interfaces left"
+    );
+
+    // Everything of anyone else's.
+    assert!(classic_names(&lb).await.contains("other-cluster-elb"));
+    assert!(v2_arns(&lb).await.contains(&other_nlb));
+    assert!(group_ids(&aws, &other_vpc).await.contains(&other_group));
+    assert!(interface_ids(&aws, &other_vpc).await.contains(&other_eni));
+    for i in [&untagged, &other_node] {
+        assert_eq!(
+            instance_state(&aws, i).await,
+            InstanceStateName::Running,
+            "{i}"
+        );
+    }
+
+    // A second down finds nothing to sweep and writes nothing.
+    moto.start_recording();
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(moto.recorded_writes(), Vec::<String>::new());
+}
+
+/// What cannot be deleted ends `down` with exit 1 naming it and why; the rest is still
+/// removed, and a `down` after the cause is gone finishes the job.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_names_what_it_could_not_sweep_and_a_rerun_finishes() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let lb = moto.lb_clients().await;
+    let ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file(
+        "stack.yaml",
+        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n"),
+    );
+    let stack = stack.to_str().unwrap();
+    let out = ms.run(&["up", "--stack", stack, "--only", AWS_STAGES]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (_, public, private) = stack_network(&aws).await;
+
+    let elb_name = "b2c3d4e5f60718293a4b5c6d7e8f90a1";
+    let group = security_group(&aws, &stack_network(&aws).await.0, "k8s-elb-b2c3", &[OWNED]).await;
+    classic_elb(&lb, elb_name, &public, &group, OWNED).await;
+    let protected = instance(
+        &aws,
+        &private[0],
+        &[("karpenter.sh/nodepool", "ecommerce"), OWNED],
+    )
+    .await;
+    aws.ec2
+        .modify_instance_attribute()
+        .instance_id(&protected)
+        .disable_api_termination(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let out = ms.run(&["down", "--stack", stack]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains(&format!("ec2-instance {protected}"))
+            && said.contains("OperationNotPermitted"),
+        "the protected instance and why are named:\n{}",
+        describe(&out)
+    );
+    // The load balancer went regardless; the instance is still running.
+    assert!(!classic_names(&lb).await.contains(elb_name));
+    assert_eq!(
+        instance_state(&aws, &protected).await,
+        InstanceStateName::Running
+    );
+
+    aws.ec2
+        .modify_instance_attribute()
+        .instance_id(&protected)
+        .disable_api_termination(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(false)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        instance_state(&aws, &protected).await,
+        InstanceStateName::Terminated
+    );
+    assert_eq!(aws.inventory(NAME).await, Default::default());
+}
