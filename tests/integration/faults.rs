@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::fault_proxy::{FaultProxy, Faults};
-use crate::support::{api_calls, describe, expected_full_inventory, Meshstack, Moto};
+use crate::support::{api_calls, describe, expected_full_inventory, Clients, Meshstack, Moto};
 
 const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
 
@@ -19,12 +19,36 @@ fn stack_yaml(name: &str) -> String {
     format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n")
 }
 
-/// The binary, pointed at `proxy`, with waits scaled down.
-fn through(proxy: &FaultProxy) -> Meshstack {
-    let mut ms = Meshstack::new(Some(proxy.endpoint()));
-    ms.extra_env
-        .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
-    ms
+/// moto, the proxy in front of it, the binary talking through the proxy with its waits
+/// scaled down, and a stack file.
+struct Scenario {
+    /// Kept alive: dropping it stops moto.
+    moto: Moto,
+    aws: Clients,
+    proxy: FaultProxy,
+    ms: Meshstack,
+    /// The stack file's path.
+    stack: String,
+}
+
+impl Scenario {
+    async fn start(name: &str, faults: Faults) -> Scenario {
+        let moto = Moto::start();
+        let aws = moto.clients().await;
+        let proxy = FaultProxy::start(&moto.endpoint(), faults);
+        let mut ms = Meshstack::new(Some(proxy.endpoint()));
+        ms.extra_env
+            .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
+        let stack = ms.stack_file("stack.yaml", &stack_yaml(name));
+        let stack = stack.to_str().unwrap().to_string();
+        Scenario {
+            moto,
+            aws,
+            proxy,
+            ms,
+            stack,
+        }
+    }
 }
 
 /// Sends a signal with the system `kill`, so the test needs no libc.
@@ -63,19 +87,22 @@ fn lock_exists(ms: &Meshstack, name: &str) -> bool {
 /// resources as an undisturbed run, by retrying.
 #[tokio::test(flavor = "multi_thread")]
 async fn thirty_percent_throttling_up_then_down_build_and_remove_the_same_resources() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    let proxy = FaultProxy::start(
-        &moto.endpoint(),
+    let Scenario {
+        moto: _moto,
+        aws,
+        proxy,
+        ms,
+        stack,
+    } = Scenario::start(
+        "throttled",
         Faults {
             seed: 30,
             throttle_rate: 0.3,
             ..Faults::default()
         },
-    );
-    let ms = through(&proxy);
-    let stack = ms.stack_file("stack.yaml", &stack_yaml("throttled"));
-    let stack = stack.to_str().unwrap();
+    )
+    .await;
+    let stack = stack.as_str();
 
     let started = Instant::now();
     let up = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack, "-o", "json"]);
@@ -104,10 +131,14 @@ async fn thirty_percent_throttling_up_then_down_build_and_remove_the_same_resour
 /// letting go slowly) are retried with back-off until they go through; nothing is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn teardown_retries_dependency_violations_until_they_clear() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    let proxy = FaultProxy::start(
-        &moto.endpoint(),
+    let Scenario {
+        moto: _moto,
+        aws,
+        proxy,
+        ms,
+        stack,
+    } = Scenario::start(
+        "tangled",
         Faults {
             dependency_violations: [
                 ("ec2:DeleteVpc".to_string(), 3),
@@ -117,10 +148,9 @@ async fn teardown_retries_dependency_violations_until_they_clear() {
             .into(),
             ..Faults::default()
         },
-    );
-    let ms = through(&proxy);
-    let stack = ms.stack_file("stack.yaml", &stack_yaml("tangled"));
-    let stack = stack.to_str().unwrap();
+    )
+    .await;
+    let stack = stack.as_str();
     let up = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
     assert!(up.status.success(), "{}", describe(&up));
     let started = Instant::now();
@@ -144,10 +174,14 @@ async fn teardown_retries_dependency_violations_until_they_clear() {
 /// a new `up` then finish the job without a second cluster.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    let proxy = FaultProxy::start(
-        &moto.endpoint(),
+    let Scenario {
+        moto: _moto,
+        aws,
+        proxy,
+        ms,
+        stack,
+    } = Scenario::start(
+        "slow",
         Faults {
             still_creating: [
                 ("eks:DescribeCluster".to_string(), 6),
@@ -157,10 +191,9 @@ async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
             .into(),
             ..Faults::default()
         },
-    );
-    let ms = through(&proxy);
-    let stack = ms.stack_file("stack.yaml", &stack_yaml("slow"));
-    let stack = stack.to_str().unwrap();
+    )
+    .await;
+    let stack = stack.as_str();
     let mut child = ms
         .command(&["up", "--only", AWS_STAGES, "--stack", stack])
         .stdout(Stdio::null())
@@ -198,18 +231,21 @@ async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
 /// is released, exit 130; the next `up` (no --force-unlock needed) converges.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    let proxy = FaultProxy::start(
-        &moto.endpoint(),
+    let Scenario {
+        moto: _moto,
+        aws,
+        proxy,
+        ms,
+        stack,
+    } = Scenario::start(
+        "interrupted",
         Faults {
             latency: Duration::from_millis(60),
             ..Faults::default()
         },
-    );
-    let ms = through(&proxy);
-    let stack = ms.stack_file("stack.yaml", &stack_yaml("interrupted"));
-    let stack = stack.to_str().unwrap();
+    )
+    .await;
+    let stack = stack.as_str();
     let mut child = ms
         .command(&["up", "--only", AWS_STAGES, "--stack", stack])
         .stdout(Stdio::piped())
@@ -247,18 +283,21 @@ async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
 /// next `up` converges without duplicates.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_ctrl_c_exits_at_once_and_leaves_a_usable_state() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    let proxy = FaultProxy::start(
-        &moto.endpoint(),
+    let Scenario {
+        moto: _moto,
+        aws,
+        proxy,
+        ms,
+        stack,
+    } = Scenario::start(
+        "impatient",
         Faults {
             latency: Duration::from_millis(60),
             ..Faults::default()
         },
-    );
-    let ms = through(&proxy);
-    let stack = ms.stack_file("stack.yaml", &stack_yaml("impatient"));
-    let stack = stack.to_str().unwrap();
+    )
+    .await;
+    let stack = stack.as_str();
     let mut child = ms
         .command(&["up", "--only", AWS_STAGES, "--stack", stack])
         .stdout(Stdio::null())

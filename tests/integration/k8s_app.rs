@@ -14,18 +14,15 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube_fake_client::{interceptor, ClientBuilder};
-use meshstack::aws::Backoff;
 use meshstack::config::Stack;
 use meshstack::engine::run::{Direction, Outcome, StageResult};
-use meshstack::engine::state::{Journal, StateDir};
 use meshstack::k8s::apply::{self, ObjectRef, StaticResolver};
-use meshstack::k8s::helm::HelmCli;
-use meshstack::stages::kubernetes::{objects, KubeAccess};
+use meshstack::stages::kubernetes::objects;
 use meshstack::stages::{app, karpenter, Context, Stage};
 use serde_json::json;
 
 use crate::support::k8s::{
-    custom_resource, fake_cluster_with, fake_helm, helm_calls, outcome, run_stage,
+    custom_resource, fake_cluster_with, helm_calls, outcome, run_stage, stage_context,
 };
 
 custom_resource!(
@@ -177,31 +174,15 @@ fn resolver() -> StaticResolver {
         )
 }
 
-/// A stage context for `stack` over `client` and the stand-in helm in `dir`, with a journal
-/// in `dir` and waits that give up after `deadline`.
+/// A stage context for `stack` over `client` and the stand-in helm in `dir`, with waits that
+/// give up after `deadline`.
 fn context(
     stack: Stack,
     client: kube::Client,
     dir: &std::path::Path,
     deadline: Duration,
 ) -> Context {
-    let state = StateDir::open(&dir.join("state"), "k8s-app-test").unwrap();
-    let journal = Arc::new(Mutex::new(Journal::load(&state).unwrap()));
-    let helm = HelmCli {
-        binary: fake_helm(dir).display().to_string(),
-        kubeconfig: None,
-    };
-    let mut cx = Context::new(stack, None, None, Vec::new(), Some(journal)).with_kube(KubeAccess {
-        client,
-        resolver: Arc::new(resolver()),
-        helm: Arc::new(helm),
-    });
-    cx.waits.kubernetes = Backoff::new(
-        Duration::from_millis(2),
-        Duration::from_millis(20),
-        deadline,
-    );
-    cx
+    stage_context(stack, client, resolver(), dir, deadline)
 }
 
 fn failure(result: StageResult) -> String {

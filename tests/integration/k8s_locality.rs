@@ -9,27 +9,23 @@
 //! products Service is applied as the `app` stage applies it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject};
 use kube_fake_client::validator::{RuntimeOpenAPIValidator, SchemaValidator};
 use kube_fake_client::ClientBuilder;
-use meshstack::aws::Backoff;
 use meshstack::config::Stack;
 use meshstack::engine::progress::{EventKind, RecordingReporter};
 use meshstack::engine::run::{Direction, Outcome, StageResult};
-use meshstack::engine::state::{Journal, StateDir};
 use meshstack::k8s::apply::{self, StaticResolver};
-use meshstack::k8s::helm::HelmCli;
 use meshstack::render::{self, RenderInputs};
-use meshstack::stages::kubernetes::{objects, KubeAccess};
+use meshstack::stages::kubernetes::objects;
 use meshstack::stages::{app, locality, Context};
 use serde_json::{json, Value};
 
 use crate::support::k8s::{
-    custom_resource, fake_cluster, fake_helm, outcome, placement, run_stage, run_stage_with,
+    custom_resource, fake_cluster, outcome, placement, run_stage, run_stage_with, stage_context,
 };
 
 custom_resource!(
@@ -90,23 +86,7 @@ fn stack(locality: &str) -> Stack {
 }
 
 fn context(stack: Stack, client: kube::Client, dir: &Path) -> Context {
-    let state = StateDir::open(&dir.join("state"), "loc-test").unwrap();
-    let journal = Arc::new(Mutex::new(Journal::load(&state).unwrap()));
-    let helm = HelmCli {
-        binary: fake_helm(dir).display().to_string(),
-        kubeconfig: None,
-    };
-    let mut cx = Context::new(stack, None, None, Vec::new(), Some(journal)).with_kube(KubeAccess {
-        client,
-        resolver: Arc::new(resolver()),
-        helm: Arc::new(helm),
-    });
-    cx.waits.kubernetes = Backoff::new(
-        Duration::from_millis(2),
-        Duration::from_millis(20),
-        Duration::from_secs(5),
-    );
-    cx
+    stage_context(stack, client, resolver(), dir, Duration::from_secs(5))
 }
 
 fn inputs(stack: &Stack, zones: &[&str]) -> RenderInputs {

@@ -357,6 +357,40 @@ pub fn outcome(result: &meshstack::engine::run::StageResult) -> &meshstack::engi
     }
 }
 
+/// A stage context for `stack` over `client`, with kinds from `resolver`, the stand-in helm
+/// and a journal in `dir`, and Kubernetes waits that poll every few milliseconds and give up
+/// after `deadline`. No AWS: what a stage needs from AWS comes from offline stand-ins.
+pub fn stage_context(
+    stack: meshstack::config::Stack,
+    client: kube::Client,
+    resolver: meshstack::k8s::apply::StaticResolver,
+    dir: &std::path::Path,
+    deadline: std::time::Duration,
+) -> meshstack::stages::Context {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let state = meshstack::engine::state::StateDir::open(&dir.join("state"), "k8s-test").unwrap();
+    let journal = Arc::new(Mutex::new(
+        meshstack::engine::state::Journal::load(&state).unwrap(),
+    ));
+    let helm = meshstack::k8s::helm::HelmCli {
+        binary: fake_helm(dir).display().to_string(),
+        kubeconfig: None,
+    };
+    let mut cx = meshstack::stages::Context::new(stack, None, None, Vec::new(), Some(journal))
+        .with_kube(meshstack::stages::kubernetes::KubeAccess {
+            client,
+            resolver: Arc::new(resolver),
+            helm: Arc::new(helm),
+        });
+    cx.waits.kubernetes = meshstack::aws::Backoff::new(
+        Duration::from_millis(2),
+        Duration::from_millis(20),
+        deadline,
+    );
+    cx
+}
+
 /// Where the app's pods run, for the `locality`, `pods` and `verify` tests: nodes with zone,
 /// instance type and Karpenter labels, and app pods as a ReplicaSet makes them (owner
 /// reference, `pod-template-hash`), scheduled, with an IP and a Ready condition. The fake has
