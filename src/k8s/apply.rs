@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{GroupVersion, GroupVersionKind};
@@ -829,6 +829,49 @@ where
         .await
         .map_err(api_error("list", &what))?;
     Ok(list.items)
+}
+
+/// Waits until no Node carries any of the label keys `labels`: the nodes Karpenter launched
+/// for a NodePool (or Provisioner) that is being deleted, which its controller drains and
+/// terminates.
+pub async fn wait_nodes_gone(
+    client: &Client,
+    labels: &[&str],
+    wait: Wait<'_>,
+) -> Result<(), ApplyError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let what = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        namespace: None,
+        name: labels.join(" or "),
+    };
+    wait_until(
+        format!("nodes labelled {}", labels.join(" or ")),
+        wait,
+        || async {
+            let mut names = Vec::new();
+            for key in labels {
+                let list = api
+                    .list(&kube::api::ListParams::default().labels(key))
+                    .await
+                    .map_err(api_error("list", &what))?;
+                names.extend(list.items.into_iter().filter_map(|n| n.metadata.name));
+            }
+            names.sort();
+            names.dedup();
+            Ok(if names.is_empty() {
+                Readiness::Ready(())
+            } else {
+                Readiness::Pending(format!(
+                    "{} still there ({})",
+                    names.len(),
+                    names.join(", ")
+                ))
+            })
+        },
+    )
+    .await
 }
 
 /// What a condition check found.

@@ -341,6 +341,10 @@ async fn plan_mapping(cx: &Context, arn: &str) -> Result<Option<Change>, StageEr
     Ok(map_node_role(live.as_ref(), arn)?.map(|_| change()))
 }
 
+/// The label Karpenter puts on each node it launched: the NodePool's (v1) or, before 0.33,
+/// the Provisioner's name.
+const KARPENTER_NODE_LABELS: [&str; 2] = ["karpenter.sh/nodepool", "karpenter.sh/provisioner-name"];
+
 #[async_trait]
 impl Stage for Karpenter {
     fn id(&self) -> StageId {
@@ -428,6 +432,10 @@ impl Stage for Karpenter {
         };
         let refs: Vec<ObjectRef> = pool.iter().map(ObjectRef::of).collect();
         apply::wait_gone(&kube.client, kube.resolver.as_ref(), &refs, wait).await?;
+        // The pool going does not mean its nodes have: wait for Karpenter to terminate them
+        // while its controller still runs (instances it cannot reach any more are terminated
+        // by the `cluster` stage's sweep).
+        apply::wait_nodes_gone(&kube.client, &KARPENTER_NODE_LABELS, wait).await?;
 
         if kubernetes::remove_release(cx, h, &release(&cx.stack, &files)?).await? {
             removed += 1;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube_fake_client::{interceptor, ClientBuilder};
@@ -22,7 +22,7 @@ use meshstack::stages::{app, karpenter, Context, Stage};
 use serde_json::json;
 
 use crate::support::k8s::{
-    custom_resource, fake_cluster_with, helm_calls, outcome, run_stage, stage_context,
+    custom_resource, fake_cluster_with, helm_calls, outcome, placement, run_stage, stage_context,
 };
 
 custom_resource!(
@@ -532,6 +532,62 @@ async fn karpenter_leaves_a_node_role_mapping_it_did_not_make() {
         writes.take()
     );
     assert_eq!(after.data, seeded.data);
+}
+
+/// Deleting the NodePool does not remove its nodes at once: Karpenter drains and terminates
+/// them, which only its running controller can do. `down` waits for them before it uninstalls
+/// the chart. A task stands in for Karpenter, deleting the node after a while.
+#[tokio::test]
+async fn karpenter_down_waits_for_its_nodes_before_uninstalling_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let writes = Writes::new(dir.path());
+    let client = cluster(&writes).await;
+    seed_established_crds(&client, &KARPENTER_CRDS).await;
+    seed_aws_auth(&client, ADMIN_ROLE).await;
+    let cx = context(
+        Stack::embedded_default(),
+        client.clone(),
+        dir.path(),
+        Duration::from_secs(5),
+    );
+    let up = run_stage(&cx, &karpenter::Karpenter, Direction::Forward).await;
+    assert!(matches!(outcome(&up), Outcome::Changed(_)), "{up:?}");
+    placement::node(&client, "ip-10-0-3-7", "us-east-1a").await;
+    writes.take();
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let karpenter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        nodes
+            .delete("ip-10-0-3-7", &Default::default())
+            .await
+            .unwrap();
+    });
+    let down = run_stage(&cx, &karpenter::Karpenter, Direction::Reverse).await;
+    karpenter.await.unwrap();
+    assert!(matches!(outcome(&down), Outcome::Changed(_)), "{down:?}");
+
+    // The node went (the stand-in's delete) before the chart was uninstalled.
+    let log = writes.take();
+    let node_gone = log
+        .iter()
+        .position(|l| l.starts_with("delete /ip-10-0-3-7"))
+        .unwrap_or_else(|| panic!("{log:?}"));
+    let uninstalls_before: usize = log[node_gone]
+        .rsplit(" @ ")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let calls = helm_calls(dir.path());
+    let uninstall = calls
+        .iter()
+        .position(|c| c.first().map(String::as_str) == Some("uninstall"))
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    assert!(
+        uninstall >= uninstalls_before,
+        "uninstalled (helm call {uninstall}) before the node was gone (after helm call {uninstalls_before}): {log:?}"
+    );
 }
 
 #[tokio::test]
