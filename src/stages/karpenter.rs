@@ -28,10 +28,11 @@
 //! implement the access-entry API.
 //!
 //! # Teardown
-//! `down` deletes the NodePool and node class first and waits until they are gone: Karpenter
-//! then drains and terminates the instances it launched and removes its finalizers, which it
-//! can only do while its controller still runs. Then the chart is uninstalled, then the
-//! aws-auth entry removed.
+//! `down` deletes the NodePool and node class first and waits until they, and the nodes
+//! labelled with the pool, are gone: Karpenter drains and terminates the instances it launched
+//! and removes its finalizers, which it can only do while its controller still runs. Then the
+//! chart is uninstalled, then the aws-auth entry removed. Instances left behind anyway (the
+//! cluster's API gone, a controller that died) are terminated by the `cluster` stage's sweep.
 
 use std::time::Duration;
 
