@@ -23,7 +23,7 @@ fn stack_yaml(name: &str) -> String {
 /// scaled down, and a stack file.
 struct Scenario {
     /// Kept alive: dropping it stops moto.
-    moto: Moto,
+    _moto: Moto,
     aws: Clients,
     proxy: FaultProxy,
     ms: Meshstack,
@@ -42,12 +42,22 @@ impl Scenario {
         let stack = ms.stack_file("stack.yaml", &stack_yaml(name));
         let stack = stack.to_str().unwrap().to_string();
         Scenario {
-            moto,
+            _moto: moto,
             aws,
             proxy,
             ms,
             stack,
         }
+    }
+
+    /// `up` of the AWS stages, started in the background with its output captured.
+    fn spawn_up(&self) -> Child {
+        self.ms
+            .command(&["up", "--only", AWS_STAGES, "--stack", &self.stack])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 }
 
@@ -87,13 +97,7 @@ fn lock_exists(ms: &Meshstack, name: &str) -> bool {
 /// resources as an undisturbed run, by retrying.
 #[tokio::test(flavor = "multi_thread")]
 async fn thirty_percent_throttling_up_then_down_build_and_remove_the_same_resources() {
-    let Scenario {
-        moto: _moto,
-        aws,
-        proxy,
-        ms,
-        stack,
-    } = Scenario::start(
+    let scenario = Scenario::start(
         "throttled",
         Faults {
             seed: 30,
@@ -102,7 +106,8 @@ async fn thirty_percent_throttling_up_then_down_build_and_remove_the_same_resour
         },
     )
     .await;
-    let stack = stack.as_str();
+    let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
+    let stack = scenario.stack.as_str();
 
     let started = Instant::now();
     let up = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack, "-o", "json"]);
@@ -131,13 +136,7 @@ async fn thirty_percent_throttling_up_then_down_build_and_remove_the_same_resour
 /// letting go slowly) are retried with back-off until they go through; nothing is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn teardown_retries_dependency_violations_until_they_clear() {
-    let Scenario {
-        moto: _moto,
-        aws,
-        proxy,
-        ms,
-        stack,
-    } = Scenario::start(
+    let scenario = Scenario::start(
         "tangled",
         Faults {
             dependency_violations: [
@@ -150,7 +149,8 @@ async fn teardown_retries_dependency_violations_until_they_clear() {
         },
     )
     .await;
-    let stack = stack.as_str();
+    let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
+    let stack = scenario.stack.as_str();
     let up = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
     assert!(up.status.success(), "{}", describe(&up));
     let started = Instant::now();
@@ -174,13 +174,7 @@ async fn teardown_retries_dependency_violations_until_they_clear() {
 /// a new `up` then finish the job without a second cluster.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
-    let Scenario {
-        moto: _moto,
-        aws,
-        proxy,
-        ms,
-        stack,
-    } = Scenario::start(
+    let scenario = Scenario::start(
         "slow",
         Faults {
             still_creating: [
@@ -193,13 +187,9 @@ async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
         },
     )
     .await;
-    let stack = stack.as_str();
-    let mut child = ms
-        .command(&["up", "--only", AWS_STAGES, "--stack", stack])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
+    let stack = scenario.stack.as_str();
+    let mut child = scenario.spawn_up();
     // Created, and seen CREATING at least twice: the run is inside the cluster wait.
     wait_for_op(&proxy, &mut child, "eks:CreateCluster", 1);
     wait_for_op(&proxy, &mut child, "eks:DescribeCluster", 3);
@@ -231,13 +221,7 @@ async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
 /// is released, exit 130; the next `up` (no --force-unlock needed) converges.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
-    let Scenario {
-        moto: _moto,
-        aws,
-        proxy,
-        ms,
-        stack,
-    } = Scenario::start(
+    let scenario = Scenario::start(
         "interrupted",
         Faults {
             latency: Duration::from_millis(60),
@@ -245,13 +229,9 @@ async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
         },
     )
     .await;
-    let stack = stack.as_str();
-    let mut child = ms
-        .command(&["up", "--only", AWS_STAGES, "--stack", stack])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
+    let stack = scenario.stack.as_str();
+    let mut child = scenario.spawn_up();
     wait_for_op(&proxy, &mut child, "ec2:CreateVpc", 1);
     signal(&child, "INT");
     let out = child.wait_with_output().unwrap();
@@ -283,13 +263,7 @@ async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
 /// next `up` converges without duplicates.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_ctrl_c_exits_at_once_and_leaves_a_usable_state() {
-    let Scenario {
-        moto: _moto,
-        aws,
-        proxy,
-        ms,
-        stack,
-    } = Scenario::start(
+    let scenario = Scenario::start(
         "impatient",
         Faults {
             latency: Duration::from_millis(60),
@@ -297,13 +271,9 @@ async fn a_second_ctrl_c_exits_at_once_and_leaves_a_usable_state() {
         },
     )
     .await;
-    let stack = stack.as_str();
-    let mut child = ms
-        .command(&["up", "--only", AWS_STAGES, "--stack", stack])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
+    let stack = scenario.stack.as_str();
+    let mut child = scenario.spawn_up();
     wait_for_op(&proxy, &mut child, "ec2:CreateVpc", 1);
     signal(&child, "INT");
     std::thread::sleep(Duration::from_millis(30));
