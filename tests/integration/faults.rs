@@ -191,11 +191,11 @@ async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
     let stack = scenario.stack.as_str();
     let mut child = scenario.spawn_up();
     // Created, and seen CREATING at least twice: the run is inside the cluster wait.
-    wait_for_op(&proxy, &mut child, "eks:CreateCluster", 1);
-    wait_for_op(&proxy, &mut child, "eks:DescribeCluster", 3);
+    wait_for_op(proxy, &mut child, "eks:CreateCluster", 1);
+    wait_for_op(proxy, &mut child, "eks:DescribeCluster", 3);
     signal(&child, "KILL");
     child.wait().unwrap();
-    journal_parses(&ms, "slow");
+    journal_parses(ms, "slow");
 
     let out = ms.run(&[
         "up",
@@ -232,7 +232,7 @@ async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
     let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
     let stack = scenario.stack.as_str();
     let mut child = scenario.spawn_up();
-    wait_for_op(&proxy, &mut child, "ec2:CreateVpc", 1);
+    wait_for_op(proxy, &mut child, "ec2:CreateVpc", 1);
     signal(&child, "INT");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
@@ -241,8 +241,8 @@ async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
         "{}",
         describe(&out)
     );
-    assert!(!lock_exists(&ms, "interrupted"), "the lock was left behind");
-    journal_parses(&ms, "interrupted");
+    assert!(!lock_exists(ms, "interrupted"), "the lock was left behind");
+    journal_parses(ms, "interrupted");
     let partial = aws.inventory("interrupted").await;
     assert!(
         partial != expected_full_inventory(),
@@ -274,14 +274,14 @@ async fn a_second_ctrl_c_exits_at_once_and_leaves_a_usable_state() {
     let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
     let stack = scenario.stack.as_str();
     let mut child = scenario.spawn_up();
-    wait_for_op(&proxy, &mut child, "ec2:CreateVpc", 1);
+    wait_for_op(proxy, &mut child, "ec2:CreateVpc", 1);
     signal(&child, "INT");
     std::thread::sleep(Duration::from_millis(30));
     signal(&child, "INT");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
-    assert!(!lock_exists(&ms, "impatient"), "the lock was left behind");
-    journal_parses(&ms, "impatient");
+    assert!(!lock_exists(ms, "impatient"), "the lock was left behind");
+    journal_parses(ms, "impatient");
 
     let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
