@@ -18,6 +18,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::versions;
+
 /// Where `meshstack` looks for the stack file when none is given.
 pub const DEFAULT_STACK_PATH: &str = "stacks/demo.yaml";
 
@@ -30,6 +32,9 @@ const EMBEDDED_ORIGIN: &str = "stacks/demo.yaml (built in)";
 // The name prefixes IAM role and other AWS resource names, several of which are capped at
 // 64 characters or fewer; 24 leaves room for the longest suffix meshstack appends.
 const NAME_MAX_LEN: usize = 24;
+
+/// Stack files larger than this are refused unread: a stack file is a few dozen lines.
+pub const STACK_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
 // EKS needs subnets in at least two zones; the VPC layout carves at most six private
 // subnets (see `Stack::subnet_cidrs`).
@@ -87,7 +92,7 @@ const DEFAULT_DISK: u32 = 20;
 // Karpenter 1.8.1: a 1.x release whose compatibility matrix covers Kubernetes 1.34 (1.34 needs
 // >= 1.6, 1.35 needs >= 1.9; source: aws/karpenter-provider-aws,
 // website/content/en/docs/upgrading/compatibility.md). `render` checks the pair.
-const DEFAULT_KARPENTER_VERSION: ReleaseVersion = ReleaseVersion::new(1, 8, 1);
+pub const DEFAULT_KARPENTER_VERSION: ReleaseVersion = ReleaseVersion::new(1, 8, 1);
 const DEFAULT_KARPENTER_CAPACITY: [CapacityType; 2] = [CapacityType::Spot, CapacityType::OnDemand];
 // The last Istio 1.18 patch release; the demo was built on Istio 1.18.
 const DEFAULT_ISTIO_VERSION: ReleaseVersion = ReleaseVersion::new(1, 18, 7);
@@ -424,10 +429,30 @@ impl Stack {
     /// [`ConfigError::Io`] if the file cannot be read; otherwise as [`Stack::parse`], with
     /// `path` as the file name.
     pub fn load(path: &Path) -> Result<Stack, ConfigError> {
-        let yaml = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        use std::io::Read;
+        let io = |source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // Read one byte past the cap: enough to know the file is too big, without reading a
+        // huge (or endless, like /dev/zero) file whole.
+        let mut bytes = Vec::new();
+        file.take(STACK_FILE_MAX_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > STACK_FILE_MAX_BYTES {
+            return Err(ConfigError::File {
+                file: path.display().to_string(),
+                message: format!(
+                    "is larger than {} KiB; a stack file is a few dozen lines (see \
+                     {DEFAULT_STACK_PATH}) — is this the right file?",
+                    STACK_FILE_MAX_BYTES / 1024
+                ),
+            });
+        }
+        let yaml = String::from_utf8(bytes)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Stack::parse(&yaml, &path.display().to_string())
     }
 
@@ -491,6 +516,39 @@ impl Stack {
             ZoneSpec::Count(n) => *n,
             ZoneSpec::Names(names) => names.len(),
         }
+    }
+
+    /// The `N` of the stack's `1.N` Kubernetes version.
+    pub fn kubernetes_minor(&self) -> u32 {
+        self.kubernetes_version
+            .strip_prefix("1.")
+            .and_then(|m| m.parse().ok())
+            .expect("validated as 1.N")
+    }
+
+    /// The Karpenter API the stack's `karpenter.version` serves (validated to work with its
+    /// Kubernetes version).
+    pub fn karpenter_api(&self) -> versions::KarpenterApi {
+        versions::check_karpenter(self.karpenter.version, self.kubernetes_minor())
+            .expect("validated with the stack")
+    }
+
+    /// The Karpenter controller policy for the stack's `karpenter.version` (validated to
+    /// exist).
+    pub fn karpenter_policy(&self) -> versions::ControllerPolicy {
+        versions::controller_policy(self.karpenter.version).expect("validated with the stack")
+    }
+
+    /// The node group's AMI type (validated to exist for the stack's Kubernetes version and
+    /// instance types).
+    pub fn node_ami_type(&self) -> versions::AmiType {
+        versions::node_ami_type(self.kubernetes_minor(), &self.node_group.instance_types)
+            .expect("validated with the stack")
+    }
+
+    /// A warning when the stack's Istio release does not support its Kubernetes version.
+    pub fn istio_support_warning(&self) -> Option<String> {
+        versions::istio_support_warning(self.istio.version, self.kubernetes_minor())
     }
 
     /// The EKS cluster name, which is the stack name.
@@ -775,7 +833,7 @@ impl RawStack {
             None => None,
         };
         let (zones, region) = resolve_zones(self.zones, explicit_region)?;
-        Ok(Stack {
+        let stack = Stack {
             name,
             region,
             kubernetes_version: resolve_k8s_version(self.kubernetes_version)?,
@@ -788,7 +846,14 @@ impl RawStack {
             istio: self.istio.unwrap_or_default().resolve()?,
             locality: self.locality.unwrap_or_default().resolve(&zones)?,
             zones,
-        })
+        };
+        // The version rules that span several settings, so that a pair that cannot work is
+        // refused now, not after 20 billable minutes of VPC, cluster and node group.
+        let minor = stack.kubernetes_minor();
+        let version_error = |e: versions::VersionError| invalid(e.field, e.message);
+        versions::check_karpenter(stack.karpenter.version, minor).map_err(version_error)?;
+        versions::node_ami_type(minor, &stack.node_group.instance_types).map_err(version_error)?;
+        Ok(stack)
     }
 }
 
@@ -2196,7 +2261,6 @@ tags:
     fn kubernetes_versions() {
         for (version, ok) in [
             ("\"1.29\"", true),
-            ("\"1.36\"", true),
             ("'1.34'", true),
             ("\"1.28\"", false),
             ("\"1.37\"", false),
@@ -2210,6 +2274,11 @@ tags:
             let result = parse(&format!("name: x\nkubernetes_version: {version}\n"));
             assert_eq!(result.is_ok(), ok, "{version}: {result:?}");
         }
+        // 1.36 needs a newer Karpenter than the default pin, and says so naming the field.
+        let e = parse("name: x\nkubernetes_version: '1.36'\n").unwrap_err();
+        assert_eq!(e.field(), Some("karpenter.version"), "{e}");
+        assert!(e.to_string().contains("1.13.0 or newer"), "{e}");
+        parse("name: x\nkubernetes_version: '1.36'\nkarpenter: {version: '1.13.0'}\n").unwrap();
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! - [`aws`]: SDK clients, call counting, error classification, polling.
 //! - [`stages`]: one file per stage.
 //! - [`locality`]: the locality pattern: placement, policy, Envoy counters, the traffic report.
+//! - [`names`]: every derived resource name and namespace, in one place.
+//! - [`policies`]: every IAM document meshstack writes, built in one pure module.
+//! - [`versions`]: which Kubernetes, Karpenter, Istio and AMI versions work together.
 //! - [`render`]: the Kubernetes manifests and helm values, filled in from the stack.
+//! - [`retry`]: back-off, waits and retries, for adapters and stages alike.
 //! - [`inspect`]: `meshstack pods` and `meshstack verify`, reading the running demo.
 //! - [`cli`] and [`commands`]: the command line.
 
@@ -20,5 +24,9 @@ pub mod engine;
 pub mod inspect;
 pub mod k8s;
 pub mod locality;
+pub mod names;
+pub mod policies;
 pub mod render;
+pub mod retry;
 pub mod stages;
+pub mod versions;

@@ -10,17 +10,17 @@
 //! every rendered file is parsed before it is returned.
 //!
 //! The same module decides which Karpenter API the stack gets, by `karpenter.version`, and
-//! refuses Karpenter/Kubernetes pairs that cannot work (see [`check_karpenter`]).
+//! refuses Karpenter/Kubernetes pairs that cannot work (see [`crate::versions`]).
 //!
 //! Rendering is pure and deterministic: the same stack and inputs give byte-identical files
 //! in the same order.
 
 use std::collections::BTreeMap;
 
-use crate::config::{ReleaseVersion, Stack};
+use crate::config::Stack;
 use crate::locality::policy::{self, PolicyError};
-use crate::stages::iam::{self, RoleKind};
-use crate::stages::karpenter_infra;
+use crate::names::{self, Role};
+use crate::versions::KarpenterApi;
 
 /// Account ID `meshstack render` uses unless given one: renders offline, without credentials.
 pub const OFFLINE_ACCOUNT_ID: &str = "000000000000";
@@ -156,29 +156,9 @@ impl RenderedFile {
     }
 }
 
-/// Which Karpenter API a release serves, which decides the manifests it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KarpenterApi {
-    /// Before 0.33: `karpenter.sh/v1alpha5` Provisioner + AWSNodeTemplate.
-    V1Alpha5,
-    /// 0.33 to 0.37: `karpenter.sh/v1beta1` NodePool + EC2NodeClass, which meshstack has no
-    /// manifests for.
-    V1Beta1,
-    /// 1.0 and later: `karpenter.sh/v1` NodePool + `karpenter.k8s.aws/v1` EC2NodeClass.
-    V1,
-}
-
 /// Why the stack cannot be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// The stack asks for a combination that cannot work.
-    #[error("{field}: {message}")]
-    Unsupported {
-        /// The stack setting to change, like `karpenter.version`.
-        field: &'static str,
-        /// Why it cannot work and what to use instead.
-        message: String,
-    },
     /// One of the [`RenderInputs`] is malformed.
     #[error("{what}: {message}")]
     Input {
@@ -247,169 +227,6 @@ pub enum Value {
     Json(serde_json::Value),
 }
 
-/// The API `version` serves.
-pub fn karpenter_api(version: ReleaseVersion) -> KarpenterApi {
-    if version < ReleaseVersion::new(0, 33, 0) {
-        KarpenterApi::V1Alpha5
-    } else if version.major == 0 {
-        KarpenterApi::V1Beta1
-    } else {
-        KarpenterApi::V1
-    }
-}
-
-/// The oldest Karpenter release that supports Kubernetes `1.<minor>`, per Karpenter's
-/// compatibility matrix (aws/karpenter-provider-aws, website/content/en/docs/upgrading/
-/// compatibility.md; 1.29 from the v1.6 docs' copy of the table). `None` for a version the
-/// table does not cover.
-pub fn karpenter_minimum(kubernetes_minor: u32) -> Option<ReleaseVersion> {
-    let v = ReleaseVersion::new;
-    Some(match kubernetes_minor {
-        25 => v(0, 25, 0),
-        26 | 27 => v(0, 28, 0),
-        28 => v(0, 31, 0),
-        29 => v(0, 34, 0),
-        30 => v(0, 37, 0),
-        31 => v(1, 0, 5),
-        32 => v(1, 2, 0),
-        33 => v(1, 5, 0),
-        34 => v(1, 6, 0),
-        35 => v(1, 9, 0),
-        36 => v(1, 13, 0),
-        _ => return None,
-    })
-}
-
-/// The `N` of the stack's `1.N` Kubernetes version (validated by `config`).
-fn kubernetes_minor(stack: &Stack) -> u32 {
-    stack
-        .kubernetes_version
-        .strip_prefix("1.")
-        .and_then(|m| m.parse().ok())
-        .expect("config validates kubernetes_version as 1.N")
-}
-
-/// The Karpenter API the stack gets, or why its `karpenter.version` cannot work with its
-/// `kubernetes_version`.
-///
-/// # Errors
-/// [`RenderError::Unsupported`] naming `karpenter.version` when the release is older than
-/// the compatibility matrix allows for the stack's Kubernetes version (which rules out every
-/// pre-0.33 release for Kubernetes 1.29 and newer, since 1.29 needs 0.34), when it serves
-/// only `v1beta1` (0.33 to 0.37, for which meshstack has no manifests); naming
-/// `kubernetes_version` when the matrix does not cover it.
-pub fn check_karpenter(stack: &Stack) -> Result<KarpenterApi, RenderError> {
-    let version = stack.karpenter.version;
-    let k8s = kubernetes_minor(stack);
-    let api = karpenter_api(version);
-    let unsupported = |message: String| RenderError::Unsupported {
-        field: "karpenter.version",
-        message,
-    };
-    let Some(minimum) = karpenter_minimum(k8s) else {
-        return Err(RenderError::Unsupported {
-            field: "kubernetes_version",
-            message: format!(
-                "meshstack does not know which Karpenter release supports Kubernetes 1.{k8s}; \
-             check https://karpenter.sh/docs/upgrading/compatibility/ and use a \
-             kubernetes_version meshstack knows (1.29 to 1.36)"
-            ),
-        });
-    };
-    // meshstack's manifests need the v1 API, so the advice is never older than 1.0.
-    let fix = format!(
-        "use {} or newer (remove the key for the default, {})",
-        minimum.max(ReleaseVersion::new(1, 0, 0)),
-        Stack::embedded_default().karpenter.version
-    );
-    match api {
-        KarpenterApi::V1Alpha5 if version < minimum => Err(unsupported(format!(
-            "Karpenter {version} predates 0.33 and serves only the v1alpha5 Provisioner API \
-             (karpenter/provisioner.yaml), and no release before {minimum} supports \
-             Kubernetes 1.{k8s} (the stack's kubernetes_version), per Karpenter's \
-             compatibility matrix; {fix}"
-        ))),
-        KarpenterApi::V1Beta1 => Err(unsupported(format!(
-            "Karpenter {version} serves only the v1beta1 NodePool API, but meshstack's \
-             karpenter/nodepool.yaml and ec2nodeclass.yaml use v1, served from Karpenter \
-             1.0; {fix}"
-        ))),
-        _ if version < minimum => Err(unsupported(format!(
-            "Karpenter {version} does not support Kubernetes 1.{k8s} (the stack's \
-             kubernetes_version): Karpenter's compatibility matrix asks for {minimum} or \
-             newer; {fix}"
-        ))),
-        api => Ok(api),
-    }
-}
-
-/// Istio minor releases and the Kubernetes minors they support, from istio.io's "Supported
-/// Releases" table (as mirrored by endoflife.date, products/istio.md).
-const ISTIO_KUBERNETES: &[(u32, u32, u32)] = &[
-    (18, 24, 27),
-    (19, 25, 28),
-    (20, 25, 29),
-    (21, 26, 29),
-    (22, 27, 30),
-    (23, 27, 30),
-    (24, 28, 31),
-    (25, 29, 32),
-    (26, 29, 33),
-    (27, 29, 33),
-    (28, 30, 34),
-    (29, 31, 35),
-    (30, 32, 36),
-];
-
-/// A warning when the stack's Istio release does not support its Kubernetes version, with
-/// the support range and the `istio.version` override; `None` when the pair is supported.
-///
-/// The demo was built on Istio 1.18, which supports Kubernetes 1.24 to 1.27 only, while EKS
-/// (and meshstack) create nothing older than 1.29: the default stack gets this warning.
-/// It is a warning, not an error, because the demo's features (sidecars, locality load
-/// balancing, tracing) may well work; it is not a combination Istio tested.
-pub fn istio_support_warning(stack: &Stack) -> Option<String> {
-    let istio = stack.istio.version;
-    let k8s = kubernetes_minor(stack);
-    let supporting: Vec<String> = ISTIO_KUBERNETES
-        .iter()
-        .filter(|(_, lo, hi)| (*lo..=*hi).contains(&k8s))
-        .map(|(minor, _, _)| format!("1.{minor}"))
-        .collect();
-    let fix = match supporting.as_slice() {
-        [] => String::new(),
-        [one] => format!(
-            "; to run a supported pair, set istio.version to a {one}.x release in the stack \
-             file"
-        ),
-        [init @ .., last] => format!(
-            "; to run a supported pair, set istio.version to a {} or {last} release (x.y.z) \
-             in the stack file",
-            init.join(", ")
-        ),
-    };
-    let row = ISTIO_KUBERNETES
-        .iter()
-        .find(|(minor, _, _)| istio.major == 1 && *minor == istio.minor);
-    match row {
-        Some((_, lo, hi)) if (*lo..=*hi).contains(&k8s) => None,
-        Some((_, lo, hi)) => Some(format!(
-            "Istio {istio} supports Kubernetes 1.{lo} to 1.{hi} only (istio.io, Supported \
-             Releases), but the stack's kubernetes_version is 1.{k8s}{}; the demo may work, \
-             but Istio has not tested this pair{fix}",
-            if *hi < 29 {
-                " and EKS creates no cluster older than 1.29"
-            } else {
-                ""
-            }
-        )),
-        None => Some(format!(
-            "meshstack does not know which Kubernetes versions Istio {istio} supports; check \
-             https://istio.io/latest/docs/releases/supported-releases/{fix}"
-        )),
-    }
-}
-
 /// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for GovCloud, else `aws`.
 pub fn partition_for_region(region: &str) -> &'static str {
     if region.starts_with("cn-") {
@@ -442,11 +259,10 @@ fn template(path: &str) -> Option<&'static str> {
 /// Renders every manifest and helm values file for the stack, in apply order.
 ///
 /// # Errors
-/// [`RenderError::Unsupported`] for a Karpenter/Kubernetes pair that cannot work (see
-/// [`check_karpenter`]); [`RenderError::Input`] or [`RenderError::UnsafeValue`] for a
+/// [`RenderError::Input`] or [`RenderError::UnsafeValue`] for a
 /// malformed input; the template errors only for a broken template (which the tests catch).
 pub fn render(stack: &Stack, inputs: &RenderInputs) -> Result<Vec<RenderedFile>, RenderError> {
-    let api = check_karpenter(stack)?;
+    let api = stack.karpenter_api();
     let vars = variables(stack, inputs)?;
     template_paths(api)
         .into_iter()
@@ -479,12 +295,7 @@ pub fn variables(
     check_inputs(inputs)?;
     let locality = &stack.locality;
     let orders_lb = policy::locality_lb_setting(locality, &inputs.region, &inputs.zones)?;
-    let karpenter_role_arn = format!(
-        "arn:{}:iam::{}:role/{}",
-        inputs.partition,
-        inputs.account_id,
-        RoleKind::Karpenter.role_name(stack)
-    );
+    let karpenter_role_arn = Role::Karpenter.arn(stack, &inputs.partition, &inputs.account_id);
     let vars = BTreeMap::from([
         ("STACK_NAME", Value::Scalar(stack.name.clone())),
         (
@@ -495,17 +306,14 @@ pub fn variables(
             "CLUSTER_ENDPOINT",
             Value::Scalar(inputs.cluster_endpoint.clone()),
         ),
-        (
-            "NODE_ROLE_NAME",
-            Value::Scalar(RoleKind::Node.role_name(stack)),
-        ),
+        ("NODE_ROLE_NAME", Value::Scalar(Role::Node.name(stack))),
         (
             "INSTANCE_PROFILE",
-            Value::Scalar(iam::instance_profile_name(stack)),
+            Value::Scalar(names::instance_profile(stack)),
         ),
         (
             "INTERRUPTION_QUEUE",
-            Value::Scalar(karpenter_infra::queue_name(stack)),
+            Value::Scalar(names::interruption_queue(stack)),
         ),
         ("KARPENTER_ROLE_ARN", Value::Scalar(karpenter_role_arn)),
         // Two replicas need two system nodes (they keep apart by hostname).
@@ -846,23 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn karpenter_api_by_version() {
-        for (version, api) in [
-            ((0, 16, 3), KarpenterApi::V1Alpha5),
-            ((0, 32, 10), KarpenterApi::V1Alpha5),
-            ((0, 33, 0), KarpenterApi::V1Beta1),
-            ((0, 37, 7), KarpenterApi::V1Beta1),
-            ((1, 0, 0), KarpenterApi::V1),
-            ((1, 8, 1), KarpenterApi::V1),
-            ((2, 0, 0), KarpenterApi::V1),
-        ] {
-            let (a, b, c) = version;
-            assert_eq!(
-                karpenter_api(ReleaseVersion::new(a, b, c)),
-                api,
-                "{version:?}"
-            );
-        }
+    fn karpenter_templates_by_api() {
         assert_eq!(
             template_paths(KarpenterApi::V1Alpha5)
                 .into_iter()
@@ -900,101 +692,6 @@ mod tests {
             "shop"
         );
         assert!(!file.content.contains("cluster-name"));
-    }
-
-    #[test]
-    fn impossible_karpenter_pairs_are_refused_naming_the_field() {
-        for (yaml, ok, message) in [
-            ("karpenter: {version: 0.32.10}", false, "v1alpha5"),
-            (
-                "karpenter: {version: 0.16.3}",
-                false,
-                "no release before 1.6.0",
-            ),
-            ("karpenter: {version: 0.37.0}", false, "v1beta1"),
-            (
-                "kubernetes_version: '1.29'\nkarpenter: {version: 0.36.1}",
-                false,
-                "use 1.0.0 or newer",
-            ),
-            ("karpenter: {version: 1.5.4}", false, "1.6.0 or newer"),
-            ("karpenter: {version: 1.6.0}", true, ""),
-            (
-                "kubernetes_version: '1.35'\nkarpenter: {version: 1.8.1}",
-                false,
-                "1.9.0",
-            ),
-            (
-                "kubernetes_version: '1.35'\nkarpenter: {version: 1.9.0}",
-                true,
-                "",
-            ),
-            (
-                "kubernetes_version: '1.36'\nkarpenter: {version: 1.12.9}",
-                false,
-                "1.13.0",
-            ),
-            (
-                "kubernetes_version: '1.31'\nkarpenter: {version: 1.0.4}",
-                false,
-                "1.0.5",
-            ),
-            (
-                "kubernetes_version: '1.31'\nkarpenter: {version: 1.0.5}",
-                true,
-                "",
-            ),
-            (
-                "kubernetes_version: '1.29'\nkarpenter: {version: 0.32.0}",
-                false,
-                "v1alpha5",
-            ),
-        ] {
-            let result = render(&stack(&format!("{yaml}\n")), &inputs());
-            match result {
-                Ok(_) => assert!(ok, "{yaml}: rendered"),
-                Err(e) => {
-                    assert!(!ok, "{yaml}: {e}");
-                    let RenderError::Unsupported { field, .. } = &e else {
-                        panic!("{yaml}: {e:?}")
-                    };
-                    assert_eq!(*field, "karpenter.version");
-                    let text = e.to_string();
-                    assert!(text.starts_with("karpenter.version: "), "{text}");
-                    assert!(text.contains(message), "{yaml}: want {message:?} in {text}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn every_kubernetes_version_a_stack_allows_has_a_karpenter_minimum() {
-        for minor in 29..=36 {
-            let min = karpenter_minimum(minor).unwrap();
-            assert!(min <= ReleaseVersion::new(1, 13, 0), "1.{minor}");
-        }
-        // The default pin covers the default Kubernetes version.
-        assert!(check_karpenter(&Stack::embedded_default()).is_ok());
-    }
-
-    #[test]
-    fn istio_warning() {
-        let warning = istio_support_warning(&Stack::embedded_default()).unwrap();
-        for part in [
-            "Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only",
-            "kubernetes_version is 1.34",
-            "EKS creates no cluster older than 1.29",
-            "istio.version",
-            "1.28, 1.29 or 1.30",
-        ] {
-            assert!(warning.contains(part), "want {part:?} in {warning}");
-        }
-        assert_eq!(
-            istio_support_warning(&stack("istio: {version: 1.28.2}\n")),
-            None
-        );
-        let unknown = istio_support_warning(&stack("istio: {version: 1.99.0}\n")).unwrap();
-        assert!(unknown.contains("does not know"), "{unknown}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Stack;
+use crate::retry::Progress;
+pub use crate::retry::{wait_for, Backoff};
 
 /// The tag key that marks every AWS resource meshstack creates; its value is the stack name.
 pub const STACK_TAG: &str = "meshstack.io/stack";
@@ -296,56 +298,24 @@ pub fn resource_tags(stack: &Stack, key: &str, name: &str) -> Vec<(String, Strin
     tags
 }
 
-/// Poll schedule for long waits: the first poll comes quickly (AWS is sometimes fast, moto is
-/// always instant), then the gap doubles up to a cap.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub first: Duration,
-    pub cap: Duration,
-    pub deadline: Duration,
-}
-
-impl Backoff {
-    pub const fn new(first: Duration, cap: Duration, deadline: Duration) -> Self {
-        Backoff {
-            first,
-            cap,
-            deadline,
-        }
-    }
-
-    /// The gaps between polls, until the deadline is used up.
-    pub fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
-        let mut next = self.first;
-        let mut spent = Duration::ZERO;
-        std::iter::from_fn(move || {
-            if spent >= self.deadline {
-                return None;
-            }
-            let delay = next.min(self.deadline - spent);
-            spent += delay;
-            next = (next * 2).min(self.cap);
-            Some(delay)
-        })
-    }
-}
-
-/// Poll `check` until it returns `Some`, sleeping per `backoff`; `None` at the deadline.
-pub async fn wait_for<T, F, Fut>(backoff: Backoff, mut check: F) -> Result<Option<T>, AwsError>
+/// Retry `op` while AWS answers one of `codes` (like `DependencyViolation` while a VPC's parts
+/// let go), with back-off until the deadline, saying each retry and its reason on `progress`.
+///
+/// # Errors
+/// Any other error at once; one of `codes` once the back-off's deadline has passed.
+pub async fn retry_codes<T, F, Fut>(
+    backoff: Backoff,
+    codes: &[&str],
+    progress: &dyn Progress,
+    what: &str,
+    op: F,
+) -> Result<T, AwsError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
 {
-    if let Some(v) = check().await? {
-        return Ok(Some(v));
-    }
-    for delay in backoff.delays() {
-        tokio::time::sleep(delay).await;
-        if let Some(v) = check().await? {
-            return Ok(Some(v));
-        }
-    }
-    Ok(None)
+    let retryable = |e: &AwsError| e.code.clone().filter(|c| codes.contains(&c.as_str()));
+    crate::retry::retry_while(backoff, retryable, progress, what, op).await
 }
 
 /// Decode the percent-encoding IAM applies to policy documents it returns.
@@ -419,18 +389,6 @@ mod tests {
         ] {
             assert_eq!(is_read_operation(op), read, "{op}");
         }
-    }
-
-    #[test]
-    fn backoff_starts_small_and_is_capped() {
-        let b = Backoff::new(
-            Duration::from_secs(1),
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-        );
-        let d: Vec<u64> = b.delays().map(|d| d.as_secs()).collect();
-        assert_eq!(d, vec![1, 2, 4, 8, 10, 10, 10, 10, 5]);
-        assert_eq!(d.iter().sum::<u64>(), 60);
     }
 
     #[test]

@@ -22,10 +22,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use aws_sdk_ec2::types::Filter;
 
-use super::{is_not_found, optional, sdk_err, wait_for, AwsClients, AwsError, Backoff, STACK_TAG};
+use super::{
+    is_not_found, optional, retry_codes, sdk_err, wait_for, AwsClients, AwsError, Backoff,
+    STACK_TAG,
+};
 use crate::config::Stack;
-use crate::engine::run::StageHandle;
-use crate::stages::retry_while;
+use crate::retry::Progress;
 
 /// The in-tree cloud provider's (and EKS's, and Karpenter's) ownership tag: this prefix, the
 /// cluster name, and the value `owned`.
@@ -340,7 +342,7 @@ pub async fn delete_load_balancers(
     aws: &AwsClients,
     lbs: &[Found],
     backoff: Backoff,
-    h: &StageHandle,
+    h: &dyn Progress,
 ) -> Result<Swept, AwsError> {
     let mut swept = Swept::default();
     let mut waiting = Vec::new();
@@ -480,7 +482,7 @@ pub async fn terminate_instances(
     aws: &AwsClients,
     instances: &[Found],
     backoff: Backoff,
-    h: &StageHandle,
+    h: &dyn Progress,
 ) -> Result<Swept, AwsError> {
     let mut swept = Swept::default();
     let mut waiting = Vec::new();
@@ -628,7 +630,7 @@ pub async fn delete_in_vpc(
     aws: &AwsClients,
     found: &[Found],
     backoff: Backoff,
-    h: &StageHandle,
+    h: &dyn Progress,
 ) -> Swept {
     const RETRY: &[&str] = &["DependencyViolation", "InvalidNetworkInterface.InUse"];
     let ec2 = &aws.ec2;
@@ -637,7 +639,7 @@ pub async fn delete_in_vpc(
         h.step(format!("deleting {} {} ({})", f.kind, f.label(), f.why));
         let id = f.id.as_str();
         let res = if f.kind == NETWORK_INTERFACE {
-            retry_while(backoff, RETRY, h, "delete network interface", || async {
+            retry_codes(backoff, RETRY, h, "delete network interface", || async {
                 ec2.delete_network_interface()
                     .network_interface_id(id)
                     .send()
@@ -647,7 +649,7 @@ pub async fn delete_in_vpc(
             })
             .await
         } else {
-            retry_while(backoff, RETRY, h, "delete security group", || async {
+            retry_codes(backoff, RETRY, h, "delete security group", || async {
                 ec2.delete_security_group()
                     .group_id(id)
                     .send()

@@ -246,6 +246,12 @@ impl StageHandle {
     }
 }
 
+impl crate::retry::Progress for StageHandle {
+    fn step(&self, message: String) {
+        StageHandle::step(self, message);
+    }
+}
+
 impl fmt::Debug for StageHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageHandle").field("id", &self.id).finish()

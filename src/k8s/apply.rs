@@ -71,7 +71,7 @@ use kube::Client;
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use crate::aws::Backoff;
+use crate::retry::Backoff;
 
 /// The field manager of everything meshstack applies.
 pub const FIELD_MANAGER: &str = "meshstack";

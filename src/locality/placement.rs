@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use crate::stages::app::NAMESPACE;
+use crate::names::namespace::APP as NAMESPACE;
 
 /// Node label holding the node's availability zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";

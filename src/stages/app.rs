@@ -19,7 +19,7 @@ use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ObjectRef, Wait};
 
 pub const ID: StageId = "app";
-pub const NAMESPACE: &str = "ecommerce";
+pub const NAMESPACE: &str = crate::names::namespace::APP;
 /// The app's manifests, in the order a reader meets them; the apply layer orders the objects
 /// by kind (Namespace first; on delete, last).
 pub const MANIFESTS: [&str; 6] = [

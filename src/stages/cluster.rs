@@ -16,18 +16,22 @@ use aws_sdk_eks::types::{
     AuthenticationMode, ClusterStatus, CreateAccessConfigRequest, VpcConfigRequest,
 };
 
-use super::iam::{self, RoleKind};
+use super::iam;
 use super::{network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
 use crate::aws::sweep::{self, Owner, Swept};
 use crate::aws::{optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
+use crate::names::Role;
+use crate::policies::{
+    issuer_host_path, karpenter_irsa_trust as karpenter_trust, oidc_provider_arn,
+};
 
 pub const ID: StageId = "cluster";
 
 /// The Kubernetes service account Karpenter's controller runs as (namespace `karpenter`).
-pub const KARPENTER_SERVICE_ACCOUNT: &str = "system:serviceaccount:karpenter:karpenter";
+use crate::names::KARPENTER_SERVICE_ACCOUNT;
 
 pub struct Cluster;
 
@@ -166,48 +170,18 @@ impl Step {
                 "iam-oidc-provider",
                 format!("{name} issuer"),
             ),
-            Step::TrustKarpenterRole => Change::new(
-                Action::Update,
-                "iam-role",
-                RoleKind::Karpenter.role_name(stack),
-            )
-            .detail(format!(
-                "trust {KARPENTER_SERVICE_ACCOUNT} through the cluster's OIDC provider"
-            )),
+            Step::TrustKarpenterRole => {
+                Change::new(Action::Update, "iam-role", Role::Karpenter.name(stack)).detail(
+                    format!(
+                        "trust {KARPENTER_SERVICE_ACCOUNT} through the cluster's OIDC provider"
+                    ),
+                )
+            }
             Step::Conflict(why) => {
                 Change::new(Action::Conflict, "eks-cluster", name).detail(why.clone())
             }
         }
     }
-}
-
-/// `https://oidc.eks.../id/X` -> `oidc.eks.../id/X`, the form IAM uses in ARNs and conditions.
-pub fn issuer_host_path(issuer: &str) -> &str {
-    issuer.trim_start_matches("https://")
-}
-
-pub fn oidc_provider_arn(partition: &str, account: &str, issuer: &str) -> String {
-    format!(
-        "arn:{partition}:iam::{account}:oidc-provider/{}",
-        issuer_host_path(issuer)
-    )
-}
-
-/// The Karpenter controller role's IRSA trust.
-pub fn karpenter_trust(partition: &str, account: &str, issuer: &str) -> serde_json::Value {
-    let host = issuer_host_path(issuer);
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": oidc_provider_arn(partition, account, issuer)},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                format!("{host}:aud"): "sts.amazonaws.com",
-                format!("{host}:sub"): KARPENTER_SERVICE_ACCOUNT
-            }}
-        }]
-    })
 }
 
 struct Described {
@@ -297,7 +271,7 @@ async fn observe(cx: &Context) -> Result<(Seen, Option<ClusterFacts>), StageErro
         let arn = oidc_provider_arn(cx.partition(), cx.account(), &issuer);
         seen.oidc_provider = find_oidc_provider(aws, stack, &arn).await?;
     }
-    seen.karpenter_trust = iam::find_role(aws, stack, &RoleKind::Karpenter.role_name(stack))
+    seen.karpenter_trust = iam::find_role(aws, stack, &Role::Karpenter.name(stack))
         .await?
         .filter(|r| r.ours)
         .map(|r| r.trust);
@@ -453,7 +427,7 @@ impl Stage for Cluster {
                     let trust = karpenter_trust(cx.partition(), cx.account(), &issuer);
                     aws.iam
                         .update_assume_role_policy()
-                        .role_name(RoleKind::Karpenter.role_name(stack))
+                        .role_name(Role::Karpenter.name(stack))
                         .policy_document(trust.to_string())
                         .send()
                         .await

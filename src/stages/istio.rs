@@ -24,10 +24,10 @@ use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ObjectRef, Wait};
 use crate::k8s::helm::{Chart, Release};
-use crate::render::{self, RenderedFile};
+use crate::render::RenderedFile;
 
 pub const ID: StageId = "istio";
-pub const NAMESPACE: &str = "istio-system";
+pub const NAMESPACE: &str = crate::names::namespace::ISTIO;
 /// Istio's official chart repository (the charts are versioned like Istio itself).
 pub const REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 /// The ingress gateway's release, and the name of its Deployment and LoadBalancer Service
@@ -125,10 +125,7 @@ impl Stage for Istio {
         for release in releases(&cx.stack, &files)? {
             changes.extend(kubernetes::plan_release(cx, ID, &release).await?);
         }
-        Ok(plan_changes(
-            changes,
-            render::istio_support_warning(&cx.stack),
-        ))
+        Ok(plan_changes(changes, cx.stack.istio_support_warning()))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -141,7 +138,7 @@ impl Stage for Istio {
     }
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
-        if let Some(warning) = render::istio_support_warning(&cx.stack) {
+        if let Some(warning) = cx.stack.istio_support_warning() {
             h.warn(warning);
         }
         let files = cx.rendered().await?;
@@ -208,7 +205,7 @@ mod tests {
             zones: vec!["us-east-1a".into(), "us-east-1b".into()],
             cluster_endpoint: "https://example.invalid".into(),
         };
-        render::render(stack, &inputs).unwrap()
+        crate::render::render(stack, &inputs).unwrap()
     }
 
     #[test]
@@ -288,6 +285,6 @@ mod tests {
     fn the_default_stack_is_warned_about() {
         // The default stack pairs Istio 1.18 with an EKS version it does not support; if this
         // ever stops warning, plan and up go quiet about it.
-        assert!(render::istio_support_warning(&Stack::embedded_default()).is_some());
+        assert!(Stack::embedded_default().istio_support_warning().is_some());
     }
 }

@@ -16,9 +16,9 @@ pub const NAMESPACE: &str = istio::NAMESPACE;
 /// The Deployment in the manifest.
 pub const DEPLOYMENT: &str = "jaeger";
 /// The query service (UI and API under [`BASE_PATH`]).
-pub const QUERY_SERVICE: &str = "tracing";
+pub const QUERY_SERVICE: &str = crate::names::JAEGER_QUERY_SERVICE;
 /// Jaeger's `QUERY_BASE_PATH` in the manifest.
-pub const BASE_PATH: &str = "/jaeger";
+pub const BASE_PATH: &str = crate::names::JAEGER_BASE_PATH;
 const MANIFEST: &str = "observability/jaeger.yaml";
 
 pub struct Jaeger;

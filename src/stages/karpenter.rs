@@ -4,7 +4,7 @@
 //! `karpenter.version`, values `karpenter/values.yaml`), then, once the chart's CRDs are
 //! established, the ecommerce NodePool and EC2NodeClass — or, for a Karpenter before 0.33, the
 //! v1alpha5 Provisioner and AWSNodeTemplate. Which manifests, and whether the stack's
-//! Karpenter/Kubernetes pair can work at all, is decided by [`render::check_karpenter`].
+//! Karpenter/Kubernetes pair can work at all, is decided by stack validation ([`crate::versions`]).
 //!
 //! # aws-auth
 //! `aws-auth` (namespace `kube-system`) maps IAM roles to Kubernetes users; a node whose role
@@ -41,7 +41,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use serde_yaml::{Mapping, Value as Yaml};
 
-use super::iam::RoleKind;
 use super::kubernetes::{self, objects};
 use super::{karpenter_infra, nodegroup, outcome, Action, Change, Context, Stage, StageError};
 use crate::config::{ReleaseVersion, Stack};
@@ -49,19 +48,21 @@ use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ApplyError, ObjectRef, Wait};
 use crate::k8s::helm::{Chart, Release};
-use crate::render::{self, KarpenterApi, RenderedFile};
+use crate::names::Role;
+use crate::render::RenderedFile;
+use crate::versions::KarpenterApi;
 
 pub const ID: StageId = "karpenter";
 pub const RELEASE: &str = "karpenter";
 /// Where the controller runs: its service account `karpenter/karpenter` is the one the
-/// `cluster` stage's IRSA trust names ([`super::cluster::KARPENTER_SERVICE_ACCOUNT`]).
-pub const NAMESPACE: &str = "karpenter";
+/// `cluster` stage's IRSA trust names ([`crate::names::KARPENTER_SERVICE_ACCOUNT`]).
+pub const NAMESPACE: &str = crate::names::namespace::KARPENTER;
 /// The chart, published only as an OCI artifact.
 pub const CHART: &str = "oci://public.ecr.aws/karpenter/karpenter";
 const VALUES: &str = "karpenter/values.yaml";
 
 /// The ConfigMap that maps IAM roles to Kubernetes users.
-pub const AWS_AUTH_NAMESPACE: &str = "kube-system";
+pub const AWS_AUTH_NAMESPACE: &str = crate::names::namespace::KUBE_SYSTEM;
 pub const AWS_AUTH_NAME: &str = "aws-auth";
 /// Annotation on aws-auth listing (comma-separated) the role ARNs meshstack added to
 /// `mapRoles`; `down` removes only those.
@@ -85,7 +86,7 @@ pub struct Manifests {
 ///
 /// # Errors
 /// [`StageError::Conflict`] for `v1beta1`, which meshstack has no manifests for (and which
-/// [`render::check_karpenter`] already refuses).
+/// stack validation already refuses).
 pub fn manifests(api: KarpenterApi) -> Result<Manifests, StageError> {
     match api {
         KarpenterApi::V1 => Ok(Manifests {
@@ -105,11 +106,6 @@ pub fn manifests(api: KarpenterApi) -> Result<Manifests, StageError> {
                 .into(),
         )),
     }
-}
-
-/// The stack's Karpenter API, or why its `karpenter.version` cannot work (naming the field).
-pub fn api(stack: &Stack) -> Result<KarpenterApi, StageError> {
-    render::check_karpenter(stack).map_err(|e| StageError::Conflict(format!("stack file: {e}")))
 }
 
 /// The chart's version tag: Karpenter dropped the `v` prefix of its chart versions in 0.35.
@@ -138,12 +134,7 @@ pub fn release(stack: &Stack, files: &[RenderedFile]) -> Result<Release, StageEr
 
 /// The ARN of the role Karpenter's nodes run as (the `iam` stage's node role).
 pub fn node_role_arn(cx: &Context) -> String {
-    format!(
-        "arn:{}:iam::{}:role/{}",
-        cx.partition(),
-        cx.account(),
-        RoleKind::Node.role_name(&cx.stack)
-    )
+    Role::Node.arn(&cx.stack, cx.partition(), cx.account())
 }
 
 /// The aws-auth ConfigMap with `arn` mapped as a node role, or `None` when the role is mapped
@@ -357,7 +348,7 @@ impl Stage for Karpenter {
     }
 
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
-        let manifests = manifests(api(&cx.stack)?)?;
+        let manifests = manifests(cx.stack.karpenter_api())?;
         let files = cx.rendered().await?;
         let mut changes: Vec<Change> = plan_mapping(cx, &node_role_arn(cx))
             .await?
@@ -369,7 +360,7 @@ impl Stage for Karpenter {
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
-        let manifests = manifests(api(&cx.stack)?)?;
+        let manifests = manifests(cx.stack.karpenter_api())?;
         let files = cx.rendered().await?;
         let mut changes = kubernetes::plan_delete_objects(&objects(&files, manifests.paths)?);
         changes.push(kubernetes::plan_delete_release(&release(
@@ -391,7 +382,7 @@ impl Stage for Karpenter {
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
         // Before any write: a pair that cannot work is refused, naming the field.
-        let manifests = manifests(api(&cx.stack)?)?;
+        let manifests = manifests(cx.stack.karpenter_api())?;
         let files = cx.rendered().await?;
         let kube = cx.kube().await?;
         let mut changes = Vec::new();
@@ -420,7 +411,7 @@ impl Stage for Karpenter {
         let Some(kube) = kubernetes::for_teardown(cx, h).await else {
             return Ok(Outcome::Unchanged);
         };
-        let manifests = manifests(api(&cx.stack)?)?;
+        let manifests = manifests(cx.stack.karpenter_api())?;
         let files = cx.rendered().await?;
         let pool = objects(&files, manifests.paths)?;
         let mut removed = kubernetes::delete(cx, h, &pool).await?;
@@ -614,14 +605,14 @@ mod tests {
     fn the_namespace_is_the_one_the_irsa_trust_names() {
         assert_eq!(
             format!("system:serviceaccount:{NAMESPACE}:karpenter"),
-            super::super::cluster::KARPENTER_SERVICE_ACCOUNT
+            crate::names::KARPENTER_SERVICE_ACCOUNT
         );
     }
 
     #[test]
     fn the_api_picks_the_manifests_and_impossible_pairs_name_the_field() {
         let default = Stack::embedded_default();
-        let m = manifests(api(&default).unwrap()).unwrap();
+        let m = manifests(default.karpenter_api()).unwrap();
         assert_eq!(
             m.paths,
             ["karpenter/ec2nodeclass.yaml", "karpenter/nodepool.yaml"]
@@ -636,7 +627,7 @@ mod tests {
         let mut legacy = default.clone();
         legacy.kubernetes_version = "1.27".into();
         legacy.karpenter.version = ReleaseVersion::new(0, 32, 10);
-        let m = manifests(api(&legacy).unwrap()).unwrap();
+        let m = manifests(crate::versions::karpenter_api(legacy.karpenter.version)).unwrap();
         assert_eq!(m.paths, ["karpenter/provisioner.yaml"]);
         assert_eq!(
             m.crds,
@@ -646,15 +637,6 @@ mod tests {
             ]
         );
 
-        for version in [
-            ReleaseVersion::new(0, 36, 0),
-            ReleaseVersion::new(0, 32, 10),
-        ] {
-            let mut bad = default.clone();
-            bad.karpenter.version = version;
-            let err = api(&bad).unwrap_err().to_string();
-            assert!(err.starts_with("stack file: karpenter.version: "), "{err}");
-        }
         assert!(manifests(KarpenterApi::V1Beta1).is_err());
     }
 }

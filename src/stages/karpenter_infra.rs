@@ -14,6 +14,7 @@ use crate::aws::{optional, resource_tags, same_json, sdk_err, AwsClients, STACK_
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
+use crate::{names, policies};
 
 pub const ID: StageId = "karpenter-infra";
 pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
@@ -24,14 +25,14 @@ const RETENTION_SECONDS: &str = "300";
 pub struct KarpenterInfra;
 
 pub fn queue_name(stack: &Stack) -> String {
-    format!("{}-karpenter", stack.name)
+    names::interruption_queue(stack)
 }
 
 /// The EventBridge rules: (name suffix, event pattern).
 pub fn rules(stack: &Stack) -> Vec<(String, serde_json::Value)> {
     let rule = |suffix: &str, source: &str, detail: &str| {
         (
-            format!("{}-karpenter-{suffix}", stack.name),
+            names::interruption_rule(stack, suffix),
             serde_json::json!({"source": [source], "detail-type": [detail]}),
         )
     };
@@ -56,34 +57,7 @@ pub fn rules(stack: &Stack) -> Vec<(String, serde_json::Value)> {
 }
 
 pub fn queue_arn(partition: &str, region: &str, account: &str, stack: &Stack) -> String {
-    format!(
-        "arn:{partition}:sqs:{region}:{account}:{}",
-        queue_name(stack)
-    )
-}
-
-pub fn queue_policy(queue_arn: &str) -> serde_json::Value {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Id": "EC2InterruptionPolicy",
-        "Statement": [
-            {
-                "Sid": "EventBridgeDelivers",
-                "Effect": "Allow",
-                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn
-            },
-            {
-                "Sid": "DenyHTTP",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:*",
-                "Resource": queue_arn,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}}
-            }
-        ]
-    })
+    names::interruption_queue_arn(stack, partition, region, account)
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -134,7 +108,7 @@ fn wanted_attributes(policy: &serde_json::Value) -> BTreeMap<String, String> {
 /// The pure diff.
 pub fn plan(stack: &Stack, queue_arn: &str, seen: &Seen) -> Vec<Step> {
     let mut steps = Vec::new();
-    let policy = queue_policy(queue_arn);
+    let policy = policies::interruption_queue(queue_arn);
     match &seen.queue {
         None => steps.push(Step::CreateQueue),
         Some(q) if !q.ours => steps.push(Step::Conflict(
@@ -371,7 +345,7 @@ impl Stage for KarpenterInfra {
         let steps = plan(stack, &arn, &seen);
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
         refuse_conflicts(&changes)?;
-        let policy = queue_policy(&arn);
+        let policy = policies::interruption_queue(&arn);
         let patterns: BTreeMap<String, serde_json::Value> = rules(stack).into_iter().collect();
         let mut queue_url = seen.queue.as_ref().map(|q| q.url.clone());
         for (step, change) in steps.iter().zip(&changes) {
@@ -550,7 +524,7 @@ mod tests {
             queue: Some(SeenQueue {
                 url: "u".into(),
                 ours: true,
-                attributes: wanted_attributes(&queue_policy(ARN)),
+                attributes: wanted_attributes(&policies::interruption_queue(ARN)),
             }),
             rules: rules(stack)
                 .into_iter()

@@ -4,8 +4,8 @@
 //! points Kiali at the `prometheus` stage's Prometheus and Grafana and the `jaeger` stage's
 //! query service. `up` ends when the operator has deployed Kiali (its Deployment Available).
 //!
-//! Kiali is not exposed outside the cluster; [`port_forwards`] gives the commands `meshstack
-//! status` prints for Kiali, Jaeger and Grafana.
+//! Kiali is not exposed outside the cluster; [`crate::names::port_forwards`] gives the commands
+//! `meshstack status` prints for Kiali, Jaeger and Grafana.
 //!
 //! `down` deletes the CR first and waits for it to be gone: the operator's finalizer on it
 //! removes what the operator made (the Kiali Deployment, Service, roles), and it can only do so
@@ -25,7 +25,7 @@ use crate::render::RenderedFile;
 
 pub const ID: StageId = "kiali";
 pub const RELEASE: &str = "kiali-operator";
-pub const OPERATOR_NAMESPACE: &str = "kiali-operator";
+pub const OPERATOR_NAMESPACE: &str = crate::names::namespace::KIALI_OPERATOR;
 /// Where the Kiali CR, and so Kiali itself, lives.
 pub const NAMESPACE: &str = istio::NAMESPACE;
 /// The kiali-operator chart, pinned to the Kiali 1.73 line: kiali.io's documentation pairs
@@ -37,7 +37,7 @@ pub const CHART_VERSION: &str = "1.73.2";
 /// deletes).
 pub const CRD: &str = "kialis.kiali.io";
 /// The Deployment the operator makes for the CR (`deployment.instance_name`, default `kiali`).
-pub const DEPLOYMENT: &str = "kiali";
+pub const DEPLOYMENT: &str = crate::names::KIALI_DEPLOYMENT;
 const VALUES: &str = "observability/kiali-operator-values.yaml";
 const CR: &str = "observability/kiali.yaml";
 
@@ -56,39 +56,6 @@ pub fn release(files: &[RenderedFile]) -> Result<Release, StageError> {
         values: kubernetes::file(files, VALUES)?.to_string(),
         timeout: Duration::from_secs(10 * 60),
     })
-}
-
-/// The port-forward commands for the UIs the stack runs in the cluster, by name: Kiali, Jaeger
-/// and Grafana. Each ends with a shell comment giving the local URL to open, so it can be
-/// pasted as it is.
-pub fn port_forwards() -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "kiali",
-            format!(
-                "kubectl -n {NAMESPACE} port-forward svc/{DEPLOYMENT} 20001:20001  \
-                 # then open http://localhost:20001/kiali"
-            ),
-        ),
-        (
-            "jaeger",
-            format!(
-                "kubectl -n {} port-forward svc/{} 16686:80  # then open http://localhost:16686{}",
-                jaeger::NAMESPACE,
-                jaeger::QUERY_SERVICE,
-                jaeger::BASE_PATH
-            ),
-        ),
-        (
-            "grafana",
-            format!(
-                "kubectl -n {} port-forward svc/{}-grafana 3000:80  \
-                 # then open http://localhost:3000",
-                prometheus::NAMESPACE,
-                prometheus::RELEASE
-            ),
-        ),
-    ]
 }
 
 #[async_trait]
@@ -159,6 +126,7 @@ impl Stage for Kiali {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::port_forwards;
 
     #[test]
     fn port_forwards_reach_the_services_the_manifests_define() {

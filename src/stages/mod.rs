@@ -28,11 +28,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::aws::account::{Identity, Zone};
-use crate::aws::{AwsClients, AwsError, Backoff};
+use crate::aws::{AwsClients, AwsError};
 use crate::config::Stack;
 use crate::engine::graph::{StageId, StageSpec};
 use crate::engine::run::{Outcome, StageHandle};
 use crate::engine::state::{SharedJournal, StateError};
+use crate::retry::Backoff;
 
 /// One stage of the environment.
 #[async_trait]
@@ -205,9 +206,7 @@ pub struct Waits {
 impl Waits {
     /// Every poll interval and deadline divided by `factor` (at least 1).
     pub fn scaled(self, factor: u32) -> Waits {
-        let factor = factor.max(1);
-        let scale =
-            |b: Backoff| Backoff::new(b.first / factor, b.cap / factor, b.deadline / factor);
+        let scale = |b: Backoff| b.scaled(factor);
         Waits {
             cluster: scale(self.cluster),
             nodegroup: scale(self.nodegroup),
@@ -368,39 +367,5 @@ fn deleted(n: usize) -> Outcome {
         Outcome::Unchanged
     } else {
         Outcome::Changed(format!("deleted {n}"))
-    }
-}
-
-/// Retry `op` while AWS answers `DependencyViolation` (or another of `codes`), with back-off,
-/// until the deadline. Deleting a VPC's parts races ENIs and load balancers letting go.
-pub(crate) async fn retry_while<T, F, Fut>(
-    backoff: Backoff,
-    codes: &[&str],
-    h: &StageHandle,
-    what: &str,
-    mut op: F,
-) -> Result<T, AwsError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, AwsError>>,
-{
-    let mut delays = backoff.delays();
-    loop {
-        match op().await {
-            Err(e) if e.code.as_deref().is_some_and(|c| codes.contains(&c)) => {
-                match delays.next() {
-                    Some(d) => {
-                        h.step(format!(
-                            "{what}: {}, retrying in {}s",
-                            e.code.as_deref().unwrap_or(""),
-                            d.as_secs()
-                        ));
-                        tokio::time::sleep(d).await;
-                    }
-                    None => return Err(e),
-                }
-            }
-            other => return other,
-        }
     }
 }

@@ -14,9 +14,11 @@ use aws_sdk_ec2::types::{
     TagSpecification, VpcAttributeName,
 };
 
-use super::{outcome, refuse_conflicts, retry_while, Action, Change, Context, Stage, StageError};
+use super::{outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
 use crate::aws::sweep::{self, Owner, Swept};
-use crate::aws::{resource_tags, sdk_err, wait_for, AwsClients, AwsError, RESOURCE_TAG, STACK_TAG};
+use crate::aws::{
+    resource_tags, retry_codes, sdk_err, wait_for, AwsClients, AwsError, RESOURCE_TAG, STACK_TAG,
+};
 use crate::config::{Ipv4Cidr, NatMode, Stack};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -1245,7 +1247,7 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
         let res: Result<(), AwsError> = match kind {
             "elastic-ip" => {
                 h.step(format!("releasing Elastic IP {id}"));
-                retry_while(deps, RETRY, h, "release Elastic IP", || async {
+                retry_codes(deps, RETRY, h, "release Elastic IP", || async {
                     ec2.release_address()
                         .allocation_id(id)
                         .send()
@@ -1265,7 +1267,7 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
             }
             "subnet" => {
                 h.step(format!("deleting subnet {id}"));
-                retry_while(deps, RETRY, h, "delete subnet", || async {
+                retry_codes(deps, RETRY, h, "delete subnet", || async {
                     ec2.delete_subnet()
                         .subnet_id(id)
                         .send()
@@ -1277,7 +1279,7 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
             }
             "vpc" => {
                 h.step(format!("deleting VPC {id}"));
-                retry_while(deps, RETRY, h, "delete VPC", || async {
+                retry_codes(deps, RETRY, h, "delete VPC", || async {
                     ec2.delete_vpc()
                         .vpc_id(id)
                         .send()
@@ -1338,7 +1340,7 @@ async fn delete_route_table(
             }
         }
     }
-    retry_while(
+    retry_codes(
         deps,
         &["DependencyViolation"],
         h,
@@ -1371,7 +1373,7 @@ async fn delete_igw(
     for g in out.internet_gateways() {
         for a in g.attachments() {
             if let Some(vpc) = a.vpc_id() {
-                retry_while(
+                retry_codes(
                     deps,
                     &["DependencyViolation"],
                     h,

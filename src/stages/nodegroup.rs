@@ -18,7 +18,7 @@ pub const ID: StageId = "nodegroup";
 pub struct NodeGroup;
 
 pub fn nodegroup_name(stack: &Stack) -> String {
-    format!("{}-system", stack.name)
+    crate::names::node_group(stack)
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

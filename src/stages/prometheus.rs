@@ -16,8 +16,8 @@ use crate::k8s::helm::{Chart, Release};
 use crate::render::RenderedFile;
 
 pub const ID: StageId = "prometheus";
-pub const RELEASE: &str = "prom";
-pub const NAMESPACE: &str = "prometheus";
+pub const RELEASE: &str = crate::names::PROMETHEUS_RELEASE;
+pub const NAMESPACE: &str = crate::names::namespace::PROMETHEUS;
 /// kube-prometheus-stack, pinned (Prometheus Operator 0.85; supports Kubernetes >= 1.19).
 pub const CHART_VERSION: &str = "77.1.1";
 const VALUES: &str = "observability/prometheus-values.yaml";

@@ -56,8 +56,13 @@ fn every_bad_stack_is_refused_with_exit_2_before_any_api_call() {
     for (file, field, message) in &cases {
         let path = fixtures().join(file);
         let path = path.to_str().unwrap();
-        for command in ["plan", "up", "down"] {
-            let out = ms.run(&[command, "--stack", path]);
+        let out_dir = ms.state_dir().with_file_name("rendered");
+        let out_dir = out_dir.to_str().unwrap();
+        for command in ["plan", "up", "down", "render"] {
+            let out = match command {
+                "render" => ms.run(&[command, "--stack", path, "--out", out_dir]),
+                _ => ms.run(&[command, "--stack", path]),
+            };
             let stderr = String::from_utf8_lossy(&out.stderr);
             let mut wrong = Vec::new();
             if out.status.code() != Some(2) {
@@ -93,7 +98,7 @@ fn every_bad_stack_is_refused_with_exit_2_before_any_api_call() {
         failures.is_empty(),
         "{} of {} runs wrong:\n{}",
         failures.len(),
-        cases.len() * 3,
+        cases.len() * 4,
         failures.join("\n\n")
     );
 

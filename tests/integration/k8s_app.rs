@@ -416,7 +416,7 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
     assert!(plan.is_empty(), "{plan:?}");
 
     // up again: helm is only asked for the release's state; nothing is written.
-    let paths = karpenter::manifests(karpenter::api(&cx.stack).unwrap())
+    let paths = karpenter::manifests(cx.stack.karpenter_api())
         .unwrap()
         .paths;
     let before = versions(&cx, &client, paths).await;
@@ -588,30 +588,6 @@ async fn karpenter_down_waits_for_its_nodes_before_uninstalling_the_controller()
         uninstall >= uninstalls_before,
         "uninstalled (helm call {uninstall}) before the node was gone (after helm call {uninstalls_before}): {log:?}"
     );
-}
-
-#[tokio::test]
-async fn karpenter_refuses_a_version_that_cannot_work_before_any_write() {
-    let stack = Stack::parse(
-        "name: meshstack-demo\nkarpenter: {version: 0.36.0}\n",
-        "shop.yaml",
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let writes = Writes::new(dir.path());
-    let client = cluster(&writes).await;
-    seed_aws_auth(&client, ADMIN_ROLE).await;
-    writes.take();
-    let cx = context(stack, client.clone(), dir.path(), Duration::from_secs(5));
-
-    let error = failure(run_stage(&cx, &karpenter::Karpenter, Direction::Forward).await);
-    assert!(error.contains("karpenter.version"), "{error}");
-    assert!(
-        error.contains("0.36.0") && error.contains("v1beta1"),
-        "{error}"
-    );
-    assert_eq!(helm_calls(dir.path()), Vec::<Vec<String>>::new());
-    assert_eq!(writes.take(), Vec::<String>::new());
 }
 
 /// Stands in for the Deployment controller: every Deployment in `ecommerce` whose current

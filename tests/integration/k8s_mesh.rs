@@ -882,7 +882,7 @@ fn status_prints_the_port_forwards() {
             )
         })
         .collect();
-    let want: Vec<(String, String)> = kiali::port_forwards()
+    let want: Vec<(String, String)> = meshstack::names::port_forwards()
         .into_iter()
         .map(|(n, c)| (n.to_string(), c))
         .collect();

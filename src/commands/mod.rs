@@ -1,0 +1,216 @@
+//! The commands, one file per verb: load the stack, find credentials and zones, then hand the
+//! stages to the engine. Errors the user must fix (stack file, flags, account, region) are
+//! [`UsageError`]s, which `main` turns into exit code 2 — always before any mutating API call.
+//!
+//! What the verbs share lives here: loading the stack, the stage selection, the one AWS client
+//! set-up ([`connect`], [`credentials`]) and the preflight.
+
+mod doctor;
+mod inspect;
+mod kubeconfig;
+mod plan;
+mod render;
+mod run;
+mod status;
+
+pub use doctor::doctor;
+pub use inspect::{pods, verify};
+pub use kubeconfig::{kubeconfig, token};
+pub use plan::plan;
+pub use render::render;
+pub use run::{down, up};
+pub use status::status;
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_credential_types::provider::ProvideCredentials;
+
+use crate::aws::account::{self, PreflightError, Zone};
+use crate::aws::AwsClients;
+use crate::cli::{Output, Selection, StackArgs};
+use crate::config::{ConfigError, Stack, ZoneSpec, DEFAULT_STACK_PATH};
+use crate::engine::graph::{Graph, StageId};
+use crate::engine::progress::OutputMode;
+use crate::engine::state::StageStatus;
+use crate::stages::{Context, Stage};
+
+/// A mistake in the input (stack file, flags, environment): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(e.to_string()).into()
+}
+
+/// The stack named by `--stack`, else `stacks/demo.yaml` in the working folder, else the copy
+/// built into the binary (so `plan` works from anywhere).
+pub fn load_stack(args: &StackArgs) -> anyhow::Result<Stack> {
+    load_stack_path(args.stack.as_deref())
+}
+
+fn load_stack_path(path: Option<&Path>) -> anyhow::Result<Stack> {
+    // `UsageError` is text only: spell out the whole chain, or the OS error behind "cannot
+    // read the stack file" (not found? a directory? no permission?) is lost.
+    let config_usage = |e: ConfigError| usage(format!("{:#}", anyhow::Error::new(e)));
+    match path {
+        Some(p) => Stack::load(p).map_err(config_usage),
+        None if Path::new(DEFAULT_STACK_PATH).is_file() => {
+            Stack::load(Path::new(DEFAULT_STACK_PATH)).map_err(config_usage)
+        }
+        None => Ok(Stack::embedded_default()),
+    }
+}
+
+fn selection(graph: &Graph, sel: &Selection) -> anyhow::Result<Vec<StageId>> {
+    let only = sel
+        .only
+        .as_deref()
+        .map(|s| graph.parse_ids(s))
+        .transpose()
+        .map_err(usage)?;
+    let skip = sel
+        .skip
+        .as_deref()
+        .map(|s| graph.parse_ids(s))
+        .transpose()
+        .map_err(usage)?
+        .unwrap_or_default();
+    let selected = graph.select(only.as_deref(), &skip);
+    if selected.is_empty() {
+        return Err(usage(
+            "no stage selected: --only/--skip leave nothing to run",
+        ));
+    }
+    Ok(selected)
+}
+
+fn mode(output: Output) -> OutputMode {
+    match output {
+        Output::Text => OutputMode::Text,
+        Output::Json => OutputMode::Json,
+    }
+}
+
+fn stage_file(id: StageId) -> String {
+    format!("src/stages/{}.rs", id.replace('-', "_"))
+}
+
+/// AWS clients with credentials that resolve, or why not.
+async fn connect(stack: &Stack) -> Result<AwsClients, String> {
+    let (aws, sdk) = AwsClients::from_env(stack.region()).await?;
+    credentials(&sdk).await?;
+    Ok(aws)
+}
+
+/// Credentials from the SDK's chain, or why there are none, in one line (the chain's own error
+/// lists every provider it tried).
+async fn credentials(
+    sdk: &aws_config::SdkConfig,
+) -> Result<aws_credential_types::Credentials, String> {
+    let provider = sdk
+        .credentials_provider()
+        .ok_or("no credentials provider configured")?;
+    match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
+        Ok(Ok(creds)) => Ok(creds),
+        Ok(Err(_)) => Err(
+            "no AWS credentials found (environment, profile, SSO, container or instance metadata)"
+                .into(),
+        ),
+        Err(_) => Err("no AWS credentials (looking for them timed out after 5 s)".into()),
+    }
+}
+
+fn preflight_error(e: PreflightError) -> anyhow::Error {
+    match e {
+        PreflightError::Aws(e) => anyhow::Error::new(e).context("preflight"),
+        other => usage(other),
+    }
+}
+
+/// Identity and zones, before any stage.
+async fn preflight(
+    aws: &AwsClients,
+    stack: &Stack,
+) -> anyhow::Result<(account::Identity, Vec<Zone>)> {
+    let identity = account::identify(aws, stack)
+        .await
+        .map_err(preflight_error)?;
+    let zones = account::choose_zones(aws, stack)
+        .await
+        .map_err(preflight_error)?;
+    Ok((identity, zones))
+}
+
+/// Zones to show in an offline plan: the explicit list, or `<region>a, b, c...` as stand-ins.
+fn offline_zones(stack: &Stack, region: &str) -> Vec<Zone> {
+    match &stack.zones {
+        ZoneSpec::Names(names) => names
+            .iter()
+            .map(|n| Zone {
+                name: n.clone(),
+                id: String::new(),
+            })
+            .collect(),
+        ZoneSpec::Count(n) => (0..*n)
+            .map(|i| Zone {
+                name: format!("{region}{}", (b'a' + i as u8) as char),
+                id: String::new(),
+            })
+            .collect(),
+    }
+}
+
+fn offline_region(stack: &Stack) -> (String, bool) {
+    if let Some(r) = stack.region() {
+        return (r.to_string(), false);
+    }
+    for var in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+        if let Ok(r) = std::env::var(var) {
+            if !r.is_empty() {
+                return (r, false);
+            }
+        }
+    }
+    ("us-east-1".to_string(), true)
+}
+
+fn find<'a>(all: &'a [Box<dyn Stage>], id: &str) -> &'a dyn Stage {
+    all.iter()
+        .find(|s| s.id() == id)
+        .map(|s| s.as_ref())
+        .expect("graph ids come from the stages")
+}
+
+fn status_word(s: StageStatus) -> &'static str {
+    match s {
+        StageStatus::Pending => "pending",
+        StageStatus::Running => "interrupted",
+        StageStatus::Done => "done",
+        StageStatus::Failed => "failed",
+        StageStatus::Destroyed => "destroyed",
+    }
+}
+
+/// A read-only context for `stack` with credentials, identity and zones (no journal).
+async fn read_only_context(stack: Stack) -> anyhow::Result<Context> {
+    let aws = connect(&stack).await.map_err(usage)?;
+    let (identity, zones) = preflight(&aws, &stack).await?;
+    Ok(Context::new(stack, Some(aws), Some(identity), zones, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_zones_follow_the_region() {
+        let s = Stack::parse("name: t\nzones: 3\n", "t").unwrap();
+        let z: Vec<String> = offline_zones(&s, "eu-west-1")
+            .into_iter()
+            .map(|z| z.name)
+            .collect();
+        assert_eq!(z, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    }
+}
