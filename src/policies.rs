@@ -35,6 +35,15 @@ pub fn managed_policies(role: Role) -> &'static [&'static str] {
     }
 }
 
+/// Managed policies an earlier meshstack attached to `role` and this one no longer wants:
+/// `up` detaches them (the node role had ECR's read-only policy; upstream grants pull only).
+pub fn formerly_attached(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Node => &["AmazonEC2ContainerRegistryReadOnly"],
+        Role::Cluster | Role::Karpenter => &[],
+    }
+}
+
 /// The ARN of an AWS managed policy.
 pub fn managed_policy_arn(partition: &str, name: &str) -> String {
     format!("arn:{partition}:iam::aws:policy/{name}")

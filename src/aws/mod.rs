@@ -16,11 +16,13 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -72,6 +74,14 @@ impl AwsClients {
                     .with_initial_backoff(Duration::from_secs(1) / wait_scale()),
             );
         }
+        // The SDK waits forever for an answer by default; an endpoint that accepts and never
+        // answers would hang the run. No AWS control-plane call takes a minute per attempt.
+        loader = loader.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
         if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region.to_string()));
         }
@@ -91,6 +101,7 @@ impl AwsClients {
                 $krate::Client::from_conf(
                     $krate::config::Builder::from(sdk)
                         .interceptor(counter.clone())
+                        .retry_classifier(NoRetryWhenRefused)
                         .build(),
                 )
             };
@@ -123,6 +134,9 @@ pub fn wait_scale() -> u32 {
         .unwrap_or(1)
         .max(1)
 }
+
+/// How long one attempt of an AWS call may take before it is abandoned (and retried).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Attempts per AWS call before its error is final (throttling and 5xx are retried, with the
 /// SDK's jittered exponential back-off, capped at 20 s between attempts).
@@ -181,6 +195,46 @@ impl CallCounter {
 pub fn is_read_operation(operation: &str) -> bool {
     const READ_PREFIXES: &[&str] = &["Describe", "Get", "List", "Lookup"];
     READ_PREFIXES.iter().any(|p| operation.starts_with(p))
+}
+
+/// Refuses to retry an attempt whose connection was refused: nothing listens at the endpoint
+/// (a wrong `AWS_ENDPOINT_URL`, an emulator not started), and ten attempts with back-off would
+/// only make the user wait most of a minute for the same answer.
+#[derive(Debug, Clone, Copy)]
+struct NoRetryWhenRefused;
+
+impl ClassifyRetry for NoRetryWhenRefused {
+    fn name(&self) -> &'static str {
+        "meshstack-no-retry-when-refused"
+    }
+
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let Some(connector) = err.as_connector_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        if connection_refused(connector) {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+}
+
+/// Whether `err`, or an error it wraps, is an I/O "connection refused".
+fn connection_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +304,15 @@ where
         let message = match (&code, err.message()) {
             (Some(code), Some(msg)) => format!("{code}: {msg}"),
             (Some(code), None) => code.clone(),
+            _ if connection_refused(&err) => {
+                let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                    .map(|e| format!(" at {e} (AWS_ENDPOINT_URL)"))
+                    .unwrap_or_default();
+                format!(
+                    "connection refused: nothing answers{endpoint}; check the endpoint and \
+                     your network (not retried)"
+                )
+            }
             _ => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
         };
         AwsError::new(operation, code, message)
@@ -374,6 +437,56 @@ fn normalize_json(v: serde_json::Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint that refuses connections is tried once, not ten times with back-off; other
+    /// connection failures keep the SDK's retries.
+    #[tokio::test]
+    async fn a_refused_connection_is_not_retried() {
+        // A port that was free a moment ago: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "x", "x", None, None, "test",
+            ))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(1)),
+            )
+            .load()
+            .await;
+        let calls = Arc::new(CallCounter::default());
+        let aws = AwsClients::with_config(&sdk, "us-east-1".into(), calls.clone());
+        let err = aws
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(sdk_err("sts:GetCallerIdentity"))
+            .unwrap_err();
+        assert!(err.message.contains("connection refused"), "{err}");
+        assert_eq!(
+            calls.snapshot().reads,
+            1,
+            "attempts: {:?}",
+            calls.snapshot()
+        );
+
+        // The same client without the classifier makes all three attempts.
+        let plain = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&sdk)
+                .interceptor(CountingInterceptor(calls.clone()))
+                .build(),
+        );
+        let _ = plain.get_caller_identity().send().await;
+        assert_eq!(calls.snapshot().reads, 1 + 3, "{:?}", calls.snapshot());
+    }
 
     #[test]
     fn read_operations_are_classified() {

@@ -57,6 +57,11 @@ pub const LB_V2: &str = "load-balancer";
 pub const INSTANCE: &str = "ec2-instance";
 pub const SECURITY_GROUP: &str = "security-group";
 pub const NETWORK_INTERFACE: &str = "network-interface";
+pub const INSTANCE_PROFILE: &str = "instance-profile";
+
+/// The tags Karpenter puts on the instance profiles it makes for an EC2NodeClass.
+pub const NODECLASS_TAG: &str = "karpenter.k8s.aws/ec2nodeclass";
+pub const REGION_TAG: &str = "topology.kubernetes.io/region";
 
 /// A resource's tags, as the pure selection functions see them (a missing value is `""`).
 pub type Tags = BTreeMap<String, String>;
@@ -144,6 +149,27 @@ impl<'a> Owner<'a> {
             || is(STACK_TAG, self.stack);
         (LIVE_STATES.contains(&state) && karpenter && for_us && !self.someone_elses(tags))
             .then_some("launched by Karpenter for the cluster")
+    }
+
+    /// Whether an instance profile is one Karpenter made for this cluster in `region`: it tags
+    /// them `kubernetes.io/cluster/<cluster>=owned`, `karpenter.k8s.aws/ec2nodeclass` and
+    /// `topology.kubernetes.io/region` (its IAM policy allows no others).
+    pub fn instance_profile(&self, region: &str, tags: &Tags) -> Option<&'static str> {
+        (self.owned_by_cluster(tags)
+            && tags.contains_key(NODECLASS_TAG)
+            && tags.get(REGION_TAG).is_some_and(|r| r == region)
+            && !self.someone_elses(tags))
+        .then_some("made by Karpenter for the cluster")
+    }
+
+    /// Whether an instance profile's name or path could be Karpenter's for this cluster:
+    /// `<cluster>_<hash>`, under `/karpenter/<region>/<cluster>/` when Karpenter uses paths.
+    /// Only these have their tags read.
+    fn maybe_karpenter_profile(&self, region: &str, name: &str, path: &str) -> bool {
+        name.strip_prefix(self.cluster)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_digit()))
+            || path.starts_with(&format!("/karpenter/{region}/{}/", self.cluster))
     }
 
     /// Whether a security group is a load balancer's leftover in the stack's VPC `vpc_id`.
@@ -556,6 +582,109 @@ pub async fn terminate_instances(
     Ok(swept)
 }
 
+/// The instance profiles Karpenter made for the cluster in `region` ([`Owner::instance_profile`]).
+/// Karpenter removes them itself when an EC2NodeClass goes; these are what it could not remove
+/// (its controller gone first, the cluster's API unreachable).
+pub async fn find_karpenter_instance_profiles(
+    aws: &AwsClients,
+    owner: Owner<'_>,
+    region: &str,
+) -> Result<Vec<Found>, AwsError> {
+    let mut found = Vec::new();
+    let mut pages = aws.iam.list_instance_profiles().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("iam:ListInstanceProfiles"))?;
+        for p in page.instance_profiles() {
+            let name = p.instance_profile_name();
+            if !owner.maybe_karpenter_profile(region, name, p.path()) {
+                continue;
+            }
+            // IAM lists profiles without their tags; GetInstanceProfile has them.
+            let got = optional(
+                aws.iam
+                    .get_instance_profile()
+                    .instance_profile_name(name)
+                    .send()
+                    .await
+                    .map_err(sdk_err("iam:GetInstanceProfile")),
+            )?;
+            let Some(profile) = got.and_then(|g| g.instance_profile) else {
+                continue;
+            };
+            let tags: Tags = profile
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            if let Some(why) = owner.instance_profile(region, &tags) {
+                found.push(Found {
+                    kind: INSTANCE_PROFILE,
+                    id: name.to_string(),
+                    name: String::new(),
+                    why,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Delete `profiles`, each after removing its role. A profile that cannot be deleted is
+/// reported as left, with AWS's reason.
+pub async fn delete_instance_profiles(
+    aws: &AwsClients,
+    profiles: &[Found],
+    h: &dyn Progress,
+) -> Result<Swept, AwsError> {
+    let mut swept = Swept::default();
+    for p in profiles {
+        h.step(format!("deleting instance profile {} ({})", p.id, p.why));
+        let res = async {
+            let roles = optional(
+                aws.iam
+                    .get_instance_profile()
+                    .instance_profile_name(&p.id)
+                    .send()
+                    .await
+                    .map_err(sdk_err("iam:GetInstanceProfile")),
+            )?;
+            let Some(roles) = roles else { return Ok(()) };
+            for role in roles
+                .instance_profile()
+                .map(|p| p.roles())
+                .unwrap_or_default()
+            {
+                optional(
+                    aws.iam
+                        .remove_role_from_instance_profile()
+                        .instance_profile_name(&p.id)
+                        .role_name(role.role_name())
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
+                )?;
+            }
+            optional(
+                aws.iam
+                    .delete_instance_profile()
+                    .instance_profile_name(&p.id)
+                    .send()
+                    .await
+                    .map_err(sdk_err("iam:DeleteInstanceProfile")),
+            )
+            .map(|_| ())
+        }
+        .await;
+        match res {
+            Ok(()) => swept.deleted += 1,
+            Err(e) => swept
+                .remaining
+                .push(format!("{INSTANCE_PROFILE} {} ({e})", p.id)),
+        }
+    }
+    Ok(swept)
+}
+
 /// The leftovers in VPC `vpc_id`: available network interfaces first, then the security
 /// groups (which interfaces may still reference), in deletion order.
 pub async fn find_in_vpc(
@@ -683,6 +812,69 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn instance_profiles_are_karpenters_for_this_cluster_and_region_only() {
+        let karpenter = |extra: &[(&str, &str)]| {
+            let mut t = tags(&[
+                ("kubernetes.io/cluster/demo", "owned"),
+                ("karpenter.k8s.aws/ec2nodeclass", "ecommerce"),
+                ("topology.kubernetes.io/region", "us-east-1"),
+                ("eks:eks-cluster-name", "demo"),
+            ]);
+            for (k, v) in extra {
+                match v.is_empty() {
+                    true => t.remove(*k),
+                    false => t.insert(k.to_string(), v.to_string()),
+                };
+            }
+            t
+        };
+        for (case, t, ours) in [
+            ("Karpenter's", karpenter(&[]), true),
+            (
+                "another region's",
+                karpenter(&[("topology.kubernetes.io/region", "eu-west-1")]),
+                false,
+            ),
+            (
+                "no node class",
+                karpenter(&[("karpenter.k8s.aws/ec2nodeclass", "")]),
+                false,
+            ),
+            (
+                "shared, not owned",
+                karpenter(&[("kubernetes.io/cluster/demo", "shared")]),
+                false,
+            ),
+            (
+                "another stack's",
+                karpenter(&[("meshstack.io/stack", "other")]),
+                false,
+            ),
+            ("untagged", tags(&[]), false),
+        ] {
+            assert_eq!(
+                OWNER.instance_profile("us-east-1", &t).is_some(),
+                ours,
+                "{case}"
+            );
+        }
+        for (name, path, candidate) in [
+            ("demo_12345678901234", "/", true),
+            ("x", "/karpenter/us-east-1/demo/uid/", true),
+            ("demo_abc", "/", false),
+            ("demo-karpenter-node", "/", false),
+            ("demo2_123", "/", false),
+            ("x", "/karpenter/us-east-1/demo2/uid/", false),
+        ] {
+            assert_eq!(
+                OWNER.maybe_karpenter_profile("us-east-1", name, path),
+                candidate,
+                "{name} {path}"
+            );
+        }
     }
 
     #[test]

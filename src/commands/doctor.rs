@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use super::{connect, load_stack_path};
+use super::{connect, helm_version, load_stack_path};
 use crate::aws::account;
 use crate::cli::DoctorArgs;
-use crate::k8s::helm::{version_at_least, HelmCli, MIN_HELM};
 
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut ok = true;
@@ -43,21 +42,9 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    match HelmCli::from_env(None).version().await {
-        Ok(v) if version_at_least(&v, MIN_HELM) => report(true, "helm", v),
-        Ok(v) => report(
-            false,
-            "helm",
-            format!(
-                "{v} is too old; install helm {}.{} or newer (https://helm.sh/docs/intro/install/)",
-                MIN_HELM.0, MIN_HELM.1
-            ),
-        ),
-        Err(e) => report(
-            false,
-            "helm",
-            format!("{e} — the Kubernetes stages need it"),
-        ),
+    match helm_version().await {
+        Ok(v) => report(true, "helm", v),
+        Err(why) => report(false, "helm", why),
     }
     Ok(if ok {
         ExitCode::SUCCESS

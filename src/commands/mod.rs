@@ -33,6 +33,7 @@ use crate::config::{ConfigError, Stack, ZoneSpec, DEFAULT_STACK_PATH};
 use crate::engine::graph::{Graph, StageId};
 use crate::engine::progress::OutputMode;
 use crate::engine::state::StageStatus;
+use crate::k8s::helm::{version_at_least, HelmCli, MIN_HELM};
 use crate::stages::{Context, Stage};
 
 /// A mistake in the input (stack file, flags, environment): exit code 2.
@@ -191,6 +192,46 @@ fn status_word(s: StageStatus) -> &'static str {
         StageStatus::Failed => "failed",
         StageStatus::Destroyed => "destroyed",
     }
+}
+
+/// Why the `helm` the Kubernetes stages would run cannot be used (missing, or older than
+/// [`MIN_HELM`]), or `Ok` with its version.
+async fn helm_version() -> Result<String, String> {
+    match HelmCli::from_env(None).version().await {
+        Ok(v) if version_at_least(&v, MIN_HELM) => Ok(v),
+        Ok(v) => Err(format!(
+            "helm {v} is too old; install helm {}.{} or newer \
+             (https://helm.sh/docs/intro/install/)",
+            MIN_HELM.0, MIN_HELM.1
+        )),
+        Err(e) => Err(format!(
+            "{e} — the Kubernetes stages install charts with it; install helm {}.{} or newer \
+             (https://helm.sh/docs/intro/install/), or point MESHSTACK_HELM at it",
+            MIN_HELM.0, MIN_HELM.1
+        )),
+    }
+}
+
+/// Before any API call: the selected stages that install charts need a usable helm.
+async fn check_helm(all: &[Box<dyn Stage>], selected: &[StageId]) -> anyhow::Result<()> {
+    let users: Vec<StageId> = selected
+        .iter()
+        .copied()
+        .filter(|id| find(all, id).uses_helm())
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    helm_version().await.map(|_| ()).map_err(|why| {
+        usage(format!(
+            "stages {} need helm: {why}",
+            users
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
 }
 
 /// A read-only context for `stack` with credentials, identity and zones (no journal).

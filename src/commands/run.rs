@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    connect, find, load_stack, mode, preflight, preflight_error, selection, status_word, usage,
+    check_helm, connect, find, load_stack, mode, preflight, preflight_error, selection,
+    status_word, usage,
 };
 use crate::aws::{account, CallStats};
 use crate::cli::{DownArgs, Output, RunArgs, Selection};
@@ -20,6 +21,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
+    check_helm(&all, &selected).await?;
     let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
     let lock = Arc::new(dir.lock("up", args.force_unlock).map_err(lock_error)?);
     let journal = Journal::load(&dir)?;

@@ -19,7 +19,9 @@ use aws_sdk_eks::types::{
 use super::iam;
 use super::{network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
 use crate::aws::sweep::{self, Owner, Swept};
-use crate::aws::{optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, STACK_TAG};
+use crate::aws::{
+    optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, AwsError, STACK_TAG,
+};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -27,6 +29,7 @@ use crate::names::Role;
 use crate::policies::{
     issuer_host_path, karpenter_irsa_trust as karpenter_trust, oidc_provider_arn,
 };
+use crate::retry::retry_while;
 
 pub const ID: StageId = "cluster";
 
@@ -93,8 +96,11 @@ pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>
         }
         Some(c) => {
             match c.status.as_str() {
-                "ACTIVE" | "UPDATING" => {}
-                "CREATING" | "PENDING" => steps.push(Step::WaitActive),
+                "ACTIVE" => {}
+                // An update in progress (endpoint access, version, logging) must finish before
+                // the cluster is updated again or used: EKS refuses a second update, and a
+                // node group created now waits on it.
+                "CREATING" | "PENDING" | "UPDATING" => steps.push(Step::WaitActive),
                 other => {
                     steps.push(Step::Conflict(format!(
                         "cluster is {other}; run `meshstack down` and `up` again"
@@ -354,9 +360,11 @@ impl Stage for Cluster {
                 sweep::find_load_balancers(aws, owner),
                 sweep::find_karpenter_instances(aws, owner)
             )?;
+            let profiles = sweep::find_karpenter_instance_profiles(aws, owner, &aws.region).await?;
             changes.extend(
                 lbs.iter()
                     .chain(&instances)
+                    .chain(&profiles)
                     .map(|f| Change::new(Action::Delete, f.kind, f.label()).detail(f.why)),
             );
         }
@@ -387,6 +395,8 @@ impl Stage for Cluster {
                         .send()
                         .await
                         .map_err(sdk_err("eks:UpdateClusterConfig"))?;
+                    // The cluster is UPDATING now; the stages after this one use it.
+                    facts = Some(wait_active(cx, aws, h).await?);
                 }
                 Step::CreateOidcProvider => {
                     let issuer = current_issuer(&facts)?;
@@ -425,13 +435,28 @@ impl Stage for Cluster {
                 Step::TrustKarpenterRole => {
                     let issuer = current_issuer(&facts)?;
                     let trust = karpenter_trust(cx.partition(), cx.account(), &issuer);
-                    aws.iam
-                        .update_assume_role_policy()
-                        .role_name(Role::Karpenter.name(stack))
-                        .policy_document(trust.to_string())
-                        .send()
-                        .await
-                        .map_err(sdk_err("iam:UpdateAssumeRolePolicy"))?;
+                    // IAM may not know the OIDC provider created a moment ago yet, and answers
+                    // MalformedPolicyDocument ("Invalid principal") until it does.
+                    let propagating = |e: &AwsError| {
+                        e.is("MalformedPolicyDocument")
+                            .then(|| "the new OIDC provider is not visible to IAM yet".to_string())
+                    };
+                    retry_while(
+                        cx.waits.iam_propagation,
+                        propagating,
+                        h,
+                        "trust the Karpenter role to the OIDC provider",
+                        || async {
+                            aws.iam
+                                .update_assume_role_policy()
+                                .role_name(Role::Karpenter.name(stack))
+                                .policy_document(trust.to_string())
+                                .send()
+                                .await
+                                .map_err(sdk_err("iam:UpdateAssumeRolePolicy"))
+                        },
+                    )
+                    .await?;
                 }
                 Step::Conflict(_) => unreachable!("refused above"),
             }
@@ -563,7 +588,7 @@ async fn sweep_cluster(
 ) -> Result<Swept, StageError> {
     let owner = Owner::of(&cx.stack);
     let backoff = cx.waits.dependency;
-    h.step("looking for the cluster's load balancers and Karpenter instances");
+    h.step("looking for the cluster's load balancers, Karpenter instances and profiles");
     let (lbs, instances) = tokio::try_join!(
         sweep::find_load_balancers(aws, owner),
         sweep::find_karpenter_instances(aws, owner)
@@ -573,6 +598,9 @@ async fn sweep_cluster(
         sweep::terminate_instances(aws, &instances, backoff, h)
     )?;
     swept.merge(terminated);
+    // The instances are gone (or reported): their profiles can go too.
+    let profiles = sweep::find_karpenter_instance_profiles(aws, owner, &aws.region).await?;
+    swept.merge(sweep::delete_instance_profiles(aws, &profiles, h).await?);
     Ok(swept)
 }
 
@@ -632,7 +660,25 @@ async fn create_cluster(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Resu
     if !token.is_empty() {
         req = req.client_request_token(token);
     }
-    match req.send().await.map_err(sdk_err("eks:CreateCluster")) {
+    // A role created moments ago (by the `iam` stage) may not be assumable by EKS yet: EKS then
+    // answers InvalidParameterException "... could not be assumed". The same request, with the
+    // same client token, succeeds once IAM has propagated the role.
+    let propagating = |e: &AwsError| {
+        (e.is("InvalidParameterException") && e.message.contains("could not be assumed"))
+            .then(|| "the cluster role is not assumable yet".to_string())
+    };
+    let created = retry_while(
+        cx.waits.iam_propagation,
+        propagating,
+        h,
+        "create EKS cluster",
+        || {
+            let req = req.clone();
+            async move { req.send().await.map_err(sdk_err("eks:CreateCluster")) }
+        },
+    )
+    .await;
+    match created {
         Ok(out) => {
             let arn = out
                 .cluster()
@@ -736,6 +782,16 @@ mod tests {
         let mut creating = converged(&s);
         creating.cluster.as_mut().unwrap().status = "CREATING".into();
         assert_eq!(plan(&s, &creating, Some(&trust)), vec![Step::WaitActive]);
+
+        // An update in progress is waited out before the cluster is changed or used.
+        let mut updating = converged(&s);
+        updating.cluster.as_mut().unwrap().status = "UPDATING".into();
+        assert_eq!(plan(&s, &updating, Some(&trust)), vec![Step::WaitActive]);
+        updating.cluster.as_mut().unwrap().endpoint_public_access = false;
+        assert_eq!(
+            plan(&s, &updating, Some(&trust)),
+            vec![Step::WaitActive, Step::UpdateEndpointAccess]
+        );
 
         let mut untrusted = converged(&s);
         untrusted.karpenter_trust = Some(iam_placeholder());

@@ -50,16 +50,44 @@ pub struct SeenProfile {
 pub struct Seen {
     pub roles: BTreeMap<Role, SeenRole>,
     pub profile: Option<SeenProfile>,
+    /// Whether the account has EC2 Spot's service-linked role.
+    pub spot_role: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     CreateRole(Role),
     Attach(Role, String),
+    /// A managed policy an earlier meshstack attached and this one no longer wants.
+    Detach(Role, String),
     PutKarpenterPolicy,
     CreateProfile,
     AddRoleToProfile,
+    /// The legacy instance profile, unused by Karpenter 1.x (which makes its own).
+    DeleteProfile,
+    /// EC2 Spot's service-linked role, without which CreateFleet cannot launch spot.
+    CreateSpotRole,
     Conflict(String, String),
+}
+
+/// The service that EC2 Spot's service-linked role belongs to.
+pub const SPOT_SERVICE: &str = "spot.amazonaws.com";
+/// The role's name in AWS (account-wide; meshstack creates it when missing, never deletes it).
+pub const SPOT_ROLE: &str = "AWSServiceRoleForEC2Spot";
+/// Where IAM keeps it: service-linked roles live under `/aws-service-role/<service>/`.
+const SPOT_ROLE_PATH: &str = "/aws-service-role/spot.amazonaws.com/";
+
+/// Whether the stack's Karpenter may buy spot, which needs [`SPOT_ROLE`].
+fn wants_spot(stack: &Stack) -> bool {
+    stack
+        .karpenter
+        .capacity_types
+        .contains(&crate::config::CapacityType::Spot)
+}
+
+/// Whether the stack uses the legacy instance profile (a v1alpha5 AWSNodeTemplate names one).
+fn wants_profile(stack: &Stack) -> bool {
+    stack.karpenter_api() == crate::versions::KarpenterApi::V1Alpha5
 }
 
 /// The pure diff. `karpenter_policy` is the wanted inline policy of the controller role.
@@ -90,6 +118,12 @@ pub fn plan(
                 steps.push(Step::Attach(kind, arn));
             }
         }
+        for policy in policies::formerly_attached(kind) {
+            let arn = managed_policy_arn(partition, policy);
+            if role.is_some_and(|r| r.attached.contains(&arn)) {
+                steps.push(Step::Detach(kind, arn));
+            }
+        }
         if kind == Role::Karpenter
             && !role
                 .and_then(|r| r.inline.as_deref())
@@ -100,16 +134,22 @@ pub fn plan(
     }
     let node_role = Role::Node.name(stack);
     match &seen.profile {
-        Some(p) if !p.ours => steps.push(Step::Conflict(
+        Some(p) if !p.ours && wants_profile(stack) => steps.push(Step::Conflict(
             names::instance_profile(stack),
             format!(
                 "instance profile exists without the tag {STACK_TAG}={}",
                 stack.name
             ),
         )),
-        None => steps.extend([Step::CreateProfile, Step::AddRoleToProfile]),
+        Some(p) if !p.ours => {} // not ours and not wanted: none of our business
+        None if wants_profile(stack) => steps.extend([Step::CreateProfile, Step::AddRoleToProfile]),
+        None => {}
+        Some(_) if !wants_profile(stack) => steps.push(Step::DeleteProfile),
         Some(p) if !p.roles.contains(&node_role) => steps.push(Step::AddRoleToProfile),
         Some(_) => {}
+    }
+    if wants_spot(stack) && !seen.spot_role {
+        steps.push(Step::CreateSpotRole);
     }
     steps
 }
@@ -124,6 +164,22 @@ impl Step {
                 Change::new(Action::Update, "iam-role", Role::Karpenter.name(stack))
                     .detail(format!("put inline policy {}", names::KARPENTER_POLICY))
             }
+            Step::Detach(k, arn) => {
+                Change::new(Action::Update, "iam-role", k.name(stack)).detail(format!(
+                    "detach {} (attached by an earlier meshstack)",
+                    arn.rsplit('/').next().unwrap_or(arn)
+                ))
+            }
+            Step::DeleteProfile => Change::new(
+                Action::Delete,
+                "instance-profile",
+                names::instance_profile(stack),
+            )
+            .detail("unused: Karpenter 1.x makes its own instance profiles"),
+            Step::CreateSpotRole => Change::new(Action::Create, "service-linked-role", SPOT_ROLE)
+                .detail(format!(
+                    "{SPOT_SERVICE}, so Karpenter can launch spot; account-wide, kept on down"
+                )),
             Step::CreateProfile => Change::new(
                 Action::Create,
                 "instance-profile",
@@ -198,7 +254,23 @@ pub async fn observe(cx: &Context) -> Result<Seen, StageError> {
                 .map(|r| r.role_name().to_string())
                 .collect(),
         });
+    if wants_spot(stack) {
+        seen.spot_role = has_spot_role(aws).await?;
+    }
     Ok(seen)
+}
+
+/// Whether EC2 Spot's service-linked role exists, found by its path (which IAM fixes for
+/// service-linked roles) rather than by name.
+async fn has_spot_role(aws: &AwsClients) -> Result<bool, StageError> {
+    let out = aws
+        .iam
+        .list_roles()
+        .path_prefix(SPOT_ROLE_PATH)
+        .send()
+        .await
+        .map_err(sdk_err("iam:ListRoles"))?;
+    Ok(!out.roles().is_empty())
 }
 
 /// A role by name, with whether it carries this stack's tag.
@@ -434,6 +506,36 @@ impl Stage for Iam {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                Step::Detach(kind, arn) => {
+                    ignore_missing(
+                        aws.iam
+                            .detach_role_policy()
+                            .role_name(kind.name(stack))
+                            .policy_arn(arn)
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(sdk_err("iam:DetachRolePolicy")),
+                    )?;
+                }
+                Step::DeleteProfile => delete_profile(aws, stack, &seen, h).await?,
+                Step::CreateSpotRole => {
+                    match aws
+                        .iam
+                        .create_service_linked_role()
+                        .aws_service_name(SPOT_SERVICE)
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:CreateServiceLinkedRole"))
+                    {
+                        Ok(_) => {}
+                        // Someone made it in between: AWS says the name "has been taken",
+                        // moto says EntityAlreadyExists.
+                        Err(e) if e.is("EntityAlreadyExists") => {}
+                        Err(e) if e.is("InvalidInput") && e.message.contains("has been taken") => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Step::Conflict(..) => unreachable!("refused above"),
             }
         }
@@ -454,11 +556,6 @@ impl Stage for Iam {
             "karpenter_role_arn",
             f.karpenter_role_arn.clone().into(),
         )?;
-        cx.set_output(
-            ID,
-            "instance_profile",
-            names::instance_profile(stack).into(),
-        )?;
         cx.facts().iam = Some(f);
         Ok(outcome(&changes))
     }
@@ -469,33 +566,8 @@ impl Stage for Iam {
         h.step("observing");
         let seen = observe(cx).await?;
         let mut deleted = 0;
-        let profile = names::instance_profile(stack);
-        if let Some(p) = seen.profile.as_ref().filter(|p| p.ours) {
-            for role in &p.roles {
-                h.step(format!(
-                    "removing role {role} from instance profile {profile}"
-                ));
-                ignore_missing(
-                    aws.iam
-                        .remove_role_from_instance_profile()
-                        .instance_profile_name(&profile)
-                        .role_name(role)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
-                )?;
-            }
-            h.step(format!("deleting instance profile {profile}"));
-            ignore_missing(
-                aws.iam
-                    .delete_instance_profile()
-                    .instance_profile_name(&profile)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_err("iam:DeleteInstanceProfile")),
-            )?;
+        if seen.profile.as_ref().is_some_and(|p| p.ours) {
+            delete_profile(aws, stack, &seen, h).await?;
             deleted += 1;
         }
         for (kind, role) in &seen.roles {
@@ -513,6 +585,41 @@ impl Stage for Iam {
         }
         Ok(super::deleted(deleted))
     }
+}
+
+/// Delete the stack's instance profile (observed as ours in `seen`), its roles removed first.
+async fn delete_profile(
+    aws: &AwsClients,
+    stack: &Stack,
+    seen: &Seen,
+    h: &StageHandle,
+) -> Result<(), StageError> {
+    let profile = names::instance_profile(stack);
+    for role in seen.profile.iter().flat_map(|p| &p.roles) {
+        h.step(format!(
+            "removing role {role} from instance profile {profile}"
+        ));
+        ignore_missing(
+            aws.iam
+                .remove_role_from_instance_profile()
+                .instance_profile_name(&profile)
+                .role_name(role)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
+        )?;
+    }
+    h.step(format!("deleting instance profile {profile}"));
+    ignore_missing(
+        aws.iam
+            .delete_instance_profile()
+            .instance_profile_name(&profile)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(sdk_err("iam:DeleteInstanceProfile")),
+    )
 }
 
 fn ignore_missing(res: Result<(), crate::aws::AwsError>) -> Result<(), StageError> {
@@ -603,68 +710,79 @@ mod tests {
                 },
             );
         }
-        seen.profile = Some(SeenProfile {
-            ours: true,
-            roles: vec![Role::Node.name(stack)],
-        });
+        seen.spot_role = true;
         seen
     }
 
-    #[test]
-    fn empty_account_creates_three_roles_and_the_profile() {
-        let s = stack();
-        let policy = policies::karpenter_controller(
-            &s,
+    fn policy(s: &Stack) -> serde_json::Value {
+        policies::karpenter_controller(
+            s,
             policies::Scope {
                 partition: "aws",
                 region: "us-east-1",
                 account: "123456789012",
             },
-        );
-        let steps = plan(&s, "aws", &policy, &Seen::default());
-        assert_eq!(
-            steps
-                .iter()
-                .filter(|s| matches!(s, Step::CreateRole(_)))
-                .count(),
-            3
-        );
-        assert_eq!(
-            steps
-                .iter()
-                .filter(|s| matches!(s, Step::Attach(..)))
-                .count(),
-            5
-        );
+        )
+    }
+
+    #[test]
+    fn empty_account_creates_three_roles_and_the_spot_role_but_no_profile() {
+        let s = stack();
+        let steps = plan(&s, "aws", &policy(&s), &Seen::default());
+        let count = |f: fn(&Step) -> bool| steps.iter().filter(|s| f(s)).count();
+        assert_eq!(count(|s| matches!(s, Step::CreateRole(_))), 3);
+        assert_eq!(count(|s| matches!(s, Step::Attach(..))), 5);
         assert!(steps.contains(&Step::PutKarpenterPolicy));
-        assert!(steps.contains(&Step::CreateProfile) && steps.contains(&Step::AddRoleToProfile));
+        // Karpenter 1.x makes its own instance profiles from the EC2NodeClass's role.
+        assert!(!steps.contains(&Step::CreateProfile), "{steps:?}");
+        // The default NodePool may buy spot: the account needs EC2 Spot's service-linked role.
+        assert_eq!(steps.last(), Some(&Step::CreateSpotRole));
+
+        let on_demand = Stack::parse(
+            "name: demo\nkarpenter: {capacity_types: [on-demand]}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let steps = plan(&on_demand, "aws", &policy(&on_demand), &Seen::default());
+        assert!(!steps.contains(&Step::CreateSpotRole), "{steps:?}");
     }
 
     #[test]
     fn converged_iam_plans_nothing() {
         let s = stack();
-        let policy = policies::karpenter_controller(
-            &s,
-            policies::Scope {
-                partition: "aws",
-                region: "us-east-1",
-                account: "123456789012",
-            },
+        assert_eq!(
+            plan(&s, "aws", &policy(&s), &converged(&s, &policy(&s))),
+            vec![]
         );
-        assert_eq!(plan(&s, "aws", &policy, &converged(&s, &policy)), vec![]);
+    }
+
+    #[test]
+    fn leftovers_of_earlier_versions_are_removed() {
+        let s = stack();
+        let mut seen = converged(&s, &policy(&s));
+        let read_only = managed_policy_arn("aws", "AmazonEC2ContainerRegistryReadOnly");
+        seen.roles
+            .get_mut(&Role::Node)
+            .unwrap()
+            .attached
+            .insert(read_only.clone());
+        seen.profile = Some(SeenProfile {
+            ours: true,
+            roles: vec![Role::Node.name(&s)],
+        });
+        assert_eq!(
+            plan(&s, "aws", &policy(&s), &seen),
+            vec![Step::Detach(Role::Node, read_only), Step::DeleteProfile]
+        );
+        // A profile of that name that is not ours is left alone.
+        seen.profile.as_mut().unwrap().ours = false;
+        assert!(!plan(&s, "aws", &policy(&s), &seen).contains(&Step::DeleteProfile));
     }
 
     #[test]
     fn drift_is_repaired_and_foreign_roles_refused() {
         let s = stack();
-        let policy = policies::karpenter_controller(
-            &s,
-            policies::Scope {
-                partition: "aws",
-                region: "us-east-1",
-                account: "123456789012",
-            },
-        );
+        let policy = policy(&s);
         let mut seen = converged(&s, &policy);
         seen.roles
             .get_mut(&Role::Node)

@@ -119,6 +119,10 @@ impl Stage for Istio {
         &[nodegroup::ID]
     }
 
+    fn uses_helm(&self) -> bool {
+        true
+    }
+
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
         let mut changes = Vec::new();

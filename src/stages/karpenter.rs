@@ -347,6 +347,10 @@ impl Stage for Karpenter {
         &[nodegroup::ID, karpenter_infra::ID]
     }
 
+    fn uses_helm(&self) -> bool {
+        true
+    }
+
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let manifests = manifests(cx.stack.karpenter_api())?;
         let files = cx.rendered().await?;

@@ -68,6 +68,10 @@ impl Stage for Kiali {
         &[istio::ID, prometheus::ID, jaeger::ID]
     }
 
+    fn uses_helm(&self) -> bool {
+        true
+    }
+
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
         let mut changes = kubernetes::plan_release(cx, ID, &release(&files)?).await?;

@@ -42,6 +42,10 @@ pub trait Stage: Send + Sync {
     fn id(&self) -> StageId;
     /// Stages that must be up before this one (and down after it).
     fn depends_on(&self) -> &'static [StageId];
+    /// Whether the stage installs helm charts (then `up` checks for helm before any write).
+    fn uses_helm(&self) -> bool {
+        false
+    }
     /// What `up` would change. Read-only; looks only at this stage's own resources, so that it
     /// also works on an empty account and offline (then everything is a create).
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError>;
@@ -201,6 +205,8 @@ pub struct Waits {
     pub dependency: Backoff,
     /// Kubernetes conditions: CRDs established, Deployments available, load balancer addresses.
     pub kubernetes: Backoff,
+    /// Retrying calls that fail while a new IAM role or OIDC provider propagates.
+    pub iam_propagation: Backoff,
 }
 
 impl Waits {
@@ -213,6 +219,7 @@ impl Waits {
             nat: scale(self.nat),
             dependency: scale(self.dependency),
             kubernetes: scale(self.kubernetes),
+            iam_propagation: scale(self.iam_propagation),
         }
     }
 
@@ -231,6 +238,9 @@ impl Default for Waits {
             nat: Backoff::new(s(1), s(15), s(10 * 60)),
             dependency: Backoff::new(s(2), s(20), s(10 * 60)),
             kubernetes: Backoff::new(s(1), s(10), s(10 * 60)),
+            // IAM is eventually consistent; changes usually show within seconds, at most a
+            // couple of minutes.
+            iam_propagation: Backoff::new(s(2), s(10), s(3 * 60)),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! killed `up` resumable without duplicates.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
@@ -1241,6 +1242,31 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
         swept.merge(sweep::delete_in_vpc(aws, &found, deps, h).await);
     }
     remaining.extend(swept.remaining);
+    // Interfaces keep letting go while the teardown runs (a load balancer's, the VPC CNI's):
+    // when a subnet or the VPC still has dependencies, look in the VPC again before the next
+    // try. One attempt per leftover here; the delete's own back-off paces the rounds.
+    let swept_again = std::sync::Mutex::new(0usize);
+    let vpc_ids: Vec<&str> = items
+        .iter()
+        .filter(|t| t.kind == "vpc")
+        .map(|t| t.id.as_str())
+        .collect();
+    let resweep = |res: Result<(), AwsError>| {
+        let (vpc_ids, swept_again) = (&vpc_ids, &swept_again);
+        async move {
+            if res.as_ref().is_err_and(|e| e.is("DependencyViolation")) {
+                let once =
+                    crate::retry::Backoff::new(Duration::ZERO, Duration::ZERO, Duration::ZERO);
+                for vpc in vpc_ids {
+                    if let Ok(found) = sweep::find_in_vpc(aws, Owner::of(&cx.stack), vpc).await {
+                        let swept = sweep::delete_in_vpc(aws, &found, once, h).await;
+                        *swept_again.lock().unwrap_or_else(|e| e.into_inner()) += swept.deleted;
+                    }
+                }
+            }
+            res
+        }
+    };
 
     for item in &items {
         let (kind, id) = (item.kind, &item.id);
@@ -1268,24 +1294,30 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
             "subnet" => {
                 h.step(format!("deleting subnet {id}"));
                 retry_codes(deps, RETRY, h, "delete subnet", || async {
-                    ec2.delete_subnet()
-                        .subnet_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(sdk_err("ec2:DeleteSubnet"))
+                    resweep(
+                        ec2.delete_subnet()
+                            .subnet_id(id)
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(sdk_err("ec2:DeleteSubnet")),
+                    )
+                    .await
                 })
                 .await
             }
             "vpc" => {
                 h.step(format!("deleting VPC {id}"));
                 retry_codes(deps, RETRY, h, "delete VPC", || async {
-                    ec2.delete_vpc()
-                        .vpc_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(sdk_err("ec2:DeleteVpc"))
+                    resweep(
+                        ec2.delete_vpc()
+                            .vpc_id(id)
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(sdk_err("ec2:DeleteVpc")),
+                    )
+                    .await
                 })
                 .await
             }
@@ -1297,10 +1329,11 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
             Err(e) => remaining.push(format!("{kind} {} ({e})", item.label())),
         }
     }
+    let swept_again = swept_again.into_inner().unwrap_or_else(|e| e.into_inner());
     if remaining.is_empty() {
         Ok(Outcome::Changed(format!(
             "deleted {}",
-            items.len() + swept.deleted
+            items.len() + swept.deleted + swept_again
         )))
     } else {
         Err(StageError::Remaining(remaining.join("; ")))

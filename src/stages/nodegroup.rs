@@ -3,7 +3,7 @@
 //! Karpenter's nodes.
 
 use async_trait::async_trait;
-use aws_sdk_eks::types::{CapacityTypes, NodegroupScalingConfig};
+use aws_sdk_eks::types::{AmiTypes, CapacityTypes, NodegroupScalingConfig};
 
 use super::{
     cluster, iam, network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError,
@@ -26,6 +26,8 @@ pub struct Seen {
     pub status: String,
     pub ours: bool,
     pub instance_types: Vec<String>,
+    /// `amiType`, like `AL2023_x86_64_STANDARD`.
+    pub ami_type: String,
     pub desired: i32,
     pub min: i32,
     pub max: i32,
@@ -70,6 +72,18 @@ pub fn plan(stack: &Stack, seen: Option<&Seen>) -> Vec<Step> {
         steps.push(Step::Conflict(format!(
             "has instance types {:?} but the stack wants {:?}; node groups cannot change instance types — run `meshstack down --only nodegroup` first",
             ng.instance_types, stack.node_group.instance_types
+        )));
+    }
+    let ami = stack.node_ami_type().as_str();
+    if ng.ami_type != ami {
+        steps.push(Step::Conflict(format!(
+            "runs AMI type {} but the stack wants {ami}; a node group cannot change its AMI \
+             type — run `meshstack down --only nodegroup` first",
+            if ng.ami_type.is_empty() {
+                "(unknown)"
+            } else {
+                &ng.ami_type
+            }
         )));
     }
     let (desired, min, max) = scaling(stack.node_group.size);
@@ -124,6 +138,10 @@ async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Seen>, Stage
                 .unwrap_or_default(),
             ours: ng.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
             instance_types: ng.instance_types().to_vec(),
+            ami_type: ng
+                .ami_type()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default(),
             desired: sc.and_then(|s| s.desired_size()).unwrap_or_default(),
             min: sc.and_then(|s| s.min_size()).unwrap_or_default(),
             max: sc.and_then(|s| s.max_size()).unwrap_or_default(),
@@ -192,6 +210,9 @@ impl Stage for NodeGroup {
                         .nodegroup_name(&name)
                         .set_subnets(Some(net.private_subnets.clone()))
                         .set_instance_types(Some(stack.node_group.instance_types.clone()))
+                        // Explicit: EKS's default has changed over time and differs by
+                        // Kubernetes version; validation checked AL2023 exists for it.
+                        .ami_type(AmiTypes::from(stack.node_ami_type().as_str()))
                         .scaling_config(scaling_config(stack))
                         .disk_size(stack.node_group.disk_size_gib as i32)
                         .capacity_type(match stack.node_group.capacity_type {
@@ -333,6 +354,7 @@ mod tests {
             status: "ACTIVE".into(),
             ours: true,
             instance_types: vec!["m5.large".into()],
+            ami_type: "AL2023_x86_64_STANDARD".into(),
             desired: 3,
             min: 3,
             max: 6,
@@ -352,10 +374,25 @@ mod tests {
         assert_eq!(plan(&s, Some(&creating)), vec![Step::WaitActive]);
         let other_type = Seen {
             instance_types: vec!["t3.small".into()],
-            ..converged
+            ..converged.clone()
         };
         assert!(
             matches!(&plan(&s, Some(&other_type))[..], [Step::Conflict(m)] if m.contains("t3.small"))
         );
+        // A group EKS built with its own default AMI (AL2 on older versions) is not what the
+        // stack asks for, and cannot be changed in place.
+        let al2 = Seen {
+            ami_type: "AL2_x86_64".into(),
+            ..converged
+        };
+        assert!(
+            matches!(&plan(&s, Some(&al2))[..], [Step::Conflict(m)] if m.contains("AL2_x86_64") && m.contains("AL2023_x86_64_STANDARD"))
+        );
+        let arm = Stack::parse(
+            "name: demo\nnode_group: {instance_types: [m7g.large]}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(arm.node_ami_type().as_str(), "AL2023_ARM_64_STANDARD");
     }
 }

@@ -689,6 +689,60 @@ fn doctor_checks_credentials_and_the_helm_version() {
     );
 }
 
+/// Issue 9, defect 6: `up` of stages that install charts checks helm before anything else —
+/// without it (or with one older than 3.8) the AWS side would be built for 20 minutes and the
+/// run would fail at the first chart. Exit 2, no API call, no state; AWS-only stages do not
+/// need helm.
+#[test]
+fn up_refuses_to_start_without_a_usable_helm_when_it_needs_one() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut ms = Meshstack::new(Some(format!("http://{}", listener.local_addr().unwrap())));
+    let empty = tempfile::tempdir().unwrap();
+    let old = fake_helm("v3.6.0");
+    for (path, want) in [
+        (
+            empty.path().display().to_string(),
+            "install helm 3.8 or newer",
+        ),
+        (old.path().display().to_string(), "helm v3.6.0 is too old"),
+    ] {
+        ms.extra_env = vec![("PATH".into(), path)];
+        for args in [
+            &["up"][..],
+            &[
+                "up",
+                "--only",
+                "network,iam,cluster,nodegroup,karpenter-infra,karpenter",
+            ],
+        ] {
+            let out = ms.run(args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("`karpenter`") && err.contains(want),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("an API call was made: {other:?}"),
+    }
+    assert!(!ms.state_dir().exists(), "a state folder was created");
+
+    // The AWS stages alone do not need helm: the run goes on, to an endpoint that refuses.
+    drop(listener);
+    ms.extra_env = vec![("PATH".into(), empty.path().display().to_string())];
+    let out = ms.run(&["up", "--only", "network"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("need helm") && err.contains("connection refused"),
+        "{}",
+        describe(&out)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // after a full up
 // ---------------------------------------------------------------------------------------

@@ -124,7 +124,14 @@ fn a_valid_stack_does_reach_the_endpoint() {
     let ms = Meshstack::new(Some(endpoint));
     let stack = ms.stack_file("ok.yaml", "name: reaches-out\nregion: us-east-1\n");
     let mut child = ms
-        .command(&["up", "--stack", stack.to_str().unwrap()])
+        // The AWS stages only: the Kubernetes stages would first need helm on the PATH.
+        .command(&[
+            "up",
+            "--only",
+            "network",
+            "--stack",
+            stack.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -177,6 +184,31 @@ fn a_missing_stack_file_is_a_usage_error_naming_the_path() {
             !stderr.contains("panicked"),
             "{command}: {}",
             describe(&out)
+        );
+    }
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock));
+}
+
+/// Issue 9, defect 6: a stack file far larger than any stack (a log, an image, a disk device
+/// named by mistake) is refused without being read whole, naming the file.
+#[test]
+fn an_oversized_stack_file_is_refused_unread() {
+    let (listener, endpoint) = silent_endpoint();
+    let ms = Meshstack::new(Some(endpoint));
+    // 2 MiB of valid YAML: a comment line repeated, after a valid stack.
+    let mut yaml = String::from("name: big\n");
+    while yaml.len() < 2 * 1024 * 1024 {
+        yaml.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    let path = ms.stack_file("big.yaml", &yaml);
+    let path = path.to_str().unwrap();
+    for command in ["plan", "up", "down"] {
+        let out = ms.run(&[command, "--stack", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", describe(&out));
+        assert!(
+            stderr.contains("big.yaml") && stderr.contains("larger than 1024 KiB"),
+            "{command}: {stderr}"
         );
     }
     assert!(matches!(listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock));

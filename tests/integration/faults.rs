@@ -290,3 +290,120 @@ async fn a_second_ctrl_c_exits_at_once_and_leaves_a_usable_state() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(aws.inventory("impatient").await, Default::default());
 }
+
+/// Issue 9, defect 5: the answers AWS gives while new IAM things propagate are retried until
+/// they pass — CreateCluster's "role ... could not be assumed" and UpdateAssumeRolePolicy's
+/// MalformedPolicyDocument right after the OIDC provider is created — and the run builds
+/// exactly one of everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_of_a_propagating_role_or_provider_are_retried() {
+    let s = Scenario::start(
+        "propagate",
+        Faults {
+            errors: [
+                (
+                    "eks:CreateCluster".to_string(),
+                    (
+                        3,
+                        "InvalidParameterException".to_string(),
+                        "Role with arn: arn:aws:iam::123456789012:role/propagate-cluster, could \
+                         not be assumed because it does not exist or the trusted entity is not \
+                         correct"
+                            .to_string(),
+                    ),
+                ),
+                (
+                    "iam:UpdateAssumeRolePolicy".to_string(),
+                    (
+                        2,
+                        "MalformedPolicyDocument".to_string(),
+                        "Invalid principal in policy: \"Federated\":\"arn:aws:iam::123456789012:\
+                         oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/X\""
+                            .to_string(),
+                    ),
+                ),
+            ]
+            .into(),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let out = s.ms.run(&[
+        "up", "--only", AWS_STAGES, "--stack", &s.stack, "-o", "json",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stats = s.proxy.stats();
+    assert_eq!(stats.injected, 5, "{stats:?}");
+    assert_eq!(stats.ops["eks:CreateCluster"], 4, "{stats:?}");
+    // Each retry is shown with its reason as it happens.
+    let events = String::from_utf8_lossy(&out.stdout);
+    for reason in [
+        "create EKS cluster: the cluster role is not assumable yet",
+        "the new OIDC provider is not visible to IAM yet",
+    ] {
+        assert!(events.contains(reason), "{reason:?} not in {events}");
+    }
+    assert_eq!(
+        s.aws.inventory("propagate").await,
+        expected_full_inventory()
+    );
+}
+
+/// Issue 9, defect 5: a cluster that is UPDATING is waited for before it is updated again (EKS
+/// refuses a second update) — the endpoint-access change is sent only after ACTIVE was seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_updating_cluster_is_waited_for_before_it_is_changed() {
+    let mut s = Scenario::start("updating", Faults::default()).await;
+    let out =
+        s.ms.run(&["up", "--only", "network,iam,cluster", "--stack", &s.stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Same stack, private endpoint now; the cluster answers UPDATING twice first.
+    let stack = s.ms.stack_file(
+        "private.yaml",
+        &format!(
+            "{}cluster: {{endpoint_public_access: false}}\n",
+            stack_yaml("updating")
+        ),
+    );
+    let proxy = FaultProxy::start(
+        &s._moto.endpoint(),
+        Faults {
+            rewrites: [(
+                "eks:DescribeCluster".to_string(),
+                (
+                    2,
+                    r#""status": "ACTIVE""#.to_string(),
+                    r#""status": "UPDATING""#.to_string(),
+                ),
+            )]
+            .into(),
+            ..Faults::default()
+        },
+    );
+    s.ms.endpoint = Some(proxy.endpoint());
+    let out = s.ms.run(&[
+        "up",
+        "--only",
+        "cluster",
+        "--stack",
+        stack.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stats = proxy.stats();
+    assert_eq!(stats.rewritten, 2, "{stats:?}");
+    let update = stats
+        .sequence
+        .iter()
+        .position(|op| op == "eks:UpdateClusterConfig")
+        .unwrap_or_else(|| panic!("no UpdateClusterConfig: {:?}", stats.sequence));
+    let describes_before = stats.sequence[..update]
+        .iter()
+        .filter(|op| *op == "eks:DescribeCluster")
+        .count();
+    assert!(
+        describes_before >= 3,
+        "UpdateClusterConfig was sent before the cluster was seen ACTIVE: {:?}",
+        stats.sequence
+    );
+}

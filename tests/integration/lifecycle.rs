@@ -8,6 +8,18 @@ use crate::support::{api_calls, describe, expected_full_inventory, Meshstack, Mo
 
 const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
 
+/// Roles under EC2 Spot's service-linked path (AWS names it AWSServiceRoleForEC2Spot).
+async fn spot_roles(aws: &crate::support::Clients) -> usize {
+    aws.iam
+        .list_roles()
+        .path_prefix("/aws-service-role/spot.amazonaws.com/")
+        .send()
+        .await
+        .unwrap()
+        .roles()
+        .len()
+}
+
 fn stack_yaml(name: &str) -> String {
     format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n")
 }
@@ -43,11 +55,36 @@ async fn up_converges_survives_a_lost_journal_and_down_leaves_nothing_but_foreig
     let stack = ms.stack_file("stack.yaml", &stack_yaml("lifecycle"));
     let stack = stack.to_str().unwrap();
 
+    // 0. plan shows EC2 Spot's service-linked role, which a fresh account lacks and without
+    // which Karpenter cannot launch spot (the default NodePool allows spot).
+    let out = ms.run(&["plan", "--stack", stack, "--only", AWS_STAGES]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("+ service-linked-role AWSServiceRoleForEC2Spot"),
+        "{plan}"
+    );
+    assert_eq!(spot_roles(&aws).await, 0);
+
     // 1. A full AWS up creates exactly the expected resources.
     let out = ms.run(&["up", "--stack", stack, "--only", AWS_STAGES, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(aws.inventory("lifecycle").await, expected_full_inventory());
     assert!(api_calls(&out)["writes"].as_u64().unwrap() > 0);
+    assert_eq!(spot_roles(&aws).await, 1, "the spot service-linked role");
+    // The node group's AMI type is explicit (EKS's default differs by version).
+    let ng = aws
+        .eks
+        .describe_nodegroup()
+        .cluster_name("lifecycle")
+        .nodegroup_name("lifecycle-system")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ng.nodegroup().unwrap().ami_type().map(|a| a.as_str()),
+        Some("AL2023_x86_64_STANDARD")
+    );
 
     // 2. A second up changes nothing: zero mutating calls, by meshstack's count and by moto's.
     moto.start_recording();
@@ -90,6 +127,13 @@ async fn up_converges_survives_a_lost_journal_and_down_leaves_nothing_but_foreig
         .send()
         .await
         .expect("the foreign cluster survives");
+
+    // The spot role is account-wide: down never deletes it.
+    assert_eq!(
+        spot_roles(&aws).await,
+        1,
+        "down must keep the spot service-linked role"
+    );
 
     // 5. down again: nothing to do, no error.
     moto.start_recording();

@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 
-use crate::support::fault_proxy::{FaultProxy, Faults};
+use crate::support::fault_proxy::{FaultProxy, Faults, Hook};
 use crate::support::{describe, Clients, LbClients, Meshstack, Moto, STACK_TAG};
 
 const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
@@ -329,6 +329,71 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
     )
     .await;
 
+    // Karpenter's instance profiles for the cluster (one under its path, one at the root as
+    // older releases made them) and look-alikes of another cluster's and another region's.
+    let karpenter_tags = |cluster: &str, region: &str| {
+        vec![
+            (
+                format!("kubernetes.io/cluster/{cluster}"),
+                "owned".to_string(),
+            ),
+            ("karpenter.k8s.aws/ec2nodeclass".into(), "ecommerce".into()),
+            ("topology.kubernetes.io/region".into(), region.to_string()),
+            ("eks:eks-cluster-name".into(), cluster.to_string()),
+        ]
+    };
+    let profiles = [
+        (
+            format!("{NAME}_1111"),
+            "/karpenter/us-east-1/sweep/uid-1/",
+            karpenter_tags(NAME, "us-east-1"),
+        ),
+        (
+            format!("{NAME}_2222"),
+            "/",
+            karpenter_tags(NAME, "us-east-1"),
+        ),
+    ];
+    let foreign_profiles = [
+        (
+            "other_3333".to_string(),
+            "/karpenter/us-east-1/other/uid-3/",
+            karpenter_tags("other", "us-east-1"),
+        ),
+        (
+            format!("{NAME}_4444"),
+            "/",
+            karpenter_tags(NAME, "eu-west-1"),
+        ),
+    ];
+    for (name, path, tags) in profiles.iter().chain(&foreign_profiles) {
+        aws.iam
+            .create_instance_profile()
+            .instance_profile_name(name)
+            .path(*path)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| {
+                        aws_sdk_iam::types::Tag::builder()
+                            .key(k)
+                            .value(v)
+                            .build()
+                            .unwrap()
+                    })
+                    .collect(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+    aws.iam
+        .add_role_to_instance_profile()
+        .instance_profile_name(&profiles[0].0)
+        .role_name(format!("{NAME}-node"))
+        .send()
+        .await
+        .unwrap();
+
     // plan --destroy names each thing the sweeps will delete, and nothing of anyone else's.
     let out = ms.run(&["plan", "--destroy", "--stack", stack, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -353,6 +418,8 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
         format!("network-interface aws-K8S-i-0123456789abcdef0 ({eni})"),
         format!("ec2-instance {}", nodes[0]),
         format!("ec2-instance {}", nodes[1]),
+        format!("instance-profile {}", profiles[0].0),
+        format!("instance-profile {}", profiles[1].0),
     ] {
         assert!(planned.contains(&want), "{want} not in plan:\n{planned:#?}");
     }
@@ -363,6 +430,8 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
         &other_eni,
         &untagged,
         &other_node,
+        &foreign_profiles[0].0,
+        &foreign_profiles[1].0,
     ] {
         assert!(
             !planned.iter().any(|p| p.contains(foreign)),
@@ -372,9 +441,27 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
 
     // Scenario 3: through the fault proxy, the deletes first meet DependencyViolation, as AWS
     // answers while interfaces and load balancers let go; `down` retries them with back-off.
+    // And an interface appears in the VPC after the first sweep (when the first subnet is
+    // deleted), as interfaces do that let go mid-teardown: it must be swept too.
+    let late_subnet = private.last().unwrap().clone();
+    let late_endpoint = moto.endpoint();
+    let late_eni = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let late = late_eni.clone();
+    let hook = Hook(std::sync::Arc::new(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let id = rt.block_on(async {
+            let aws = Clients::at(&late_endpoint).await;
+            interface(&aws, &late_subnet, "aws-K8S-i-late").await
+        });
+        *late.lock().unwrap() = id;
+    }));
     let proxy = FaultProxy::start(
         &moto.endpoint(),
         Faults {
+            on_first: [("ec2:DeleteSubnet".to_string(), hook)].into(),
             dependency_violations: [
                 ("ec2:DeleteSecurityGroup".to_string(), 2),
                 ("ec2:DeleteNetworkInterface".to_string(), 1),
@@ -410,11 +497,35 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
         );
     }
     assert_eq!(group_ids(&aws, &vpc).await, BTreeSet::new(), "groups left");
+    let late_eni = late_eni.lock().unwrap().clone();
+    assert!(late_eni.starts_with("eni-"), "the hook ran: {late_eni:?}");
     assert_eq!(
         interface_ids(&aws, &vpc).await,
         BTreeSet::new(),
-        "interfaces left"
+        "interfaces left (the late one was {late_eni})"
     );
+    let left_profiles: BTreeSet<String> = aws
+        .iam
+        .list_instance_profiles()
+        .send()
+        .await
+        .unwrap()
+        .instance_profiles()
+        .iter()
+        .map(|p| p.instance_profile_name().to_string())
+        .collect();
+    for (name, ..) in &profiles {
+        assert!(
+            !left_profiles.contains(name),
+            "{name} left: {left_profiles:?}"
+        );
+    }
+    for (name, ..) in &foreign_profiles {
+        assert!(
+            left_profiles.contains(name),
+            "{name} removed: {left_profiles:?}"
+        );
+    }
 
     // Everything of anyone else's.
     assert!(classic_names(&lb).await.contains("other-cluster-elb"));

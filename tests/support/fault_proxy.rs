@@ -49,6 +49,25 @@ pub struct Faults {
     /// Operation from [`NOT_READY`] -> rewrite its ready answers to "not ready yet" until this
     /// long after the first ready answer (resources that take minutes to create, scaled down).
     pub creating_for: BTreeMap<String, Duration>,
+    /// Operation -> answer its first N calls with this error, in the operation's protocol:
+    /// `(N, code, message)`, like AWS's transient answers while a new IAM role propagates.
+    pub errors: BTreeMap<String, (u32, String, String)>,
+    /// Operation -> rewrite its first N successful answers, replacing `from` with `to`
+    /// (a cluster that answers UPDATING, say).
+    pub rewrites: BTreeMap<String, (u32, String, String)>,
+    /// Operation -> run this once, before the proxy handles the operation's first call: the
+    /// world changing under a running `meshstack` (an interface appearing mid-teardown).
+    pub on_first: BTreeMap<String, Hook>,
+}
+
+/// A test's action for [`Faults::on_first`].
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// `(operation, ready text, not-ready text)`: what a "still creating" fault replaces in a
@@ -88,6 +107,10 @@ pub struct ProxyStats {
     pub retries: u64,
     /// `service:Operation` -> requests received.
     pub ops: BTreeMap<String, u64>,
+    /// Requests answered with an injected error from `Faults::errors`.
+    pub injected: u64,
+    /// Every request's operation, in arrival order.
+    pub sequence: Vec<String>,
 }
 
 /// The running proxy, listening on a free localhost port; stops accepting on drop.
@@ -239,6 +262,7 @@ enum Verdict {
     Forward,
     Throttle,
     DependencyViolation,
+    Error,
 }
 
 impl Shared {
@@ -254,6 +278,16 @@ impl Shared {
         };
         let (raw_body, body) = read_body(&mut reader, &head, false)?;
         let mut req = Request::parse(&head, &body);
+        let hook = {
+            let mut st = self.state();
+            match st.calls.get(&req.op) {
+                None | Some(0) => st.faults.on_first.remove(&req.op),
+                Some(_) => None,
+            }
+        };
+        if let Some(Hook(hook)) = hook {
+            hook();
+        }
         let verdict;
         (verdict, req.number) = self.decide(&req);
         if self.log {
@@ -269,6 +303,10 @@ impl Shared {
         let answer = match verdict {
             Verdict::Throttle => throttling_answer(&req),
             Verdict::DependencyViolation => dependency_violation_answer(&req),
+            Verdict::Error => {
+                let (_, code, message) = self.state().faults.errors[&req.op].clone();
+                error_answer(&req, &code, &message)
+            }
             Verdict::Forward => match self.forward(&head, &raw_body) {
                 Ok(mut answer) => {
                     self.maybe_not_ready(&req, &mut answer);
@@ -290,6 +328,7 @@ impl Shared {
         let st = &mut *st;
         st.stats.requests += 1;
         *st.stats.ops.entry(req.op.clone()).or_default() += 1;
+        st.stats.sequence.push(req.op.clone());
         if req.attempt > 1 {
             st.stats.retries += 1;
         }
@@ -305,6 +344,14 @@ impl Shared {
         } else if first_n(&st.faults.dependency_violations) {
             st.stats.dependency_violations += 1;
             Verdict::DependencyViolation
+        } else if st
+            .faults
+            .errors
+            .get(&req.op)
+            .is_some_and(|(n, ..)| nth <= *n)
+        {
+            st.stats.injected += 1;
+            Verdict::Error
         } else {
             st.stats.forwarded += 1;
             Verdict::Forward
@@ -352,10 +399,23 @@ impl Shared {
         }
     }
 
-    /// Apply a "still creating" fault to a successful forwarded answer.
+    /// Apply a "still creating" fault, or a rewrite, to a successful forwarded answer.
     fn maybe_not_ready(&self, req: &Request, answer: &mut Answer) {
         if !(200..300).contains(&answer.status) {
             return;
+        }
+        {
+            let mut st = self.state();
+            let st = &mut *st;
+            if let Some((n, from, to)) = st.faults.rewrites.get_mut(&req.op) {
+                let text = String::from_utf8_lossy(&answer.body);
+                if *n > 0 && text.contains(from.as_str()) {
+                    *n -= 1;
+                    st.stats.rewritten += 1;
+                    answer.body = text.replace(from.as_str(), to).into_bytes();
+                    return;
+                }
+            }
         }
         let Some((_, from, to)) = NOT_READY.iter().find(|(o, _, _)| *o == req.op) else {
             return;
@@ -783,6 +843,56 @@ fn throttling_answer(req: &Request) -> Answer {
             format!(
                 "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>\
                  <Message>Rate exceeded</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
+            ),
+        ),
+    }
+}
+
+/// An error answer with `code` and `message`, in the protocol of the request's service.
+fn error_answer(req: &Request, code: &str, message: &str) -> Answer {
+    let id = req.request_id();
+    let json_message = serde_json::to_string(message).unwrap();
+    if req.json_target {
+        return Answer::new(
+            400,
+            "Bad Request",
+            &[
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("x-amzn-RequestId", &id),
+            ],
+            format!(r#"{{"__type":"{code}","message":{json_message}}}"#),
+        );
+    }
+    let xml_message = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    match req.service() {
+        "ec2" => Answer::new(
+            400,
+            "Bad Request",
+            &[("Content-Type", "text/xml;charset=UTF-8")],
+            ec2_error(code, message, &id),
+        ),
+        // restJson: the code in x-amzn-ErrorType.
+        "eks" => Answer::new(
+            400,
+            "Bad Request",
+            &[
+                ("Content-Type", "application/json"),
+                ("x-amzn-RequestId", &id),
+                ("x-amzn-ErrorType", code),
+            ],
+            format!(r#"{{"message":{json_message}}}"#),
+        ),
+        // awsQuery: IAM, STS, ELB.
+        _ => Answer::new(
+            400,
+            "Bad Request",
+            &[("Content-Type", "text/xml"), ("x-amzn-RequestId", &id)],
+            format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
+                 <Message>{xml_message}</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
             ),
         ),
     }
