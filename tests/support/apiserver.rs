@@ -231,6 +231,8 @@ pub struct Shared {
     /// Upgraded connections (port-forwards), which hyper no longer owns: cut on stop.
     pub upgraded: Mutex<Vec<tokio::task::AbortHandle>>,
     address: String,
+    /// Set when the server is dropped: the controllers stop, quietly.
+    pub closing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -299,10 +301,14 @@ impl ApiServer {
             pods: Arc::default(),
             upgraded: Mutex::default(),
             address: format!("127.0.0.1:{port}"),
+            closing: Default::default(),
         });
         let controllers = shared.clone();
         rt.spawn(async move {
-            loop {
+            while !controllers
+                .closing
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 controllers::reconcile(&controllers).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -453,6 +459,9 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(rt) = self.rt.take() {
             // Allowed anywhere, also inside a test's own runtime.
             rt.shutdown_background();

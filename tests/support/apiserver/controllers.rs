@@ -161,6 +161,9 @@ pub async fn reconcile(shared: &Shared) {
         ("deployments", deployments(shared).await),
     ] {
         if let Err(e) = result {
+            if shared.closing.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             eprintln!("apiserver: {what}: {e}");
         }
     }
