@@ -14,7 +14,7 @@ use meshstack::k8s::apply::{parse_manifests, ApplyError, DiscoveryResolver, Obje
 use serde_json::json;
 
 use crate::support::apiserver::pods::ORDERS_CLUSTER;
-use crate::support::apiserver::{ApiServer, Faults, Options, Rejection};
+use crate::support::apiserver::{ApiServer, Conflict, Faults, Options, Rejection};
 use crate::support::k8s::{fake_helm, helm_calls};
 use crate::support::{describe, Meshstack, Moto};
 
@@ -479,4 +479,96 @@ fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_coun
     assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
     assert_eq!(v["totals"]["products_on_node_pct"], 100.0, "{v}");
     assert_eq!(v["verdict"]["pass"], true, "{v}");
+}
+
+/// The objects with what differs between two equal clusters taken out: identities,
+/// versions, timestamps and field-manager bookkeeping.
+fn normalized(objects: BTreeMap<String, serde_json::Value>) -> BTreeMap<String, serde_json::Value> {
+    objects
+        .into_iter()
+        .map(|(key, mut o)| {
+            if let Some(meta) = o["metadata"].as_object_mut() {
+                for field in [
+                    "resourceVersion",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "managedFields",
+                ] {
+                    meta.remove(field);
+                }
+            }
+            (key, o)
+        })
+        .collect()
+}
+
+#[test]
+fn up_converges_through_throttling_conflicts_and_a_slow_crd_to_the_same_objects() {
+    let calm = Cluster::start("weather", Options::default());
+    calm.up();
+    let want = normalized(calm.server.objects());
+    drop(calm);
+
+    let stormy = Cluster::start("weather", Options::default());
+    stormy.server.set_faults(Faults {
+        throttle: 0.3,
+        retry_after_secs: 1,
+        // aws-auth does not exist yet: its create loses a race twice.
+        conflicts: vec![Conflict {
+            verb: "create",
+            path_contains: "/configmaps".into(),
+            times: 2,
+        }],
+        crd_delays: [
+            ("nodepools.karpenter.sh".to_string(), Duration::from_secs(2)),
+            ("kialis.kiali.io".to_string(), Duration::from_secs(1)),
+        ]
+        .into(),
+        lb_delay: Duration::from_secs(1),
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    stormy.up();
+    let counts = stormy.server.counts();
+    eprintln!(
+        "up through faults: {:?}, {} requests, {:?} injected",
+        started.elapsed(),
+        counts.requests(),
+        counts.injected
+    );
+    assert!(
+        counts.injected.get(&429).copied().unwrap_or(0) > 10,
+        "{counts:?}"
+    );
+    assert_eq!(counts.injected.get(&409), Some(&2), "{counts:?}");
+    assert_eq!(normalized(stormy.server.objects()), want);
+}
+
+#[test]
+#[ignore = "issue 10 item 3 (the lead's): a failed reachability probe is cached as success, so \
+            the later Kubernetes stages delete through the dead API, fail, and the AWS stages \
+            are skipped; un-ignore with that fix"]
+fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
+    let mut c = Cluster::start("orphan", Options::default());
+    c.up();
+    c.server.stop();
+    let out = c.run("down", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let aws = c.server.block_on(c.moto.clients());
+    assert_eq!(
+        c.server.block_on(aws.inventory("orphan")),
+        BTreeMap::new(),
+        "{}",
+        describe(&out)
+    );
+    let address = format!("127.0.0.1:{}", c.server.port());
+    let warnings: Vec<String> = json_lines(&out)
+        .into_iter()
+        .filter(|l| l["event"] == "warn")
+        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+        .filter(|m| m.contains("API"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}\n{}", describe(&out));
+    assert!(warnings[0].contains(&address), "{warnings:?}");
 }
