@@ -131,6 +131,13 @@ fn the_local_api_server_serves_the_api_over_https_and_keeps_its_state_across_a_r
     // Stopped: nothing answers. Restarted: same port, same objects.
     server.stop();
     assert!(server.block_on(client.apiserver_version()).is_err());
+    // Hung: connections are accepted and never answered.
+    server.hang();
+    let hung = server.block_on(async {
+        tokio::time::timeout(Duration::from_millis(500), client.apiserver_version()).await
+    });
+    assert!(hung.is_err(), "a hung server answered: {hung:?}");
+    server.stop();
     server.restart();
     let client = server.https_client(&eks_token());
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
@@ -264,7 +271,9 @@ const RELEASES: [&str; 6] = [
 #[test]
 fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     let c = Cluster::start("whole", Options::default());
+    let started = std::time::Instant::now();
     c.up();
+    let full = started.elapsed();
 
     // Every manifest's object is in the cluster, and every release: recorded by helm and
     // stored as helm stores it.
@@ -305,7 +314,9 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     c.moto.start_recording();
     c.server.reset_counts();
     let helm_before = helm_calls(&c.helm_dir).len();
+    let started = std::time::Instant::now();
     let out = c.up();
+    let converged = started.elapsed();
     assert_eq!(
         c.moto.recorded_writes(),
         Vec::<String>::new(),
@@ -326,7 +337,7 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
         "a converged up changed objects"
     );
     eprintln!(
-        "converged up: {} API requests ({:?}), {} helm calls",
+        "full up {full:?}; converged up {converged:?}: {} API requests ({:?}), {} helm calls",
         counts.requests(),
         counts.by_verb,
         new_helm.len()

@@ -20,6 +20,7 @@
 //! same port with the same certificate and the **same state**: the store lives in the test
 //! process, not in the listener, and the controllers keep running while it is stopped (as a
 //! cluster's do while its API endpoint is unreachable). A fresh state is a new `ApiServer`.
+//! [`ApiServer::hang`] instead accepts connections and never answers, for client timeouts.
 //!
 //! # Faults
 //! [`Faults`], changeable at any time with [`ApiServer::set_faults`]: a share of requests
@@ -398,18 +399,41 @@ impl ApiServer {
     /// Listen again on the same port, with the same state.
     pub fn restart(&mut self) {
         assert!(self.listener.is_none(), "restart: the server is running");
+        let listener = self.bind_again();
+        self.listen(listener);
+    }
+
+    /// Stop, then accept connections on the same port and never answer (no TLS handshake,
+    /// nothing): an endpoint that black-holes requests, for client timeouts. [`Self::stop`]
+    /// then [`Self::restart`] bring the API back.
+    pub fn hang(&mut self) {
+        self.stop();
+        let listener = self.bind_again();
+        listener.set_nonblocking(true).unwrap();
+        let task = self.rt().spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let mut held = Vec::new();
+            loop {
+                if let Ok((tcp, _)) = listener.accept().await {
+                    held.push(tcp);
+                }
+            }
+        });
+        self.listener = Some(task);
+    }
+
+    fn bind_again(&self) -> std::net::TcpListener {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
+        loop {
             match std::net::TcpListener::bind(("127.0.0.1", self.port)) {
-                Ok(l) => break l,
+                Ok(l) => return l,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => panic!("cannot listen on port {} again: {e}", self.port),
             }
-        };
-        self.listen(listener);
+        }
     }
 
     pub fn set_faults(&self, faults: Faults) {
