@@ -22,6 +22,14 @@
 //!
 //! TLS is rustls with the cluster's own CA only (the system roots are not consulted for a
 //! cluster endpoint).
+//!
+//! # Another API server
+//! [`api_override`] reads [`API_ENV`] and [`CA_FILE_ENV`]: with them set, the Kubernetes
+//! stages, `pods` and `verify` talk to that endpoint, trusting that CA, instead of the EKS
+//! cluster's, as `AWS_ENDPOINT_URL` does for AWS. Everything else stays as it is: the cluster
+//! must still exist in the account (its name signs the token), the token is still the EKS
+//! token, and helm gets the same private kubeconfig, with the overridden server and CA. The
+//! tests point the binary at a local API server this way.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -54,9 +62,65 @@ pub enum ClientError {
     /// The CA is not base64-encoded PEM certificates, as EKS's `certificateAuthority.data` is.
     #[error("invalid cluster CA data: {0}")]
     CaData(String),
+    /// [`API_ENV`] / [`CA_FILE_ENV`] are unusable; the message names the variable and the fix.
+    #[error("{0}")]
+    Override(String),
     /// kube could not set up its HTTP stack (TLS configuration).
     #[error("cannot build the Kubernetes client")]
     Build(#[source] kube::Error),
+}
+
+/// The cluster API endpoint to use instead of the EKS cluster's (`https://host:port`).
+pub const API_ENV: &str = "MESHSTACK_KUBE_API";
+/// The PEM file with the CA that signed [`API_ENV`]'s certificate; required with it.
+pub const CA_FILE_ENV: &str = "MESHSTACK_KUBE_CA_FILE";
+
+/// Where the cluster's API is reached when [`API_ENV`] is set: the endpoint, and the CA as EKS
+/// hands it out (base64 of PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiOverride {
+    pub endpoint: String,
+    pub ca_data: String,
+}
+
+/// The override from the environment, if [`API_ENV`] is set.
+///
+/// # Errors
+/// [`ClientError::Override`], naming the variable and the fix: [`API_ENV`] without
+/// [`CA_FILE_ENV`], a CA file that cannot be read or holds no PEM certificate, or an endpoint
+/// that is not `https://host[:port]`.
+pub fn api_override() -> Result<Option<ApiOverride>, ClientError> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    api_override_from(
+        var(API_ENV).map(|v| v.to_string_lossy().into_owned()),
+        var(CA_FILE_ENV).map(std::path::PathBuf::from),
+    )
+}
+
+fn api_override_from(
+    endpoint: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
+) -> Result<Option<ApiOverride>, ClientError> {
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    let ca_file = ca_file.ok_or_else(|| {
+        ClientError::Override(format!(
+            "{API_ENV} is set but {CA_FILE_ENV} is not; set it to the PEM file of the CA that \
+             signed {endpoint}'s certificate"
+        ))
+    })?;
+    let pem = std::fs::read(&ca_file).map_err(|e| {
+        ClientError::Override(format!(
+            "{CA_FILE_ENV}: cannot read {}: {e}",
+            ca_file.display()
+        ))
+    })?;
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(pem);
+    ca_certificates(&ca_data)
+        .map_err(|e| ClientError::Override(format!("{CA_FILE_ENV}: {}: {e}", ca_file.display())))?;
+    config(&endpoint, &ca_data).map_err(|e| ClientError::Override(format!("{API_ENV}: {e}")))?;
+    Ok(Some(ApiOverride { endpoint, ca_data }))
 }
 
 /// The [`kube::Config`] for a cluster: endpoint, CA, no credentials (those come from the token
@@ -343,6 +407,42 @@ tL4ndQavEi51mI38AjEAi/V3bNTIZargCyzuFJ0nN6T5U6VR5CmD1/iQMVtCnwr1\n\
                 matches!(config(bad, &ca), Err(ClientError::Endpoint { .. })),
                 "{bad:?} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn the_api_override_needs_an_https_endpoint_and_a_readable_ca_file() {
+        assert_eq!(api_override_from(None, None).unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let text =
+            format!("-----BEGIN CERTIFICATE-----\n{CERT_B64_BODY}\n-----END CERTIFICATE-----\n");
+        std::fs::write(&ca, &text).unwrap();
+        let got = api_override_from(Some("https://127.0.0.1:6443".into()), Some(ca.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.endpoint, "https://127.0.0.1:6443");
+        assert_eq!(ca_certificates(&got.ca_data).unwrap().len(), 1);
+
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        for (endpoint, file, want) in [
+            ("https://127.0.0.1:6443", None, CA_FILE_ENV),
+            (
+                "https://127.0.0.1:6443",
+                Some(dir.path().join("missing")),
+                "cannot read",
+            ),
+            (
+                "https://127.0.0.1:6443",
+                Some(not_pem),
+                "no PEM certificate",
+            ),
+            ("http://127.0.0.1:6443", Some(ca.clone()), API_ENV),
+        ] {
+            let err = api_override_from(Some(endpoint.into()), file).unwrap_err();
+            assert!(matches!(err, ClientError::Override(_)), "{err:?}");
+            assert!(err.to_string().contains(want), "{endpoint}: {err}");
         }
     }
 

@@ -87,7 +87,8 @@ impl Context {
 
 /// Connect to the stack's cluster: a kube client authenticating with in-process EKS tokens,
 /// discovery for kinds, and helm with a private kubeconfig whose user runs `meshstack token`
-/// (so no token is written to disk or passed on helm's command line).
+/// (so no token is written to disk or passed on helm's command line). The endpoint and CA may
+/// come from the environment instead ([`client::api_override`]).
 async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
     let aws = cx.aws()?;
     let facts = cluster::facts(cx).await?;
@@ -103,7 +104,14 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
             Ok(token::eks_token(&name, &region, &creds, SystemTime::now())?.token)
         })
     });
-    let client = client::client(&facts.endpoint, &facts.certificate_authority, tokens)
+    // The API's address and CA: the cluster's, unless the environment names another API
+    // server (`MESHSTACK_KUBE_API`, for tests); nothing after this depends on which.
+    let (endpoint, ca_data) =
+        match client::api_override().map_err(|e| StageError::Conflict(e.to_string()))? {
+            Some(o) => (o.endpoint, o.ca_data),
+            None => (facts.endpoint.clone(), facts.certificate_authority.clone()),
+        };
+    let client = client::client(&endpoint, &ca_data, tokens)
         .map_err(|e| StageError::Conflict(format!("cluster {}: {e}", facts.name)))?;
 
     let exe = std::env::current_exe()
@@ -111,8 +119,8 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
         .unwrap_or_else(|_| "meshstack".into());
     let entry = kubeconfig::KubeconfigEntry {
         name: facts.name.clone(),
-        server: facts.endpoint.clone(),
-        certificate_authority_data: facts.certificate_authority.clone(),
+        server: endpoint,
+        certificate_authority_data: ca_data,
         exec: kubeconfig::ExecPlugin::meshstack_token(exe, &facts.name, &aws.region),
     };
     let text = kubeconfig::merge(None, &entry).map_err(|e| StageError::Conflict(e.to_string()))?;

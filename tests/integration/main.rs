@@ -5,6 +5,7 @@
 mod support;
 
 mod access;
+mod binary_k8s;
 mod cli;
 mod config_files;
 mod fault_proxy;

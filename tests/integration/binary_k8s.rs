@@ -1,0 +1,585 @@
+//! The whole graph through the binary: moto for AWS, the local API server
+//! (`tests/support/apiserver.rs`) for the cluster, the recording helm (`MESHSTACK_HELM`).
+//! The first test checks the server itself over HTTPS with a real `kube::Client`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use meshstack::k8s::apply::{parse_manifests, ApplyError, DiscoveryResolver, ObjectRef, Resolver};
+use serde_json::json;
+
+use crate::support::apiserver::pods::ORDERS_CLUSTER;
+use crate::support::apiserver::{ApiServer, Conflict, Faults, Options, Rejection};
+use crate::support::k8s::{fake_helm, helm_calls};
+use crate::support::{describe, Meshstack, Moto};
+
+/// A token of the shape EKS accepts (the server checks the shape, not the signature).
+fn eks_token() -> String {
+    use base64::Engine as _;
+    let url = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&X-Amz-Signature=abc";
+    format!(
+        "k8s-aws-v1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url)
+    )
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
+                                  "data": {"k": "v"}}))
+    .unwrap()
+}
+
+#[test]
+fn the_local_api_server_serves_the_api_over_https_and_keeps_its_state_across_a_restart() {
+    let mut server = ApiServer::start(Options::default());
+    let client = server.https_client(&eks_token());
+    let version = server.block_on(client.apiserver_version()).unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "34")
+    );
+
+    // Only an EKS token gets in.
+    let stranger = server.https_client("not-an-eks-token");
+    let err = server.block_on(stranger.apiserver_version()).unwrap_err();
+    assert!(
+        err.to_string().contains("401") || err.to_string().contains("Unauthorized"),
+        "{err}"
+    );
+    assert_eq!(server.counts().unauthorized, 1);
+
+    // Objects, Namespaces included, through the fake; a webhook refuses the first write of a kind.
+    server.set_faults(Faults {
+        rejections: vec![Rejection {
+            kind: "ConfigMap".into(),
+            times: 1,
+        }],
+        ..Faults::default()
+    });
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let err = server
+        .block_on(cms.create(&PostParams::default(), &config_map("a")))
+        .unwrap_err();
+    assert!(err.to_string().contains("denied the request"), "{err}");
+    server
+        .block_on(cms.create(&PostParams::default(), &config_map("a")))
+        .unwrap();
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let shop: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
+    server
+        .block_on(ns.create(&PostParams::default(), &shop))
+        .unwrap();
+    assert!(server.block_on(ns.get_opt("shop")).unwrap().is_some());
+    let counts = server.counts();
+    assert_eq!(counts.verb("create"), 3, "{counts:?}");
+    assert_eq!(counts.writes.len(), 3, "{counts:?}");
+    assert_eq!(counts.injected.get(&400), Some(&1), "{counts:?}");
+
+    // Discovery: built-in kinds at once; a custom kind once its CRD is Established, which the
+    // server's CRD controller does after the delay the test sets.
+    let resolver = DiscoveryResolver::new(client.clone());
+    let (deployments, _) = server
+        .block_on(resolver.resolve("apps/v1", "Deployment"))
+        .unwrap();
+    assert_eq!(deployments.plural, "deployments");
+    server.set_faults(Faults {
+        crd_delays: [(
+            "gateways.networking.istio.io".to_string(),
+            Duration::from_millis(1500),
+        )]
+        .into(),
+        ..Faults::default()
+    });
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "gateways.networking.istio.io"},
+        "spec": {"group": "networking.istio.io", "scope": "Namespaced",
+                 "names": {"kind": "Gateway", "plural": "gateways"},
+                 "versions": [{"name": "v1beta1", "served": true, "storage": true}]}
+    }))
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    server
+        .block_on(crds.create(&PostParams::default(), &crd))
+        .unwrap();
+    let early = server.block_on(resolver.resolve("networking.istio.io/v1beta1", "Gateway"));
+    assert!(
+        matches!(early, Err(ApplyError::UnknownKind { .. })),
+        "{early:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1600));
+    let (gateways, _) = server
+        .block_on(resolver.resolve("networking.istio.io/v1beta1", "Gateway"))
+        .unwrap();
+    assert_eq!(gateways.plural, "gateways");
+
+    // Throttling: kube retries 429s (it honours Retry-After), so the reads still succeed.
+    server.set_faults(Faults {
+        throttle: 0.5,
+        ..Faults::default()
+    });
+    for _ in 0..10 {
+        server.block_on(cms.get("a")).unwrap();
+    }
+    assert!(server.counts().injected.get(&429).copied().unwrap_or(0) > 0);
+    server.set_faults(Faults::default());
+
+    // Stopped: nothing answers. Restarted: same port, same objects.
+    server.stop();
+    assert!(server.block_on(client.apiserver_version()).is_err());
+    // Hung: connections are accepted and never answered.
+    server.hang();
+    let hung = server.block_on(async {
+        tokio::time::timeout(Duration::from_millis(500), client.apiserver_version()).await
+    });
+    assert!(hung.is_err(), "a hung server answered: {hung:?}");
+    server.stop();
+    server.restart();
+    let client = server.https_client(&eks_token());
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    assert_eq!(
+        server.block_on(cms.get("a")).unwrap().data.unwrap()["k"],
+        "v"
+    );
+}
+
+/// moto, the local API server playing the charts the recording helm records, and the binary
+/// pointed at both, with waits scaled down.
+struct Cluster {
+    moto: Moto,
+    server: ApiServer,
+    ms: Meshstack,
+    helm_dir: PathBuf,
+    stack: String,
+}
+
+/// Waits divided by this: the Kubernetes waits poll every 50 ms and give up after 30 s.
+const WAIT_SCALE: &str = "20";
+
+impl Cluster {
+    fn start(name: &str, options: Options) -> Cluster {
+        let moto = Moto::start();
+        let mut ms = Meshstack::with_moto(&moto);
+        let helm_dir = ms.dir.path().join("helm");
+        std::fs::create_dir_all(&helm_dir).unwrap();
+        let helm = fake_helm(&helm_dir);
+        let server = ApiServer::start(Options {
+            charts: Some(helm_dir.clone()),
+            ..options
+        });
+        ms.extra_env.extend(server.env());
+        ms.extra_env
+            .push(("MESHSTACK_HELM".into(), helm.display().to_string()));
+        ms.extra_env
+            .push(("MESHSTACK_WAIT_SCALE".into(), WAIT_SCALE.into()));
+        let stack = ms
+            .stack_file(
+                "stack.yaml",
+                &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n"),
+            )
+            .display()
+            .to_string();
+        Cluster {
+            moto,
+            server,
+            ms,
+            helm_dir,
+            stack,
+        }
+    }
+
+    fn run(&self, verb: &str, extra: &[&str]) -> Output {
+        let mut args = vec![verb, "--stack", &self.stack, "-o", "json"];
+        args.extend_from_slice(extra);
+        self.ms.run(&args)
+    }
+
+    /// `up`, which must succeed with every stage.
+    fn up(&self) -> Output {
+        let out = self.run("up", &[]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let summary = json_lines(&out)
+            .into_iter()
+            .find(|l| l["event"] == "summary")
+            .unwrap_or_else(|| panic!("no summary in {}", describe(&out)));
+        let results = summary["results"].as_array().unwrap();
+        assert_eq!(results.len(), 12, "{summary}");
+        for r in results {
+            assert_eq!(r["status"], "succeeded", "{r}\n{}", describe(&out));
+        }
+        out
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `Kind namespace/name` of every object in the manifests `meshstack render` writes (the
+/// helm values files aside): what a full `up` must leave in the cluster.
+fn rendered_objects(c: &Cluster) -> BTreeSet<String> {
+    let out_dir = c.ms.dir.path().join("rendered");
+    let out = c.ms.run(&[
+        "render",
+        "--stack",
+        &c.stack,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut objects = BTreeSet::new();
+    let mut stack = vec![out_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".yaml") && !name.ends_with("values.yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for o in parse_manifests(&text, &name).unwrap() {
+                    let o = ObjectRef::of(&o);
+                    objects.insert(match o.namespace {
+                        Some(ns) => format!("{} {ns}/{}", o.kind, o.name),
+                        None => format!("{} {}", o.kind, o.name),
+                    });
+                }
+            }
+        }
+    }
+    assert!(objects.len() > 20, "{objects:?}");
+    objects
+}
+
+/// The releases meshstack installs, as `namespace/name`.
+const RELEASES: [&str; 6] = [
+    "istio-system/istio-base",
+    "istio-system/istio-ingressgateway",
+    "istio-system/istiod",
+    "karpenter/karpenter",
+    "kiali-operator/kiali-operator",
+    "prometheus/prom",
+];
+
+#[test]
+fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
+    let c = Cluster::start("whole", Options::default());
+    let started = std::time::Instant::now();
+    c.up();
+    let full = started.elapsed();
+
+    // Every manifest's object is in the cluster, and every release: recorded by helm and
+    // stored as helm stores it.
+    let objects = c.server.objects();
+    let missing: Vec<String> = rendered_objects(&c)
+        .into_iter()
+        .filter(|o| !objects.contains_key(o))
+        .collect();
+    assert!(missing.is_empty(), "not in the cluster: {missing:?}");
+    let aws_auth = &objects["ConfigMap kube-system/aws-auth"];
+    assert!(
+        aws_auth["data"]["mapRoles"]
+            .as_str()
+            .unwrap()
+            .contains("role/whole-node"),
+        "{aws_auth}"
+    );
+    let products = &objects["Service ecommerce/products-service"];
+    assert_eq!(products["spec"]["internalTrafficPolicy"], "Local");
+    for release in RELEASES {
+        let (ns, name) = release.split_once('/').unwrap();
+        assert!(
+            c.helm_dir
+                .join("releases")
+                .join(format!("{ns}.{name}"))
+                .exists(),
+            "helm has no release {release}"
+        );
+        let secret = format!("Secret {ns}/sh.helm.release.v1.{name}.v1");
+        assert!(objects.contains_key(&secret), "no {secret}");
+    }
+    let counts = c.server.counts();
+    assert!(counts.verb("patch") > 20, "{counts:?}");
+    assert!(counts.verb("discovery") > 0, "{counts:?}");
+
+    // Again: no AWS write (moto's own record), no helm install, no API write, no object
+    // changed (resourceVersions included).
+    c.moto.start_recording();
+    c.server.reset_counts();
+    let helm_before = helm_calls(&c.helm_dir).len();
+    let started = std::time::Instant::now();
+    let out = c.up();
+    let converged = started.elapsed();
+    assert_eq!(
+        c.moto.recorded_writes(),
+        Vec::<String>::new(),
+        "{}",
+        describe(&out)
+    );
+    let new_helm: Vec<Vec<String>> = helm_calls(&c.helm_dir).split_off(helm_before);
+    assert!(
+        new_helm.iter().all(|call| call[0] == "list"),
+        "helm calls on a converged up: {new_helm:?}"
+    );
+    let counts = c.server.counts();
+    assert_eq!(counts.writes, Vec::<String>::new(), "{counts:?}");
+    assert!(counts.requests() > 0);
+    assert_eq!(
+        c.server.objects(),
+        objects,
+        "a converged up changed objects"
+    );
+    eprintln!(
+        "full up {full:?}; converged up {converged:?}: {} API requests ({:?}), {} helm calls",
+        counts.requests(),
+        counts.by_verb,
+        new_helm.len()
+    );
+}
+
+/// Zone of each app pod IP, and of each app pod name, as the server placed them.
+fn app_zones(server: &ApiServer) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let objects = server.objects();
+    let zone_of_node = |node: &str| {
+        objects[&format!("Node {node}")]["metadata"]["labels"]["topology.kubernetes.io/zone"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (mut by_ip, mut by_name) = (BTreeMap::new(), BTreeMap::new());
+    for (key, pod) in objects.range("Pod ecommerce/".to_string().."Pod ecommerce0".to_string()) {
+        let zone = zone_of_node(pod["spec"]["nodeName"].as_str().unwrap());
+        by_ip.insert(
+            pod["status"]["podIP"].as_str().unwrap().to_string(),
+            zone.clone(),
+        );
+        by_name.insert(key.trim_start_matches("Pod ecommerce/").to_string(), zone);
+    }
+    (by_ip, by_name)
+}
+
+#[test]
+fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_counters() {
+    let c = Cluster::start("looking", Options::default());
+    c.up();
+
+    // pods: the app's five pods where the server's scheduler put them, no unsafe node.
+    let out = c.run("pods", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let placed: BTreeMap<String, Vec<String>> = report["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| {
+            let mut pods: Vec<String> = z["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|n| {
+                    assert_eq!(n["missing_local_products"], false, "{n}");
+                    n["pods"].as_array().unwrap().clone()
+                })
+                .map(|p| p["deployment"].as_str().unwrap_or_default().to_string())
+                .collect();
+            pods.sort();
+            (z["zone"].as_str().unwrap().to_string(), pods)
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        BTreeMap::from([
+            (
+                "us-east-1a".to_string(),
+                vec![
+                    "graphql".to_string(),
+                    "orders-1".into(),
+                    "products-1".into()
+                ]
+            ),
+            (
+                "us-east-1b".to_string(),
+                vec!["orders-2".to_string(), "products-2".into()]
+            ),
+        ]),
+        "{report}"
+    );
+
+    // verify: the gateway's address refuses, so the queries go to graphql's pod; both they
+    // and the /clusters reads go through the server's port-forward.
+    c.server.reset_counts();
+    let out = c.run("verify", &["--requests", "50"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not answer"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["traffic"]["sent"], 50, "{v}");
+    assert_eq!(v["traffic"]["succeeded"], 50, "{v}");
+    assert!(
+        v["traffic"]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("pod graphql-"),
+        "{v}"
+    );
+    let served = c.server.mesh().served();
+    let queries = served
+        .iter()
+        .filter(|l| l.contains(":3002 POST /v1/graphql"))
+        .count();
+    let reads = served
+        .iter()
+        .filter(|l| l.contains(":15000 GET /clusters"))
+        .count();
+    assert_eq!(queries, 50, "{served:?}");
+    // Before and after, from each caller: graphql, orders-1, orders-2.
+    assert_eq!(reads, 6, "{served:?}");
+    assert_eq!(
+        c.server.counts().verb("portforward"),
+        56,
+        "{:?}",
+        c.server.counts()
+    );
+
+    // The report is the stand-in sidecars' counters, by caller zone and target zone.
+    let (zone_of_ip, zone_of_pod) = app_zones(&c.server);
+    let mut want: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut products: BTreeMap<String, u64> = BTreeMap::new();
+    for (caller, counters) in c.server.mesh().counters() {
+        let from = zone_of_pod[&caller].clone();
+        for ((cluster, ip), n) in counters {
+            if cluster == ORDERS_CLUSTER {
+                *want
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(zone_of_ip[&ip].clone())
+                    .or_default() += n;
+            } else {
+                *products.entry(from.clone()).or_default() += n;
+            }
+        }
+    }
+    let got: BTreeMap<String, BTreeMap<String, u64>> = v["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| {
+            let orders: BTreeMap<String, u64> =
+                serde_json::from_value(z["orders"].clone()).unwrap();
+            assert_eq!(
+                z["products_total"].as_u64(),
+                products
+                    .get(z["zone"].as_str().unwrap())
+                    .copied()
+                    .or(Some(0)),
+                "{z}"
+            );
+            (z["zone"].as_str().unwrap().to_string(), orders)
+        })
+        .filter(|(_, orders)| !orders.is_empty())
+        .collect();
+    assert_eq!(got, want, "{v}");
+    assert_eq!(want["us-east-1a"]["us-east-1a"], 50);
+    assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
+    assert_eq!(v["totals"]["products_on_node_pct"], 100.0, "{v}");
+    assert_eq!(v["verdict"]["pass"], true, "{v}");
+}
+
+/// The objects with what differs between two equal clusters taken out: identities,
+/// versions, timestamps and field-manager bookkeeping.
+fn normalized(objects: BTreeMap<String, serde_json::Value>) -> BTreeMap<String, serde_json::Value> {
+    objects
+        .into_iter()
+        .map(|(key, mut o)| {
+            if let Some(meta) = o["metadata"].as_object_mut() {
+                for field in [
+                    "resourceVersion",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "managedFields",
+                ] {
+                    meta.remove(field);
+                }
+            }
+            (key, o)
+        })
+        .collect()
+}
+
+#[test]
+fn up_converges_through_throttling_conflicts_and_a_slow_crd_to_the_same_objects() {
+    let calm = Cluster::start("weather", Options::default());
+    calm.up();
+    let want = normalized(calm.server.objects());
+    drop(calm);
+
+    let stormy = Cluster::start("weather", Options::default());
+    stormy.server.set_faults(Faults {
+        throttle: 0.3,
+        retry_after_secs: 1,
+        // aws-auth does not exist yet: its create loses a race twice.
+        conflicts: vec![Conflict {
+            verb: "create",
+            path_contains: "/configmaps".into(),
+            times: 2,
+        }],
+        crd_delays: [
+            ("nodepools.karpenter.sh".to_string(), Duration::from_secs(2)),
+            ("kialis.kiali.io".to_string(), Duration::from_secs(1)),
+        ]
+        .into(),
+        lb_delay: Duration::from_secs(1),
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    stormy.up();
+    let counts = stormy.server.counts();
+    eprintln!(
+        "up through faults: {:?}, {} requests, {:?} injected",
+        started.elapsed(),
+        counts.requests(),
+        counts.injected
+    );
+    assert!(
+        counts.injected.get(&429).copied().unwrap_or(0) > 10,
+        "{counts:?}"
+    );
+    assert_eq!(counts.injected.get(&409), Some(&2), "{counts:?}");
+    assert_eq!(normalized(stormy.server.objects()), want);
+}
+
+#[test]
+#[ignore = "issue 10 item 3 (the lead's): a failed reachability probe is cached as success, so \
+            the later Kubernetes stages delete through the dead API, fail, and the AWS stages \
+            are skipped; un-ignore with that fix"]
+fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
+    let mut c = Cluster::start("orphan", Options::default());
+    c.up();
+    c.server.stop();
+    let out = c.run("down", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let aws = c.server.block_on(c.moto.clients());
+    assert_eq!(
+        c.server.block_on(aws.inventory("orphan")),
+        BTreeMap::new(),
+        "{}",
+        describe(&out)
+    );
+    let address = format!("127.0.0.1:{}", c.server.port());
+    let warnings: Vec<String> = json_lines(&out)
+        .into_iter()
+        .filter(|l| l["event"] == "warn")
+        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+        .filter(|m| m.contains("API"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}\n{}", describe(&out));
+    assert!(warnings[0].contains(&address), "{warnings:?}");
+}
