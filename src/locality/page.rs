@@ -25,10 +25,13 @@ use std::fmt::Write as _;
 use super::placement::{NodeReport, PodsReport, UNKNOWN_ZONE};
 use super::report::{self, dollars, matrix, Report, Service};
 
-/// Width of one zone column, and the gap between columns, in CSS pixels; the traffic band's
-/// SVG uses the same grid so that arrows start and end over their columns.
-const COLUMN: f64 = 300.0;
+/// The widest a zone column gets, the narrowest, and the gap between columns, in CSS pixels;
+/// the traffic band's SVG uses the same grid so that arrows start and end over their columns.
+const COLUMN_MAX: f64 = 300.0;
+const COLUMN_MIN: f64 = 180.0;
 const GAP: f64 = 16.0;
+/// What the zone columns may fill: a 1280-pixel projector less the page's margins.
+const FIT_WIDTH: f64 = 1232.0;
 
 /// What the page shows.
 #[derive(Debug, Clone, Copy)]
@@ -88,8 +91,9 @@ pub fn render(page: &Page) -> String {
     }
     let _ = writeln!(
         out,
-        "<div class=\"zones\" style=\"grid-template-columns:repeat({}, {COLUMN}px);column-gap:{GAP}px\">",
-        zones.len().max(1)
+        "<div class=\"zones\" style=\"grid-template-columns:repeat({}, {}px);column-gap:{GAP}px\">",
+        zones.len().max(1),
+        column(zones.len())
     );
     for zone in &zones {
         zone_column(&mut out, page, zone);
@@ -184,13 +188,23 @@ fn zones(page: &Page) -> Vec<String> {
     set.into_iter().map(|(_, z)| z).collect()
 }
 
-fn grid_width(n: usize) -> f64 {
+/// The width of each of `n` zone columns: as wide as fits a projector, within bounds.
+fn column(n: usize) -> f64 {
     let n = n.max(1) as f64;
-    n * COLUMN + (n - 1.0) * GAP
+    ((FIT_WIDTH - (n - 1.0) * GAP) / n)
+        .floor()
+        .clamp(COLUMN_MIN, COLUMN_MAX)
 }
 
-fn center(i: usize) -> f64 {
-    i as f64 * (COLUMN + GAP) + COLUMN / 2.0
+fn grid_width(n: usize) -> f64 {
+    let (col, n) = (column(n), n.max(1) as f64);
+    n * col + (n - 1.0) * GAP
+}
+
+/// The middle of column `i` of `n`.
+fn center(i: usize, n: usize) -> f64 {
+    let col = column(n);
+    i as f64 * (col + GAP) + col / 2.0
 }
 
 /// Background and text colour of a deployment's pods: a hue per service, lighter for the
@@ -336,7 +350,7 @@ fn traffic_band(out: &mut String, r: &Report, zones: &[String]) {
         } else {
             ("cross", CROSS_ZONE)
         };
-        let x = center(*from);
+        let x = center(*from, zones.len());
         let (path, lx, ly) = if from == to {
             // A loop over the column: out and back into the same zone.
             (
@@ -356,9 +370,9 @@ fn traffic_band(out: &mut String, r: &Report, zones: &[String]) {
             let forward = to > from;
             let lift = lift(from.abs_diff(*to) as f64, forward);
             let (x0, x1) = if forward {
-                (x + 24.0, center(*to) - 24.0)
+                (x + 24.0, center(*to, zones.len()) - 24.0)
             } else {
-                (x - 24.0, center(*to) + 24.0)
+                (x - 24.0, center(*to, zones.len()) + 24.0)
             };
             let mid = (x0 + x1) / 2.0;
             (
@@ -817,6 +831,18 @@ mod tests {
             assert!(html.contains(&format!("<svg class=\"traffic\" width=\"{width}\"")));
             assert!(html.contains(&format!("<main style=\"width:{width}px\">")));
         }
+    }
+
+    #[test]
+    fn up_to_four_zones_fit_a_projector_and_more_get_narrower_columns() {
+        assert_eq!(column(1), COLUMN_MAX);
+        assert_eq!(column(3), COLUMN_MAX);
+        for n in 1..=4 {
+            assert!(grid_width(n) <= FIT_WIDTH, "{n}");
+        }
+        assert!(column(4) < COLUMN_MAX && column(5) < column(4));
+        assert_eq!(column(12), COLUMN_MIN);
+        assert_eq!(center(1, 3) - center(0, 3), COLUMN_MAX + GAP);
     }
 
     #[test]
