@@ -70,6 +70,8 @@ struct Mesh {
     turn: Mutex<usize>,
     /// Round-robin over products, apart from `turn` so that it does not fall into step.
     products_turn: Mutex<usize>,
+    /// The gateway's round-robin over the pods behind a route, on its own for the same reason.
+    gateway_turn: Mutex<usize>,
     /// Every request the seam received: `pod NAME:PORT METHOD PATH` or `address HOST:PORT ...`.
     log: Mutex<Vec<String>>,
 }
@@ -85,6 +87,7 @@ impl Mesh {
             counters: Mutex::default(),
             turn: Mutex::new(0),
             products_turn: Mutex::new(0),
+            gateway_turn: Mutex::new(0),
             log: Mutex::default(),
         }
     }
@@ -93,6 +96,13 @@ impl Mesh {
         let mut t = self.turn.lock().unwrap();
         *t += 1;
         *t
+    }
+
+    /// The gateway's next pick among `n` pods.
+    fn gateway_pick(&self, n: usize) -> usize {
+        let mut t = self.gateway_turn.lock().unwrap();
+        *t += 1;
+        *t % n
     }
 
     fn of(&self, deployment_prefix: &str) -> Vec<&MeshPod> {
@@ -360,12 +370,12 @@ impl PodHttp for Mesh {
         match (req.method, req.path) {
             ("POST", "/v1/graphql") => {
                 let graphql = self.of("graphql");
-                let pod = graphql[self.next() % graphql.len()].clone();
+                let pod = graphql[self.gateway_pick(graphql.len())].clone();
                 Ok(self.query(&pod, &query_of(req)))
             }
             ("GET", "/v1/orders/products") => {
                 let orders = self.of("orders");
-                let pod = orders[self.next() % orders.len()].clone();
+                let pod = orders[self.gateway_pick(orders.len())].clone();
                 Ok(self.orders_products(&pod))
             }
             other => panic!("the gateway has no route for {other:?}"),
@@ -592,6 +602,32 @@ async fn verify_sends_traffic_through_the_gateway_and_passes_when_traffic_stays_
     );
     assert!(text.contains("40 succeeded, 0 failed"), "{text}");
     assert!(!text.contains('\x1b'), "no colour unless asked: {text}");
+
+    // The live page: every zone and node, the orders arrows (all in zone), products on node.
+    let page = inspect::verify_page(
+        &v,
+        inspect::PageMeta {
+            stack: "verify-test",
+            region: None,
+            measured_at: "2026-11-30 12:00:00 UTC",
+        },
+    );
+    assert_eq!(page.matches("<section class=\"zone\"").count(), 3);
+    assert_eq!(page.matches("<div class=\"node\"").count(), 3);
+    // graphql runs in us-east-1a and 1b: one loop each, all their orders calls kept home.
+    assert_eq!(page.matches("class=\"arrow-label\"").count(), 2, "{page}");
+    assert_eq!(page.matches("data-pct=\"100.0%\"").count(), 2);
+    assert!(
+        page.contains("region <b>us-east-1</b>"),
+        "the endpoints' region"
+    );
+    assert!(page.contains("sent 40 graphql queries to gateway"));
+    assert!(page.contains("products calls: all"));
+    assert!(!page.contains("left this node"));
+    assert!(
+        !page.contains("Not shown"),
+        "nothing missing when live with load"
+    );
 }
 
 #[tokio::test]
