@@ -37,9 +37,11 @@ pub enum Command {
     Render(RenderArgs),
     /// Where the app's pods run: zone -> node -> pods, marking any node where a products client
     /// has no Ready products pod (its calls are dropped under internalTrafficPolicy: Local).
+    /// --html draws it.
     Pods(PodsArgs),
     /// Measure how much orders traffic stays in its zone and products traffic on its node, from
-    /// the sidecars' own counters; exit 1 when the stack's thresholds are not met.
+    /// the sidecars' own counters and the app's answers; exit 1 when the stack's thresholds are
+    /// not met. --html draws it.
     Verify(VerifyArgs),
 }
 

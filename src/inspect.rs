@@ -1,11 +1,17 @@
 //! `meshstack pods` and `meshstack verify`: looking at the running demo.
 //!
 //! `pods` reads the cluster's nodes and the app's pods and hands them to
-//! [`crate::locality::placement`]. `verify` optionally sends traffic (through the ingress
-//! gateway's load balancer, or straight into a graphql pod when the gateway cannot be reached),
-//! reads Envoy's `/clusters` counters from the sidecar of every graphql and orders pod before
-//! and after, and hands the difference to [`crate::locality::report`]. Saved dumps
-//! (`--clusters-dump ZONE=FILE`) go through the same report offline.
+//! [`crate::locality::placement`]. `verify` optionally sends load — graphql queries, and
+//! `GET /v1/orders/products` for orders-2's own products calls — through the ingress gateway's
+//! load balancer (or straight to the pods when the gateway cannot be reached), after checking
+//! that graphql serves `GET /v1/test`; it reads Envoy's `/clusters` counters from the sidecar
+//! of every graphql and orders pod before and after, and hands the difference, with how the
+//! app answered, to [`crate::locality::report`]. The app's answers matter because graphql
+//! answers HTTP 200 even when a call behind it failed (see [`graphql_answer`]), and a call
+//! dropped by `internalTrafficPolicy: Local` reaches no endpoint, so the counters alone cannot
+//! show it. Saved dumps (`--clusters-dump ZONE=FILE`) go through the same report offline.
+//! Both commands can also draw what they found ([`verify_page`], [`pods_page`], through
+//! [`crate::locality::page`]).
 //!
 //! Everything that touches a pod's port goes through [`PodHttp`], so the tests put a stand-in
 //! sidecar behind it; the Kubernetes reads go through a real `kube::Client` (the in-memory API

@@ -1,6 +1,8 @@
 //! What the sidecars' counters say about the pattern: per caller zone, where orders and
-//! products requests went, the orders in-zone share, the products on-node share, what the
-//! cross-zone part costs, and whether the stack's thresholds are met.
+//! products requests went (also as a caller zone × destination zone [`matrix`]), the orders
+//! in-zone share, the products on-node share (and per caller node), what the cross-zone part
+//! costs, and whether the stack's thresholds are met — including how many of the requests
+//! `verify` sent the app answered with an error ([`RequestCheck`]).
 //!
 //! Everything here is arithmetic on plain values, so `meshstack verify` can feed it live
 //! counters (a [`delta`] of two reads around the traffic it sent) or saved dumps, and the
