@@ -24,8 +24,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
 
 use crate::config::Stack;
 use crate::k8s::apply::{lb_address, Readiness};
@@ -170,12 +170,17 @@ pub async fn verify_live(
     }
     let mut traffic = None;
     let mut orders_products = None;
+    let mut link_problems = Vec::new();
     let dumps = if load.requests == 0 && load.orders_products == 0 {
         read_dumps(http, &callers).await?
     } else {
         let graphql = ready_pods(&placement, "graphql");
         if load.requests > 0 {
             check_graphql_serves(http, &graphql).await?;
+            link_problems = read_service_link_problems(client).await;
+            for p in &link_problems {
+                warn(p.clone());
+            }
         }
         let before = read_dumps(http, &callers).await?;
         let gateway = gateway_address(client).await;
@@ -245,7 +250,11 @@ pub async fn verify_live(
         let after = read_dumps(http, &callers).await?;
         difference(before, after)
     };
-    let check = request_check(traffic.as_ref(), orders_products.as_ref());
+    let mut check = request_check(traffic.as_ref(), orders_products.as_ref());
+    // Requests failed and graphql may lack its service links: likely why.
+    if let Some(c) = check.as_mut().filter(|c| c.failed > 0) {
+        c.hints.extend(link_problems);
+    }
     let node_of_ip = placement.node_of_ip();
     let zones = placement.zones_in_use();
     let bytes = traffic.as_ref().and_then(|t| t.bytes_per_request);
@@ -392,6 +401,86 @@ fn callers(placement: &Placement) -> Vec<(&PodInfo, String, String)> {
         .collect();
     callers.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     callers
+}
+
+/// The Services graphql finds through Kubernetes' service-link variables
+/// (`ORDERS_SERVICE_PORT`, `PRODUCTS_SERVICE_PORT`).
+const LINKED_SERVICES: [&str; 2] = ["orders-service", "products-service"];
+
+/// Why graphql pods may lack, or hold stale, service-link variables: the kubelet sets them
+/// when a container starts, from the Services that exist then, so a graphql container that
+/// started before one of [`LINKED_SERVICES`] was created (or re-created, with a new cluster
+/// IP) calls `undefined/...` or an old address; and a pod with `enableServiceLinks: false`
+/// gets none. One sentence per problem, with the fix.
+pub fn service_link_problems(pods: &[Pod], services: &[Service]) -> Vec<String> {
+    let mut out = Vec::new();
+    let graphql = pods.iter().filter(|p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .is_some_and(|a| a == "graphql")
+            && p.metadata.deletion_timestamp.is_none()
+    });
+    for pod in graphql {
+        let name = pod.metadata.name.as_deref().unwrap_or("graphql");
+        let restart = format!(
+            "restart it: `kubectl -n {} rollout restart deployment graphql`",
+            app::NAMESPACE
+        );
+        if pod.spec.as_ref().and_then(|s| s.enable_service_links) == Some(false) {
+            out.push(format!(
+                "graphql pod {name} has enableServiceLinks: false, so it gets no \
+                 ORDERS_SERVICE_PORT / PRODUCTS_SERVICE_PORT and calls `undefined/...`; turn \
+                 service links back on and {restart}"
+            ));
+            continue;
+        }
+        // When graphql's own container (not the sidecar) last started.
+        let status = pod.status.as_ref();
+        let started = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name != "istio-proxy"))
+            .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
+            .or_else(|| status.and_then(|s| s.start_time.clone()));
+        let Some(started) = started else { continue };
+        for svc in services {
+            let (Some(svc_name), Some(created)) = (
+                svc.metadata.name.as_deref(),
+                svc.metadata.creation_timestamp.as_ref(),
+            ) else {
+                continue;
+            };
+            if *created > started {
+                out.push(format!(
+                    "graphql pod {name} started ({}) before Service {svc_name} was created ({}), \
+                     so its service-link variable for it is missing or holds an old address \
+                     and its calls fail; {restart}",
+                    started.0, created.0
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// [`service_link_problems`] of the cluster; a read that fails finds none (the load will say).
+async fn read_service_link_problems(client: &kube::Client) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), app::NAMESPACE);
+    let services: Api<Service> = Api::namespaced(client.clone(), app::NAMESPACE);
+    let Ok(pods) = pods
+        .list(&ListParams::default().labels("app=graphql"))
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for name in LINKED_SERVICES {
+        if let Ok(Some(svc)) = services.get_opt(name).await {
+            found.push(svc);
+        }
+    }
+    service_link_problems(&pods.items, &found)
 }
 
 /// The Ready pods of `deployment`, by name.
@@ -1016,6 +1105,86 @@ mod tests {
         ));
         assert!(!dropped("connect ECONNREFUSED 10.0.0.9:3003 (at orders)"));
         assert!(hints(&["`data.orders` is empty"]).is_empty());
+    }
+
+    #[test]
+    fn graphql_needs_to_start_after_the_services_it_calls() {
+        let service = |name: &str, created: &str| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "creationTimestamp": created}
+            }))
+            .unwrap()
+        };
+        let pod = |name: &str, app: &str, started: Option<&str>, links: Option<bool>| -> Pod {
+            let mut p = serde_json::json!({
+                "metadata": {"name": name, "labels": {"app": app}},
+                "spec": {"containers": []},
+            });
+            if let Some(l) = links {
+                p["spec"]["enableServiceLinks"] = serde_json::json!(l);
+            }
+            if let Some(at) = started {
+                // The sidecar started long before; graphql's own container counts.
+                p["status"] = serde_json::json!({"containerStatuses": [
+                    {"name": "istio-proxy", "ready": true, "restartCount": 0, "image": "", "imageID": "",
+                     "state": {"running": {"startedAt": "2020-01-01T00:00:00Z"}}},
+                    {"name": "graphql-container", "ready": true, "restartCount": 0, "image": "", "imageID": "",
+                     "state": {"running": {"startedAt": at}}}]});
+            }
+            serde_json::from_value(p).unwrap()
+        };
+        let services = [
+            service("orders-service", "2026-06-01T00:00:00Z"),
+            service("products-service", "2026-06-02T00:00:00Z"),
+        ];
+        // (pods, problems naming)
+        let cases: Vec<(Vec<Pod>, Vec<&str>)> = vec![
+            (
+                vec![pod("g", "graphql", Some("2026-06-03T00:00:00Z"), None)],
+                vec![],
+            ),
+            (
+                vec![pod("g", "graphql", Some("2026-06-01T12:00:00Z"), None)],
+                vec![
+                    "graphql pod g started (2026-06-01T12:00:00Z) before Service products-service",
+                ],
+            ),
+            (
+                vec![pod(
+                    "g",
+                    "graphql",
+                    Some("2026-05-01T00:00:00Z"),
+                    Some(true),
+                )],
+                vec![
+                    "before Service orders-service",
+                    "before Service products-service",
+                ],
+            ),
+            (
+                vec![pod(
+                    "g",
+                    "graphql",
+                    Some("2026-06-03T00:00:00Z"),
+                    Some(false),
+                )],
+                vec!["graphql pod g has enableServiceLinks: false"],
+            ),
+            // Not started yet: nothing to say. Not graphql: not its business.
+            (vec![pod("g", "graphql", None, None)], vec![]),
+            (
+                vec![pod("o", "orders", Some("2026-05-01T00:00:00Z"), None)],
+                vec![],
+            ),
+        ];
+        for (i, (pods, want)) in cases.into_iter().enumerate() {
+            let got = service_link_problems(&pods, &services);
+            assert_eq!(got.len(), want.len(), "case {i}: {got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.contains(w), "case {i}: {g}");
+                assert!(g.contains("kubectl -n ecommerce rollout restart deployment graphql"));
+            }
+        }
     }
 
     #[test]

@@ -454,6 +454,40 @@ async fn seed_gateway(client: &kube::Client) {
 
 const GATEWAY: &str = "a1b2c3-123.us-east-1.elb.amazonaws.com";
 
+/// The orders and products Services, created at `created` (RFC 3339; the fake keeps it).
+async fn seed_services(client: &kube::Client, created: &str) {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, PostParams};
+    let api: Api<Service> = Api::namespaced(client.clone(), "ecommerce");
+    for (name, port) in [("orders-service", 3003), ("products-service", 3004)] {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ecommerce", "creationTimestamp": created},
+            "spec": {"ports": [{"name": "http", "port": port}]},
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &svc).await.unwrap();
+    }
+}
+
+/// Every graphql pod's container (and its sidecar) as the kubelet reports them started at
+/// `started`.
+async fn graphql_started(client: &kube::Client, mesh: &Mesh, started: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<Pod> = Api::namespaced(client.clone(), "ecommerce");
+    for pod in mesh.of("graphql") {
+        let running = |name: &str| {
+            json!({"name": name, "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                   "state": {"running": {"startedAt": started}}})
+        };
+        let status = json!({"status": {"startTime": started, "containerStatuses": [
+            running("istio-proxy"), running("graphql-container")]}});
+        api.patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+}
+
 fn stack() -> Stack {
     Stack::parse("name: verify-test\nregion: us-east-1\n", "test.yaml").unwrap()
 }
@@ -534,6 +568,9 @@ async fn pods_groups_the_app_by_zone_and_node_and_marks_a_node_without_local_pro
 #[tokio::test]
 async fn verify_sends_traffic_through_the_gateway_and_passes_when_traffic_stays_local() {
     let (client, mesh) = demo(Routing::Local, true).await;
+    // The Services came first, graphql after them: no service-link warning.
+    seed_services(&client, "2026-06-01T00:00:00Z").await;
+    graphql_started(&client, &mesh, "2026-06-01T00:05:00Z").await;
     let stack = stack();
     // Traffic from before the run must not count: one query answered earlier by each graphql.
     for p in mesh.of("graphql").into_iter().cloned().collect::<Vec<_>>() {
@@ -716,17 +753,31 @@ async fn verify_fails_when_products_calls_are_dropped_although_the_counters_look
 #[tokio::test]
 async fn verify_explains_graphql_started_before_the_services() {
     let (client, mut mesh) = demo(Routing::Local, true).await;
+    // graphql's container started in May, the Services were made in June: graphql has no
+    // service-link variables for them, and calls undefined/... (127.0.0.1:80).
+    seed_services(&client, "2026-06-01T00:00:00Z").await;
+    graphql_started(&client, &mesh, "2026-05-01T00:00:00Z").await;
     mesh.service_links = false;
+    let warnings = Mutex::new(Vec::new());
+    let warn = |w: String| warnings.lock().unwrap().push(w);
     let v = inspect::verify_live(
         &client,
         &mesh,
         &stack(),
         queries(10, inspect::DEFAULT_QUERY),
         &|_, _| {},
-        &no_warnings,
+        &warn,
     )
     .await
     .unwrap();
+    // Said before the load, once per graphql pod and Service.
+    let warnings = warnings.into_inner().unwrap();
+    assert_eq!(warnings.len(), 4, "{warnings:?}");
+    assert!(
+        warnings[0].contains("before Service orders-service was created (2026-06-01T00:00:00Z)"),
+        "{warnings:?}"
+    );
+    assert!(v.report.verdict.hints.iter().any(|h| h == &warnings[0]));
     assert!(!v.report.verdict.pass);
     assert_eq!(v.traffic.as_ref().unwrap().failed, 10);
     let hints = v.report.verdict.hints.join("\n");
