@@ -1042,3 +1042,50 @@ fn verify_with_saved_dumps_exits_by_the_verdict() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", describe(&out));
     }
 }
+
+/// On a terminal the matrix's in-zone diagonal is coloured; `NO_COLOR` turns that off, and so
+/// does a pipe (the test above). The terminal is util-linux's `script`, which runs the binary
+/// on a pseudo-terminal.
+#[test]
+fn verify_colours_the_diagonal_only_on_a_terminal_without_no_color() {
+    use crate::support::Meshstack;
+    let dump = format!(
+        "af-south-1b={}",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/locality/clusters-graphql-1b-seed.txt")
+            .display()
+    );
+    let command = format!(
+        "{} verify --clusters-dump {dump}",
+        env!("CARGO_BIN_EXE_meshstack")
+    );
+    // The same clean environment as every binary test, on a terminal.
+    let ms = Meshstack::new(None);
+    let on_a_terminal = |no_color: Option<&str>| {
+        let base = ms.command(&[]);
+        let mut cmd = std::process::Command::new("script");
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.current_dir(base.get_current_dir().unwrap());
+        cmd.args(["-qec", &command, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd
+            .output()
+            .expect("util-linux `script` runs the binary on a pseudo-terminal");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let coloured = on_a_terminal(None);
+    // 1b keeps 10% of its orders calls, below the 80% minimum: its diagonal cell is red.
+    assert!(coloured.contains("\x1b[1;31m10.0%\x1b[0m"), "{coloured:?}");
+    let plain = on_a_terminal(Some("1"));
+    assert!(plain.contains("10.0%"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+}
