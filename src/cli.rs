@@ -37,9 +37,11 @@ pub enum Command {
     Render(RenderArgs),
     /// Where the app's pods run: zone -> node -> pods, marking any node where a products client
     /// has no Ready products pod (its calls are dropped under internalTrafficPolicy: Local).
-    Pods(StackArgs),
+    /// --html draws it.
+    Pods(PodsArgs),
     /// Measure how much orders traffic stays in its zone and products traffic on its node, from
-    /// the sidecars' own counters; exit 1 when the stack's thresholds are not met.
+    /// the sidecars' own counters and the app's answers; exit 1 when the stack's thresholds are
+    /// not met. --html draws it.
     Verify(VerifyArgs),
 }
 
@@ -162,11 +164,22 @@ pub struct RenderArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PodsArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Also draw the placement as one self-contained HTML page (zones, nodes, pods) into
+    /// FILE; `-` writes it to stdout instead of the text or JSON report.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub stack: StackArgs,
-    /// Send N graphql queries first (through the ingress gateway, or straight to a graphql pod
-    /// when the gateway does not answer) and count only the traffic they cause.
+    /// Send N graphql queries first (through the ingress gateway, or straight to the graphql
+    /// pods when the gateway does not answer) and count only the traffic they cause. graphql
+    /// is checked with GET /v1/test first; an answer with `errors` counts as failed.
     #[arg(
         long,
         value_name = "N",
@@ -174,9 +187,26 @@ pub struct VerifyArgs {
         conflicts_with = "clusters_dump"
     )]
     pub requests: u64,
-    /// The GraphQL query --requests sends to /v1/graphql.
+    /// The GraphQL query --requests sends to /v1/graphql. With the default, a request succeeds
+    /// only with orders, products and every order's product in the answer; with another
+    /// query, a 2xx answer without `errors` succeeds.
     #[arg(long, value_name = "QUERY", default_value = crate::inspect::DEFAULT_QUERY)]
     pub query: String,
+    /// Also send N `GET /v1/orders/products` through the gateway (or straight to the orders-2
+    /// pods): orders-2 calls products once per order there, so its products calls are
+    /// measured on-node too. orders-1 answers 404 there; those are not counted.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        conflicts_with = "clusters_dump"
+    )]
+    pub orders_products: u64,
+    /// Also draw the measurement as one self-contained HTML page into FILE: zones, nodes and
+    /// pods, the traffic between zones, the verdict and the cost. `-` writes it to stdout
+    /// instead of the text or JSON report. The exit code is the verdict's either way.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Analyze a saved Envoy /clusters dump of a graphql or orders sidecar instead of the
     /// cluster, as ZONE=FILE with the caller's zone; repeat for each caller. Offline: no
     /// credentials needed; products on-node shares are not measured (no pod -> node map).

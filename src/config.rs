@@ -115,6 +115,9 @@ const DISTRIBUTE_TOLERANCE: f64 = 5.0;
 // internalTrafficPolicy: Local has no fallback: anything below 100% means calls went
 // off-node, i.e. the policy is not in force.
 const DEFAULT_PRODUCTS_ON_NODE_MIN: f64 = 100.0;
+// A request the app answered with an error is the failure the demo is about (a products call
+// dropped under internalTrafficPolicy: Local): none is tolerated unless the stack says so.
+const DEFAULT_FAILED_REQUESTS_MAX: f64 = 0.0;
 
 // AWS allows 50 tags per resource; meshstack adds its own, so users get fewer.
 const TAGS_MAX: usize = 20;
@@ -316,6 +319,9 @@ pub struct LocalityVerifySpec {
     pub orders_in_zone_min: Percent,
     /// Minimum share of products calls answered on the caller's node.
     pub products_on_node_min: Percent,
+    /// Most requests `verify` may see fail (an error status, or graphql's HTTP 200 with an
+    /// `errors` array), in percent of the requests it sent; default 0.
+    pub failed_requests_max: Percent,
 }
 
 /// A `MAJOR.MINOR.PATCH` release number, like `1.8.1`; ordered numerically.
@@ -639,6 +645,7 @@ struct RawOutlierDetection {
 struct RawLocalityVerify {
     orders_in_zone_min: Option<f64>,
     products_on_node_min: Option<f64>,
+    failed_requests_max: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1502,6 +1509,11 @@ impl RawLocality {
                     verify.products_on_node_min,
                     DEFAULT_PRODUCTS_ON_NODE_MIN,
                 )?,
+                failed_requests_max: percent(
+                    "locality.verify.failed_requests_max",
+                    verify.failed_requests_max,
+                    DEFAULT_FAILED_REQUESTS_MAX,
+                )?,
             },
         })
     }
@@ -2040,6 +2052,7 @@ mod tests {
                     verify: LocalityVerifySpec {
                         orders_in_zone_min: Percent(80.0),
                         products_on_node_min: Percent(100.0),
+                        failed_requests_max: Percent(0.0),
                     },
                 },
             }
@@ -2073,12 +2086,15 @@ mod tests {
         );
         let tuned = ok(
             "locality:\n  outlier_detection: {interval: 10s, base_ejection_time: 500ms}\n  \
-                        verify: {orders_in_zone_min: 95, products_on_node_min: 99.5}\n",
+                        verify: {orders_in_zone_min: 95, products_on_node_min: 99.5, \
+                        failed_requests_max: 2.5}\n",
         );
         assert_eq!(tuned.outlier_detection.interval, "10s");
         assert_eq!(tuned.outlier_detection.base_ejection_time, "500ms");
         assert_eq!(tuned.verify.orders_in_zone_min, Percent(95.0));
         assert_eq!(tuned.verify.products_on_node_min, Percent(99.5));
+        assert_eq!(tuned.verify.failed_requests_max, Percent(2.5));
+        assert_eq!(distribute.verify.failed_requests_max, Percent(0.0));
 
         // (locality yaml, field, message part)
         let bad = [
@@ -2116,6 +2132,8 @@ mod tests {
             ("locality: {connection_pool: {http2_max_requests: 0}}", "locality.connection_pool.http2_max_requests", "between 1"),
             ("locality: {verify: {orders_in_zone_min: 120}}", "locality.verify.orders_in_zone_min", "percentage"),
             ("locality: {verify: {products_on_node: 100}}", "locality.verify.products_on_node", "did you mean `products_on_node_min`"),
+            ("locality: {verify: {failed_requests_max: -1}}", "locality.verify.failed_requests_max", "percentage"),
+            ("locality: {verify: {failed_requests: 1}}", "locality.verify.failed_requests", "did you mean `failed_requests_max`"),
         ];
         for (yaml, field, part) in bad {
             let err = parse(&format!("name: x\n{zones}{yaml}")).unwrap_err();

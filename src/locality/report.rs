@@ -1,6 +1,8 @@
 //! What the sidecars' counters say about the pattern: per caller zone, where orders and
-//! products requests went, the orders in-zone share, the products on-node share, what the
-//! cross-zone part costs, and whether the stack's thresholds are met.
+//! products requests went (also as a caller zone × destination zone [`matrix`]), the orders
+//! in-zone share, the products on-node share (and per caller node), what the cross-zone part
+//! costs, and whether the stack's thresholds are met — including how many of the requests
+//! `verify` sent the app answered with an error ([`RequestCheck`]).
 //!
 //! Everything here is arithmetic on plain values, so `meshstack verify` can feed it live
 //! counters (a [`delta`] of two reads around the traffic it sent) or saved dumps, and the
@@ -53,14 +55,79 @@ pub struct Inputs<'a> {
     /// Measured request + response bytes; `None` -> [`DEFAULT_BYTES_PER_REQUEST`], and the
     /// report says it was assumed.
     pub bytes_per_request: Option<u64>,
+    /// How the requests `verify` sent were answered; `None` when it sent none (a plain read
+    /// of the counters, or saved dumps).
+    pub requests: Option<&'a RequestCheck>,
     pub thresholds: Thresholds,
 }
 
-/// Minimum shares, in percent (0..=100).
+/// Minimum shares and the tolerated failures, in percent (0..=100).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Thresholds {
     pub orders_in_zone_min: f64,
     pub products_on_node_min: f64,
+    /// Most requests that may fail, in percent of those sent.
+    pub failed_requests_max: f64,
+}
+
+/// At most this many distinct error messages are kept (the most frequent).
+pub const MAX_ERRORS: usize = 3;
+
+/// How the requests `verify` sent were answered, as far as the verdict is concerned: a
+/// request failed when it got no answer, an error status, or (graphql) an answer with
+/// `errors` or missing data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCheck {
+    pub sent: u64,
+    pub failed: u64,
+    /// The most frequent error messages first, at most [`MAX_ERRORS`].
+    pub errors: Vec<ErrorCount>,
+    /// What recognised errors mean and how to fix them.
+    pub hints: Vec<String>,
+}
+
+/// One error message and how many requests failed with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorCount {
+    pub message: String,
+    pub count: u64,
+}
+
+impl RequestCheck {
+    /// Counts one failure with `message`; keeps every distinct message until [`Self::finish`].
+    pub fn fail(&mut self, message: &str) {
+        self.failed += 1;
+        match self.errors.iter_mut().find(|e| e.message == message) {
+            Some(e) => e.count += 1,
+            None => self.errors.push(ErrorCount {
+                message: message.to_string(),
+                count: 1,
+            }),
+        }
+    }
+
+    /// Adds `other`'s counts and messages to this one.
+    pub fn merge(&mut self, other: &RequestCheck) {
+        self.sent += other.sent;
+        self.failed += other.failed;
+        for e in &other.errors {
+            match self.errors.iter_mut().find(|m| m.message == e.message) {
+                Some(m) => m.count += e.count,
+                None => self.errors.push(e.clone()),
+            }
+        }
+        for h in &other.hints {
+            if !self.hints.contains(h) {
+                self.hints.push(h.clone());
+            }
+        }
+    }
+
+    /// Keeps the [`MAX_ERRORS`] most frequent messages (ties by first seen).
+    pub fn finish(&mut self) {
+        self.errors.sort_by_key(|e| std::cmp::Reverse(e.count));
+        self.errors.truncate(MAX_ERRORS);
+    }
 }
 
 /// The whole report; field names are stable (`meshstack verify -o json`).
@@ -70,9 +137,26 @@ pub struct Report {
     pub zones: Vec<ZoneTraffic>,
     /// All caller zones together.
     pub totals: Traffic,
+    /// Per caller node, sorted by node; empty without an endpoint-to-node map.
+    pub nodes: Vec<NodeTraffic>,
     pub cost: Cost,
     pub thresholds: Thresholds,
     pub verdict: Verdict,
+}
+
+/// The products calls of the callers on one node: what the picture shows per node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeTraffic {
+    pub node: String,
+    /// The callers' zone ([`UNKNOWN_ZONE`] when unknown).
+    pub zone: String,
+    /// Caller pods on the node, sorted.
+    pub callers: Vec<String>,
+    pub products_total: u64,
+    /// Answered by a products pod on this node.
+    pub products_on_node: u64,
+    /// Answered elsewhere, or by an endpoint whose node is unknown.
+    pub products_off_node: u64,
 }
 
 /// The traffic of the callers in one zone.
@@ -141,6 +225,9 @@ pub struct Verdict {
     pub failures: Vec<String>,
     /// Checks that could not be made (not failures).
     pub not_checked: Vec<String>,
+    /// What recognised errors in the answers mean, and how to fix them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<String>,
 }
 
 /// Counters accumulated between two reads, by (cluster, address), sorted.
@@ -233,14 +320,59 @@ pub fn analyze(inputs: &Inputs) -> Report {
         &totals,
         &inputs.thresholds,
         inputs.node_of_ip.is_some(),
+        inputs.requests,
     );
     Report {
         zones,
         totals,
+        nodes: node_traffic(inputs),
         cost,
         thresholds: inputs.thresholds,
         verdict,
     }
+}
+
+/// Products calls per caller node; needs the endpoint-to-node map and the callers' nodes.
+fn node_traffic(inputs: &Inputs) -> Vec<NodeTraffic> {
+    let Some(map) = inputs.node_of_ip else {
+        return Vec::new();
+    };
+    let mut nodes: BTreeMap<&str, NodeTraffic> = BTreeMap::new();
+    for caller in inputs.callers {
+        let Some(node) = caller.node.as_deref() else {
+            continue;
+        };
+        let entry = nodes.entry(node).or_insert_with(|| NodeTraffic {
+            node: node.to_string(),
+            zone: if caller.zone.is_empty() {
+                UNKNOWN_ZONE.to_string()
+            } else {
+                caller.zone.clone()
+            },
+            callers: Vec::new(),
+            products_total: 0,
+            products_on_node: 0,
+            products_off_node: 0,
+        });
+        entry.callers.push(caller.pod.clone());
+        for ep in caller.endpoints.iter().filter(|e| e.rq_total > 0) {
+            if outbound_host(&ep.cluster) != Some(inputs.products_host) {
+                continue;
+            }
+            entry.products_total += ep.rq_total;
+            match ep.ip.and_then(|ip| map.get(&ip)) {
+                Some(n) if n == node => entry.products_on_node += ep.rq_total,
+                _ => entry.products_off_node += ep.rq_total,
+            }
+        }
+    }
+    nodes
+        .into_values()
+        .map(|mut n| {
+            n.callers.sort();
+            n
+        })
+        .collect()
 }
 
 fn add_caller(t: &mut Traffic, caller: &CallerDump, caller_zone: &str, inputs: &Inputs) {
@@ -341,9 +473,39 @@ fn cost(inputs: &Inputs, zones: &[ZoneTraffic], totals: &Traffic) -> Cost {
     }
 }
 
-fn verdict(zones: &[ZoneTraffic], totals: &Traffic, th: &Thresholds, node_map: bool) -> Verdict {
+fn verdict(
+    zones: &[ZoneTraffic],
+    totals: &Traffic,
+    th: &Thresholds,
+    node_map: bool,
+    requests: Option<&RequestCheck>,
+) -> Verdict {
     let mut failures = Vec::new();
     let mut not_checked = Vec::new();
+    let mut hints = Vec::new();
+    if let Some(r) = requests.filter(|r| r.sent > 0) {
+        // Compared exactly (failed * 100 > max * sent), so 1 of 1000 fails a 0.05% maximum.
+        if r.failed as f64 * 100.0 > th.failed_requests_max * r.sent as f64 {
+            let errors: Vec<String> = r
+                .errors
+                .iter()
+                .map(|e| format!("`{}` ({}x)", e.message, e.count))
+                .collect();
+            failures.push(format!(
+                "{} of {} requests failed ({}), above the tolerated {}%{}",
+                r.failed,
+                r.sent,
+                share_text_up(r.failed, r.sent),
+                th.failed_requests_max,
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", errors.join("; "))
+                }
+            ));
+        }
+        hints.extend(r.hints.iter().cloned());
+    }
     if totals.orders_total == 0 {
         failures.push("no traffic measured; send some with --requests N".to_string());
     }
@@ -396,12 +558,13 @@ fn verdict(zones: &[ZoneTraffic], totals: &Traffic, th: &Thresholds, node_map: b
         pass: failures.is_empty(),
         failures,
         not_checked,
+        hints,
     }
 }
 
 /// `part/whole` as a percentage with one decimal, rounded *down*, so that a printed `100.0%`
 /// means every request and a share just under a threshold never prints as meeting it.
-fn share_text(part: u64, whole: u64) -> String {
+pub fn share_text(part: u64, whole: u64) -> String {
     if whole == 0 {
         return "-".into();
     }
@@ -409,7 +572,19 @@ fn share_text(part: u64, whole: u64) -> String {
     format!("{}.{}%", permille / 10, permille % 10)
 }
 
-fn dollars(v: f64) -> String {
+/// `part/whole` as a percentage with one decimal, rounded *up*: a failure share never prints
+/// as smaller than it is (1 of 3000 is 0.1%, not 0.0%).
+fn share_text_up(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    let (p, w) = (u128::from(part), u128::from(whole));
+    let permille = (p * 1000).div_ceil(w);
+    format!("{}.{}%", permille / 10, permille % 10)
+}
+
+/// Dollars with four decimals, the sign before the `$`.
+pub fn dollars(v: f64) -> String {
     if v < 0.0 {
         format!("-${:.4}", -v)
     } else {
@@ -516,13 +691,170 @@ fn render_traffic(out: &mut String, t: &Traffic, th: &Thresholds, with_min: bool
     }
 }
 
-/// The report as a person wants it in a terminal: a table per caller zone, the totals, the
-/// cost estimate and the verdict. No colour.
+/// Which calls a [`Matrix`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Orders,
+    Products,
+}
+
+/// Caller zone × destination zone: where the calls of each caller zone went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Destination zones: every caller zone and every zone called, sorted, [`UNKNOWN_ZONE`]
+    /// last.
+    pub zones: Vec<String>,
+    /// One row per caller zone, in [`Report::zones`] order.
+    pub rows: Vec<MatrixRow>,
+}
+
+/// One caller zone's calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixRow {
+    pub from: String,
+    /// Requests to each of [`Matrix::zones`], in that order.
+    pub counts: Vec<u64>,
+    pub total: u64,
+}
+
+impl MatrixRow {
+    /// The share of the row that went to destination column `i`, as [`share_text`] prints
+    /// it; `-` for a row without calls.
+    pub fn share(&self, i: usize) -> String {
+        share_text(self.counts[i], self.total)
+    }
+}
+
+/// The [`Matrix`] of `service` calls in `report`.
+pub fn matrix(report: &Report, service: Service) -> Matrix {
+    let of = |t: &Traffic| match service {
+        Service::Orders => t.orders.clone(),
+        Service::Products => t.products.clone(),
+    };
+    let mut zones: BTreeSet<(bool, String)> = BTreeSet::new();
+    for z in &report.zones {
+        zones.insert((z.zone == UNKNOWN_ZONE, z.zone.clone()));
+        for dest in of(&z.traffic).into_keys() {
+            zones.insert((dest == UNKNOWN_ZONE, dest));
+        }
+    }
+    let zones: Vec<String> = zones.into_iter().map(|(_, z)| z).collect();
+    let rows = report
+        .zones
+        .iter()
+        .map(|z| {
+            let counts = of(&z.traffic);
+            let counts: Vec<u64> = zones
+                .iter()
+                .map(|d| counts.get(d).copied().unwrap_or(0))
+                .collect();
+            MatrixRow {
+                from: z.zone.clone(),
+                total: counts.iter().sum(),
+                counts,
+            }
+        })
+        .collect();
+    Matrix { zones, rows }
+}
+
+const BOLD_GREEN: &str = "\x1b[1;32m";
+const BOLD_RED: &str = "\x1b[1;31m";
+const RESET: &str = "\x1b[0m";
+
+/// The matrix as a table: caller zones down, destination zones across, percentages of each
+/// row, and the row's request count. With `color`, the in-zone diagonal is bold green (red
+/// for orders below `orders_min`).
+fn render_matrix(out: &mut String, title: &str, m: &Matrix, orders_min: Option<f64>, color: bool) {
+    if m.rows.iter().all(|r| r.total == 0) {
+        return;
+    }
+    let _ = writeln!(out, "{title}");
+    let mut cells: Vec<Vec<String>> = vec![std::iter::once("from \\ to".to_string())
+        .chain(m.zones.iter().cloned())
+        .chain(std::iter::once("requests".to_string()))
+        .collect()];
+    for r in &m.rows {
+        cells.push(
+            std::iter::once(r.from.clone())
+                .chain((0..m.zones.len()).map(|i| r.share(i)))
+                .chain(std::iter::once(r.total.to_string()))
+                .collect(),
+        );
+    }
+    let cols = cells[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (ri, row) in cells.iter().enumerate() {
+        let mut line = String::from("  ");
+        for (c, cell) in row.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(widths[c] - cell.chars().count());
+            let text = if c == 0 {
+                format!("{cell}{pad}")
+            } else {
+                format!("{pad}{cell}")
+            };
+            // Row ri (1-based past the header) is caller zone m.rows[ri - 1].
+            let diagonal = ri > 0
+                && c > 0
+                && c <= m.zones.len()
+                && m.zones[c - 1] == m.rows[ri - 1].from
+                && m.zones[c - 1] != UNKNOWN_ZONE
+                && m.rows[ri - 1].total > 0;
+            if color && diagonal {
+                let r = &m.rows[ri - 1];
+                let below = orders_min
+                    .is_some_and(|min| (r.counts[c - 1] as f64) * 100.0 < min * r.total as f64);
+                let style = if below { BOLD_RED } else { BOLD_GREEN };
+                line.push_str(&format!("{pad}{style}{cell}{RESET}"));
+            } else {
+                line.push_str(&text);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+/// The report as a person wants it in a terminal: where each zone's calls went (caller zone ×
+/// destination zone), a table per caller zone, the totals, the cost estimate and the verdict.
+/// No colour.
 pub fn render_text(report: &Report) -> String {
+    render_text_styled(report, false)
+}
+
+/// [`render_text`], with the matrices' in-zone diagonal highlighted when `color` (the caller
+/// decides: a terminal, and `NO_COLOR` unset).
+pub fn render_text_styled(report: &Report, color: bool) -> String {
     let mut out = String::new();
     if report.zones.is_empty() {
         out.push_str("no caller sidecars were read\n\n");
     }
+    render_matrix(
+        &mut out,
+        "orders calls by zone, caller (rows) to destination (columns)",
+        &matrix(report, Service::Orders),
+        Some(report.thresholds.orders_in_zone_min),
+        color,
+    );
+    render_matrix(
+        &mut out,
+        "products calls by zone, caller (rows) to destination (columns)",
+        &matrix(report, Service::Products),
+        None,
+        color,
+    );
     for z in &report.zones {
         let _ = writeln!(
             out,
@@ -605,6 +937,9 @@ pub fn render_text(report: &Report) -> String {
     for f in &v.failures {
         let _ = writeln!(out, "  - {f}");
     }
+    for h in &v.hints {
+        let _ = writeln!(out, "  why: {h}");
+    }
     if !v.not_checked.is_empty() {
         out.push_str("not checked:\n");
         for n in &v.not_checked {
@@ -624,6 +959,7 @@ mod tests {
     const TH: Thresholds = Thresholds {
         orders_in_zone_min: 80.0,
         products_on_node_min: 100.0,
+        failed_requests_max: 0.0,
     };
 
     fn ep(cluster: &str, ip: &str, zone: &str, rq: u64) -> Endpoint {
@@ -681,6 +1017,7 @@ mod tests {
             node_of_ip: nodes,
             zones,
             bytes_per_request: bytes,
+            requests: None,
             thresholds: TH,
         })
     }
@@ -1189,6 +1526,16 @@ mod tests {
         ];
         let r = run(&callers, Some(&map), &zones(2), Some(1000));
         let want = "\
+orders calls by zone, caller (rows) to destination (columns)
+  from \\ to    af-south-1a  af-south-1b  requests
+  af-south-1a        95.0%         5.0%      1000
+  af-south-1b         0.0%       100.0%      1000
+
+products calls by zone, caller (rows) to destination (columns)
+  from \\ to    af-south-1a  af-south-1b  requests
+  af-south-1a       100.0%         0.0%       400
+  af-south-1b         0.0%       100.0%       400
+
 from af-south-1a (callers: graphql-a)
   to zone      orders  products
   af-south-1a     950       400
@@ -1220,6 +1567,190 @@ cross-AZ transfer at $0.01/GB each way, 1000 bytes per request (measured)
 verdict: PASS
 ";
         assert_eq!(render_text(&r), want);
+    }
+
+    #[test]
+    fn matrix_rows_are_caller_zones_and_colour_marks_only_the_diagonal() {
+        let callers = [
+            caller(
+                "g-a",
+                "af-south-1a",
+                None,
+                vec![
+                    orders("10.0.0.5", "af-south-1a", 70),
+                    orders("10.0.1.5", "af-south-1b", 30),
+                ],
+            ),
+            caller(
+                "g-b",
+                "af-south-1b",
+                None,
+                vec![
+                    orders("10.0.1.5", "af-south-1b", 90),
+                    orders("10.0.9.9", "", 10),
+                ],
+            ),
+        ];
+        let r = run(&callers, None, &zones(2), None);
+        let m = matrix(&r, Service::Orders);
+        assert_eq!(m.zones, ["af-south-1a", "af-south-1b", UNKNOWN_ZONE]);
+        assert_eq!(m.rows[0].counts, [70, 30, 0]);
+        assert_eq!(m.rows[1].counts, [0, 90, 10]);
+        assert_eq!(
+            (m.rows[0].share(0), m.rows[1].share(2)),
+            ("70.0%".into(), "10.0%".into())
+        );
+        assert!(matrix(&r, Service::Products)
+            .rows
+            .iter()
+            .all(|r| r.total == 0));
+
+        let plain = render_text_styled(&r, false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert!(
+            !plain.contains("products calls by zone"),
+            "no products, no matrix"
+        );
+        let coloured = render_text_styled(&r, true);
+        // 1a keeps 70%, below the 80% minimum: red; 1b keeps 90%: green. Nothing else.
+        assert!(coloured.contains("\x1b[1;31m70.0%\x1b[0m"), "{coloured}");
+        assert!(coloured.contains("\x1b[1;32m90.0%\x1b[0m"), "{coloured}");
+        assert_eq!(coloured.matches("\x1b[0m").count(), 2, "{coloured}");
+        // Without the escapes, the coloured text is the plain text.
+        let stripped = coloured
+            .replace("\x1b[1;31m", "")
+            .replace("\x1b[1;32m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn failed_requests_fail_the_verdict_beyond_the_tolerated_share() {
+        let eps = vec![orders("10.0.0.5", "af-south-1a", 100)];
+        let callers = [caller("g", "af-south-1a", None, eps)];
+        let mut check = RequestCheck {
+            sent: 3000,
+            ..RequestCheck::default()
+        };
+        check.fail("connect ECONNREFUSED 10.0.0.9:3004 (at products)");
+        check.fail("`data.orders` is empty");
+        check.fail("connect ECONNREFUSED 10.0.0.9:3004 (at products)");
+        check.finish();
+        check.hints = vec!["a hint".into()];
+        // (tolerated %, pass)
+        for (max, pass) in [(0.0, false), (0.09, false), (0.1, true), (5.0, true)] {
+            let r = analyze(&Inputs {
+                callers: &callers,
+                orders_host: ORDERS,
+                products_host: PRODUCTS,
+                node_of_ip: None,
+                zones: &zones(1),
+                bytes_per_request: None,
+                requests: Some(&check),
+                thresholds: Thresholds {
+                    failed_requests_max: max,
+                    ..TH
+                },
+            });
+            assert_eq!(r.verdict.pass, pass, "{max}: {:?}", r.verdict);
+            assert_eq!(r.verdict.hints, ["a hint"]);
+            if !pass {
+                assert_eq!(
+                    r.verdict.failures,
+                    [format!(
+                        "3 of 3000 requests failed (0.1%), above the tolerated {max}%: \
+                         `connect ECONNREFUSED 10.0.0.9:3004 (at products)` (2x); \
+                         ``data.orders` is empty` (1x)"
+                    )]
+                );
+                assert!(render_text(&r).contains("  why: a hint\n"));
+            }
+        }
+        // Nothing sent, nothing to fail.
+        let none = RequestCheck::default();
+        let r = analyze(&Inputs {
+            callers: &callers,
+            orders_host: ORDERS,
+            products_host: PRODUCTS,
+            node_of_ip: None,
+            zones: &zones(1),
+            bytes_per_request: None,
+            requests: Some(&none),
+            thresholds: TH,
+        });
+        assert!(r.verdict.pass, "{:?}", r.verdict);
+        assert_eq!(share_text_up(1, 3000), "0.1%");
+        assert_eq!(share_text_up(0, 3000), "0.0%");
+        assert_eq!(share_text_up(20, 60), "33.4%");
+    }
+
+    #[test]
+    fn errors_keep_the_most_frequent_messages() {
+        let mut a = RequestCheck::default();
+        for m in ["x", "y", "y", "z", "w", "w", "w"] {
+            a.fail(m);
+        }
+        a.sent = 7;
+        let mut b = RequestCheck::default();
+        b.fail("x");
+        b.fail("x");
+        b.sent = 2;
+        a.merge(&b);
+        a.finish();
+        let got: Vec<(&str, u64)> = a
+            .errors
+            .iter()
+            .map(|e| (e.message.as_str(), e.count))
+            .collect();
+        assert_eq!(got, [("x", 3), ("w", 3), ("y", 2)]);
+        assert_eq!((a.sent, a.failed), (9, 9));
+    }
+
+    #[test]
+    fn products_per_node() {
+        let map = node_map();
+        let callers = [
+            caller(
+                "g1",
+                "af-south-1a",
+                Some("node-a1"),
+                vec![
+                    products("10.0.0.44", "af-south-1a", 30),
+                    products("10.0.0.58", "af-south-1a", 10),
+                    products("10.0.0.99", "af-south-1a", 2),
+                ],
+            ),
+            caller(
+                "o2",
+                "af-south-1a",
+                Some("node-a2"),
+                vec![products("10.0.0.58", "af-south-1a", 8)],
+            ),
+            caller(
+                "gone",
+                "af-south-1b",
+                None,
+                vec![products("10.0.1.60", "af-south-1b", 5)],
+            ),
+        ];
+        let r = run(&callers, Some(&map), &zones(2), None);
+        let got: Vec<(&str, u64, u64, u64)> = r
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.node.as_str(),
+                    n.products_total,
+                    n.products_on_node,
+                    n.products_off_node,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("node-a1", 42, 30, 12), ("node-a2", 8, 8, 0)]);
+        assert!(
+            run(&callers, None, &zones(2), None).nodes.is_empty(),
+            "offline: no nodes"
+        );
     }
 
     #[test]

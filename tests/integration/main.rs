@@ -19,3 +19,4 @@ mod k8s_verify;
 mod lifecycle;
 mod render;
 mod sweep;
+mod verify_page;

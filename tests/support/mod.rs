@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test module uses a different part
 
 pub mod apiserver;
+pub mod browser;
 pub mod fault_proxy;
 pub mod k8s;
 
