@@ -204,11 +204,7 @@ async fn helm_version() -> Result<String, String> {
              (https://helm.sh/docs/intro/install/)",
             MIN_HELM.0, MIN_HELM.1
         )),
-        Err(e) => Err(format!(
-            "{e} — the Kubernetes stages install charts with it; install helm {}.{} or newer \
-             (https://helm.sh/docs/intro/install/), or point MESHSTACK_HELM at it",
-            MIN_HELM.0, MIN_HELM.1
-        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -324,8 +324,11 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
         describe(&out)
     );
     let new_helm: Vec<Vec<String>> = helm_calls(&c.helm_dir).split_off(helm_before);
+    // Reads only: `version` (up checks helm before anything) and `list`.
     assert!(
-        new_helm.iter().all(|call| call[0] == "list"),
+        new_helm
+            .iter()
+            .all(|call| call[0] == "list" || call[0] == "version"),
         "helm calls on a converged up: {new_helm:?}"
     );
     let counts = c.server.counts();
@@ -441,9 +444,15 @@ fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_coun
     assert_eq!(queries, 50, "{served:?}");
     // Before and after, from each caller: graphql, orders-1, orders-2.
     assert_eq!(reads, 6, "{served:?}");
+    // graphql's liveness check comes first, once per graphql pod.
+    let checks = served
+        .iter()
+        .filter(|l| l.contains(":3002 GET /v1/test"))
+        .count();
+    assert_eq!(checks, 1, "{served:?}");
     assert_eq!(
         c.server.counts().verb("portforward"),
-        56,
+        (queries + reads + checks) as u64,
         "{:?}",
         c.server.counts()
     );
