@@ -1,8 +1,11 @@
 //! The helm seam: charts are installed through the `helm` CLI (the ecosystem convention), behind
 //! a trait small enough that tests can put a recording stand-in executable in its place.
 //!
-//! A release is skipped when helm reports it `deployed` at the pinned chart version and the
-//! journal holds the same values hash: a converged `up` runs `helm list` and nothing else.
+//! Whether a release is converged is decided from the cluster's own record of it, as helm keeps
+//! it there: its status and chart version (`helm list`) and its user-supplied values (`helm get
+//! values`), compared with what meshstack would pass. The journal is not consulted: a lost or
+//! foreign state folder changes nothing, and `plan` and `status` (which hold no journal) see
+//! what `up` sees. A converged `up` runs `helm list` and `helm get values` and nothing else.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,22 +58,26 @@ pub struct Release {
 }
 
 impl Release {
-    /// A stable fingerprint of what would be installed (chart version + values), recorded in
-    /// the journal to decide whether an upgrade is needed.
-    pub fn fingerprint(&self) -> String {
-        // FNV-1a: stable across runs and platforms, no dependency; not a security boundary.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self
-            .chart
-            .listed_as()
-            .bytes()
-            .chain([0])
-            .chain(self.values.bytes())
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{h:016x}")
+    /// The values as data, for comparing with what helm holds (`{}` for none).
+    ///
+    /// # Errors
+    /// [`HelmError::Output`] when the rendered values are not YAML (a template bug; the render
+    /// tests parse every values file).
+    pub fn values_data(&self) -> Result<serde_json::Value, HelmError> {
+        let v: serde_json::Value =
+            serde_yaml::from_str(&self.values).map_err(|e| HelmError::Output {
+                args: format!("values of {}/{}", self.namespace, self.name),
+                reason: e.to_string(),
+            })?;
+        Ok(empty_as_map(v))
+    }
+}
+
+/// helm reports "no user-supplied values" as `null`; meshstack's empty values file is `{}`.
+fn empty_as_map(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        v => v,
     }
 }
 
@@ -116,6 +123,13 @@ pub enum HelmError {
 pub trait Helm: Send + Sync {
     /// The release, if helm knows it (in any state).
     async fn find(&self, name: &str, namespace: &str) -> Result<Option<Listed>, HelmError>;
+    /// The release's user-supplied values as helm recorded them (`helm get values -o json`);
+    /// `None` when helm does not know the release.
+    async fn user_values(
+        &self,
+        name: &str,
+        namespace: &str,
+    ) -> Result<Option<serde_json::Value>, HelmError>;
     /// `helm upgrade --install` with `--wait`.
     async fn upgrade_install(&self, release: &Release) -> Result<(), HelmError>;
     /// `helm rollback` to the last good revision (for a release stuck pending).
@@ -212,6 +226,22 @@ pub fn list_args(name: &str, namespace: &str) -> Vec<String> {
     .collect()
 }
 
+/// The argument list of `helm get values` (user-supplied values only, as JSON).
+pub fn get_values_args(name: &str, namespace: &str) -> Vec<String> {
+    [
+        "get",
+        "values",
+        name,
+        "--namespace",
+        namespace,
+        "--output",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 #[async_trait]
 impl Helm for HelmCli {
     async fn find(&self, name: &str, namespace: &str) -> Result<Option<Listed>, HelmError> {
@@ -225,9 +255,34 @@ impl Helm for HelmCli {
         Ok(listed.into_iter().find(|l| l.name == name))
     }
 
+    async fn user_values(
+        &self,
+        name: &str,
+        namespace: &str,
+    ) -> Result<Option<serde_json::Value>, HelmError> {
+        let args = get_values_args(name, namespace);
+        let out = match self.run(&args).await {
+            Ok(out) => out,
+            Err(HelmError::Failed { stderr, .. }) if stderr.contains("not found") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        // JSON is YAML: the YAML parser reads helm's JSON and a stand-in's YAML alike.
+        let v: serde_json::Value =
+            serde_yaml::from_str(out.trim()).map_err(|e| HelmError::Output {
+                args: args.join(" "),
+                reason: e.to_string(),
+            })?;
+        Ok(Some(empty_as_map(v)))
+    }
+
     async fn upgrade_install(&self, release: &Release) -> Result<(), HelmError> {
         // Values go to a private file: helm reads files, and `--set` would put them in argv.
-        let dir = std::env::temp_dir().join(format!("meshstack-helm-{}", std::process::id()));
+        // One folder per call: calls for the same release may overlap (tests in one process).
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meshstack-helm-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| HelmError::Output {
             args: "upgrade".into(),
             reason: format!("cannot create {}: {e}", dir.display()),
@@ -238,7 +293,7 @@ impl Helm for HelmCli {
             reason: format!("cannot write {}: {e}", path.display()),
         })?;
         let res = self.run(&upgrade_install_args(release, &path)).await;
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(&dir);
         res.map(|_| ())
     }
 
@@ -274,7 +329,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.write_all(content.as_bytes())
 }
 
-/// What `up` must do for a release, given what helm reports and the recorded fingerprint.
+/// What `up` must do for a release, given what helm reports of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseStep {
     /// Deployed at this chart version with these values: nothing to do.
@@ -287,11 +342,13 @@ pub enum ReleaseStep {
     UninstallThenInstall,
 }
 
-/// The pure decision behind [`ReleaseStep`].
+/// The pure decision behind [`ReleaseStep`]: `listed` is `helm list`'s entry, `live_values`
+/// the user-supplied values helm holds for it, `wanted_values` what meshstack would pass.
 pub fn decide(
     release: &Release,
     listed: Option<&Listed>,
-    recorded_fingerprint: Option<&str>,
+    live_values: Option<&serde_json::Value>,
+    wanted_values: &serde_json::Value,
 ) -> ReleaseStep {
     match listed {
         None => ReleaseStep::Install,
@@ -305,12 +362,17 @@ pub fn decide(
         Some(l)
             if l.status == "deployed"
                 && l.chart == release.chart.listed_as()
-                && recorded_fingerprint == Some(release.fingerprint().as_str()) =>
+                && live_values == Some(wanted_values) =>
         {
             ReleaseStep::Skip
         }
         Some(_) => ReleaseStep::Install,
     }
+}
+
+/// Whether `listed` could be skipped if its values match: only then are they worth reading.
+pub fn values_matter(release: &Release, listed: Option<&Listed>) -> bool {
+    listed.is_some_and(|l| l.status == "deployed" && l.chart == release.chart.listed_as())
 }
 
 /// `v3.14.2+gc309b6f` >= (3, 8)?
@@ -382,9 +444,9 @@ mod tests {
     }
 
     #[test]
-    fn decisions() {
+    fn decisions_follow_what_helm_holds() {
         let r = release();
-        let fp = r.fingerprint();
+        let wanted = r.values_data().unwrap();
         let listed = |status: &str, chart: &str, rev: &str| Listed {
             name: "prom".into(),
             namespace: "prometheus".into(),
@@ -393,48 +455,63 @@ mod tests {
             revision: rev.into(),
         };
         let deployed = listed("deployed", "kube-prometheus-stack-75.0.0", "3");
-        assert_eq!(decide(&r, None, None), ReleaseStep::Install);
-        assert_eq!(decide(&r, Some(&deployed), Some(&fp)), ReleaseStep::Skip);
+        assert_eq!(decide(&r, None, None, &wanted), ReleaseStep::Install);
         assert_eq!(
-            decide(&r, Some(&deployed), Some("other")),
+            decide(&r, Some(&deployed), Some(&wanted), &wanted),
+            ReleaseStep::Skip
+        );
+        // The same values however helm writes them back (JSON, other key order).
+        let from_helm: serde_json::Value =
+            serde_yaml::from_str(r#"{"grafana": {"enabled": true}}"#).unwrap();
+        assert_eq!(
+            decide(&r, Some(&deployed), Some(&from_helm), &wanted),
+            ReleaseStep::Skip
+        );
+        let other: serde_json::Value = serde_json::json!({"grafana": {"enabled": false}});
+        assert_eq!(
+            decide(&r, Some(&deployed), Some(&other), &wanted),
             ReleaseStep::Install,
             "values changed"
         );
         assert_eq!(
-            decide(&r, Some(&deployed), None),
+            decide(&r, Some(&deployed), None, &wanted),
             ReleaseStep::Install,
-            "journal lost: reapply once"
+            "values unknown"
         );
         let old = listed("deployed", "kube-prometheus-stack-74.0.0", "3");
+        assert!(!values_matter(&r, Some(&old)));
         assert_eq!(
-            decide(&r, Some(&old), Some(&fp)),
+            decide(&r, Some(&old), Some(&wanted), &wanted),
             ReleaseStep::Install,
             "chart version changed"
         );
         let failed = listed("failed", "kube-prometheus-stack-75.0.0", "3");
-        assert_eq!(decide(&r, Some(&failed), Some(&fp)), ReleaseStep::Install);
+        assert_eq!(
+            decide(&r, Some(&failed), Some(&wanted), &wanted),
+            ReleaseStep::Install
+        );
         let stuck = listed("pending-upgrade", "kube-prometheus-stack-75.0.0", "4");
         assert_eq!(
-            decide(&r, Some(&stuck), Some(&fp)),
+            decide(&r, Some(&stuck), Some(&wanted), &wanted),
             ReleaseStep::RollbackThenInstall
         );
         let first = listed("pending-install", "kube-prometheus-stack-75.0.0", "1");
         assert_eq!(
-            decide(&r, Some(&first), None),
+            decide(&r, Some(&first), None, &wanted),
             ReleaseStep::UninstallThenInstall
         );
-    }
-
-    #[test]
-    fn fingerprint_follows_chart_version_and_values() {
-        let a = release();
-        let mut b = release();
-        assert_eq!(a.fingerprint(), b.fingerprint());
-        b.values.push_str("x: 1\n");
-        assert_ne!(a.fingerprint(), b.fingerprint());
-        let mut c = release();
-        c.chart.version = "75.0.1".into();
-        assert_ne!(a.fingerprint(), c.fingerprint());
+        // No user-supplied values: helm says null, meshstack's empty file is {}.
+        let mut bare = release();
+        bare.values = "{}\n".into();
+        assert_eq!(
+            decide(
+                &bare,
+                Some(&deployed),
+                Some(&empty_as_map(serde_json::Value::Null)),
+                &bare.values_data().unwrap()
+            ),
+            ReleaseStep::Skip
+        );
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl Stage for Istio {
         let files = cx.rendered().await?;
         let mut changes = Vec::new();
         for release in releases(&cx.stack, &files)? {
-            changes.extend(kubernetes::plan_release(cx, ID, &release).await?);
+            changes.extend(kubernetes::plan_release(cx, &release).await?);
         }
         Ok(plan_changes(changes, cx.stack.istio_support_warning()))
     }
@@ -149,7 +149,7 @@ impl Stage for Istio {
         let mut changes = Vec::new();
         // In order: istiod needs base's CRDs, the gateway needs istiod's injection webhook.
         for release in releases(&cx.stack, &files)? {
-            changes.extend(kubernetes::ensure_release(cx, h, ID, &release).await?);
+            changes.extend(kubernetes::ensure_release(cx, h, &release).await?);
         }
         let kube = cx.kube().await?;
         let progress = |line: &str| h.step(line.to_string());

@@ -358,7 +358,7 @@ impl Stage for Karpenter {
             .await?
             .into_iter()
             .collect();
-        changes.extend(kubernetes::plan_release(cx, ID, &release(&cx.stack, &files)?).await?);
+        changes.extend(kubernetes::plan_release(cx, &release(&cx.stack, &files)?).await?);
         changes.extend(kubernetes::plan_objects(cx, &objects(&files, manifests.paths)?).await?);
         Ok(changes)
     }
@@ -404,7 +404,7 @@ impl Stage for Karpenter {
             changes.push(c);
         }
 
-        changes.extend(kubernetes::ensure_release(cx, h, ID, &release(&cx.stack, &files)?).await?);
+        changes.extend(kubernetes::ensure_release(cx, h, &release(&cx.stack, &files)?).await?);
 
         kubernetes::wait_crds(cx, h, manifests.crds).await?;
         changes.extend(kubernetes::apply(cx, h, &objects(&files, manifests.paths)?).await?);

@@ -12,7 +12,6 @@ use aws_credential_types::provider::ProvideCredentials;
 use kube::api::DynamicObject;
 
 use super::{cluster, Action, Change, Context, StageError};
-use crate::engine::graph::StageId;
 use crate::engine::run::StageHandle;
 use crate::k8s::apply::{self, Applied, Effect, Resolver, State};
 use crate::k8s::helm::{self, Helm, HelmCli, Release, ReleaseStep};
@@ -301,21 +300,10 @@ pub async fn for_teardown<'a>(cx: &'a Context, h: &StageHandle) -> Option<&'a Ku
     kube
 }
 
-/// The journal key under which a release's fingerprint is kept.
-fn fingerprint_key(release: &Release) -> String {
-    format!("helm/{}/{}", release.namespace, release.name)
-}
-
 /// What `plan` shows for a release: nothing when it is deployed as wanted, else an install.
-pub async fn plan_release(
-    cx: &Context,
-    stage: StageId,
-    release: &Release,
-) -> Result<Vec<Change>, StageError> {
+pub async fn plan_release(cx: &Context, release: &Release) -> Result<Vec<Change>, StageError> {
     let step = match reachable(cx).await {
-        Some(kube) => decide(cx, stage, kube, release)
-            .await
-            .unwrap_or(ReleaseStep::Install),
+        Some(kube) => decide(kube, release).await.unwrap_or(ReleaseStep::Install),
         None => ReleaseStep::Install,
     };
     Ok(match step {
@@ -333,33 +321,34 @@ fn release_change(release: &Release) -> Change {
     .detail(release.chart.listed_as())
 }
 
-async fn decide(
-    cx: &Context,
-    stage: StageId,
-    kube: &KubeAccess,
-    release: &Release,
-) -> Result<ReleaseStep, StageError> {
+/// What `up` must do for `release`, from what helm holds in the cluster (never the journal).
+async fn decide(kube: &KubeAccess, release: &Release) -> Result<ReleaseStep, StageError> {
     let listed = kube.helm.find(&release.name, &release.namespace).await?;
-    let recorded = cx.journal.as_ref().and_then(|j| {
-        j.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .output(stage, &fingerprint_key(release))
-            .and_then(|v| v.as_str().map(str::to_string))
-    });
-    Ok(helm::decide(release, listed.as_ref(), recorded.as_deref()))
+    let live = if helm::values_matter(release, listed.as_ref()) {
+        kube.helm
+            .user_values(&release.name, &release.namespace)
+            .await?
+    } else {
+        None
+    };
+    Ok(helm::decide(
+        release,
+        listed.as_ref(),
+        live.as_ref(),
+        &release.values_data()?,
+    ))
 }
 
-/// Install or upgrade `release` unless helm reports it deployed at this chart version with the
-/// values recorded in the journal; recover a release a killed run left pending. The change
+/// Install or upgrade `release` unless helm reports it deployed at this chart version with
+/// these values; recover a release a killed run left pending. The change
 /// made, if any.
 pub async fn ensure_release(
     cx: &Context,
     h: &StageHandle,
-    stage: StageId,
     release: &Release,
 ) -> Result<Option<Change>, StageError> {
     let kube = cx.kube().await?;
-    let step = decide(cx, stage, kube, release).await?;
+    let step = decide(kube, release).await?;
     let name = format!("{}/{}", release.namespace, release.name);
     match step {
         ReleaseStep::Skip => return Ok(None),
@@ -384,11 +373,6 @@ pub async fn ensure_release(
         release.chart.listed_as()
     ));
     kube.helm.upgrade_install(release).await?;
-    cx.set_output(
-        stage,
-        &fingerprint_key(release),
-        release.fingerprint().into(),
-    )?;
     Ok(Some(release_change(release)))
 }
 

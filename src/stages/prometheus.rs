@@ -61,7 +61,7 @@ impl Stage for Prometheus {
 
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
-        let mut changes = kubernetes::plan_release(cx, ID, &release(&files)?).await?;
+        let mut changes = kubernetes::plan_release(cx, &release(&files)?).await?;
         changes.extend(kubernetes::plan_objects(cx, &objects(&files, &[MONITORS])?).await?);
         Ok(changes)
     }
@@ -75,7 +75,7 @@ impl Stage for Prometheus {
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
         let files = cx.rendered().await?;
-        let mut changes: Vec<Change> = kubernetes::ensure_release(cx, h, ID, &release(&files)?)
+        let mut changes: Vec<Change> = kubernetes::ensure_release(cx, h, &release(&files)?)
             .await?
             .into_iter()
             .collect();

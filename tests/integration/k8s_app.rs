@@ -22,7 +22,8 @@ use meshstack::stages::{app, karpenter, Context, Stage};
 use serde_json::json;
 
 use crate::support::k8s::{
-    custom_resource, fake_cluster_with, helm_calls, outcome, placement, run_stage, stage_context,
+    custom_resource, fake_cluster_with, helm_calls, is_read, outcome, placement, run_stage,
+    stage_context,
 };
 
 custom_resource!(
@@ -430,7 +431,7 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
         .skip(calls_before)
         .collect();
     assert!(
-        !new_calls.is_empty() && new_calls.iter().all(|c| c[0] == "list"),
+        !new_calls.is_empty() && new_calls.iter().all(|c| is_read(c)),
         "{new_calls:?}"
     );
     assert_eq!(writes.take(), Vec::<String>::new(), "a converged up wrote");

@@ -36,7 +36,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::support::k8s::{
-    custom_resource, fake_cluster, fake_helm, helm_calls, outcome, run_stage_with,
+    custom_resource, fake_cluster, fake_helm, helm_calls, is_read, outcome, run_stage_with,
 };
 use crate::support::{describe, Meshstack};
 
@@ -85,6 +85,14 @@ impl Charts {
 impl Helm for Charts {
     async fn find(&self, name: &str, namespace: &str) -> Result<Option<Listed>, HelmError> {
         self.cli.find(name, namespace).await
+    }
+
+    async fn user_values(
+        &self,
+        name: &str,
+        namespace: &str,
+    ) -> Result<Option<serde_json::Value>, HelmError> {
+        self.cli.user_values(name, namespace).await
     }
 
     async fn upgrade_install(&self, release: &Release) -> Result<(), HelmError> {
@@ -227,10 +235,18 @@ impl Fixture {
         helm_calls(self.dir.path())
     }
 
+    /// The `upgrade` calls, with the values file's private folder (one per call) left out.
     fn installs(&self) -> Vec<Vec<String>> {
         self.helm_calls()
             .into_iter()
             .filter(|c| c[0] == "upgrade")
+            .map(|mut c| {
+                if let Some(i) = c.iter().position(|a| a == "--values") {
+                    let name = std::path::Path::new(&c[i + 1]).file_name().unwrap();
+                    c[i + 1] = name.to_string_lossy().into_owned();
+                }
+                c
+            })
             .collect()
     }
 
@@ -319,9 +335,7 @@ fn install_args(
     namespace: &str,
     timeout_s: u64,
 ) -> Vec<String> {
-    let values = std::env::temp_dir()
-        .join(format!("meshstack-helm-{}", std::process::id()))
-        .join(format!("{namespace}-{release}.yaml"));
+    let values = format!("{namespace}-{release}.yaml");
     [
         "upgrade",
         "--install",
@@ -335,7 +349,7 @@ fn install_args(
         namespace,
         "--create-namespace",
         "--values",
-        &values.display().to_string(),
+        &values,
         "--wait",
         "--timeout",
         &format!("{timeout_s}s"),
@@ -496,8 +510,9 @@ async fn istio_installs_base_istiod_gateway_in_order_records_the_address_and_uni
     let second = f.run(&stage, Direction::Forward, &watch).await;
     assert_eq!(outcome(&second), &Outcome::Unchanged, "{second:?}");
     let new_calls: Vec<Vec<String>> = f.helm_calls().into_iter().skip(calls_before).collect();
-    assert_eq!(new_calls.len(), 3, "{new_calls:?}");
-    assert!(new_calls.iter().all(|c| c[0] == "list"), "{new_calls:?}");
+    // Per release: `list`, and `get values` to compare what helm holds with what is wanted.
+    assert_eq!(new_calls.len(), 6, "{new_calls:?}");
+    assert!(new_calls.iter().all(|c| is_read(c)), "{new_calls:?}");
     assert_eq!(watch.messages(EventKind::Warn).len(), 1);
     assert_eq!(
         resource_version(&services.get(istio::GATEWAY).await.unwrap()),
@@ -808,7 +823,7 @@ async fn kiali_installs_the_operator_applies_the_cr_and_removes_the_cr_before_th
     assert_eq!(outcome(&second), &Outcome::Unchanged, "{second:?}");
     let new_calls: Vec<Vec<String>> = f.helm_calls().into_iter().skip(calls_before).collect();
     assert!(
-        !new_calls.is_empty() && new_calls.iter().all(|c| c[0] == "list"),
+        !new_calls.is_empty() && new_calls.iter().all(|c| is_read(c)),
         "{new_calls:?}"
     );
     assert_eq!(resource_version(&crs.get("kiali").await.unwrap()), version);

@@ -17,7 +17,7 @@ use meshstack::stages::{prometheus, Context};
 use serde_json::json;
 
 use crate::support::k8s::{
-    custom_resource, fake_cluster, fake_helm, helm_calls, outcome, run_stage,
+    custom_resource, fake_cluster, fake_helm, helm_calls, is_read, outcome, run_stage,
 };
 
 custom_resource!(
@@ -166,7 +166,7 @@ async fn prometheus_installs_the_chart_then_the_monitors_idempotently_and_remove
         .into_iter()
         .skip(calls_before)
         .collect();
-    assert!(new_calls.iter().all(|c| c[0] == "list"), "{new_calls:?}");
+    assert!(new_calls.iter().all(|c| is_read(c)), "{new_calls:?}");
     let again = pod_monitors.get("envoy-stats-monitor").await.unwrap();
     assert_eq!(
         again.metadata.resource_version, version,

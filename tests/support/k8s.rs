@@ -309,6 +309,12 @@ pub fn helm_calls(dir: &std::path::Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Whether a recorded helm call only reads what helm holds (`list`, `get values`): all a
+/// converged `up` may call.
+pub fn is_read(call: &[String]) -> bool {
+    matches!(call.first().map(String::as_str), Some("list") | Some("get"))
+}
+
 /// Run one stage's `up` (Forward) or `down` (Reverse) through the engine, which hands it its
 /// progress handle; its result. Events go to `reporter`.
 pub async fn run_stage_with(
