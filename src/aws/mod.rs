@@ -6,6 +6,7 @@
 //! for this with back-off".
 
 pub mod account;
+pub mod state;
 pub mod sweep;
 
 use std::collections::BTreeMap;
@@ -59,23 +60,7 @@ impl AwsClients {
     /// stack's region taking precedence. `AWS_ENDPOINT_URL` (moto, LocalStack) is honoured by
     /// the SDK itself.
     pub async fn from_env(region: Option<&str>) -> Result<(Self, aws_config::SdkConfig), String> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        // The SDK's default of 3 attempts gives up on a throttled call within about 2 s; one
-        // `up` makes a few hundred calls, and accounts shared by a workshop get throttled. The
-        // environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
-        if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
-            && std::env::var_os("AWS_RETRY_MODE").is_none()
-        {
-            loader = loader.retry_config(
-                aws_config::retry::RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(Duration::from_secs(1) / wait_scale()),
-            );
-        }
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region.to_string()));
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_loader(region).load().await;
         let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
             "no AWS region: set `region:` in the stack file, AWS_REGION, or a profile region"
                 .to_string()
@@ -109,6 +94,28 @@ impl AwsClients {
             credentials: sdk.credentials_provider(),
         }
     }
+}
+
+/// The SDK's configuration loader as every meshstack client uses it: the default chain
+/// (environment, profile, SSO, IMDS, ...), `region` taking precedence, and more patient retries.
+pub(crate) fn sdk_loader(region: Option<&str>) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    // The SDK's default of 3 attempts gives up on a throttled call within about 2 s; one
+    // `up` makes a few hundred calls, and accounts shared by a workshop get throttled. The
+    // environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+        && std::env::var_os("AWS_RETRY_MODE").is_none()
+    {
+        loader = loader.retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_secs(1) / wait_scale()),
+        );
+    }
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    loader
 }
 
 /// Divides every poll interval, deadline and retry back-off by N: for benchmarks and tests
@@ -183,8 +190,9 @@ pub fn is_read_operation(operation: &str) -> bool {
     READ_PREFIXES.iter().any(|p| operation.starts_with(p))
 }
 
+/// Counts every call of the client it is added to in a [`CallCounter`].
 #[derive(Debug, Clone)]
-struct CountingInterceptor(Arc<CallCounter>);
+pub(crate) struct CountingInterceptor(pub(crate) Arc<CallCounter>);
 
 impl Intercept for CountingInterceptor {
     fn name(&self) -> &'static str {
