@@ -17,4 +17,5 @@ mod k8s_stages;
 mod k8s_verify;
 mod lifecycle;
 mod render;
+mod state;
 mod sweep;
