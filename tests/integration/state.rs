@@ -282,10 +282,10 @@ async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
     let shared = Shared::start().await;
     let (mut a, a_stack) = shared.machine("killed");
     let (mut b, b_stack) = shared.machine("killed");
-    // Lease 120 s / 30 = 4 s, renewed every second.
+    // Lease 120 s / 60 = 2 s, renewed every half second.
     for ms in [&mut a, &mut b] {
         ms.extra_env
-            .push(("MESHSTACK_WAIT_SCALE".into(), "30".into()));
+            .push(("MESHSTACK_WAIT_SCALE".into(), "60".into()));
     }
     let lock_key = key("killed", "lock.json");
 
@@ -296,6 +296,21 @@ async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
         .spawn()
         .unwrap();
     wait_for_object(&shared.s3, &key("killed", "state.json"), &mut holder).await;
+    // The holder renews its lease while it works.
+    let lease = |body: Vec<u8>| {
+        serde_json::from_slice::<Value>(&body).unwrap()["lease_expires_at"]
+            .as_u64()
+            .unwrap()
+    };
+    let taken = lease(get(&shared.s3, &lock_key).await.unwrap().0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lease(get(&shared.s3, &lock_key).await.unwrap().0) == taken {
+        if let Some(status) = holder.try_wait().unwrap() {
+            panic!("the holder ended ({status}) without renewing its lease");
+        }
+        assert!(Instant::now() < deadline, "the lease was never renewed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     holder.kill().unwrap(); // SIGKILL: no release
     holder.wait().unwrap();
     let (lock, etag) = get(&shared.s3, &lock_key)
@@ -505,6 +520,55 @@ async fn state_migrates_local_to_s3_and_back_byte_for_byte_and_no_version_holds_
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["stages"][0]["journal"], "done", "{status}");
 
+    // pull writes a private copy; push puts it back (under the lock), and refuses another
+    // stack's journal before touching anything.
+    let pulled = ms.dir.path().join("pulled.json");
+    let out = ms.run(&[
+        "state",
+        "pull",
+        "--stack",
+        stack,
+        "--state",
+        URL,
+        "--out",
+        pulled.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read(&pulled).unwrap(), original);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&pulled).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut other: Value = serde_json::from_slice(&original).unwrap();
+    other["stack"] = "someone-else".into();
+    let other_file = ms.dir.path().join("other.json");
+    std::fs::write(&other_file, serde_json::to_vec(&other).unwrap()).unwrap();
+    let push = |file: &std::path::Path| {
+        ms.run(&[
+            "state",
+            "push",
+            "--stack",
+            stack,
+            "--state",
+            URL,
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = push(&other_file);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("is the journal of stack `someone-else`, not of `moved`"),
+        "{}",
+        describe(&out)
+    );
+    let out = push(&pulled);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replacing the journal there"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(get(&shared.s3, &journal_key).await.unwrap().0, original);
+
     // S3 -> local: the same bytes again.
     let out = ms.run(&[
         "state", "migrate", "--stack", stack, "--state", URL, "--to", "local",
@@ -517,10 +581,16 @@ async fn state_migrates_local_to_s3_and_back_byte_for_byte_and_no_version_holds_
     // object in the bucket holds the secret key, and every version is encrypted.
     let out = ms.run(&["up", "--only", "network", "--stack", stack, "--state", URL]);
     assert!(out.status.success(), "{}", describe(&out));
-    for command in ["status", "plan"] {
+    for command in ["status", "plan", "down"] {
         let out = ms.run(&[command, "--stack", stack, "--state", URL]);
         assert!(out.status.success(), "{command}: {}", describe(&out));
     }
+    let (journal, _) = get(&shared.s3, &journal_key).await.unwrap();
+    let journal: Value = serde_json::from_slice(&journal).unwrap();
+    assert_eq!(
+        journal["stages"]["network"]["status"], "destroyed",
+        "{journal}"
+    );
     let versions = all_versions(&shared.s3).await;
     let objects: Vec<&(String, String, bool)> = versions.iter().filter(|v| !v.2).collect();
     assert!(
