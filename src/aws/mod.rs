@@ -3,7 +3,8 @@
 //!
 //! Stages call the SDK directly (the SDK is already the thin layer); what lives here is what
 //! every stage needs the same way: "is this error a not-found?", "how do I tag this?", "wait
-//! for this with back-off".
+//! for this with back-off". The shared state store in S3 (`state`) lives here too: it is the
+//! engine's state seam implemented with the S3 SDK.
 
 pub mod account;
 pub mod state;

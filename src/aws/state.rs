@@ -277,7 +277,7 @@ impl S3Store {
         if !matches!(found, Ok(Ok(_))) {
             return Err(remote(
                 "no AWS credentials found (environment, profile, SSO, container or instance \
-                 metadata); S3 state needs them even for `status` and `plan`"
+                 metadata); state in S3 needs them, even for `status`"
                     .into(),
             ));
         }

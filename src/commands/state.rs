@@ -101,19 +101,11 @@ pub(crate) fn read_journal(
     stack: &Stack,
     loc: &StateLocation,
 ) -> anyhow::Result<Option<Journal>> {
-    let store: Arc<dyn StateStore> = match loc {
-        StateLocation::Local => {
-            if !args.state_dir.join(&stack.name).is_dir() {
-                return Ok(None);
-            }
-            Arc::new(StateDir::open(&args.state_dir, &stack.name)?)
-        }
-        StateLocation::S3(s3) => Arc::new(open_s3(s3, stack)?),
-    };
-    if store.read_journal()?.is_none() {
-        return Ok(None);
+    match open_for_reading(args, stack, loc)? {
+        // A missing journal reads as an empty one: every stage pending.
+        Some(store) => Ok(Some(Journal::open(store, &stack.name)?)),
+        None => Ok(None),
     }
-    Ok(Some(Journal::open(store, &stack.name)?))
 }
 
 /// `--force-unlock [LOCK_ID]` as the store understands it.
@@ -179,9 +171,13 @@ fn lock_state(store: &dyn StateStore, lock: &Result<LockInfo, String>) -> &'stat
 pub async fn state_show(args: StackArgs) -> anyhow::Result<ExitCode> {
     let stack = load_stack(&args)?;
     let loc = location(&args, &stack);
-    let store: Arc<dyn StateStore> = match &loc {
-        StateLocation::Local => Arc::new(StateDir::open(&args.state_dir, &stack.name)?),
-        StateLocation::S3(s3) => Arc::new(open_s3(s3, &stack)?),
+    let Some(store) = open_for_reading(&args, &stack, &loc)? else {
+        println!(
+            "stack `{}`: no state yet in {}",
+            stack.name,
+            args.state_dir.join(&stack.name).display()
+        );
+        return Ok(ExitCode::SUCCESS);
     };
     let lock = store.read_lock()?;
     let stored = store.read_journal()?;
@@ -281,7 +277,20 @@ fn read_stored(
     stack: &Stack,
     loc: &StateLocation,
 ) -> anyhow::Result<Option<Vec<u8>>> {
-    let store: Arc<dyn StateStore> = match loc {
+    match open_for_reading(args, stack, loc)? {
+        Some(store) => Ok(store.read_journal()?.map(|s| s.body)),
+        None => Ok(None),
+    }
+}
+
+/// The store at `loc` for a command that only reads; `None` for a local folder that does not
+/// exist (it is not created for a read).
+fn open_for_reading(
+    args: &StackArgs,
+    stack: &Stack,
+    loc: &StateLocation,
+) -> anyhow::Result<Option<Arc<dyn StateStore>>> {
+    Ok(Some(match loc {
         StateLocation::Local => {
             if !args.state_dir.join(&stack.name).is_dir() {
                 return Ok(None);
@@ -289,8 +298,7 @@ fn read_stored(
             Arc::new(StateDir::open(&args.state_dir, &stack.name)?)
         }
         StateLocation::S3(s3) => Arc::new(open_s3(s3, stack)?),
-    };
-    Ok(store.read_journal()?.map(|s| s.body))
+    }))
 }
 
 pub async fn state_push(args: StatePushArgs) -> anyhow::Result<ExitCode> {
