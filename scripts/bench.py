@@ -4,7 +4,9 @@ moto's EKS clusters have no Kubernetes API, so the AWS scenarios select the AWS 
 
 Measures, per scenario: wall time (median, min, max over runs), AWS API calls as meshstack
 counts them (reads and writes, from `--output json`), and the peak RSS of the meshstack process.
-Prints a Markdown table for BENCHMARKS.md. Standard library only.
+Then the same `up`s with the state in S3 (`--state s3://...`, moto's S3) next to local state:
+the state's own S3 requests and the wall time they add. Prints Markdown tables for
+BENCHMARKS.md. Standard library only.
 """
 
 import argparse
@@ -19,6 +21,7 @@ import time
 import urllib.request
 
 AWS_STAGES = "network,iam,cluster,nodegroup,karpenter-infra"
+STATE_URL = "s3://bench-state/meshstack"
 
 
 def free_port():
@@ -78,6 +81,7 @@ class Runner:
         if proc.returncode != 0:
             sys.exit(f"meshstack {' '.join(args)} failed ({proc.returncode}):\n{stdout}\n{stderr}")
         calls = None
+        self.state_calls = None
         for line in stdout.splitlines():
             try:
                 doc = json.loads(line)
@@ -85,9 +89,16 @@ class Runner:
                 continue
             if doc.get("event") == "api-calls":
                 calls = (doc["reads"], doc["writes"])
+                if "state" in doc:
+                    self.state_calls = (doc["state"]["reads"], doc["state"]["writes"])
             elif "api_calls" in doc and doc["api_calls"]:
                 calls = (doc["api_calls"]["reads"], doc["api_calls"]["writes"])
         return wall, calls, rss_kib
+
+    def run_state(self, args):
+        """Like run, with the state's S3 requests (reads, writes) as a fourth element."""
+        wall, calls, rss = self.run(args)
+        return wall, calls, rss, self.state_calls
 
 
 def summarize(name, samples):
@@ -98,6 +109,17 @@ def summarize(name, samples):
     return (
         f"| {name} | {len(samples)} | {statistics.median(walls):.0f} | {min(walls):.0f} | {max(walls):.0f} "
         f"| {reads} | {writes} | {rss / 1024:.1f} |"
+    )
+
+
+def summarize_state(name, samples):
+    walls = [s[0] * 1000 for s in samples]
+    reads, writes = samples[-1][1] if samples[-1][1] else ("-", "-")
+    s3 = samples[-1][3]
+    s3_reads, s3_writes = s3 if s3 else ("-", "-")
+    return (
+        f"| {name} | {len(samples)} | {statistics.median(walls):.0f} | {min(walls):.0f} | {max(walls):.0f} "
+        f"| {reads} | {writes} | {s3_reads} | {s3_writes} |"
     )
 
 
@@ -138,12 +160,34 @@ def main():
             rows.append(summarize("converged `up` (nothing to do)", converged))
             rows.append(summarize("`plan` against a converged stack", plans))
             rows.append(summarize("`down` (everything)", downs))
+
+            # Local and S3 state, alternating run by run so that moto's drift hits both alike.
+            # One stack at a time: moto gives every cluster the same OIDC issuer.
+            r.run(["state", "init", STATE_URL])
+            state_rows = []
+            samples = {k: [] for k in ("lf", "lc", "sf", "sc")}
+            up = ["up", "--only", AWS_STAGES, "-o", "json"]
+            for i in range(args.runs):
+                for kind, extra in (("l", []), ("s", ["--state", STATE_URL])):
+                    s = stack(workdir, f"state-{kind}-{i}")
+                    samples[kind + "f"].append(r.run_state([*up, "--stack", s, *extra]))
+                    samples[kind + "c"].append(r.run_state([*up, "--stack", s, *extra]))
+                    r.run(["down", "--stack", s, "--only", AWS_STAGES, *extra])
+            state_rows.append(summarize_state("full AWS `up`, local state", samples["lf"]))
+            state_rows.append(summarize_state("full AWS `up`, S3 state", samples["sf"]))
+            state_rows.append(summarize_state("converged `up`, local state", samples["lc"]))
+            state_rows.append(summarize_state("converged `up`, S3 state", samples["sc"]))
     finally:
         moto.kill()
 
     print("| scenario | runs | median ms | min ms | max ms | API reads | API writes | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
+        print(row)
+    print()
+    print("| scenario | runs | median ms | min ms | max ms | API reads | API writes | S3 state reads | S3 state writes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in state_rows:
         print(row)
 
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::StateLocation;
+
 /// meshstack: from an empty AWS account to a working demo of Istio locality load balancing
 /// with Kubernetes `internalTrafficPolicy: Local`, in dependency-ordered, resumable stages.
 #[derive(Debug, Parser)]
@@ -43,6 +45,72 @@ pub enum Command {
     /// the sidecars' own counters and the app's answers; exit 1 when the stack's thresholds are
     /// not met. --html draws it.
     Verify(VerifyArgs),
+    /// The stack's state (journal and lock): create an S3 bucket for shared state, read the
+    /// state, replace it, move it between the local folder and S3.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Create an S3 bucket for shared state, or complete an existing one: versioning on, all
+    /// public access blocked, default encryption, tagged. `up` and `down` never create or
+    /// delete it.
+    Init(StateInitArgs),
+    /// Where the stack's state is, who holds its lock, and what the journal records.
+    Show(StackArgs),
+    /// Print the journal exactly as stored (or write it to --out).
+    Pull(StatePullArgs),
+    /// Replace the journal with a file, under the lock, only if nobody changed it meanwhile.
+    Push(StatePushArgs),
+    /// Move the stack's journal to another location, byte for byte (local <-> S3).
+    Migrate(StateMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateInitArgs {
+    /// s3://BUCKET[/PREFIX][?region=REGION]. Default: the stack file's `state:`.
+    #[arg(value_name = "URL", value_parser = parse_state_location)]
+    pub url: Option<StateLocation>,
+    /// Stack file, for its region, extra tags and `state_kms_key`.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// Default encryption with this KMS key (SSE-KMS) instead of SSE-S3. Default: the stack
+    /// file's `state_kms_key`.
+    #[arg(long, value_name = "KEY")]
+    pub kms_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatePullArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Write the journal to this file (mode 0600) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatePushArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// A journal, e.g. from `meshstack state pull`; it must be this stack's.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StateMigrateArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Where to move the state: s3://BUCKET[/PREFIX][?region=REGION], or `local` (the state
+    /// folder, --state-dir).
+    #[arg(long, value_name = "URL", value_parser = parse_state_location)]
+    pub to: StateLocation,
+}
+
+fn parse_state_location(text: &str) -> Result<StateLocation, String> {
+    text.parse()
 }
 
 /// Where the stack and its state live.
@@ -59,6 +127,10 @@ pub struct StackArgs {
         env = "MESHSTACK_STATE_DIR"
     )]
     pub state_dir: PathBuf,
+    /// Where the journal and lock live: s3://BUCKET[/PREFIX][?region=REGION] for state shared
+    /// through S3, or `local` for the state folder. Wins over the stack file's `state:`.
+    #[arg(long, value_name = "URL", env = "MESHSTACK_STATE", value_parser = parse_state_location)]
+    pub state: Option<StateLocation>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -95,9 +167,11 @@ pub struct RunArgs {
     pub stack: StackArgs,
     #[command(flatten)]
     pub selection: Selection,
-    /// Take over a lock whose holder process is gone.
-    #[arg(long)]
-    pub force_unlock: bool,
+    /// Break a stale lock: alone, a local lock whose process is gone; with the lock's ID (as
+    /// the refusal shows it), only the lock with that ID — the only way for S3 state. A live
+    /// lock is never broken.
+    #[arg(long, value_name = "LOCK_ID", num_args = 0..=1, default_missing_value = "")]
+    pub force_unlock: Option<String>,
     /// Apply internalTrafficPolicy: Local on products-service even when a node running a
     /// products client has no Ready products pod (its calls to products are then dropped).
     #[arg(long)]
@@ -111,9 +185,11 @@ pub struct DownArgs {
     /// Only these stages (comma-separated ids).
     #[arg(long, value_name = "IDS")]
     pub only: Option<String>,
-    /// Take over a lock whose holder process is gone.
-    #[arg(long)]
-    pub force_unlock: bool,
+    /// Break a stale lock: alone, a local lock whose process is gone; with the lock's ID (as
+    /// the refusal shows it), only the lock with that ID — the only way for S3 state. A live
+    /// lock is never broken.
+    #[arg(long, value_name = "LOCK_ID", num_args = 0..=1, default_missing_value = "")]
+    pub force_unlock: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@
 //! - [`config`]: stack files, validated before anything touches AWS.
 //! - [`engine`]: the stage graph, the parallel walk, the journal and lock, progress output —
 //!   free of AWS and Kubernetes details.
-//! - [`aws`]: SDK clients, call counting, error classification, polling.
+//! - [`aws`]: SDK clients, call counting, error classification, polling, shared state in S3.
 //! - [`stages`]: one file per stage.
 //! - [`locality`]: the locality pattern: placement, policy, Envoy counters, the traffic report.
 //! - [`names`]: every derived resource name and namespace, in one place.

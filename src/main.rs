@@ -48,5 +48,15 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => commands::render(args).await,
         Command::Pods(args) => commands::pods(args).await,
         Command::Verify(args) => commands::verify(args).await,
+        Command::State(cmd) => {
+            use cli::StateCommand;
+            match cmd {
+                StateCommand::Init(args) => commands::state_init(args).await,
+                StateCommand::Show(args) => commands::state_show(args).await,
+                StateCommand::Pull(args) => commands::state_pull(args).await,
+                StateCommand::Push(args) => commands::state_push(args).await,
+                StateCommand::Migrate(args) => commands::state_migrate(args).await,
+            }
+        }
     }
 }

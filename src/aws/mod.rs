@@ -3,9 +3,11 @@
 //!
 //! Stages call the SDK directly (the SDK is already the thin layer); what lives here is what
 //! every stage needs the same way: "is this error a not-found?", "how do I tag this?", "wait
-//! for this with back-off".
+//! for this with back-off". The shared state store in S3 (`state`) lives here too: it is the
+//! engine's state seam implemented with the S3 SDK.
 
 pub mod account;
+pub mod state;
 pub mod sweep;
 
 use std::collections::BTreeMap;
@@ -61,31 +63,7 @@ impl AwsClients {
     /// stack's region taking precedence. `AWS_ENDPOINT_URL` (moto, LocalStack) is honoured by
     /// the SDK itself.
     pub async fn from_env(region: Option<&str>) -> Result<(Self, aws_config::SdkConfig), String> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        // The SDK's default of 3 attempts gives up on a throttled call within about 2 s; one
-        // `up` makes a few hundred calls, and accounts shared by a workshop get throttled. The
-        // environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
-        if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
-            && std::env::var_os("AWS_RETRY_MODE").is_none()
-        {
-            loader = loader.retry_config(
-                aws_config::retry::RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(Duration::from_secs(1) / wait_scale()),
-            );
-        }
-        // The SDK waits forever for an answer by default; an endpoint that accepts and never
-        // answers would hang the run. No AWS control-plane call takes a minute per attempt.
-        loader = loader.timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .build(),
-        );
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region.to_string()));
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_loader(region).load().await;
         let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
             "no AWS region: set `region:` in the stack file, AWS_REGION, or a profile region"
                 .to_string()
@@ -120,6 +98,36 @@ impl AwsClients {
             credentials: sdk.credentials_provider(),
         }
     }
+}
+
+/// The SDK's configuration loader as every meshstack client uses it: the default chain
+/// (environment, profile, SSO, IMDS, ...), `region` taking precedence, and more patient retries.
+pub(crate) fn sdk_loader(region: Option<&str>) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    // The SDK's default of 3 attempts gives up on a throttled call within about 2 s; one
+    // `up` makes a few hundred calls, and accounts shared by a workshop get throttled. The
+    // environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+        && std::env::var_os("AWS_RETRY_MODE").is_none()
+    {
+        loader = loader.retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_secs(1) / wait_scale()),
+        );
+    }
+    // The SDK waits forever for an answer by default; an endpoint that accepts and never
+    // answers would hang the run. No AWS control-plane call takes a minute per attempt.
+    loader = loader.timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .build(),
+    );
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    loader
 }
 
 /// Divides every poll interval, deadline and retry back-off by N: for benchmarks and tests
@@ -237,8 +245,9 @@ fn connection_refused(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Counts every call of the client it is added to in a [`CallCounter`].
 #[derive(Debug, Clone)]
-struct CountingInterceptor(Arc<CallCounter>);
+pub(crate) struct CountingInterceptor(pub(crate) Arc<CallCounter>);
 
 impl Intercept for CountingInterceptor {
     fn name(&self) -> &'static str {

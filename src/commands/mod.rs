@@ -11,6 +11,7 @@ mod kubeconfig;
 mod plan;
 mod render;
 mod run;
+mod state;
 mod status;
 
 pub use doctor::doctor;
@@ -19,6 +20,7 @@ pub use kubeconfig::{kubeconfig, token};
 pub use plan::plan;
 pub use render::render;
 pub use run::{down, up};
+pub use state::{state_init, state_migrate, state_pull, state_push, state_show};
 pub use status::status;
 
 use std::path::Path;

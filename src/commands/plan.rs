@@ -3,14 +3,17 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
+use super::state::{location, read_journal};
 use super::{
     connect, find, load_stack, offline_region, offline_zones, preflight, selection, stage_file,
 };
 use crate::cli::{Output, PlanArgs};
 use crate::engine::graph::{Graph, StageId};
+use crate::engine::state::Journal;
 use crate::stages::{self, Action, Change, Context};
 
 #[derive(serde::Serialize)]
@@ -39,8 +42,17 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             let (identity, zones) = preflight(&aws, &stack).await?;
             let region = aws.region.clone();
             let account = identity.account.clone();
+            // The journal, wherever it is, as a snapshot: what it records (helm values
+            // fingerprints) informs the plan; nothing is written back.
+            let journal = match read_journal(&args.stack, &stack, &location(&args.stack, &stack)) {
+                Ok(j) => j.map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone())))),
+                Err(e) => {
+                    eprintln!("warning: planning without the journal: {e:#}");
+                    None
+                }
+            };
             (
-                Context::new(stack.clone(), Some(aws), Some(identity), zones, None),
+                Context::new(stack.clone(), Some(aws), Some(identity), zones, journal),
                 region,
                 Some(account),
             )

@@ -8,13 +8,36 @@ use super::{
     check_helm, connect, find, load_stack, mode, preflight, preflight_error, selection,
     status_word, usage,
 };
+use crate::aws::state::S3Store;
 use crate::aws::{account, CallStats};
+use crate::cli::StackArgs;
 use crate::cli::{DownArgs, Output, RunArgs, Selection};
+use crate::config::Stack;
 use crate::engine::graph::{Graph, StageId};
 use crate::engine::progress;
 use crate::engine::run::{self, CancelToken, Direction, RunOptions};
-use crate::engine::state::{Journal, LockGuard, StageStatus, StateDir, StateError};
+use crate::engine::state::{Journal, LockGuard, LockInfo, StageStatus, StateError};
 use crate::stages::{self, Context, Stage};
+
+use super::state::{location, open_for_writing, unlock};
+
+/// Opens the stack's state where it is, takes its lock for `command`, and reads the journal,
+/// which then records this run as its writer.
+fn take_state(
+    args: &StackArgs,
+    stack: &Stack,
+    command: &str,
+    force_unlock: &Option<String>,
+) -> anyhow::Result<(Arc<LockGuard>, Journal, Option<S3Store>)> {
+    let opened = open_for_writing(args, stack, &location(args, stack))?;
+    let lock = opened
+        .store
+        .lock(LockInfo::me(command), &unlock(force_unlock))
+        .map_err(lock_error)?;
+    let mut journal = Journal::open(opened.store.clone(), &stack.name)?;
+    journal.set_writer(lock.info().writer());
+    Ok((Arc::new(lock), journal, opened.s3))
+}
 
 pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stack = load_stack(&args.stack)?;
@@ -22,9 +45,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
     check_helm(&all, &selected).await?;
-    let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
-    let lock = Arc::new(dir.lock("up", args.force_unlock).map_err(lock_error)?);
-    let journal = Journal::load(&dir)?;
+    let (lock, journal, s3) = take_state(&args.stack, &stack, "up", &args.force_unlock)?;
 
     // --only: a stage whose dependencies are outside the selection needs them done already.
     let mut missing = Vec::new();
@@ -67,6 +88,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         Held {
             journal: journal.clone(),
             lock,
+            s3,
         },
     )
     .await?;
@@ -93,9 +115,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
             skip: None,
         },
     )?;
-    let dir = StateDir::open(&args.stack.state_dir, &stack.name)?;
-    let lock = Arc::new(dir.lock("down", args.force_unlock).map_err(lock_error)?);
-    let journal = Journal::load(&dir)?;
+    let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &args.force_unlock)?;
     let mut blocking = Vec::new();
     for id in &selected {
         for dependent in graph
@@ -137,6 +157,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         Held {
             journal: journal.clone(),
             lock,
+            s3,
         },
     )
     .await
@@ -150,6 +171,8 @@ fn lock_error(e: StateError) -> anyhow::Error {
 struct Held {
     journal: Arc<Mutex<Journal>>,
     lock: Arc<LockGuard>,
+    /// The S3 state store, when the state is there: its requests are reported.
+    s3: Option<S3Store>,
 }
 
 async fn execute(
@@ -175,14 +198,18 @@ async fn execute(
         cancel: cancel.clone(),
     };
     let set = |id: StageId, status: StageStatus, msg: Option<String>| -> anyhow::Result<()> {
-        journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_status(id, status, msg)?;
-        Ok(())
+        let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
+        let res = j.set_status(id, status, msg);
+        // A journal that changed behind this run, or a lost lock, stops the run: nothing new
+        // starts (the stages already running fail at their next journal write).
+        if j.stopped().is_some() {
+            cancel.cancel();
+        }
+        Ok(res?)
     };
     let report = run::run(graph, selected, opts, reporter.as_ref(), |id, h| {
         let stage = find(all, id);
+        let set = &set;
         async move {
             set(id, StageStatus::Running, None)?;
             let res = match direction {
@@ -211,12 +238,18 @@ async fn execute(
     })
     .await;
     watcher.abort();
+    let stopped = journal.lock().unwrap_or_else(|e| e.into_inner()).stopped();
+    // Released before the counts are printed, so that they include the release.
+    held.lock.release();
     let calls = cx
         .aws
         .as_ref()
         .map(|a| a.calls.snapshot())
         .unwrap_or_default();
-    print_calls(output, &calls)?;
+    print_calls(output, &calls, held.s3.as_ref())?;
+    if let Some(err) = stopped {
+        return Err(err.into());
+    }
     if cancel.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
@@ -227,11 +260,19 @@ async fn execute(
     })
 }
 
-fn print_calls(output: Output, calls: &CallStats) -> anyhow::Result<()> {
+fn print_calls(output: Output, calls: &CallStats, s3: Option<&S3Store>) -> anyhow::Result<()> {
+    use crate::engine::state::StateStore;
+    let state = s3.map(|s| (s.location(), s.calls()));
     match output {
         Output::Json => {
             let mut v = serde_json::to_value(calls)?;
             v["event"] = "api-calls".into();
+            // The state's own S3 requests, apart from the stages' calls.
+            if let Some((location, state_calls)) = &state {
+                let mut s = serde_json::to_value(state_calls)?;
+                s["location"] = location.clone().into();
+                v["state"] = s;
+            }
             println!("{v}");
         }
         Output::Text => {
@@ -253,6 +294,17 @@ fn print_calls(output: Output, calls: &CallStats) -> anyhow::Result<()> {
                 "AWS API calls: {} reads, {} writes{writes}{retries}",
                 calls.reads, calls.writes
             );
+            if let Some((location, c)) = &state {
+                eprintln!(
+                    "state requests ({location}): {} reads, {} writes{}",
+                    c.reads,
+                    c.writes,
+                    match c.retries {
+                        0 => String::new(),
+                        n => format!("; {n} retried"),
+                    }
+                );
+            }
         }
     }
     Ok(())

@@ -4,25 +4,19 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use super::state::{location, read_journal};
 use super::{connect, find, load_stack, preflight, status_word};
 use crate::cli::{Output, StackArgs};
 use crate::engine::graph::Graph;
-use crate::engine::state::{Journal, StageStatus, StateDir};
+use crate::engine::state::StageStatus;
 use crate::stages::{self, Context};
 
 pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
     let stack = load_stack(&args)?;
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
-    let state_path = args.state_dir.join(&stack.name);
-    let journal = if state_path.is_dir() {
-        Some(Journal::load(&StateDir::open(
-            &args.state_dir,
-            &stack.name,
-        )?)?)
-    } else {
-        None
-    };
+    // Wherever the state is: the local folder, or S3 (read with the same credentials).
+    let journal = read_journal(&args, &stack, &location(&args, &stack))?;
 
     let (cx, note) = match connect(&stack).await {
         Ok(aws) => {

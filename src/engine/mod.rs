@@ -10,3 +10,4 @@ pub mod graph;
 pub mod progress;
 pub mod run;
 pub mod state;
+pub mod store;

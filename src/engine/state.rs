@@ -1,4 +1,4 @@
-//! Local state of one stack: a directory, a lock and a journal.
+//! The state of one stack: a lock and a journal, kept in a local folder by default.
 //!
 //! The journal (`state.json`) records what meshstack did and meant to do:
 //! per-stage status and outputs, and an *intent* written before each remote
@@ -7,29 +7,35 @@
 //! only truth: stages find their resources in the cloud by deterministic name
 //! or tag, so a lost or corrupt journal costs time, not resources.
 //!
-//! The lock (`lock`) keeps two meshstack processes from working on the same
-//! stack at once, and says who holds it when it refuses.
+//! The lock keeps two meshstack processes from working on the same stack at
+//! once, and says who holds it when it refuses.
 //!
-//! Writes are atomic (temp file, fsync, rename, fsync the directory) and the
-//! files are private to the user (0700 directory, 0600 files): outputs may
-//! include account ids and endpoints. Unix only.
+//! Where the two are kept is a [`StateStore`](super::store::StateStore): this
+//! module holds the journal logic and the local store, [`StateDir`]; the
+//! shared S3 store lives in `src/aws/state.rs`. Local writes are atomic (temp
+//! file, fsync, rename, fsync the directory) and the files are private to the
+//! user (0700 directory, 0600 files): outputs may include account ids and
+//! endpoints. Unix only.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use super::store::{unix_now, HeldLock, Stored, Written};
+pub use super::store::{LockGuard, LockInfo, StateStore, Unlock, Writer};
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 const JOURNAL_VERSION: u32 = 1;
 
-/// Why local state could not be read, written or locked.
+/// Why a stack's state could not be read, written or locked.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The stack name cannot be used as a directory name.
@@ -49,42 +55,168 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    /// A request to a remote store failed (after its retries).
+    #[error("cannot {action} {location}: {detail}")]
+    Remote {
+        /// What was being done, e.g. "read the journal".
+        action: &'static str,
+        /// The object or bucket concerned.
+        location: String,
+        /// What the store answered, and the fix when there is one.
+        detail: String,
+    },
     /// Another live meshstack process holds the lock.
-    #[error("stack is locked by {holder}; wait for it to finish")]
+    #[error(
+        "stack is locked by {holder}{}; wait for it to finish",
+        lease_note(holder)
+    )]
     Locked {
         /// Who holds it.
-        holder: LockHolder,
+        holder: Box<LockInfo>,
     },
-    /// The lock's holder is gone (it crashed or was killed).
-    #[error("stale lock: stack is locked by {holder}, but that process is gone; if no other meshstack is working on this stack, re-run with `--force-unlock`")]
+    /// The lock's holder is gone (it crashed or was killed), or its lease ran out.
+    #[error("{}", stale_message(holder))]
     StaleLock {
         /// Who held it.
-        holder: LockHolder,
+        holder: Box<LockInfo>,
     },
-    /// The lock file exists but does not say who holds it.
-    #[error("lock file {} is unreadable ({detail}); if no other meshstack is working on this stack, re-run with `--force-unlock`", path.display())]
+    /// The lock exists but does not say who holds it.
+    #[error("lock {location} is unreadable ({detail}); if no other meshstack is working on this stack, re-run with `--force-unlock`")]
     UnreadableLock {
-        /// The lock file.
-        path: PathBuf,
+        /// The lock file or object.
+        location: String,
         /// What is wrong with it.
         detail: String,
     },
-    /// The journal is not valid JSON of the expected shape.
-    #[error("state file {p} is corrupt ({detail}); move it aside (e.g. `mv {p} {p}.bad`) and re-run: meshstack finds its resources in the cloud, so nothing is lost", p = path.display())]
-    Corrupt {
-        /// The journal file.
-        path: PathBuf,
-        /// The parse error.
+    /// `--force-unlock LOCK_ID` named a lock other than the one there.
+    #[error("--force-unlock {given} does not match the lock on this stack, which is {holder}; nothing was removed")]
+    WrongLockId {
+        /// The ID given.
+        given: String,
+        /// The lock that is there.
+        holder: Box<LockInfo>,
+    },
+    /// This process's shared lock was taken from it (its lease ran out and another run
+    /// broke it); the journal is no longer written.
+    #[error("lost the lock on {location}: {detail}; stopped writing the journal so as not to overwrite another run's")]
+    LockLost {
+        /// The lock object.
+        location: String,
+        /// What happened.
         detail: String,
     },
+    /// The journal changed behind this run: a write found another version than the one it
+    /// expected, and wrote nothing.
+    #[error("{0}")]
+    Conflict(Box<Conflict>),
+    /// The journal is not valid JSON of the expected shape.
+    #[error("state file {location} is corrupt ({detail}); {fix} and re-run: meshstack finds its resources in the cloud, so nothing is lost")]
+    Corrupt {
+        /// The journal file or object.
+        location: String,
+        /// The parse error.
+        detail: String,
+        /// How to move it aside, where it is.
+        fix: String,
+    },
     /// The journal was written by a newer meshstack.
-    #[error("state file {} has format version {version}, this meshstack reads version {JOURNAL_VERSION}; use a newer meshstack", path.display())]
+    #[error("state file {location} has format version {version}, this meshstack reads version {JOURNAL_VERSION}; use a newer meshstack")]
     UnsupportedVersion {
-        /// The journal file.
-        path: PathBuf,
+        /// The journal file or object.
+        location: String,
         /// The version it declares.
         version: u32,
     },
+}
+
+fn lease_note(holder: &LockInfo) -> String {
+    match holder.lease_expires_at {
+        Some(end) => format!(
+            "; its lease ends at {} unless the holder renews it, which it does while it runs",
+            format_utc(end)
+        ),
+        None => String::new(),
+    }
+}
+
+fn stale_message(holder: &LockInfo) -> String {
+    match holder.lease_expires_at {
+        Some(end) => format!(
+            "stale lock: stack is locked by {holder}, but its lease ended at {} without being \
+             renewed (the holder was killed, crashed or lost its connection); if no other \
+             meshstack is working on this stack, re-run with `--force-unlock {}`",
+            format_utc(end),
+            holder.id
+        ),
+        None => format!(
+            "stale lock: stack is locked by {holder}, but that process is gone; if no other \
+             meshstack is working on this stack, re-run with `--force-unlock`"
+        ),
+    }
+}
+
+/// A journal write that found the journal changed: who this run is, and who wrote the
+/// version that is there now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The journal.
+    pub journal: String,
+    /// This run.
+    pub ours: Option<Writer>,
+    /// The version this run expected (ETag).
+    pub expected: Option<String>,
+    /// The version there now; `None` with `deleted` when the journal is gone.
+    pub found: Option<String>,
+    /// Who wrote the version there now, if it says.
+    pub theirs: Option<Writer>,
+    /// The journal was deleted.
+    pub deleted: bool,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ours = self.ours.as_ref().map_or("this run".to_string(), |w| {
+            format!("this run, {}", writer_who(w))
+        });
+        let tag = |v: &Option<String>| v.as_deref().unwrap_or("none").to_string();
+        write!(
+            f,
+            "the journal {} changed behind this run: {ours} expected the version with ETag {}, ",
+            self.journal,
+            tag(&self.expected)
+        )?;
+        if self.deleted {
+            write!(f, "but it was deleted")?;
+        } else {
+            let theirs = self
+                .theirs
+                .as_ref()
+                .map_or("a writer that did not record itself".to_string(), |w| {
+                    w.to_string()
+                });
+            write!(
+                f,
+                "but found ETag {}, written by {theirs}",
+                tag(&self.found)
+            )?;
+        }
+        write!(
+            f,
+            "; nothing was overwritten (with bucket versioning on, S3 keeps both versions) and \
+             the run stopped; find out who else works on this stack, then re-run"
+        )
+    }
+}
+
+fn writer_who(w: &Writer) -> String {
+    let mut s = format!("pid {} on host {}", w.pid, w.host);
+    if let Some(who) = &w.who {
+        s.push_str(&format!(" as {who}"));
+    }
+    if !w.lock_id.is_empty() {
+        s.push_str(&format!(" (lock ID {})", w.lock_id));
+    }
+    s
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
@@ -95,7 +227,7 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// The directory holding one stack's lock and journal.
+/// The local store: a directory holding one stack's lock and journal.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
@@ -148,43 +280,11 @@ impl StateDir {
         &self.stack
     }
 
-    /// Takes the stack's lock for `command` (e.g. "up"; shown to others as
-    /// "meshstack up"), held until the guard is dropped.
-    ///
-    /// The lock file appears atomically with its content (written to a
-    /// private temp file, then hard-linked into place), so nobody ever reads
-    /// a half-written lock and mistakes a live holder for a broken one.
-    ///
-    /// # Errors
-    /// - [`StateError::Locked`] if a live process holds it (a holder on
-    ///   another host counts as live: its pid cannot be checked from here).
-    ///   `force_unlock` never overrides this.
-    /// - [`StateError::StaleLock`] / [`StateError::UnreadableLock`] if the
-    ///   holder is gone or unknown and `force_unlock` is false; with
-    ///   `force_unlock` such a lock is taken over.
-    /// - [`StateError::Io`] if the lock cannot be written.
-    pub fn lock(&self, command: &str, force_unlock: bool) -> Result<LockGuard, StateError> {
-        let path = self.path.join(LOCK_FILE);
-        let me = LockHolder {
-            pid: std::process::id(),
-            host: hostname(),
-            command: command.to_string(),
-            started_at: unix_now(),
-        };
-        let tmp = self.path.join(format!("{LOCK_FILE}.tmp-{}", me.pid));
-        let body = serde_json::to_vec_pretty(&me).expect("a LockHolder always serializes");
-        write_private(&tmp, &body, "write lock file")?;
-        let result = self.link_lock(&tmp, &path, force_unlock);
-        let _ = fs::remove_file(&tmp);
-        result?;
-        Ok(LockGuard {
-            path,
-            pid: me.pid,
-            host: me.host,
-        })
+    fn journal_path(&self) -> PathBuf {
+        self.path.join(STATE_FILE)
     }
 
-    fn link_lock(&self, tmp: &Path, path: &Path, force_unlock: bool) -> Result<(), StateError> {
+    fn link_lock(&self, tmp: &Path, path: &Path, unlock: &Unlock) -> Result<(), StateError> {
         // Each retry follows a lock that vanished or was removed as stale;
         // a few are plenty unless several processes race for the same stack.
         for _ in 0..4 {
@@ -194,18 +294,30 @@ impl StateDir {
                 Err(e) => return Err(io_err("create lock file", path)(e)),
             }
             let holder = match fs::read(path) {
-                Ok(bytes) => {
-                    serde_json::from_slice::<LockHolder>(&bytes).map_err(|e| e.to_string())
-                }
+                Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes).map_err(|e| e.to_string()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("read lock file", path)(e)),
             };
-            match holder {
-                Ok(holder) if holder.is_alive() => return Err(StateError::Locked { holder }),
-                Ok(holder) if !force_unlock => return Err(StateError::StaleLock { holder }),
-                Err(detail) if !force_unlock => {
+            match (holder, unlock) {
+                (Ok(holder), _) if holder.process_alive() => {
+                    return Err(StateError::Locked {
+                        holder: Box::new(holder),
+                    })
+                }
+                (Ok(holder), Unlock::No) => {
+                    return Err(StateError::StaleLock {
+                        holder: Box::new(holder),
+                    })
+                }
+                (Ok(holder), Unlock::Id(id)) if holder.id != *id => {
+                    return Err(StateError::WrongLockId {
+                        given: id.clone(),
+                        holder: Box::new(holder),
+                    })
+                }
+                (Err(detail), Unlock::No | Unlock::Id(_)) => {
                     return Err(StateError::UnreadableLock {
-                        path: path.to_path_buf(),
+                        location: path.display().to_string(),
                         detail,
                     })
                 }
@@ -222,89 +334,110 @@ impl StateDir {
     }
 }
 
-/// Who holds a stack's lock; the content of the lock file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockHolder {
-    /// Process id.
-    pub pid: u32,
-    /// Host name of the machine the process runs on.
-    pub host: String,
-    /// The meshstack subcommand, e.g. "up".
-    pub command: String,
-    /// When the lock was taken, unix seconds.
-    pub started_at: u64,
-}
+impl StateStore for StateDir {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
 
-impl LockHolder {
-    /// Whether the holder may still be running. Only a process on this host
-    /// can be checked (Linux: `/proc/<pid>`); anything else counts as alive,
-    /// because wrongly breaking a live lock is worse than asking the user.
-    pub fn is_alive(&self) -> bool {
-        if self.host != hostname() {
-            return true;
+    fn journal_name(&self) -> String {
+        self.journal_path().display().to_string()
+    }
+
+    fn corrupt_fix(&self) -> String {
+        let p = self.journal_path();
+        format!("move it aside (e.g. `mv {p} {p}.bad`)", p = p.display())
+    }
+
+    fn read_journal(&self) -> Result<Option<Stored>, StateError> {
+        let path = self.journal_path();
+        match fs::read(&path) {
+            Ok(body) => Ok(Some(Stored {
+                body,
+                version: None,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read state file", &path)(e)),
         }
-        pid_alive(self.pid)
+    }
+
+    /// Atomically: a temp file (mode 0600) in the same directory, fsync, rename over
+    /// `state.json`, fsync the directory. A crash at any point leaves either the old or the
+    /// new journal. The local lock is the only guard: `expected` is not checked.
+    fn write_journal(&self, body: &[u8], _expected: Option<&str>) -> Result<Written, StateError> {
+        let path = self.journal_path();
+        let tmp = self
+            .path
+            .join(format!("{STATE_FILE}.tmp-{}", std::process::id()));
+        write_private(&tmp, body, "write state file")?;
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("replace state file", &path)(e));
+        }
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync state directory", &self.path))?;
+        Ok(Written::Ok(None))
+    }
+
+    fn remove_journal(&self, _expected: Option<&str>) -> Result<(), StateError> {
+        let path = self.journal_path();
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove state file", &path)(e)),
+        }
+    }
+
+    /// The lock file appears atomically with its content (written to a private temp file,
+    /// then hard-linked into place), so nobody ever reads a half-written lock and mistakes
+    /// a live holder for a broken one. A holder on another host counts as live: its process
+    /// cannot be checked from here.
+    fn lock(&self, me: LockInfo, unlock: &Unlock) -> Result<LockGuard, StateError> {
+        let path = self.path.join(LOCK_FILE);
+        let tmp = self.path.join(format!("{LOCK_FILE}.tmp-{}", me.pid));
+        let body = serde_json::to_vec_pretty(&me).expect("a LockInfo always serializes");
+        write_private(&tmp, &body, "write lock file")?;
+        let result = self.link_lock(&tmp, &path, unlock);
+        let _ = fs::remove_file(&tmp);
+        result?;
+        Ok(LockGuard::new(Box::new(LocalLock { path, me })))
+    }
+
+    fn read_lock(&self) -> Result<Option<Result<LockInfo, String>>, StateError> {
+        let path = self.path.join(LOCK_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice::<LockInfo>(&bytes).map_err(|e| e.to_string()),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read lock file", &path)(e)),
+        }
+    }
+
+    fn shared(&self) -> bool {
+        false
     }
 }
 
-impl fmt::Display for LockHolder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "pid {} on host {} (meshstack {}, started {})",
-            self.pid,
-            self.host,
-            self.command,
-            format_utc(self.started_at)
-        )
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn pid_alive(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn pid_alive(_pid: u32) -> bool {
-    true
-}
-
-fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// Holds a stack's lock; dropping it releases the lock.
-#[derive(Debug)]
-pub struct LockGuard {
+/// A local lock file held by this process.
+struct LocalLock {
     path: PathBuf,
-    pid: u32,
-    host: String,
+    me: LockInfo,
 }
 
-impl LockGuard {
-    /// Remove the lock file if it is still ours (someone may have taken it over with
-    /// --force-unlock while we were hung). Dropping the guard does the same; this is for a
-    /// process about to exit without running destructors.
-    pub fn release(&self) {
+impl HeldLock for LocalLock {
+    fn info(&self) -> &LockInfo {
+        &self.me
+    }
+
+    fn release(&self) {
         let ours = fs::read(&self.path)
             .ok()
-            .and_then(|b| serde_json::from_slice::<LockHolder>(&b).ok())
-            .is_some_and(|h| h.pid == self.pid && h.host == self.host);
+            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
+            .is_some_and(|h| h.id == self.me.id && h.pid == self.me.pid && h.host == self.me.host);
         if ours {
             let _ = fs::remove_file(&self.path);
         }
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 
@@ -374,12 +507,89 @@ pub struct JournalData {
     /// Remote creates begun, in order.
     #[serde(default)]
     pub intents: Vec<Intent>,
+    /// The run that wrote this version (absent in journals of older meshstack versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<Writer>,
 }
 
-/// One stack's journal, saved on every change.
-#[derive(Debug, Clone, PartialEq)]
+/// Just the writer of a journal, read from a version this run did not write.
+#[derive(Deserialize)]
+struct WrittenBy {
+    #[serde(default)]
+    written_by: Option<Writer>,
+}
+
+impl JournalData {
+    /// An empty journal for `stack`.
+    pub fn empty(stack: &str) -> JournalData {
+        JournalData {
+            version: JOURNAL_VERSION,
+            stack: stack.to_string(),
+            updated_at: unix_now(),
+            stages: BTreeMap::new(),
+            intents: Vec::new(),
+            written_by: None,
+        }
+    }
+
+    /// Parses a journal's bytes; `location` and `fix` go into the errors.
+    ///
+    /// # Errors
+    /// [`StateError::UnsupportedVersion`] for another format version (checked first, so a
+    /// newer format is reported as such rather than as corruption), else
+    /// [`StateError::Corrupt`].
+    pub fn parse(bytes: &[u8], location: &str, fix: &str) -> Result<JournalData, StateError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
+        }
+        let corrupt = |e: serde_json::Error| StateError::Corrupt {
+            location: location.to_string(),
+            detail: e.to_string(),
+            fix: fix.to_string(),
+        };
+        let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
+        if probe.version != JOURNAL_VERSION {
+            return Err(StateError::UnsupportedVersion {
+                location: location.to_string(),
+                version: probe.version,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(corrupt)
+    }
+}
+
+/// Why a journal stopped writing.
+#[derive(Debug, Clone)]
+enum Stop {
+    Conflict(Box<Conflict>),
+    Lost { location: String, detail: String },
+}
+
+impl Stop {
+    fn error(&self) -> StateError {
+        match self {
+            Stop::Conflict(c) => StateError::Conflict(c.clone()),
+            Stop::Lost { location, detail } => StateError::LockLost {
+                location: location.clone(),
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
+/// One stack's journal, saved on every change to its store.
+#[derive(Debug, Clone)]
 pub struct Journal {
-    path: PathBuf,
+    /// `None`: a read-only snapshot (`plan`), whose changes stay in memory.
+    store: Option<Arc<dyn StateStore>>,
+    /// The store's version of what this journal last read or wrote.
+    version: Option<String>,
+    /// Stamped into every write, so that a conflicting writer can be named.
+    writer: Option<Writer>,
+    /// What stopped this journal's writes (a conflict, a lost lock): every later save
+    /// refuses with it, without a request.
+    stopped: Option<Stop>,
     data: JournalData,
 }
 
@@ -389,48 +599,67 @@ pub type SharedJournal = std::sync::Arc<std::sync::Mutex<Journal>>;
 static TOKEN_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Journal {
-    /// Reads the stack's journal; a missing file is an empty journal.
+    /// Reads the stack's journal from a local state folder; a missing file is an empty
+    /// journal.
     ///
     /// # Errors
-    /// [`StateError::Corrupt`] (naming the file and telling the user to move
-    /// it aside), [`StateError::UnsupportedVersion`], or [`StateError::Io`].
+    /// As [`Journal::open`].
     pub fn load(dir: &StateDir) -> Result<Journal, StateError> {
-        let path = dir.path().join(STATE_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Journal {
-                    path,
-                    data: JournalData {
-                        version: JOURNAL_VERSION,
-                        stack: dir.stack().to_string(),
-                        updated_at: unix_now(),
-                        stages: BTreeMap::new(),
-                        intents: Vec::new(),
-                    },
-                });
-            }
-            Err(e) => return Err(io_err("read state file", &path)(e)),
+        Journal::open(Arc::new(dir.clone()), dir.stack())
+    }
+
+    /// Reads stack `stack`'s journal from `store`; a missing journal is an empty one.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] (naming the journal and how to move it aside),
+    /// [`StateError::UnsupportedVersion`], or the store's error.
+    pub fn open(store: Arc<dyn StateStore>, stack: &str) -> Result<Journal, StateError> {
+        let stored = store.read_journal()?;
+        let (data, version) = match stored {
+            None => (JournalData::empty(stack), None),
+            Some(stored) => (
+                JournalData::parse(&stored.body, &store.journal_name(), &store.corrupt_fix())?,
+                stored.version,
+            ),
         };
-        // Version first, so a newer format is reported as such rather than
-        // as corruption.
-        #[derive(Deserialize)]
-        struct Probe {
-            version: u32,
+        Ok(Journal {
+            store: Some(store),
+            version,
+            writer: None,
+            stopped: None,
+            data,
+        })
+    }
+
+    /// A journal that is only read: changes stay in memory and are never written. For
+    /// read-only commands that still want the recorded outputs (`plan`).
+    pub fn snapshot(data: JournalData) -> Journal {
+        Journal {
+            store: None,
+            version: None,
+            writer: None,
+            stopped: None,
+            data,
         }
-        let corrupt = |e: serde_json::Error| StateError::Corrupt {
-            path: path.clone(),
-            detail: e.to_string(),
-        };
-        let probe: Probe = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        if probe.version != JOURNAL_VERSION {
-            return Err(StateError::UnsupportedVersion {
-                path,
-                version: probe.version,
-            });
+    }
+
+    /// Records `writer` (this run, from its lock) in every later write.
+    pub fn set_writer(&mut self, writer: Writer) {
+        self.writer = Some(writer);
+    }
+
+    /// The conflict that stopped this journal's writes, if one did.
+    pub fn conflict(&self) -> Option<&Conflict> {
+        match &self.stopped {
+            Some(Stop::Conflict(c)) => Some(c),
+            _ => None,
         }
-        let data: JournalData = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        Ok(Journal { path, data })
+    }
+
+    /// Why this journal no longer writes (a conflict, or a lost lock), as the error every
+    /// save now returns; `None` while it writes. A run checks it to stop starting stages.
+    pub fn stopped(&self) -> Option<StateError> {
+        self.stopped.as_ref().map(Stop::error)
     }
 
     /// The journal's content.
@@ -438,9 +667,11 @@ impl Journal {
         &self.data
     }
 
-    /// The journal file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the journal is kept (path or URL); empty for a snapshot.
+    pub fn location(&self) -> String {
+        self.store
+            .as_ref()
+            .map_or_else(String::new, |s| s.journal_name())
     }
 
     /// The recorded status of `stage`; `Pending` if there is no record.
@@ -595,29 +826,60 @@ impl Journal {
         self.save()
     }
 
-    /// Writes the journal atomically: a temp file (mode 0600) in the same
-    /// directory, fsync, rename over `state.json`, fsync the directory. A
-    /// crash at any point leaves either the old or the new journal.
+    /// Writes the journal to its store as one replacement, on condition that the store
+    /// still holds the version this journal last read or wrote (S3: `If-Match` on its ETag,
+    /// `If-None-Match: *` for a first write). A snapshot saves nothing.
     ///
-    /// Blocking I/O on a file of a few KiB; cheap enough to call from async
-    /// code without `spawn_blocking`.
+    /// Blocking I/O of a few KiB (a local file, or one request); cheap enough to call from
+    /// async code without `spawn_blocking`.
     ///
     /// # Errors
-    /// [`StateError::Io`] naming the file that could not be written.
-    pub fn save(&self) -> Result<(), StateError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!("{STATE_FILE}.tmp-{}", std::process::id()));
+    /// [`StateError::Conflict`] when the journal changed behind this run — then and on every
+    /// later call, with nothing written; otherwise the store's error.
+    pub fn save(&mut self) -> Result<(), StateError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        if let Some(stop) = &self.stopped {
+            return Err(stop.error());
+        }
+        self.data.written_by = self.writer.clone().map(|mut w| {
+            w.at = unix_now();
+            w
+        });
         let mut body =
             serde_json::to_vec_pretty(&self.data).expect("journal data always serializes");
         body.push(b'\n');
-        write_private(&tmp, &body, "write state file")?;
-        if let Err(e) = fs::rename(&tmp, &self.path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("replace state file", &self.path)(e));
+        let written = match store.write_journal(&body, self.version.as_deref()) {
+            Err(StateError::LockLost { location, detail }) => {
+                self.stopped = Some(Stop::Lost { location, detail });
+                return Err(self.stopped().expect("just set"));
+            }
+            other => other?,
+        };
+        match written {
+            Written::Ok(version) => {
+                self.version = version;
+                Ok(())
+            }
+            Written::Conflict(now) => {
+                let theirs = now
+                    .as_ref()
+                    .and_then(|s| serde_json::from_slice::<WrittenBy>(&s.body).ok())
+                    .and_then(|w| w.written_by);
+                let conflict = Conflict {
+                    journal: store.journal_name(),
+                    ours: self.data.written_by.clone(),
+                    expected: self.version.clone(),
+                    found: now.as_ref().and_then(|s| s.version.clone()),
+                    theirs,
+                    deleted: now.is_none(),
+                };
+                let conflict = Box::new(conflict);
+                self.stopped = Some(Stop::Conflict(conflict.clone()));
+                Err(StateError::Conflict(conflict))
+            }
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("sync state directory", dir))
     }
 
     fn record(&mut self, stage: &str, now: u64) -> &mut StageRecord {
@@ -673,12 +935,6 @@ fn new_token() -> String {
     )
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `unix_secs` as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_utc(unix_secs: u64) -> String {
     let (y, m, d, hh, mm, ss) = crate::clock::utc_parts(unix_secs);
@@ -689,6 +945,7 @@ pub fn format_utc(unix_secs: u64) -> String {
 mod tests {
     use serde_json::json;
 
+    use super::super::store::{self, hostname};
     use super::*;
 
     /// A pid above Linux's maximum (2^22), so no process can have it.
@@ -704,7 +961,7 @@ mod tests {
         (tmp, dir)
     }
 
-    fn write_lock(dir: &StateDir, holder: &LockHolder) {
+    fn write_lock(dir: &StateDir, holder: &LockInfo) {
         fs::write(
             dir.path().join(LOCK_FILE),
             serde_json::to_vec(holder).unwrap(),
@@ -712,13 +969,21 @@ mod tests {
         .unwrap();
     }
 
-    fn holder(pid: u32, host: &str) -> LockHolder {
-        LockHolder {
+    fn holder(pid: u32, host: &str) -> LockInfo {
+        LockInfo {
+            id: String::new(),
+            who: None,
             pid,
+            pid_start: None,
             host: host.to_string(),
             command: "up".to_string(),
             started_at: 1_795_887_600,
+            lease_expires_at: None,
         }
+    }
+
+    fn lock(dir: &StateDir, command: &str, unlock: Unlock) -> Result<LockGuard, StateError> {
+        dir.lock(LockInfo::me(command), &unlock)
     }
 
     #[test]
@@ -776,7 +1041,7 @@ mod tests {
         assert_eq!(names, [STATE_FILE], "no temp file may be left behind");
 
         let reloaded = Journal::load(&dir).unwrap();
-        assert_eq!(reloaded, journal);
+        assert_eq!(reloaded.data(), journal.data());
         assert_eq!(reloaded.status("network"), StageStatus::Done);
         assert_eq!(
             reloaded.output("network", "vpc_id"),
@@ -889,9 +1154,10 @@ mod tests {
     #[test]
     fn a_live_holder_keeps_the_lock_even_with_force() {
         let (_tmp, dir) = open();
-        let guard = dir.lock("up", false).unwrap();
-        for force in [false, true] {
-            let err = dir.lock("down", force).unwrap_err();
+        let guard = lock(&dir, "up", Unlock::No).unwrap();
+        let id = guard.info().id.clone();
+        for unlock in [Unlock::No, Unlock::Stale, Unlock::Id(id.clone())] {
+            let err = lock(&dir, "down", unlock).unwrap_err();
             let StateError::Locked { holder } = &err else {
                 panic!("want Locked, got {err}");
             };
@@ -906,7 +1172,10 @@ mod tests {
                 )),
                 "{msg}"
             );
-            assert!(msg.ends_with(" UTC); wait for it to finish"), "{msg}");
+            assert!(
+                msg.ends_with(&format!(" UTC, lock ID {id}); wait for it to finish")),
+                "{msg}"
+            );
         }
         drop(guard);
         assert!(!dir.path().join(LOCK_FILE).exists());
@@ -918,16 +1187,16 @@ mod tests {
     fn a_holder_on_another_host_counts_as_live() {
         let (_tmp, dir) = open();
         write_lock(&dir, &holder(DEAD_PID, "some-other-host.example"));
-        let err = dir.lock("up", true).unwrap_err();
+        let err = lock(&dir, "up", Unlock::Stale).unwrap_err();
         assert!(matches!(err, StateError::Locked { .. }), "{err}");
     }
 
     #[test]
     fn a_stale_lock_needs_force_unlock() {
         let (_tmp, dir) = open();
-        let lock = dir.path().join(LOCK_FILE);
+        let lock_file = dir.path().join(LOCK_FILE);
         write_lock(&dir, &holder(DEAD_PID, &hostname()));
-        let err = dir.lock("up", false).unwrap_err();
+        let err = lock(&dir, "up", Unlock::No).unwrap_err();
         assert!(matches!(err, StateError::StaleLock { ref holder } if holder.pid == DEAD_PID));
         assert_eq!(
             err.to_string(),
@@ -938,34 +1207,243 @@ mod tests {
             )
         );
 
-        let guard = dir.lock("down", true).unwrap();
-        let now: LockHolder = serde_json::from_slice(&fs::read(&lock).unwrap()).unwrap();
+        let guard = lock(&dir, "down", Unlock::Stale).unwrap();
+        let now: LockInfo = serde_json::from_slice(&fs::read(&lock_file).unwrap()).unwrap();
         assert_eq!(now.pid, std::process::id());
         assert_eq!(now.command, "down");
-        assert_eq!(mode(&lock), 0o600);
+        assert_eq!(now.pid_start, store::process_start(std::process::id()));
+        assert_eq!(mode(&lock_file), 0o600);
         drop(guard);
-        assert!(!lock.exists());
+        assert!(!lock_file.exists());
     }
 
     #[test]
     fn an_unreadable_lock_needs_force_unlock() {
         let (_tmp, dir) = open();
-        let lock = dir.path().join(LOCK_FILE);
-        fs::write(&lock, "").unwrap();
-        let err = dir.lock("up", false).unwrap_err();
+        let lock_file = dir.path().join(LOCK_FILE);
+        fs::write(&lock_file, "").unwrap();
+        let err = lock(&dir, "up", Unlock::No).unwrap_err();
         assert!(matches!(err, StateError::UnreadableLock { .. }), "{err}");
         assert!(err.to_string().contains("--force-unlock"));
-        let _guard = dir.lock("up", true).unwrap();
+        let _guard = lock(&dir, "up", Unlock::Stale).unwrap();
     }
 
     #[test]
     fn dropping_a_guard_leaves_a_lock_taken_over_by_someone_else() {
         let (_tmp, dir) = open();
-        let lock = dir.path().join(LOCK_FILE);
-        let guard = dir.lock("up", false).unwrap();
+        let lock_file = dir.path().join(LOCK_FILE);
+        let guard = lock(&dir, "up", Unlock::No).unwrap();
         write_lock(&dir, &holder(DEAD_PID, &hostname()));
         drop(guard);
-        assert!(lock.exists());
+        assert!(lock_file.exists());
+    }
+
+    #[test]
+    fn a_live_pid_with_another_start_time_is_a_stale_lock() {
+        let (_tmp, dir) = open();
+        let me = std::process::id();
+        let Some(start) = store::process_start(me) else {
+            panic!("no start time for our own pid: /proc/{me}/stat unreadable");
+        };
+        // A killed run's lock whose pid now belongs to a live process (this one).
+        let reused = LockInfo {
+            pid_start: Some(start + 1),
+            ..holder(me, &hostname())
+        };
+        write_lock(&dir, &reused);
+        let err = lock(&dir, "up", Unlock::No).unwrap_err();
+        assert!(
+            matches!(err, StateError::StaleLock { ref holder } if holder.pid == me),
+            "{err}"
+        );
+        assert!(err.to_string().contains("that process is gone"), "{err}");
+        // The same pid with its real start time is live.
+        write_lock(
+            &dir,
+            &LockInfo {
+                pid_start: Some(start),
+                ..reused
+            },
+        );
+        let err = lock(&dir, "up", Unlock::Stale).unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn force_unlock_with_an_id_removes_only_that_stale_lock() {
+        let (_tmp, dir) = open();
+        let lock_file = dir.path().join(LOCK_FILE);
+        let stale = LockInfo {
+            id: "11111111-2222-4333-8444-555555555555".into(),
+            ..holder(DEAD_PID, &hostname())
+        };
+        write_lock(&dir, &stale);
+        let before = fs::read(&lock_file).unwrap();
+        let err = lock(&dir, "up", Unlock::Id("not-this-one".into())).unwrap_err();
+        assert!(matches!(err, StateError::WrongLockId { .. }), "{err}");
+        assert!(err.to_string().contains(&stale.id), "{err}");
+        assert!(err.to_string().contains("nothing was removed"), "{err}");
+        assert_eq!(fs::read(&lock_file).unwrap(), before);
+
+        let guard = lock(&dir, "up", Unlock::Id(stale.id.clone())).unwrap();
+        let now: LockInfo = serde_json::from_slice(&fs::read(&lock_file).unwrap()).unwrap();
+        assert_eq!(now.pid, std::process::id());
+        assert_ne!(now.id, stale.id);
+        assert_eq!(&now, guard.info());
+    }
+
+    /// An in-memory store that keeps versions and checks them, as S3 does with ETags.
+    #[derive(Debug, Default)]
+    struct Versioned {
+        object: std::sync::Mutex<Option<Stored>>,
+        writes: AtomicU32,
+        counter: AtomicU32,
+    }
+
+    impl StateStore for Versioned {
+        fn location(&self) -> String {
+            "mem://demo/".into()
+        }
+        fn journal_name(&self) -> String {
+            "mem://demo/state.json".into()
+        }
+        fn corrupt_fix(&self) -> String {
+            "delete it".into()
+        }
+        fn read_journal(&self) -> Result<Option<Stored>, StateError> {
+            Ok(self.object.lock().unwrap().clone())
+        }
+        fn write_journal(
+            &self,
+            body: &[u8],
+            expected: Option<&str>,
+        ) -> Result<Written, StateError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let mut object = self.object.lock().unwrap();
+            if object.as_ref().and_then(|o| o.version.as_deref()) != expected {
+                return Ok(Written::Conflict(object.clone()));
+            }
+            let version = format!("v{}", self.counter.fetch_add(1, Ordering::SeqCst));
+            *object = Some(Stored {
+                body: body.to_vec(),
+                version: Some(version.clone()),
+            });
+            Ok(Written::Ok(Some(version)))
+        }
+        fn remove_journal(&self, _expected: Option<&str>) -> Result<(), StateError> {
+            unimplemented!("not used by these tests")
+        }
+        fn lock(&self, _me: LockInfo, _unlock: &Unlock) -> Result<LockGuard, StateError> {
+            unimplemented!("not used by these tests")
+        }
+        fn read_lock(&self) -> Result<Option<Result<LockInfo, String>>, StateError> {
+            Ok(None)
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+    }
+
+    fn writer(pid: u32, host: &str) -> Writer {
+        LockInfo {
+            id: format!("lock-{pid}"),
+            ..holder(pid, host)
+        }
+        .writer()
+    }
+
+    #[test]
+    fn a_journal_changed_behind_a_writer_stops_it_naming_both_writers() {
+        let store = Arc::new(Versioned::default());
+        let mut ours = Journal::open(store.clone(), "demo").unwrap();
+        ours.set_writer(writer(1, "laptop"));
+        ours.set_status("network", StageStatus::Running, None)
+            .unwrap();
+        ours.set_status("network", StageStatus::Done, None).unwrap();
+
+        // Someone else reads the current version and writes over it.
+        let mut theirs = Journal::open(store.clone(), "demo").unwrap();
+        theirs.set_writer(writer(2, "ci-runner"));
+        theirs
+            .set_status("iam", StageStatus::Running, None)
+            .unwrap();
+        let their_bytes = store.read_journal().unwrap().unwrap();
+
+        let err = ours.set_status("iam", StageStatus::Done, None).unwrap_err();
+        let StateError::Conflict(conflict) = &err else {
+            panic!("want a conflict, got {err}");
+        };
+        assert_eq!(conflict.ours.as_ref().unwrap().host, "laptop");
+        assert_eq!(conflict.theirs.as_ref().unwrap().host, "ci-runner");
+        assert_eq!(conflict.expected.as_deref(), Some("v1"));
+        assert_eq!(conflict.found.as_deref(), Some("v2"));
+        let msg = err.to_string();
+        for want in [
+            "mem://demo/state.json changed behind this run",
+            "pid 1 on host laptop (lock ID lock-1)",
+            "written by pid 2 on host ci-runner (meshstack up, lock ID lock-2)",
+            "ETag v1",
+            "found ETag v2",
+            "nothing was overwritten",
+        ] {
+            assert!(msg.contains(want), "{want:?} missing from: {msg}");
+        }
+        assert_eq!(
+            store.read_journal().unwrap().unwrap(),
+            their_bytes,
+            "the other writer's version must survive"
+        );
+
+        // Every later write refuses at once, without a request.
+        let writes = store.writes.load(Ordering::SeqCst);
+        let again = ours.begin("network", "vpc").unwrap_err();
+        assert!(matches!(again, StateError::Conflict(_)), "{again}");
+        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
+        assert!(ours.conflict().is_some());
+    }
+
+    #[test]
+    fn a_first_write_conflicts_with_a_journal_created_meanwhile_and_a_deleted_one_is_named() {
+        let store = Arc::new(Versioned::default());
+        let mut a = Journal::open(store.clone(), "demo").unwrap();
+        let mut b = Journal::open(store.clone(), "demo").unwrap();
+        a.set_status("network", StageStatus::Running, None).unwrap();
+        let err = b
+            .set_status("network", StageStatus::Running, None)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("written by a writer that did not record itself"),
+            "{err}"
+        );
+
+        let mut c = Journal::open(store.clone(), "demo").unwrap();
+        *store.object.lock().unwrap() = None;
+        let err = c.set_status("iam", StageStatus::Done, None).unwrap_err();
+        assert!(err.to_string().contains("but it was deleted"), "{err}");
+    }
+
+    #[test]
+    fn writes_record_their_writer_and_snapshots_write_nothing() {
+        let store = Arc::new(Versioned::default());
+        let mut j = Journal::open(store.clone(), "demo").unwrap();
+        j.set_writer(writer(7, "box"));
+        j.set_output("network", "vpc_id", json!("vpc-1")).unwrap();
+        let saved: JournalData =
+            serde_json::from_slice(&store.read_journal().unwrap().unwrap().body).unwrap();
+        let w = saved.written_by.clone().expect("a writer");
+        assert_eq!(
+            (w.pid, w.host.as_str(), w.lock_id.as_str()),
+            (7, "box", "lock-7")
+        );
+        assert!(w.at > 0);
+
+        let writes = store.writes.load(Ordering::SeqCst);
+        let mut snap = Journal::snapshot(saved);
+        snap.set_status("iam", StageStatus::Done, None).unwrap();
+        assert_eq!(snap.status("iam"), StageStatus::Done);
+        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
+        assert_eq!(snap.location(), "");
     }
 
     #[test]

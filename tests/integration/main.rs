@@ -18,5 +18,6 @@ mod k8s_stages;
 mod k8s_verify;
 mod lifecycle;
 mod render;
+mod state;
 mod sweep;
 mod verify_page;

@@ -616,6 +616,8 @@ impl Request {
             action.clone()
         } else if service == "eks" {
             eks_operation(&method, path).to_string()
+        } else if service == "s3" {
+            s3_operation(&method, path, query)
         } else {
             "Unknown".to_string()
         };
@@ -692,6 +694,43 @@ fn eks_operation(method: &str, path: &str) -> &'static str {
         ("DELETE", ["tags", ..]) => "UntagResource",
         _ => "Unknown",
     }
+}
+
+/// S3 is REST too (path-style, as the SDK addresses moto). The SDK names most operations in
+/// an `x-id` query parameter; the rest follow from the method, whether a key follows the
+/// bucket, and the sub-resource in the query.
+fn s3_operation(method: &str, path: &str, query: &str) -> String {
+    let params = parse_form(query);
+    if let Some((_, id)) = params.iter().find(|(k, _)| k == "x-id") {
+        return id.clone();
+    }
+    let has_key = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
+    let sub = params.first().map(|(k, _)| k.as_str()).unwrap_or("");
+    let op = match (method, has_key, sub) {
+        ("GET", false, "") if path == "/" => "ListBuckets",
+        ("GET", false, "versioning") => "GetBucketVersioning",
+        ("PUT", false, "versioning") => "PutBucketVersioning",
+        ("GET", false, "versions") => "ListObjectVersions",
+        ("GET", false, "tagging") => "GetBucketTagging",
+        ("PUT", false, "tagging") => "PutBucketTagging",
+        ("GET", false, "encryption") => "GetBucketEncryption",
+        ("PUT", false, "encryption") => "PutBucketEncryption",
+        ("GET", false, "publicAccessBlock") => "GetPublicAccessBlock",
+        ("PUT", false, "publicAccessBlock") => "PutPublicAccessBlock",
+        ("GET", false, _) => "ListObjects",
+        ("PUT", false, "") => "CreateBucket",
+        ("HEAD", false, _) => "HeadBucket",
+        ("DELETE", false, "") => "DeleteBucket",
+        ("GET", true, "") => "GetObject",
+        ("PUT", true, "") => "PutObject",
+        ("HEAD", true, _) => "HeadObject",
+        ("DELETE", true, "") => "DeleteObject",
+        _ => "Unknown",
+    };
+    op.to_string()
 }
 
 fn parse_form(text: &str) -> Vec<(String, String)> {
@@ -834,6 +873,20 @@ fn throttling_answer(req: &Request) -> Answer {
                 ("x-amzn-ErrorType", "TooManyRequestsException"),
             ],
             r#"{"message":"Too many requests"}"#.to_string(),
+        ),
+        // restXml, answered the way S3 slows a client down.
+        "s3" => Answer::new(
+            503,
+            "Slow Down",
+            &[
+                ("Content-Type", "application/xml"),
+                ("x-amz-request-id", &id),
+            ],
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                 <Message>Please reduce your request rate.</Message><RequestId>{id}</RequestId>\
+                 </Error>"
+            ),
         ),
         // awsQuery: IAM, STS, ELB.
         _ => Answer::new(
