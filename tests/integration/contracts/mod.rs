@@ -1050,7 +1050,7 @@ fn the_fetch_script_reproduces_the_index_from_a_mirror() {
     let out = run(mirror.path());
     assert!(out.status.success(), "{}", describe(&out));
     crate::support::upstream::verify(into.path(), &up.entries).unwrap();
-    // A file that does not match its hash is refused, named, and not written.
+    // A file that does not match its hash is refused, named, and kept aside for review only.
     let grafana = up
         .entries
         .iter()
@@ -1071,6 +1071,11 @@ fn the_fetch_script_reproduces_the_index_from_a_mirror() {
         "{stderr}"
     );
     assert!(!into.path().join(&grafana.file).exists());
+    let rejected = into.path().join(format!("{}.rejected", grafana.file));
+    assert_eq!(
+        std::fs::read_to_string(rejected).unwrap(),
+        "grafana: changed\n"
+    );
 }
 
 #[test]
