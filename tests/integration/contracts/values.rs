@@ -5,15 +5,16 @@
 //! each subchart's defaults merged under its key, as helm merges them), and a scalar must be
 //! of the default's kind (a number stays a number). The walk stops, accepting what is below:
 //!
-//! - at a map the chart documents as free-form by defaulting it to `{}` (annotations, labels),
-//!   or by declaring it `type: object` without properties in its `values.schema.json`;
+//! - at a map the chart documents as free-form by defaulting it to `{}` (annotations, labels);
 //! - at a key documented without a default (`key:` followed by comments only);
 //! - at a list (helm replaces a list whole; what it holds is the template's business);
 //! - at an entry of the chart's explicit allow-list ([`Chart::free_form`], each with why).
 //!
 //! Values the chart hands straight to a pod spec (affinity, resources, nodeSelector,
 //! tolerations) are checked as those Kubernetes types instead ([`Chart::typed`]), and Istio's
-//! `meshConfig` against the MeshConfig schema of the pinned Istio API ([`Chart::schemas`]).
+//! `meshConfig` against the MeshConfig schema of the pinned Istio API ([`Chart::schemas`]). A
+//! chart with a `values.schema.json` (Istio's gateway) is also checked against it, as helm
+//! checks it on install.
 
 use serde_json::Value;
 
