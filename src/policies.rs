@@ -233,9 +233,12 @@ mod tests {
         }
     }
 
-    /// IAM actions that have no resource type: IAM authorises them only on `"Resource": "*"`,
-    /// so scoping them to an ARN denies them. Every other action on `*` would be broader than
-    /// needed. (From the Service Authorization Reference: these rows list no resource type.)
+    /// IAM actions that have no resource type (IAM authorises them only on `"Resource": "*"`,
+    /// so scoping them to an ARN denies them), plus `arc-zonal-shift:GetManagedResource`, whose
+    /// resource types are load balancers, never a cluster: upstream grants it on `*`, narrowed
+    /// by the `arc-zonal-shift:ResourceIdentifier` condition. Every other action on `*` would be
+    /// broader than needed. (Service Authorization Reference; the contract tests check the
+    /// same with parliament's data.)
     const NO_RESOURCE_TYPE: &[&str] = &[
         "ec2:DescribeCapacityReservations",
         "ec2:DescribeImages",

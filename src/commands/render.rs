@@ -1,4 +1,5 @@
-//! `meshstack render`: every manifest and values file, filled in from the stack, offline.
+//! `meshstack render`: every manifest, values file and IAM document, filled in from the stack,
+//! offline.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,11 +8,26 @@ use anyhow::Context as _;
 
 use super::{load_stack_path, offline_region, offline_zones, usage};
 use crate::config::ZoneSpec;
+use crate::policies;
+
+/// The OIDC issuer `render` names in the Karpenter role's IRSA trust: EKS gives each cluster
+/// its own (`https://oidc.eks.<region>.amazonaws.com/id/<32 hex digits>`), known only once the
+/// cluster exists, so offline the ID is all zeros.
+pub fn offline_oidc_issuer(region: &str, partition: &str) -> String {
+    let suffix = match partition {
+        "aws-cn" => "amazonaws.com.cn",
+        _ => "amazonaws.com",
+    };
+    format!("https://oidc.eks.{region}.{suffix}/id/{}", "0".repeat(32))
+}
 
 /// `meshstack render`: every manifest and helm values file the Kubernetes stages apply, filled
-/// in from the stack, written under `--out`. Offline and deterministic: the account ID and
-/// API endpoint are placeholders unless given, the region comes from the stack or the
-/// environment (else us-east-1), and a zone count becomes `<region>a, b, ...`.
+/// in from the stack, written under `--out`, and every IAM document the AWS stages write
+/// (trust policies, the Karpenter controller policy, the interruption queue's policy) as
+/// `iam/<name>.json`, for a person to audit before `up`. Offline and deterministic: the
+/// account ID, API endpoint and OIDC issuer are placeholders unless given, the region comes
+/// from the stack or the environment (else us-east-1), and a zone count becomes
+/// `<region>a, b, ...`.
 pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
     use crate::render::{self, RenderInputs};
 
@@ -47,14 +63,20 @@ pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
         ));
         endpoint
     });
+    let partition = render::partition_for_region(&region);
+    let issuer = offline_oidc_issuer(&region, partition);
+    notes.push(format!(
+        "OIDC issuer {issuer} (in the Karpenter role's trust; `up` uses the cluster's)"
+    ));
     let inputs = RenderInputs {
-        partition: render::partition_for_region(&region).to_string(),
+        partition: partition.to_string(),
         account_id,
         region,
         zones,
         cluster_endpoint,
     };
-    let files = render::render(&stack, &inputs).map_err(usage)?;
+    let mut files = render::render(&stack, &inputs).map_err(usage)?;
+    files.extend(iam_documents(&stack, &inputs, &issuer));
     if !notes.is_empty() {
         eprintln!("rendering offline, with stand-ins for what only AWS knows:");
         for note in &notes {
@@ -77,4 +99,30 @@ pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", path.display())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every IAM document meshstack writes for the stack ([`policies::all`]), as
+/// `iam/<name>.json`: pretty-printed JSON with a final newline (keys sorted, so the output is
+/// deterministic).
+fn iam_documents(
+    stack: &crate::config::Stack,
+    inputs: &crate::render::RenderInputs,
+    issuer: &str,
+) -> Vec<crate::render::RenderedFile> {
+    let scope = policies::Scope {
+        partition: &inputs.partition,
+        region: &inputs.region,
+        account: &inputs.account_id,
+    };
+    policies::all(stack, scope, issuer)
+        .into_iter()
+        .map(|doc| crate::render::RenderedFile {
+            path: format!("iam/{}.json", doc.name),
+            content: format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc.document)
+                    .expect("a serde_json::Value always serializes")
+            ),
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ mod access;
 mod binary_k8s;
 mod cli;
 mod config_files;
+mod contracts;
 mod fault_proxy;
 mod faults;
 mod k8s_app;

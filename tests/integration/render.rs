@@ -1,6 +1,7 @@
 //! `meshstack render` through the real binary: the default stack's render matches the
-//! golden files in tests/golden/default byte for byte, and every rendered manifest is a
-//! well-formed Kubernetes object.
+//! golden files in tests/golden/default byte for byte, every rendered manifest is a
+//! well-formed Kubernetes object, and every IAM document is written under `iam/`. (What the
+//! files must agree with upstream is in `contracts`.)
 //!
 //! After an intended change to a template (or to what feeds it), regenerate the golden files
 //! with
@@ -44,7 +45,7 @@ const CLUSTER_SCOPED: &[&str] = &[
 ];
 
 /// Every regular file under `dir`, by path relative to it (with `/`), with its bytes.
-fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -69,7 +70,7 @@ fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// `meshstack render --out <tmp>/out` with a clean environment (no AWS, no stack file in the
 /// working folder, so the built-in default stack); the rendered files.
-fn render_default(ms: &Meshstack) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
+pub fn render_default(ms: &Meshstack) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
     let out_dir = ms.dir.path().join("out");
     let out = ms.run(&["render", "--out", out_dir.to_str().unwrap()]);
     assert!(out.status.success(), "render: {}", describe(&out));
@@ -80,6 +81,7 @@ fn render_default(ms: &Meshstack) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
         "account 000000000000",
         "https://meshstack-demo.example.invalid",
         "region us-east-1",
+        "OIDC issuer https://oidc.eks.us-east-1.amazonaws.com/id/00000000000000000000000000000000",
         "warning: Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only",
     ] {
         assert!(
@@ -189,7 +191,19 @@ fn rendered_manifests_are_well_formed_objects() {
     let (_, rendered) = render_default(&ms);
     let mut objects: BTreeMap<(String, String), Value> = BTreeMap::new();
     let mut partials: Vec<Value> = Vec::new();
+    let mut iam = Vec::new();
     for (rel, bytes) in &rendered {
+        if let Some(name) = rel.strip_prefix("iam/") {
+            // IAM documents: JSON, every placeholder filled in, at least one statement.
+            let doc: serde_json::Value =
+                serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{rel}: not JSON: {e}"));
+            let text = doc.to_string();
+            assert!(!text.contains("${"), "{rel}: {text}");
+            let statements = doc["Statement"].as_array();
+            assert!(statements.is_some_and(|s| !s.is_empty()), "{rel}: {text}");
+            iam.push(name.to_owned());
+            continue;
+        }
         let docs = documents(rel, bytes);
         assert!(!docs.is_empty(), "{rel}: no YAML document");
         let mut all = Vec::new();
@@ -234,6 +248,19 @@ fn rendered_manifests_are_well_formed_objects() {
             );
         }
     }
+
+    // Every document policies::all builds, each once.
+    assert_eq!(
+        iam,
+        [
+            "meshstack-demo-cluster-trust.json",
+            "meshstack-demo-karpenter-KarpenterControllerPolicy.json",
+            "meshstack-demo-karpenter-pending-trust.json",
+            "meshstack-demo-karpenter-queue-policy.json",
+            "meshstack-demo-karpenter-trust.json",
+            "meshstack-demo-node-trust.json",
+        ]
+    );
 
     let get = |kind: &str, name: &str| {
         objects

@@ -10,6 +10,7 @@ pub mod apiserver;
 pub mod browser;
 pub mod fault_proxy;
 pub mod k8s;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
