@@ -214,6 +214,10 @@ async fn execute(
             set(id, StageStatus::Running, None)?;
             let res = match direction {
                 Direction::Forward => stage.up(cx, &h).await,
+                Direction::Reverse if stage.in_cluster() => {
+                    let res = stage.down(cx, &h).await;
+                    stages::kubernetes::tolerate_lost_api(cx, &h, res).await
+                }
                 Direction::Reverse => stage.down(cx, &h).await,
             };
             match res {

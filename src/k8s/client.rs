@@ -123,6 +123,11 @@ fn api_override_from(
     Ok(Some(ApiOverride { endpoint, ca_data }))
 }
 
+/// How long connecting to the API server may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one read (or write) of a request may stall; meshstack makes no watch requests.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The [`kube::Config`] for a cluster: endpoint, CA, no credentials (those come from the token
 /// layer that [`client`] adds).
 pub fn config(endpoint: &str, ca_data: &str) -> Result<kube::Config, ClientError> {
@@ -141,6 +146,11 @@ pub fn config(endpoint: &str, ca_data: &str) -> Result<kube::Config, ClientError
     }
     let mut config = kube::Config::new(uri);
     config.root_cert = Some(ca_certificates(ca_data)?);
+    // Bounded waits: an API server that is gone (connection refused) fails at once; one that
+    // accepts and never answers fails after these, instead of hanging the run.
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.write_timeout = Some(READ_TIMEOUT);
     Ok(config)
 }
 

@@ -53,6 +53,10 @@ impl Stage for App {
         &[istio::ID, karpenter::ID]
     }
 
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
         kubernetes::plan_objects(cx, &objects(&files, &MANIFESTS)?).await

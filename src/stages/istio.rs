@@ -119,6 +119,10 @@ impl Stage for Istio {
         &[nodegroup::ID]
     }
 
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
     fn uses_helm(&self) -> bool {
         true
     }

@@ -33,6 +33,10 @@ impl Stage for Jaeger {
         &[istio::ID]
     }
 
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
         kubernetes::plan_objects(cx, &objects(&files, &[MANIFEST])?).await

@@ -347,6 +347,10 @@ impl Stage for Karpenter {
         &[nodegroup::ID, karpenter_infra::ID]
     }
 
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
     fn uses_helm(&self) -> bool {
         true
     }

@@ -68,6 +68,10 @@ impl Stage for Kiali {
         &[istio::ID, prometheus::ID, jaeger::ID]
     }
 
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
     fn uses_helm(&self) -> bool {
         true
     }

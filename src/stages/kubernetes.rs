@@ -12,7 +12,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use kube::api::DynamicObject;
 
 use super::{cluster, Action, Change, Context, StageError};
-use crate::engine::run::StageHandle;
+use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, Applied, Effect, Resolver, State};
 use crate::k8s::helm::{self, Helm, HelmCli, Release, ReleaseStep};
 use crate::k8s::{client, kubeconfig, token};
@@ -34,8 +34,9 @@ impl std::fmt::Debug for KubeAccess {
 
 impl Context {
     /// Use `access` for every Kubernetes stage instead of connecting to the stack's cluster.
-    pub fn with_kube(self, access: KubeAccess) -> Self {
+    pub fn with_kube(mut self, access: KubeAccess) -> Self {
         let _ = self.kube.set(access);
+        *self.reach.get_mut() = Some(true);
         self
     }
 
@@ -112,6 +113,7 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
         };
     let client = client::client(&endpoint, &ca_data, tokens)
         .map_err(|e| StageError::Conflict(format!("cluster {}: {e}", facts.name)))?;
+    let _ = cx.api_endpoint.set(endpoint.clone());
 
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -268,36 +270,93 @@ pub fn plan_delete_release(release: &Release) -> Change {
 /// How long a read-only look at the cluster (plan, status, down) waits for its API.
 const REACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The cluster's API if it answers within [`REACH_DEADLINE`]; `None` when there is no cluster
-/// (offline, not created yet, deleted) or it does not answer. Read-only commands then show
-/// what `up` would do on an empty cluster instead of failing.
+/// The cluster's API if it answered the probe within [`REACH_DEADLINE`]; `None` when there is
+/// no cluster (offline, not created yet, deleted) or it does not answer. Read-only commands then
+/// show what `up` would do on an empty cluster instead of failing. The probe runs once per run;
+/// a failed probe is remembered as a failure, never as a client to use.
 pub async fn reachable(cx: &Context) -> Option<&KubeAccess> {
-    if let Some(kube) = cx.kube.get() {
-        return Some(kube);
+    let mut reach = cx.reach.lock().await;
+    if reach.is_none() {
+        *reach = Some(probe(cx).await);
     }
-    cx.aws.as_ref()?;
-    let kube = cx.kube().await.ok()?;
-    match tokio::time::timeout(REACH_DEADLINE, kube.client.apiserver_version()).await {
-        Ok(Ok(_)) => Some(kube),
+    match *reach {
+        Some(true) => cx.kube.get(),
         _ => None,
     }
 }
 
-/// For `down`: the cluster's API, or `None` — with a warning — when it cannot be reached.
-/// Nothing is lost by going on: deleting the cluster deletes what is in it; what the cluster
-/// made in the account (load balancers, Karpenter's instances) is swept by tag later.
+/// Ask the API again (after a failure), and remember the answer.
+pub async fn still_reachable(cx: &Context) -> bool {
+    let mut reach = cx.reach.lock().await;
+    let ok = probe(cx).await;
+    *reach = Some(ok);
+    ok
+}
+
+/// Connect (once) and ask the API server its version, within [`REACH_DEADLINE`].
+async fn probe(cx: &Context) -> bool {
+    if cx.aws.is_none() && cx.kube.get().is_none() {
+        return false;
+    }
+    let Ok(kube) = cx.kube().await else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(REACH_DEADLINE, kube.client.apiserver_version()).await,
+        Ok(Ok(_))
+    )
+}
+
+/// For `down`: the cluster's API, or `None` when there is no cluster or its API does not answer
+/// (then, once per run, a warning). Nothing is lost by going on: deleting the cluster deletes
+/// what is in it; what the cluster made in the account (load balancers, Karpenter's instances
+/// and instance profiles) is swept by tag later.
 pub async fn for_teardown<'a>(cx: &'a Context, h: &StageHandle) -> Option<&'a KubeAccess> {
     if cx.kube.get().is_none() && cluster::facts(cx).await.is_err() {
         return None; // no cluster: nothing to tear down inside it
     }
     let kube = reachable(cx).await;
     if kube.is_none() {
-        h.warn(format!(
-            "the cluster's API does not answer within {}s; skipping the Kubernetes teardown of this stage",
-            REACH_DEADLINE.as_secs()
-        ));
+        warn_unreachable(cx, h);
     }
     kube
+}
+
+/// Once per run, a warning naming the API that does not answer; after it, a quieter line.
+fn warn_unreachable(cx: &Context, h: &StageHandle) {
+    use std::sync::atomic::Ordering;
+    if cx.api_warned.swap(true, Ordering::SeqCst) {
+        h.info("the cluster's API does not answer; skipping this stage's Kubernetes teardown");
+        return;
+    }
+    let api = cx
+        .api_endpoint
+        .get()
+        .map_or_else(|| "the cluster's API".to_string(), |e| format!("the cluster's API at {e}"));
+    h.warn(format!(
+        "{api} does not answer (waited up to {}s); skipping the Kubernetes teardown of every \
+         stage — deleting the cluster removes what is in it, and what the cluster made in the \
+         account is swept by tag",
+        REACH_DEADLINE.as_secs()
+    ));
+}
+
+/// A Kubernetes stage's `down` failed: if the API has gone away meanwhile (stopped, deleted,
+/// unreachable), go on as if it had been unreachable from the start — a skipped teardown, with
+/// the warning — so that the AWS teardown still runs; any other failure stands.
+pub async fn tolerate_lost_api(
+    cx: &Context,
+    h: &StageHandle,
+    res: Result<Outcome, StageError>,
+) -> Result<Outcome, StageError> {
+    match res {
+        Err(e) if !still_reachable(cx).await => {
+            warn_unreachable(cx, h);
+            h.info(format!("the teardown stopped at: {e}"));
+            Ok(Outcome::Unchanged)
+        }
+        other => other,
+    }
 }
 
 /// What `plan` shows for a release: nothing when it is deployed as wanted, else an install.

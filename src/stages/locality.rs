@@ -119,6 +119,10 @@ impl Stage for Locality {
         &[app::ID]
     }
 
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let placement = match kubernetes::reachable(cx).await {
             Some(kube) => observe_placement(&kube.client).await.ok(),

@@ -46,6 +46,12 @@ pub trait Stage: Send + Sync {
     fn uses_helm(&self) -> bool {
         false
     }
+    /// Whether the stage works inside the cluster (through its API): then a `down` that fails
+    /// because the API went away is a skipped teardown, not a failure — deleting the cluster
+    /// removes what is in it.
+    fn in_cluster(&self) -> bool {
+        false
+    }
     /// What `up` would change. Read-only; looks only at this stage's own resources, so that it
     /// also works on an empty account and offline (then everything is a create).
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError>;
@@ -102,6 +108,12 @@ pub struct Context {
     facts: Mutex<Facts>,
     /// The cluster, once a Kubernetes stage has connected (or a test has supplied one).
     kube: tokio::sync::OnceCell<kubernetes::KubeAccess>,
+    /// Whether the cluster's API answered the last probe; `None` before the first.
+    reach: tokio::sync::Mutex<Option<bool>>,
+    /// Whether `down` has warned that the API does not answer (it warns once).
+    api_warned: std::sync::atomic::AtomicBool,
+    /// The API server's address, once connected, for messages.
+    api_endpoint: std::sync::OnceLock<String>,
 }
 
 impl Context {
@@ -122,6 +134,9 @@ impl Context {
             force: false,
             facts: Mutex::new(Facts::default()),
             kube: tokio::sync::OnceCell::new(),
+            reach: tokio::sync::Mutex::new(None),
+            api_warned: std::sync::atomic::AtomicBool::new(false),
+            api_endpoint: std::sync::OnceLock::new(),
         }
     }
 

@@ -55,6 +55,10 @@ impl Stage for Prometheus {
         &[nodegroup::ID]
     }
 
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
     fn uses_helm(&self) -> bool {
         true
     }

@@ -566,9 +566,6 @@ fn up_converges_through_throttling_conflicts_and_a_slow_crd_to_the_same_objects(
 }
 
 #[test]
-#[ignore = "issue 10 item 3 (the lead's): a failed reachability probe is cached as success, so \
-            the later Kubernetes stages delete through the dead API, fail, and the AWS stages \
-            are skipped; un-ignore with that fix"]
 fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
     let mut c = Cluster::start("orphan", Options::default());
     c.up();
@@ -591,4 +588,57 @@ fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}\n{}", describe(&out));
     assert!(warnings[0].contains(&address), "{warnings:?}");
+}
+
+/// The API goes away halfway through `down` (after its first delete): the Kubernetes stages
+/// still running or still to come skip their teardown with one warning, and the AWS teardown
+/// runs to the end.
+#[test]
+fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once() {
+    let mut c = Cluster::start("halfway", Options::default());
+    c.up();
+    c.server.reset_counts();
+    let child = c
+        .ms
+        .command(&["down", "--stack", &c.stack, "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !c
+        .server
+        .counts()
+        .writes
+        .iter()
+        .any(|w| w.starts_with("DELETE"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delete within 60 s: {:?}",
+            c.server.counts()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.server.stop();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let aws = c.server.block_on(c.moto.clients());
+    assert_eq!(
+        c.server.block_on(aws.inventory("halfway")),
+        BTreeMap::new(),
+        "{}",
+        describe(&out)
+    );
+    let warnings: Vec<String> = json_lines(&out)
+        .into_iter()
+        .filter(|l| l["event"] == "warn")
+        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+        .filter(|m| m.contains("API"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}\n{}", describe(&out));
+    assert!(
+        warnings[0].contains(&format!("127.0.0.1:{}", c.server.port())),
+        "{warnings:?}"
+    );
 }
