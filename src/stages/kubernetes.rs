@@ -329,10 +329,10 @@ fn warn_unreachable(cx: &Context, h: &StageHandle) {
         h.info("the cluster's API does not answer; skipping this stage's Kubernetes teardown");
         return;
     }
-    let api = cx
-        .api_endpoint
-        .get()
-        .map_or_else(|| "the cluster's API".to_string(), |e| format!("the cluster's API at {e}"));
+    let api = cx.api_endpoint.get().map_or_else(
+        || "the cluster's API".to_string(),
+        |e| format!("the cluster's API at {e}"),
+    );
     h.warn(format!(
         "{api} does not answer (waited up to {}s); skipping the Kubernetes teardown of every \
          stage — deleting the cluster removes what is in it, and what the cluster made in the \

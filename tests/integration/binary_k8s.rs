@@ -345,6 +345,69 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
         counts.by_verb,
         new_helm.len()
     );
+
+    // plan is empty and status says every stage is done, none drifted: the releases are
+    // judged by what helm holds in the cluster, not by a journal (plan and status hold none).
+    assert_converged_view(&c);
+
+    // The journal lost: plan still empty, up still changes nothing anywhere.
+    std::fs::remove_dir_all(c.ms.state_dir()).unwrap();
+    assert_plan_is_empty(&c);
+    c.moto.start_recording();
+    c.server.reset_counts();
+    let helm_before = helm_calls(&c.helm_dir).len();
+    let out = c.up();
+    assert_eq!(
+        c.moto.recorded_writes(),
+        Vec::<String>::new(),
+        "{}",
+        describe(&out)
+    );
+    let new_helm: Vec<Vec<String>> = helm_calls(&c.helm_dir).split_off(helm_before);
+    assert!(
+        new_helm
+            .iter()
+            .all(|call| call[0] == "version" || crate::support::k8s::is_read(call)),
+        "helm calls with the journal lost: {new_helm:?}"
+    );
+    assert_eq!(c.server.counts().writes, Vec::<String>::new());
+    assert_eq!(
+        c.server.objects(),
+        objects,
+        "an up without journal changed objects"
+    );
+}
+
+/// `plan` lists no change in any stage.
+fn assert_plan_is_empty(c: &Cluster) {
+    let out = c.run("plan", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes: Vec<&serde_json::Value> = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["changes"].as_array().unwrap())
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "plan on a converged stack: {changes:#?}"
+    );
+}
+
+/// `plan` is empty and `status` shows every stage done, none drifted.
+fn assert_converged_view(c: &Cluster) {
+    assert_plan_is_empty(c);
+    let out = c.run("status", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = status["stages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(rows.len(), 12, "{status}");
+    for row in rows {
+        assert_eq!(row["state"], "done", "{row}");
+    }
 }
 
 /// Zone of each app pod IP, and of each app pod name, as the server placed them.
@@ -598,13 +661,12 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
     let mut c = Cluster::start("halfway", Options::default());
     c.up();
     c.server.reset_counts();
-    let child = c
-        .ms
-        .command(&["down", "--stack", &c.stack, "-o", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        c.ms.command(&["down", "--stack", &c.stack, "-o", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !c
         .server
