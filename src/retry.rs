@@ -2,9 +2,120 @@
 //! until something is ready ([`wait_for`]), and retrying an operation while it fails in a way
 //! that passes with time ([`retry_while`]). Free of AWS and Kubernetes: the callers say which
 //! errors are worth another try, and where progress goes ([`Progress`]).
+//!
+//! # Interrupting a wait
+//! Every pause of these waits (and any long wait a caller wraps in [`or_park`], such as a helm
+//! `--wait`) races the run's [`CancelToken`]: once it is cancelled (Ctrl-C, SIGTERM), a stage
+//! that reaches a pause parks there for good, and [`interruptible`] — which the engine wraps
+//! around each stage — returns at once. The stage's work is dropped at that point, which is
+//! safe for the same reason a `kill -9` is: intent is journaled before every create and every
+//! resource is found by tag or name on the next run. A stage in the middle of a call (not a
+//! wait) finishes it first.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Cancellation shared by a run and its stages. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct CancelToken(Arc<CancelInner>);
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels; idempotent.
+    pub fn cancel(&self) {
+        if !self.0.cancelled.swap(true, Ordering::SeqCst) {
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    /// Whether [`CancelToken::cancel`] has been called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the token is cancelled (at once if it already is).
+    pub async fn cancelled(&self) {
+        // The `Notified` future is created before the flag is checked, so a
+        // `cancel()` landing between the check and the await still wakes it.
+        let notified = self.0.notify.notified();
+        if self.is_cancelled() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// What a wait inside [`interruptible`] sees: the token, and how to say "parked".
+#[derive(Clone)]
+struct Scope {
+    cancel: CancelToken,
+    parked: Arc<Notify>,
+}
+
+tokio::task_local! {
+    static SCOPE: Scope;
+}
+
+/// Run `work` so that its waits ([`pause`], [`or_park`]) stop when `cancel` is cancelled:
+/// `Some(output)` when it finished, `None` when it was cancelled and then reached a wait (the
+/// work is dropped there).
+pub async fn interruptible<F: Future>(cancel: CancelToken, work: F) -> Option<F::Output> {
+    let parked = Arc::new(Notify::new());
+    let scope = Scope {
+        cancel,
+        parked: parked.clone(),
+    };
+    tokio::select! {
+        out = SCOPE.scope(scope, work) => Some(out),
+        () = parked.notified() => None,
+    }
+}
+
+/// Run `fut` (a long wait: a helm `--wait`, a child process); if the surrounding
+/// [`interruptible`] run is cancelled first, park instead — `fut` is dropped with the work.
+pub async fn or_park<F: Future>(fut: F) -> F::Output {
+    let Ok(scope) = SCOPE.try_with(Scope::clone) else {
+        return fut.await;
+    };
+    tokio::select! {
+        out = fut => out,
+        () = scope.cancel.cancelled() => park(&scope).await,
+    }
+}
+
+/// Sleep `d`, or park if the surrounding [`interruptible`] run is cancelled meanwhile (or
+/// already was).
+pub async fn pause(d: Duration) {
+    or_park(tokio::time::sleep(d)).await
+}
+
+async fn park<T>(scope: &Scope) -> T {
+    // notify_one keeps a permit if `interruptible` is not waiting yet.
+    scope.parked.notify_one();
+    std::future::pending().await
+}
 
 /// Poll schedule for long waits: the first poll comes quickly (AWS is sometimes fast, moto is
 /// always instant), then the gap doubles up to a cap, until the deadline is used up.
@@ -75,7 +186,7 @@ where
         return Ok(Some(v));
     }
     for delay in backoff.delays() {
-        tokio::time::sleep(delay).await;
+        pause(delay).await;
         if let Some(v) = check().await? {
             return Ok(Some(v));
         }
@@ -109,7 +220,7 @@ where
                         "{what}: {reason}, retrying in {}s",
                         d.as_secs_f64().ceil()
                     ));
-                    tokio::time::sleep(d).await;
+                    pause(d).await;
                 }
                 _ => return Err(e),
             },
@@ -147,6 +258,48 @@ mod tests {
         let d: Vec<u64> = b.delays().map(|d| d.as_secs()).collect();
         assert_eq!(d, vec![1, 2, 4, 8, 10, 10, 10, 10, 5]);
         assert_eq!(d.iter().sum::<u64>(), 60);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_stops_at_its_next_wait_not_before() {
+        let cancel = CancelToken::new();
+        let steps = std::sync::Mutex::new(Vec::new());
+        let work = async {
+            steps.lock().unwrap().push("before the wait");
+            // A long wait: cancelled while it sleeps.
+            pause(Duration::from_secs(3600)).await;
+            steps.lock().unwrap().push("after the wait");
+        };
+        let trigger = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            cancel.cancel();
+        };
+        let started = std::time::Instant::now();
+        let (out, ()) = tokio::join!(interruptible(cancel.clone(), work), trigger);
+        assert_eq!(out, None, "the work was interrupted");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert_eq!(*steps.lock().unwrap(), ["before the wait"]);
+
+        // Not cancelled: the work finishes, waits included.
+        let done = interruptible(CancelToken::new(), async {
+            pause(Duration::from_millis(1)).await;
+            7
+        })
+        .await;
+        assert_eq!(done, Some(7));
+
+        // Outside any interruptible run a pause is a plain sleep.
+        pause(Duration::from_millis(1)).await;
+        // Already cancelled: work without waits still finishes; the first wait parks.
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        assert_eq!(interruptible(cancel.clone(), async { 1 }).await, Some(1));
+        let waited = interruptible(cancel, async {
+            or_park(tokio::time::sleep(Duration::from_secs(3600))).await;
+            2
+        })
+        .await;
+        assert_eq!(waited, None);
     }
 
     #[tokio::test]

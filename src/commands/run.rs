@@ -191,7 +191,8 @@ async fn execute(
     };
     let reporter = progress::reporter(mode(output), title, selected);
     let cancel = CancelToken::new();
-    let watcher = tokio::spawn(watch_interrupts(cancel.clone(), lock));
+    let signal_code = Arc::new(std::sync::atomic::AtomicU8::new(130));
+    let watcher = tokio::spawn(watch_interrupts(cancel.clone(), lock, signal_code.clone()));
     let opts = RunOptions {
         direction,
         max_parallel: 0,
@@ -255,7 +256,9 @@ async fn execute(
         return Err(err.into());
     }
     if cancel.is_cancelled() {
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(
+            signal_code.load(std::sync::atomic::Ordering::SeqCst),
+        ));
     }
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -314,17 +317,52 @@ fn print_calls(output: Output, calls: &CallStats, s3: Option<&S3Store>) -> anyho
     Ok(())
 }
 
-/// First Ctrl-C: start nothing new, let running stages finish and record. Second: release the
-/// lock and exit now (the journal is written atomically, so it is consistent at any instant;
-/// a call in flight is found by tag on the next run).
-async fn watch_interrupts(cancel: CancelToken, lock: Arc<LockGuard>) {
-    if tokio::signal::ctrl_c().await.is_err() {
+/// The signals that interrupt a run: Ctrl-C, and what CI runners and closing terminals send.
+/// The exit code is 128 + the first one's number: 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal: its name and the exit code it gives.
+    async fn next(&mut self) -> (&'static str, u8) {
+        tokio::select! {
+            _ = self.int.recv() => ("interrupted (SIGINT)", 130),
+            _ = self.term.recv() => ("terminated (SIGTERM)", 143),
+            _ = self.hup.recv() => ("hung up (SIGHUP)", 129),
+        }
+    }
+}
+
+/// First signal: start nothing new; running stages stop at their next wait (or finish the call
+/// they are in) and are recorded. Second: release the lock and exit now (the journal is written
+/// atomically, so it is consistent at any instant; a call in flight is found by tag on the next
+/// run). The exit code of the first signal is stored in `code`.
+async fn watch_interrupts(
+    cancel: CancelToken,
+    lock: Arc<LockGuard>,
+    code: Arc<std::sync::atomic::AtomicU8>,
+) {
+    use std::sync::atomic::Ordering;
+    let Ok(mut signals) = Signals::new() else {
         return;
-    }
-    eprintln!("interrupted: finishing running stages (Ctrl-C again to exit now)");
+    };
+    let (what, first) = signals.next().await;
+    code.store(first, Ordering::SeqCst);
+    eprintln!("{what}: stopping running stages at their next wait (again to exit now)");
     cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        lock.release();
-        std::process::exit(130);
-    }
+    signals.next().await;
+    lock.release();
+    std::process::exit(i32::from(first));
 }

@@ -14,13 +14,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use super::graph::{Graph, StageId};
 use super::progress::{Event, EventKind, Reporter};
@@ -34,59 +32,10 @@ pub enum Direction {
     Reverse,
 }
 
-/// A cancellation flag shared by the engine and every stage; cloning shares it.
-///
-/// Cancelling stops the engine from starting more stages. Stages that are
-/// already running are never aborted by the engine (dropping a half-done
-/// cloud call is how resources get orphaned); a long stage should check
-/// [`CancelToken::is_cancelled`] between steps or race its waits against
-/// [`CancelToken::cancelled`] and return early.
-#[derive(Clone, Default)]
-pub struct CancelToken(Arc<CancelInner>);
-
-#[derive(Default)]
-struct CancelInner {
-    cancelled: AtomicBool,
-    notify: Notify,
-}
-
-impl CancelToken {
-    /// A token that is not cancelled.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Cancels; idempotent.
-    pub fn cancel(&self) {
-        if !self.0.cancelled.swap(true, Ordering::SeqCst) {
-            self.0.notify.notify_waiters();
-        }
-    }
-
-    /// Whether [`CancelToken::cancel`] has been called.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Completes once the token is cancelled (at once if it already is).
-    pub async fn cancelled(&self) {
-        // The `Notified` future is created before the flag is checked, so a
-        // `cancel()` landing between the check and the await still wakes it.
-        let notified = self.0.notify.notified();
-        if self.is_cancelled() {
-            return;
-        }
-        notified.await;
-    }
-}
-
-impl fmt::Debug for CancelToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancelToken")
-            .field("cancelled", &self.is_cancelled())
-            .finish()
-    }
-}
+/// A cancellation flag shared by the engine and every stage; cloning shares it. Cancelling
+/// stops the engine from starting more stages, and a running stage stops at its next wait
+/// (see [`crate::retry`]): one Ctrl-C during a 15-minute wait ends the run in moments.
+pub use crate::retry::CancelToken;
 
 /// How to walk the graph.
 #[derive(Debug, Clone)]
@@ -288,7 +237,9 @@ enum Slot {
 ///   "dependency `x` failed" (reverse: "dependent `x` failed"); unrelated
 ///   stages still run to completion.
 /// - After cancellation no stage starts (the rest are skipped as
-///   "cancelled"); running stages are awaited, never dropped.
+///   "cancelled"); a running stage goes on until its next wait ([`crate::retry::pause`],
+///   [`crate::retry::or_park`]) and is dropped there, reported failed with "interrupted":
+///   never in the middle of a call.
 /// - The error of a failed stage is reported as
 ///   "stage `x` failed: {err:#}".
 /// - Every selected stage appears exactly once in the report, and
@@ -383,10 +334,14 @@ where
                     run_start,
                     cancel: opts.cancel.clone(),
                 };
-                let fut = work(ids[i], handle);
+                let fut = crate::retry::interruptible(opts.cancel.clone(), work(ids[i], handle));
                 let started = Instant::now();
                 running.push(async move {
-                    let result = fut.await;
+                    let result = fut.await.unwrap_or_else(|| {
+                        Err(anyhow::anyhow!(
+                            "interrupted while waiting; run the command again to continue"
+                        ))
+                    });
                     (i, result, started.elapsed())
                 });
             }

@@ -370,7 +370,7 @@ impl Resolver for DiscoveryResolver {
         let gvk = gv.with_kind(kind);
         let found = match self.discover(&gvk).await {
             Err(ApplyError::UnknownKind { .. }) => {
-                tokio::time::sleep(self.retry_after).await;
+                crate::retry::pause(self.retry_after).await;
                 self.discover(&gvk).await?
             }
             other => other?,
@@ -907,7 +907,7 @@ where
             Readiness::Pending(state) => match delays.next() {
                 Some(delay) => {
                     (wait.progress)(&format!("{what}: {state}"));
-                    tokio::time::sleep(delay).await;
+                    crate::retry::pause(delay).await;
                 }
                 None => {
                     return Err(ApplyError::Timeout {

@@ -162,10 +162,15 @@ impl HelmCli {
         if let Some(k) = &self.kubeconfig {
             cmd.arg("--kubeconfig").arg(k);
         }
-        let out = cmd.output().await.map_err(|e| HelmError::NotFound {
-            binary: self.binary.clone(),
-            reason: e.to_string(),
-        })?;
+        // `--wait` can take many minutes: an interrupted run stops waiting (and helm with it;
+        // a release it leaves pending is recovered by the next `up`).
+        cmd.kill_on_drop(true);
+        let out = crate::retry::or_park(cmd.output())
+            .await
+            .map_err(|e| HelmError::NotFound {
+                binary: self.binary.clone(),
+                reason: e.to_string(),
+            })?;
         if !out.status.success() {
             return Err(HelmError::Failed {
                 args: args.join(" "),

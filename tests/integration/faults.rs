@@ -407,3 +407,80 @@ async fn an_updating_cluster_is_waited_for_before_it_is_changed() {
         stats.sequence
     );
 }
+
+/// Issue 10, item 4: SIGTERM (what CI runners send) is Ctrl-C: nothing new starts, the lock is
+/// released, exit 143 (128 + 15); the next `up` converges without `--force-unlock`. SIGHUP
+/// (a closed terminal) likewise, exit 129.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_sighup_stop_like_ctrl_c_with_their_own_exit_codes() {
+    for (name, sig, code) in [("terminated", "TERM", 143), ("hungup", "HUP", 129)] {
+        let scenario = Scenario::start(
+            name,
+            Faults {
+                latency: Duration::from_millis(60),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
+        let mut child = scenario.spawn_up();
+        wait_for_op(proxy, &mut child, "ec2:CreateVpc", 1);
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{sig}: {}", describe(&out));
+        assert!(!lock_exists(ms, name), "{sig}: the lock was left behind");
+        journal_parses(ms, name);
+        let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", &scenario.stack]);
+        assert!(out.status.success(), "{sig}: {}", describe(&out));
+        assert_eq!(aws.inventory(name).await, expected_full_inventory());
+    }
+}
+
+/// Issue 10, item 4: one Ctrl-C during a long wait (a cluster that stays CREATING; the waits
+/// at their real, unscaled pace, up to 30 s between polls) ends the run at once instead of
+/// after the wait: the stage is recorded as interrupted, the lock released, and the next `up`
+/// picks the wait up again.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_ctrl_c_during_a_long_wait_stops_the_wait() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            creating_for: [("eks:DescribeCluster".to_string(), Duration::from_secs(3600))].into(),
+            ..Faults::default()
+        },
+    );
+    let ms = Meshstack::new(Some(proxy.endpoint()));
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("waiting"));
+    let stack = stack.to_str().unwrap();
+    let mut child = ms
+        .command(&["up", "--only", "network,iam,cluster", "--stack", stack])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The cluster has been reported CREATING a few times: the stage is in its back-off.
+    wait_for_op(&proxy, &mut child, "eks:DescribeCluster", 4);
+    let signalled = Instant::now();
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    // Between polls the stage sleeps up to 30 s; stopping at once means well under that.
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after Ctrl-C"
+    );
+    eprintln!("exit {took:?} after Ctrl-C during the cluster wait");
+    assert!(!lock_exists(&ms, "waiting"), "the lock was left behind");
+    let out = ms.run(&["status", "--stack", stack, "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cluster = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "cluster")
+        .unwrap()
+        .clone();
+    assert_eq!(cluster["journal"], "interrupted", "{cluster}");
+}

@@ -190,10 +190,33 @@ async fn charts(shared: &Shared) -> Result<Option<BTreeSet<String>>> {
     for (ns, name, entry) in &recorded {
         installed.insert(name.clone());
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        if get_opt(&secrets, &release_secret_name(name))
-            .await?
-            .is_some()
-        {
+        let status = if entry.contains("\"status\":\"deployed\"") {
+            "deployed"
+        } else {
+            "pending"
+        };
+        let data = base64::engine::general_purpose::STANDARD.encode(entry);
+        if let Some(mut live) = get_opt(&secrets, &release_secret_name(name)).await? {
+            // Helm rewrites its record as the release moves on (pending, then deployed).
+            let stored = live
+                .data
+                .as_ref()
+                .and_then(|d| d.get("release"))
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(&b.0));
+            if stored.as_deref() != Some(data.as_str()) {
+                let bytes = k8s_openapi::ByteString(entry.as_bytes().to_vec());
+                live.data
+                    .get_or_insert_with(Default::default)
+                    .insert("release".into(), bytes);
+                live.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert("status".into(), status.into());
+                live.metadata.managed_fields = None;
+                secrets
+                    .replace(&release_secret_name(name), &PostParams::default(), &live)
+                    .await?;
+            }
             continue;
         }
         for crd in chart_crds(name) {
@@ -214,10 +237,10 @@ async fn charts(shared: &Shared) -> Result<Option<BTreeSet<String>>> {
         }
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": release_secret_name(name), "namespace": ns,
-                         "labels": {"owner": "helm", "name": name, "status": "deployed",
+                         "labels": {"owner": "helm", "name": name, "status": status,
                                     "version": "1"}},
             "type": "helm.sh/release.v1",
-            "data": {"release": base64::engine::general_purpose::STANDARD.encode(entry)},
+            "data": {"release": data},
         }))
         .unwrap();
         secrets.create(&PostParams::default(), &secret).await?;
