@@ -704,3 +704,189 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
         "{warnings:?}"
     );
 }
+
+/// The releases the recording helm holds: name -> its `helm list` status.
+fn release_states(c: &Cluster) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(c.helm_dir.join("releases")) else {
+        return out; // helm has not run yet
+    };
+    for e in entries.flatten() {
+        // A file being rewritten reads as empty for a moment; it is there next time.
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        out.insert(
+            v[0]["name"].as_str().unwrap().to_string(),
+            v[0]["status"].as_str().unwrap().to_string(),
+        );
+    }
+    out
+}
+
+/// Wait (up to a minute) until `ready` holds, the child still running.
+fn wait_until(child: &mut std::process::Child, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {what} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn send(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
+/// Issue 10: `up` killed with SIGKILL inside the Kubernetes stages — while a release is pending
+/// (helm's `--wait`), and between two applies — then `up` again: it converges, with every
+/// release deployed exactly once, none left pending, and the same objects as an undisturbed
+/// run. `MESHSTACK_K8S_KILL_POINTS` adds seeded kill points (scripts/soak runs more).
+#[test]
+fn a_kill_inside_the_kubernetes_stages_resumes_without_a_pending_or_duplicate_release() {
+    let reference = {
+        let c = Cluster::start("killed", Options::default());
+        c.up();
+        normalized(c.server.objects())
+    };
+    // Kill points: (what, when). A pending release, a given number of API writes.
+    let mut points: Vec<(String, u64)> = vec![("pending".into(), 0), ("writes".into(), 25)];
+    let extra: u64 = std::env::var("MESHSTACK_K8S_KILL_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..extra {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        points.push(("writes".into(), 1 + seed % 60));
+    }
+    for (what, n) in points {
+        let mut c = Cluster::start("killed", Options::default());
+        // Each chart "waits" a second (scaled), so a kill can land while one is pending.
+        c.ms.extra_env
+            .push(("MESHSTACK_FAKE_HELM_DELAYS".into(), "*=20".into()));
+        let mut child =
+            c.ms.command(&["up", "--stack", &c.stack, "-o", "json"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+        match what.as_str() {
+            "pending" => wait_until(&mut child, "a release pending", || {
+                release_states(&c)
+                    .values()
+                    .any(|s| s.starts_with("pending"))
+            }),
+            _ => wait_until(&mut child, &format!("{n} API writes"), || {
+                c.server.counts().writes.len() as u64 >= n
+            }),
+        }
+        send(&child, "KILL");
+        let _ = child.wait();
+        let left = release_states(&c);
+        if what == "pending" {
+            assert!(
+                left.values().any(|s| s.starts_with("pending")),
+                "the kill left no release pending: {left:?}"
+            );
+        }
+
+        c.ms.extra_env
+            .retain(|(k, _)| k != "MESHSTACK_FAKE_HELM_DELAYS");
+        let out = c.run("up", &["--force-unlock"]);
+        assert!(out.status.success(), "{what} {n}: {}", describe(&out));
+        let states = release_states(&c);
+        assert_eq!(states.len(), RELEASES.len(), "{what} {n}: {states:?}");
+        assert!(
+            states.values().all(|s| s == "deployed"),
+            "{what} {n}: left {left:?}, now {states:?}"
+        );
+        // A release the kill left pending was recovered (uninstalled or rolled back), not
+        // installed over.
+        for (name, state) in &left {
+            if state.starts_with("pending") {
+                let recovered = helm_calls(&c.helm_dir).iter().any(|call| {
+                    (call[0] == "uninstall" || call[0] == "rollback") && &call[1] == name
+                });
+                assert!(
+                    recovered,
+                    "{what} {n}: {name} was {state} and not recovered"
+                );
+            }
+        }
+        c.server.stop();
+        c.server.restart();
+        assert_eq!(
+            normalized(c.server.objects()),
+            reference,
+            "{what} {n}: objects differ from an undisturbed run"
+        );
+    }
+}
+
+/// Issue 10: one Ctrl-C while helm waits on a chart stops the wait (and helm) at once; the stage
+/// is recorded as interrupted, the lock released; the next `up` recovers the pending release and
+/// converges.
+#[test]
+fn one_ctrl_c_during_helms_wait_stops_at_once_and_the_next_up_recovers_the_release() {
+    let mut c = Cluster::start("hurried", Options::default());
+    // kube-prometheus-stack "waits" an hour.
+    c.ms.extra_env.push((
+        "MESHSTACK_FAKE_HELM_DELAYS".into(),
+        "kube-prometheus-stack=72000".into(),
+    ));
+    let mut child =
+        c.ms.command(&["up", "--stack", &c.stack, "-o", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    wait_until(&mut child, "prom pending", || {
+        release_states(&c)
+            .get("prom")
+            .is_some_and(|s| s == "pending-install")
+    });
+    let signalled = std::time::Instant::now();
+    send(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after Ctrl-C"
+    );
+    eprintln!("exit {took:?} after Ctrl-C during helm's wait");
+    let status = c.run("status", &[]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let prometheus = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "prometheus")
+        .unwrap()
+        .clone();
+    assert_eq!(prometheus["journal"], "interrupted", "{prometheus}");
+
+    c.ms.extra_env
+        .retain(|(k, _)| k != "MESHSTACK_FAKE_HELM_DELAYS");
+    c.up();
+    assert!(
+        helm_calls(&c.helm_dir)
+            .iter()
+            .any(|call| call[0] == "uninstall" && call[1] == "prom"),
+        "the pending prom was not recovered"
+    );
+    assert!(release_states(&c).values().all(|s| s == "deployed"));
+}
