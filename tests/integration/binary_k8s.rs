@@ -311,34 +311,9 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
 
     // Again: no AWS write (moto's own record), no helm install, no API write, no object
     // changed (resourceVersions included).
-    c.moto.start_recording();
-    c.server.reset_counts();
-    let helm_before = helm_calls(&c.helm_dir).len();
     let started = std::time::Instant::now();
-    let out = c.up();
+    let (counts, new_helm) = up_changes_nothing(&c, &objects, "a converged up");
     let converged = started.elapsed();
-    assert_eq!(
-        c.moto.recorded_writes(),
-        Vec::<String>::new(),
-        "{}",
-        describe(&out)
-    );
-    let new_helm: Vec<Vec<String>> = helm_calls(&c.helm_dir).split_off(helm_before);
-    // Reads only: `version` (up checks helm before anything), `list` and `get values`.
-    assert!(
-        new_helm
-            .iter()
-            .all(|call| call[0] == "version" || crate::support::k8s::is_read(call)),
-        "helm calls on a converged up: {new_helm:?}"
-    );
-    let counts = c.server.counts();
-    assert_eq!(counts.writes, Vec::<String>::new(), "{counts:?}");
-    assert!(counts.requests() > 0);
-    assert_eq!(
-        c.server.objects(),
-        objects,
-        "a converged up changed objects"
-    );
     eprintln!(
         "full up {full:?}; converged up {converged:?}: {} API requests ({:?}), {} helm calls",
         counts.requests(),
@@ -353,6 +328,17 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     // The journal lost: plan still empty, up still changes nothing anywhere.
     std::fs::remove_dir_all(c.ms.state_dir()).unwrap();
     assert_plan_is_empty(&c);
+    up_changes_nothing(&c, &objects, "an up with the journal lost");
+}
+
+/// `up` again: no AWS write (moto's own record), only reads of helm (`version` — `up` checks
+/// helm first — `list`, `get values`), no API write, every object as it was (resourceVersions
+/// included). The API server's counts and the helm calls of the run.
+fn up_changes_nothing(
+    c: &Cluster,
+    objects: &BTreeMap<String, serde_json::Value>,
+    what: &str,
+) -> (crate::support::apiserver::Counts, Vec<Vec<String>>) {
     c.moto.start_recording();
     c.server.reset_counts();
     let helm_before = helm_calls(&c.helm_dir).len();
@@ -360,7 +346,7 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     assert_eq!(
         c.moto.recorded_writes(),
         Vec::<String>::new(),
-        "{}",
+        "{what}: {}",
         describe(&out)
     );
     let new_helm: Vec<Vec<String>> = helm_calls(&c.helm_dir).split_off(helm_before);
@@ -368,14 +354,13 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
         new_helm
             .iter()
             .all(|call| call[0] == "version" || crate::support::k8s::is_read(call)),
-        "helm calls with the journal lost: {new_helm:?}"
+        "{what}: helm calls {new_helm:?}"
     );
-    assert_eq!(c.server.counts().writes, Vec::<String>::new());
-    assert_eq!(
-        c.server.objects(),
-        objects,
-        "an up without journal changed objects"
-    );
+    let counts = c.server.counts();
+    assert_eq!(counts.writes, Vec::<String>::new(), "{what}: {counts:?}");
+    assert!(counts.requests() > 0);
+    assert_eq!(&c.server.objects(), objects, "{what} changed objects");
+    (counts, new_helm)
 }
 
 /// `plan` lists no change in any stage.
