@@ -17,7 +17,7 @@ use aws_sdk_eks::types::{
 };
 
 use super::iam;
-use super::{network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
+use super::{network, outcome, Action, Change, Context, Plan, Stage, StageError};
 use crate::aws::sweep::{self, Owner, Swept};
 use crate::aws::{
     optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, AwsError, STACK_TAG,
@@ -77,21 +77,23 @@ pub enum Step {
     UpdateEndpointAccess,
     CreateOidcProvider,
     TrustKarpenterRole,
-    Conflict(String),
 }
+
+/// The kind of resource conflicts name, as `plan` shows them.
+const RESOURCE: &str = "eks-cluster";
 
 /// The pure diff. `wanted_trust` is the Karpenter role trust for the observed issuer (`None`
 /// while there is no cluster to know the issuer of).
-pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>) -> Vec<Step> {
-    let mut steps = Vec::new();
+pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>) -> Plan<Step> {
+    let name = stack.cluster_name();
+    let mut steps = Plan::new();
     match &seen.cluster {
         None => steps.extend([Step::CreateCluster, Step::WaitActive]),
         Some(c) if !c.ours => {
-            steps.push(Step::Conflict(format!(
-                "an EKS cluster named {} exists without the tag {STACK_TAG}={}; meshstack will not adopt it",
-                stack.cluster_name(),
+            steps.conflict(RESOURCE, name, format!(
+                "an EKS cluster named {name} exists without the tag {STACK_TAG}={}; meshstack will not adopt it",
                 stack.name
-            )));
+            ));
             return steps;
         }
         Some(c) => {
@@ -102,17 +104,19 @@ pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>
                 // node group created now waits on it.
                 "CREATING" | "PENDING" | "UPDATING" => steps.push(Step::WaitActive),
                 other => {
-                    steps.push(Step::Conflict(format!(
-                        "cluster is {other}; run `meshstack down` and `up` again"
-                    )));
+                    steps.conflict(
+                        RESOURCE,
+                        name,
+                        format!("cluster is {other}; run `meshstack down` and `up` again"),
+                    );
                     return steps;
                 }
             }
             if c.version != stack.kubernetes_version {
-                steps.push(Step::Conflict(format!(
+                steps.conflict(RESOURCE, name, format!(
                     "cluster runs Kubernetes {} but the stack asks for {}; meshstack does not upgrade clusters in place — set kubernetes_version: \"{}\" or rebuild",
                     c.version, stack.kubernetes_version, c.version
-                )));
+                ));
             }
             let cidrs: Vec<String> = stack
                 .cluster
@@ -136,9 +140,11 @@ pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>
     }
     match seen.oidc_provider {
         None => steps.push(Step::CreateOidcProvider),
-        Some(false) => steps.push(Step::Conflict(
-            "the IAM OIDC provider for this cluster's issuer exists without the stack tag".into(),
-        )),
+        Some(false) => steps.conflict(
+            RESOURCE,
+            name,
+            "the IAM OIDC provider for this cluster's issuer exists without the stack tag",
+        ),
         Some(true) => {}
     }
     let trusted = match (seen.karpenter_trust.as_deref(), wanted_trust) {
@@ -155,18 +161,16 @@ impl Step {
     fn change(&self, stack: &Stack) -> Change {
         let name = stack.cluster_name().to_string();
         match self {
-            Step::CreateCluster => {
-                Change::new(Action::Create, "eks-cluster", name).detail(format!(
-                    "Kubernetes {}, {} zones",
-                    stack.kubernetes_version,
-                    stack.zone_count()
-                ))
-            }
+            Step::CreateCluster => Change::new(Action::Create, RESOURCE, name).detail(format!(
+                "Kubernetes {}, {} zones",
+                stack.kubernetes_version,
+                stack.zone_count()
+            )),
             Step::WaitActive => {
-                Change::new(Action::Wait, "eks-cluster", name).detail("wait until ACTIVE")
+                Change::new(Action::Wait, RESOURCE, name).detail("wait until ACTIVE")
             }
             Step::UpdateEndpointAccess => {
-                Change::new(Action::Update, "eks-cluster", name).detail(format!(
+                Change::new(Action::Update, RESOURCE, name).detail(format!(
                     "endpoint access: public {}, private {}",
                     stack.cluster.endpoint_public_access, stack.cluster.endpoint_private_access
                 ))
@@ -182,9 +186,6 @@ impl Step {
                         "trust {KARPENTER_SERVICE_ACCOUNT} through the cluster's OIDC provider"
                     ),
                 )
-            }
-            Step::Conflict(why) => {
-                Change::new(Action::Conflict, "eks-cluster", name).detail(why.clone())
             }
         }
     }
@@ -329,10 +330,7 @@ impl Stage for Cluster {
         let (seen, _) = observe(cx).await?;
         let issuer = seen.cluster.as_ref().and_then(|c| c.oidc_issuer.clone());
         let trust = wanted_trust(cx, issuer.as_deref());
-        Ok(plan(&cx.stack, &seen, trust.as_ref())
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+        Ok(plan(&cx.stack, &seen, trust.as_ref()).changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -341,7 +339,7 @@ impl Stage for Cluster {
         if seen.cluster.as_ref().is_some_and(|c| c.ours) {
             changes.push(Change::new(
                 Action::Delete,
-                "eks-cluster",
+                RESOURCE,
                 cx.stack.cluster_name(),
             ));
         }
@@ -377,9 +375,8 @@ impl Stage for Cluster {
         h.step("observing");
         let (seen, mut facts) = observe(cx).await?;
         let issuer = seen.cluster.as_ref().and_then(|c| c.oidc_issuer.clone());
-        let steps = plan(stack, &seen, wanted_trust(cx, issuer.as_deref()).as_ref());
+        let steps = plan(stack, &seen, wanted_trust(cx, issuer.as_deref()).as_ref()).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
-        refuse_conflicts(&changes)?;
         for (step, change) in steps.iter().zip(&changes) {
             h.step(change.to_string());
             match step {
@@ -458,7 +455,6 @@ impl Stage for Cluster {
                     )
                     .await?;
                 }
-                Step::Conflict(_) => unreachable!("refused above"),
             }
         }
         let facts = match facts {
@@ -809,16 +805,13 @@ mod tests {
 
         let mut foreign = converged(&s);
         foreign.cluster.as_mut().unwrap().ours = false;
-        assert!(matches!(
-            plan(&s, &foreign, Some(&trust))[..],
-            [Step::Conflict(_)]
-        ));
+        let steps = plan(&s, &foreign, Some(&trust));
+        assert!(steps.is_empty() && matches!(steps.conflicts(), [_]));
 
         let mut old = converged(&s);
         old.cluster.as_mut().unwrap().version = "1.29".into();
-        assert!(
-            matches!(&plan(&s, &old, Some(&trust))[..], [Step::Conflict(m)] if m.contains("1.29"))
-        );
+        let steps = plan(&s, &old, Some(&trust));
+        assert!(steps.is_empty() && matches!(steps.conflicts(), [c] if c.detail.contains("1.29")));
     }
 
     fn iam_placeholder() -> String {

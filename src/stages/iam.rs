@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
-use super::{outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
+use super::{outcome, Action, Change, Context, Plan, Stage, StageError};
 use crate::aws::{optional, resource_tags, same_json, sdk_err, AwsClients, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
@@ -67,7 +67,6 @@ pub enum Step {
     DeleteProfile,
     /// EC2 Spot's service-linked role, without which CreateFleet cannot launch spot.
     CreateSpotRole,
-    Conflict(String, String),
 }
 
 /// The service that EC2 Spot's service-linked role belongs to.
@@ -96,17 +95,18 @@ pub fn plan(
     partition: &str,
     karpenter_policy: &serde_json::Value,
     seen: &Seen,
-) -> Vec<Step> {
-    let mut steps = Vec::new();
+) -> Plan<Step> {
+    let mut steps = Plan::new();
     for kind in Role::ALL {
         let name = kind.name(stack);
         let role = seen.roles.get(&kind);
         match role {
             Some(r) if !r.ours => {
-                steps.push(Step::Conflict(
+                steps.conflict(
+                    "iam",
                     name,
                     format!("exists without the tag {STACK_TAG}={}; meshstack will not adopt it — rename the stack or delete the role", stack.name),
-                ));
+                );
                 continue;
             }
             None => steps.push(Step::CreateRole(kind)),
@@ -134,13 +134,14 @@ pub fn plan(
     }
     let node_role = Role::Node.name(stack);
     match &seen.profile {
-        Some(p) if !p.ours && wants_profile(stack) => steps.push(Step::Conflict(
+        Some(p) if !p.ours && wants_profile(stack) => steps.conflict(
+            "iam",
             names::instance_profile(stack),
             format!(
                 "instance profile exists without the tag {STACK_TAG}={}",
                 stack.name
             ),
-        )),
+        ),
         Some(p) if !p.ours => {} // not ours and not wanted: none of our business
         None if wants_profile(stack) => steps.extend([Step::CreateProfile, Step::AddRoleToProfile]),
         None => {}
@@ -191,9 +192,6 @@ impl Step {
                 names::instance_profile(stack),
             )
             .detail(format!("add role {}", Role::Node.name(stack))),
-            Step::Conflict(name, why) => {
-                Change::new(Action::Conflict, "iam", name.clone()).detail(why.clone())
-            }
         }
     }
 }
@@ -380,9 +378,7 @@ impl Stage for Iam {
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let seen = observe(cx).await?;
         Ok(plan(&cx.stack, cx.partition(), &wanted_policy(cx), &seen)
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+            .changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -409,9 +405,8 @@ impl Stage for Iam {
         h.step("observing");
         let mut seen = observe(cx).await?;
         let policy = wanted_policy(cx);
-        let steps = plan(stack, cx.partition(), &policy, &seen);
+        let steps = plan(stack, cx.partition(), &policy, &seen).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
-        refuse_conflicts(&changes)?;
         for (step, change) in steps.iter().zip(&changes) {
             h.step(change.to_string());
             match step {
@@ -536,7 +531,6 @@ impl Stage for Iam {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Step::Conflict(..) => unreachable!("refused above"),
             }
         }
         let arn = |k: Role| {
@@ -801,9 +795,10 @@ mod tests {
             ]
         );
         seen.roles.get_mut(&Role::Cluster).unwrap().ours = false;
-        assert!(matches!(
-            plan(&s, "aws", &policy, &seen)[0],
-            Step::Conflict(..)
-        ));
+        let steps = plan(&s, "aws", &policy, &seen);
+        assert_eq!(
+            steps.changes(|st| st.change(&s))[0].action,
+            Action::Conflict
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{cluster, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
+use super::{cluster, outcome, Action, Change, Context, Plan, Stage, StageError};
 use crate::aws::{optional, resource_tags, same_json, sdk_err, AwsClients, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
@@ -91,7 +91,6 @@ pub enum Step {
     PutRule(String),
     PutTarget(String),
     TagSecurityGroup(String),
-    Conflict(String, String),
 }
 
 fn wanted_attributes(policy: &serde_json::Value) -> BTreeMap<String, String> {
@@ -106,18 +105,19 @@ fn wanted_attributes(policy: &serde_json::Value) -> BTreeMap<String, String> {
 }
 
 /// The pure diff.
-pub fn plan(stack: &Stack, queue_arn: &str, seen: &Seen) -> Vec<Step> {
-    let mut steps = Vec::new();
+pub fn plan(stack: &Stack, queue_arn: &str, seen: &Seen) -> Plan<Step> {
+    let mut steps = Plan::new();
     let policy = policies::interruption_queue(queue_arn);
     match &seen.queue {
         None => steps.push(Step::CreateQueue),
-        Some(q) if !q.ours => steps.push(Step::Conflict(
+        Some(q) if !q.ours => steps.conflict(
+            "karpenter-infra",
             queue_name(stack),
             format!(
                 "SQS queue exists without the tag {STACK_TAG}={}",
                 stack.name
             ),
-        )),
+        ),
         Some(q) => {
             let differs = wanted_attributes(&policy).iter().any(|(k, want)| {
                 match (k.as_str(), q.attributes.get(k)) {
@@ -134,10 +134,11 @@ pub fn plan(stack: &Stack, queue_arn: &str, seen: &Seen) -> Vec<Step> {
     for (name, pattern) in rules(stack) {
         match seen.rules.get(&name) {
             Some(r) if !r.ours => {
-                steps.push(Step::Conflict(
+                steps.conflict(
+                    "karpenter-infra",
                     name,
                     format!("EventBridge rule exists without the tag {STACK_TAG}"),
-                ));
+                );
                 continue;
             }
             Some(r) if same_json(&r.pattern, &pattern) => {}
@@ -170,9 +171,6 @@ impl Step {
             }
             Step::TagSecurityGroup(sg) => Change::new(Action::Update, "security-group", sg.clone())
                 .detail(format!("tag {DISCOVERY_TAG}={}", stack.cluster_name())),
-            Step::Conflict(name, why) => {
-                Change::new(Action::Conflict, "karpenter-infra", name.clone()).detail(why.clone())
-            }
         }
     }
 }
@@ -312,10 +310,7 @@ impl Stage for KarpenterInfra {
 
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let seen = observe(cx).await?;
-        Ok(plan(&cx.stack, &this_queue_arn(cx), &seen)
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+        Ok(plan(&cx.stack, &this_queue_arn(cx), &seen).changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -342,9 +337,8 @@ impl Stage for KarpenterInfra {
         h.step("observing");
         let seen = observe(cx).await?;
         let arn = this_queue_arn(cx);
-        let steps = plan(stack, &arn, &seen);
+        let steps = plan(stack, &arn, &seen).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
-        refuse_conflicts(&changes)?;
         let policy = policies::interruption_queue(&arn);
         let patterns: BTreeMap<String, serde_json::Value> = rules(stack).into_iter().collect();
         let mut queue_url = seen.queue.as_ref().map(|q| q.url.clone());
@@ -437,7 +431,6 @@ impl Stage for KarpenterInfra {
                         .await
                         .map_err(sdk_err("ec2:CreateTags"))?;
                 }
-                Step::Conflict(..) => unreachable!("refused above"),
             }
         }
         if seen.security_group.is_none() {

@@ -15,7 +15,7 @@ use aws_sdk_ec2::types::{
     TagSpecification, VpcAttributeName,
 };
 
-use super::{outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
+use super::{outcome, Action, Change, Context, Plan, Stage, StageError};
 use crate::aws::sweep::{self, Owner, Swept};
 use crate::aws::{
     resource_tags, retry_codes, sdk_err, wait_for, AwsClients, AwsError, RESOURCE_TAG, STACK_TAG,
@@ -134,11 +134,6 @@ pub enum Step {
         subnet: String,
         eip: String,
     },
-    Conflict {
-        resource: &'static str,
-        name: String,
-        detail: String,
-    },
 }
 
 fn subnet_key(public: bool, zone: &str) -> String {
@@ -156,20 +151,20 @@ fn nat_key_for(stack: &Stack, zones: &[String], zone: &str) -> String {
 }
 
 /// The pure diff: what `up` must do to turn `seen` into the stack's network.
-pub fn plan(stack: &Stack, zones: &[String], seen: &Seen) -> Vec<Step> {
-    let mut steps = Vec::new();
+pub fn plan(stack: &Stack, zones: &[String], seen: &Seen) -> Plan<Step> {
+    let mut steps = Plan::new();
     match &seen.vpc {
         None => steps.extend([Step::CreateVpc, Step::EnableDns]),
         Some(vpc) => {
             if vpc.cidr != stack.network.vpc_cidr.to_string() {
-                steps.push(Step::Conflict {
-                    resource: "vpc",
-                    name: vpc.id.clone(),
-                    detail: format!(
+                steps.conflict(
+                    "vpc",
+                    &vpc.id,
+                    format!(
                         "has CIDR {} but the stack wants {}; run `meshstack down` first to change it",
                         vpc.cidr, stack.network.vpc_cidr
                     ),
-                });
+                );
                 return steps;
             }
             if !(vpc.dns_support && vpc.dns_hostnames) {
@@ -197,14 +192,14 @@ pub fn plan(stack: &Stack, zones: &[String], seen: &Seen) -> Vec<Step> {
                         steps.push(Step::MapPublicIp { key });
                     }
                 }
-                Some(s) if s.cidr != cidr.to_string() || &s.zone != zone => steps.push(Step::Conflict {
-                    resource: "subnet",
-                    name: format!("{key} ({})", s.id),
-                    detail: format!(
+                Some(s) if s.cidr != cidr.to_string() || &s.zone != zone => steps.conflict(
+                    "subnet",
+                    format!("{key} ({})", s.id),
+                    format!(
                         "is {} in {} but the stack wants {cidr} in {zone}; run `meshstack down` first",
                         s.cidr, s.zone
                     ),
-                }),
+                ),
                 Some(s) if public && !s.map_public_ip => steps.push(Step::MapPublicIp { key }),
                 Some(_) => {}
             }
@@ -257,7 +252,7 @@ pub fn plan(stack: &Stack, zones: &[String], seen: &Seen) -> Vec<Step> {
 }
 
 fn route_table_steps(
-    steps: &mut Vec<Step>,
+    steps: &mut Plan<Step>,
     seen: &Seen,
     table: &str,
     target: Target,
@@ -347,11 +342,6 @@ impl Step {
                 Change::new(Action::Create, "nat-gateway", name(key))
                     .detail(format!("in {}", name(subnet)))
             }
-            Step::Conflict {
-                resource,
-                name,
-                detail,
-            } => Change::new(Action::Conflict, resource, name.clone()).detail(detail.clone()),
         }
     }
 }
@@ -657,10 +647,7 @@ impl Stage for Network {
 
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let seen = observe(cx).await?;
-        Ok(plan(&cx.stack, &zone_names(cx), &seen)
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+        Ok(plan(&cx.stack, &zone_names(cx), &seen).changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -694,9 +681,8 @@ impl Stage for Network {
         for d in &seen.duplicates {
             h.warn(format!("duplicate network resource tagged for this stack: {d}; `meshstack down` removes it"));
         }
-        let steps = plan(&cx.stack, &zones, &seen);
+        let steps = plan(&cx.stack, &zones, &seen).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(&cx.stack)).collect();
-        refuse_conflicts(&changes)?;
         for (step, change) in steps.iter().zip(&changes) {
             h.step(change.to_string());
             execute(cx, aws, step, &mut seen, h).await?;
@@ -998,7 +984,6 @@ async fn execute(
             cx.complete(ID, key, &id)?;
             seen.nats.insert(key.clone(), SeenNat { id, available });
         }
-        Step::Conflict { .. } => unreachable!("conflicts are refused before execution"),
     }
     Ok(())
 }
@@ -1453,7 +1438,7 @@ mod tests {
             n += 1;
             format!("{p}-{n}")
         };
-        for step in plan(stack, zones, &Seen::default()) {
+        for step in plan(stack, zones, &Seen::default()).refuse().unwrap() {
             match step {
                 Step::CreateVpc => {
                     seen.vpc = Some(SeenVpc {
@@ -1518,10 +1503,7 @@ mod tests {
                     let s = seen.subnets[&subnet].id.clone();
                     seen.route_tables.get_mut(&table).unwrap().subnets.push(s);
                 }
-                Step::EnableDns
-                | Step::AttachIgw
-                | Step::MapPublicIp { .. }
-                | Step::Conflict { .. } => {}
+                Step::EnableDns | Step::AttachIgw | Step::MapPublicIp { .. } => {}
             }
         }
         seen
@@ -1651,17 +1633,18 @@ mod tests {
         seen.subnets.get_mut("subnet/public/z-1a").unwrap().cidr = "10.0.250.0/24".into();
         let steps = plan(&s, &zones(), &seen);
         assert!(
-            matches!(
-                &steps[..],
-                [Step::Conflict {
-                    resource: "subnet",
-                    ..
-                }]
-            ),
+            steps.is_empty()
+                && matches!(
+                    steps.conflicts(),
+                    [crate::stages::Conflict {
+                        resource: "subnet",
+                        ..
+                    }]
+                ),
             "{steps:?}"
         );
-        let changes: Vec<Change> = steps.iter().map(|st| st.change(&s)).collect();
-        assert!(refuse_conflicts(&changes)
+        assert!(steps
+            .refuse()
             .unwrap_err()
             .to_string()
             .contains("10.0.250.0/24"));
