@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod sweep;
+pub mod teardown;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -317,6 +318,18 @@ where
         };
         AwsError::new(operation, code, message)
     }
+}
+
+/// An SDK answer whose output nobody reads: `Ok(())`, or the error naming `operation`.
+pub fn ack<T, E, R>(
+    operation: &'static str,
+    res: Result<T, aws_sdk_ec2::error::SdkError<E, R>>,
+) -> Result<(), AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    res.map(|_| ()).map_err(sdk_err(operation))
 }
 
 /// Error codes that mean "it is not there" across the services meshstack uses.

@@ -18,7 +18,8 @@ use aws_sdk_eks::types::{
 
 use super::iam;
 use super::{network, outcome, Action, Change, Context, Plan, Stage, StageError};
-use crate::aws::sweep::{self, Owner, Swept};
+use crate::aws::sweep::{self, Owner};
+use crate::aws::teardown::{Swept, Teardown};
 use crate::aws::{
     optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, AwsError, STACK_TAG,
 };
@@ -363,7 +364,7 @@ impl Stage for Cluster {
                 lbs.iter()
                     .chain(&instances)
                     .chain(&profiles)
-                    .map(|f| Change::new(Action::Delete, f.kind, f.label()).detail(f.why)),
+                    .map(|f| Change::new(Action::Delete, f.kind.name, f.label()).detail(f.why)),
             );
         }
         Ok(changes)
@@ -583,20 +584,18 @@ async fn sweep_cluster(
     h: &StageHandle,
 ) -> Result<Swept, StageError> {
     let owner = Owner::of(&cx.stack);
-    let backoff = cx.waits.dependency;
+    let teardown = Teardown::new(aws, cx.waits.dependency, h);
     h.step("looking for the cluster's load balancers, Karpenter instances and profiles");
     let (lbs, instances) = tokio::try_join!(
         sweep::find_load_balancers(aws, owner),
         sweep::find_karpenter_instances(aws, owner)
     )?;
-    let (mut swept, terminated) = tokio::try_join!(
-        sweep::delete_load_balancers(aws, &lbs, backoff, h),
-        sweep::terminate_instances(aws, &instances, backoff, h)
-    )?;
+    let (mut swept, terminated) =
+        tokio::try_join!(teardown.delete(&lbs), teardown.delete(&instances))?;
     swept.merge(terminated);
     // The instances are gone (or reported): their profiles can go too.
     let profiles = sweep::find_karpenter_instance_profiles(aws, owner, &aws.region).await?;
-    swept.merge(sweep::delete_instance_profiles(aws, &profiles, h).await?);
+    swept.merge(teardown.delete(&profiles).await?);
     Ok(swept)
 }
 

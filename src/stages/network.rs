@@ -16,7 +16,8 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{outcome, Action, Change, Context, Plan, Stage, StageError};
-use crate::aws::sweep::{self, Owner, Swept};
+use crate::aws::sweep::{self, Owner};
+use crate::aws::teardown::{Swept, Teardown};
 use crate::aws::{
     resource_tags, retry_codes, sdk_err, wait_for, AwsClients, AwsError, RESOURCE_TAG, STACK_TAG,
 };
@@ -662,7 +663,7 @@ impl Stage for Network {
                 sweep::find_in_vpc(aws, Owner::of(&cx.stack), &vpc.id)
                     .await?
                     .iter()
-                    .map(|f| Change::new(Action::Delete, f.kind, f.label()).detail(f.why)),
+                    .map(|f| Change::new(Action::Delete, f.kind.name, f.label()).detail(f.why)),
             );
         }
         changes.extend(
@@ -1224,7 +1225,7 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
             vpc.id
         ));
         let found = sweep::find_in_vpc(aws, Owner::of(&cx.stack), &vpc.id).await?;
-        swept.merge(sweep::delete_in_vpc(aws, &found, deps, h).await);
+        swept.merge(Teardown::new(aws, deps, h).delete(&found).await?);
     }
     remaining.extend(swept.remaining);
     // Interfaces keep letting go while the teardown runs (a load balancer's, the VPC CNI's):
@@ -1244,8 +1245,9 @@ async fn teardown(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Result<Out
                     crate::retry::Backoff::new(Duration::ZERO, Duration::ZERO, Duration::ZERO);
                 for vpc in vpc_ids {
                     if let Ok(found) = sweep::find_in_vpc(aws, Owner::of(&cx.stack), vpc).await {
-                        let swept = sweep::delete_in_vpc(aws, &found, once, h).await;
-                        *swept_again.lock().unwrap_or_else(|e| e.into_inner()) += swept.deleted;
+                        if let Ok(swept) = Teardown::new(aws, once, h).delete(&found).await {
+                            *swept_again.lock().unwrap_or_else(|e| e.into_inner()) += swept.deleted;
+                        }
                     }
                 }
             }
