@@ -17,7 +17,7 @@ use aws_sdk_eks::types::{
 };
 
 use super::iam;
-use super::{network, outcome, Action, Change, Context, Plan, Stage, StageError};
+use super::{deletion, network, outcome, Action, Change, Context, Plan, Stage, StageError};
 use crate::aws::sweep::{self, Owner};
 use crate::aws::teardown::{Swept, Teardown};
 use crate::aws::{
@@ -360,12 +360,7 @@ impl Stage for Cluster {
                 sweep::find_karpenter_instances(aws, owner)
             )?;
             let profiles = sweep::find_karpenter_instance_profiles(aws, owner, &aws.region).await?;
-            changes.extend(
-                lbs.iter()
-                    .chain(&instances)
-                    .chain(&profiles)
-                    .map(|f| Change::new(Action::Delete, f.kind.name, f.label()).detail(f.why)),
-            );
+            changes.extend(lbs.iter().chain(&instances).chain(&profiles).map(deletion));
         }
         Ok(changes)
     }

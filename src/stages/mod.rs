@@ -28,6 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::aws::account::{Identity, Zone};
+use crate::aws::teardown::Found;
 use crate::aws::{AwsClients, AwsError};
 use crate::config::Stack;
 use crate::engine::graph::{StageId, StageSpec};
@@ -462,6 +463,11 @@ impl<S: PartialEq> PartialEq<Vec<S>> for Plan<S> {
     fn eq(&self, steps: &Vec<S>) -> bool {
         self.conflicts.is_empty() && self.steps == *steps
     }
+}
+
+/// How `plan --destroy` shows something `down` found to delete.
+fn deletion(found: &Found) -> Change {
+    Change::new(Action::Delete, found.kind.name, found.label()).detail(found.why)
 }
 
 /// Summarize what a stage did, for the progress line and JSON.
