@@ -12,9 +12,11 @@ use super::plan::{
 };
 use super::ID;
 use crate::aws::{ack, resource_tags, sdk_err, wait_for, AwsClients, AwsError, Backoff};
-use crate::config::Stack;
+use crate::config::{Ipv4Cidr, Stack};
 use crate::engine::run::StageHandle;
 use crate::stages::{Context, StageError};
+
+type Ec2 = aws_sdk_ec2::Client;
 
 /// Carry out one step, recording what it created in `seen` so later steps can refer to it.
 pub(super) async fn execute(
@@ -24,221 +26,290 @@ pub(super) async fn execute(
     seen: &mut Seen,
     h: &StageHandle,
 ) -> Result<(), StageError> {
-    let stack = &cx.stack;
     let ec2 = &aws.ec2;
     match step {
-        Step::CreateVpc => {
-            let cidr = stack.network.vpc_cidr.to_string();
-            let id = create(cx, "vpc", |_| async {
-                let out = ec2
-                    .create_vpc()
-                    .cidr_block(&cidr)
-                    .tag_specifications(tag_spec(stack, ResourceType::Vpc, "vpc"))
-                    .send()
-                    .await
-                    .map_err(sdk_err("ec2:CreateVpc"))?;
-                let vpc = out
-                    .vpc()
-                    .ok_or_else(|| AwsError::new("ec2:CreateVpc", None, "no VPC in the answer"))?;
-                Ok(vpc.vpc_id().unwrap_or_default().to_string())
-            })
-            .await?;
-            seen.vpc = Some(SeenVpc {
-                id,
-                cidr,
-                dns_support: true,
-                dns_hostnames: false,
-            });
-        }
-        Step::EnableDns => {
-            let id = vpc_id(seen)?;
-            let on = || AttributeBooleanValue::builder().value(true).build();
-            // One attribute per call: the API refuses both at once.
-            let support = ec2.modify_vpc_attribute().vpc_id(&id);
-            ack(
-                "ec2:ModifyVpcAttribute",
-                support.enable_dns_support(on()).send().await,
-            )?;
-            let hostnames = ec2.modify_vpc_attribute().vpc_id(&id);
-            ack(
-                "ec2:ModifyVpcAttribute",
-                hostnames.enable_dns_hostnames(on()).send().await,
-            )?;
-        }
-        Step::CreateIgw => {
-            let id = create(cx, "igw", |_| async {
-                let out = ec2
-                    .create_internet_gateway()
-                    .tag_specifications(tag_spec(stack, ResourceType::InternetGateway, "igw"))
-                    .send()
-                    .await
-                    .map_err(sdk_err("ec2:CreateInternetGateway"))?;
-                let igw = out.internet_gateway().and_then(|g| g.internet_gateway_id());
-                Ok(igw.unwrap_or_default().to_string())
-            })
-            .await?;
-            seen.igw = Some(SeenIgw {
-                id,
-                attached_to: vec![],
-            });
-        }
-        Step::AttachIgw => {
-            let vpc = vpc_id(seen)?;
-            let igw = seen
-                .igw
-                .as_mut()
-                .ok_or_else(|| StageError::Missing("internet gateway".into()))?;
-            let req = ec2
-                .attach_internet_gateway()
-                .internet_gateway_id(&igw.id)
-                .vpc_id(&vpc);
-            let res = ack("ec2:AttachInternetGateway", req.send().await);
-            done_already(res, "Resource.AlreadyAssociated")?;
-            igw.attached_to.push(vpc);
-        }
+        Step::CreateVpc => create_vpc(cx, ec2, seen).await,
+        Step::EnableDns => enable_dns(ec2, &vpc_id(seen)?).await,
+        Step::CreateIgw => create_igw(cx, ec2, seen).await,
+        Step::AttachIgw => attach_igw(ec2, seen).await,
         Step::CreateSubnet {
             key, zone, cidr, ..
-        } => {
-            let vpc = vpc_id(seen)?;
-            let id = create(cx, key, |_| async {
-                let out = ec2
-                    .create_subnet()
-                    .vpc_id(vpc)
-                    .cidr_block(cidr.to_string())
-                    .availability_zone(zone)
-                    .tag_specifications(subnet_tags(stack, key))
-                    .send()
-                    .await
-                    .map_err(sdk_err("ec2:CreateSubnet"))?;
-                let subnet = out.subnet().and_then(|s| s.subnet_id());
-                Ok(subnet.unwrap_or_default().to_string())
-            })
-            .await?;
-            let subnet = SeenSubnet {
-                id,
-                zone: zone.clone(),
-                cidr: cidr.to_string(),
-                map_public_ip: false,
-            };
-            seen.subnets.insert(key.clone(), subnet);
-        }
-        Step::MapPublicIp { key } => {
-            let req = ec2
-                .modify_subnet_attribute()
-                .subnet_id(subnet_id(seen, key)?)
-                .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build());
-            ack("ec2:ModifySubnetAttribute", req.send().await)?;
-        }
-        Step::CreateRouteTable { key } => {
-            let vpc = vpc_id(seen)?;
-            let id = create(cx, key, |token| async move {
-                let out = ec2
-                    .create_route_table()
-                    .vpc_id(vpc)
-                    .tag_specifications(tag_spec(stack, ResourceType::RouteTable, key))
-                    .set_client_token(token)
-                    .send()
-                    .await
-                    .map_err(sdk_err("ec2:CreateRouteTable"))?;
-                let table = out.route_table().and_then(|t| t.route_table_id());
-                Ok(table.unwrap_or_default().to_string())
-            })
-            .await?;
-            let table = SeenRouteTable {
-                id,
-                default_target: None,
-                subnets: vec![],
-            };
-            seen.route_tables.insert(key.clone(), table);
-        }
+        } => create_subnet(cx, ec2, seen, key, zone, cidr).await,
+        Step::MapPublicIp { key } => map_public_ip(ec2, &subnet_id(seen, key)?).await,
+        Step::CreateRouteTable { key } => create_route_table(cx, ec2, seen, key).await,
         Step::DefaultRoute {
             table,
             target,
             replace,
         } => {
-            let table_id = table_id(seen, table)?;
             let target_id = route_target(cx, aws, target, seen, h).await?;
-            let (nat, gateway) = match target {
-                Target::Nat(_) => (Some(target_id.clone()), None),
-                Target::Igw => (None, Some(target_id.clone())),
-            };
-            if *replace {
-                let req = ec2
-                    .replace_route()
-                    .route_table_id(&table_id)
-                    .destination_cidr_block("0.0.0.0/0")
-                    .set_nat_gateway_id(nat)
-                    .set_gateway_id(gateway);
-                ack("ec2:ReplaceRoute", req.send().await)?;
-            } else {
-                let req = ec2
-                    .create_route()
-                    .route_table_id(&table_id)
-                    .destination_cidr_block("0.0.0.0/0")
-                    .set_nat_gateway_id(nat)
-                    .set_gateway_id(gateway);
-                let res = ack("ec2:CreateRoute", req.send().await);
-                done_already(res, "RouteAlreadyExists")?;
-            }
-            if let Some(t) = seen.route_tables.get_mut(table) {
-                t.default_target = Some(target_id);
-            }
+            default_route(ec2, seen, table, target, target_id, *replace).await
         }
-        Step::Associate { table, subnet } => {
-            let table_id = table_id(seen, table)?;
-            let subnet_id = subnet_id(seen, subnet)?;
-            let req = ec2
-                .associate_route_table()
-                .route_table_id(&table_id)
-                .subnet_id(&subnet_id);
-            let res = ack("ec2:AssociateRouteTable", req.send().await);
-            done_already(res, "Resource.AlreadyAssociated")?;
-            if let Some(t) = seen.route_tables.get_mut(table) {
-                t.subnets.push(subnet_id);
-            }
-        }
-        Step::AllocateEip { key } => {
-            let id = create(cx, key, |_| async {
-                let out = ec2
-                    .allocate_address()
-                    .domain(DomainType::Vpc)
-                    .tag_specifications(tag_spec(stack, ResourceType::ElasticIp, key))
-                    .send()
-                    .await
-                    .map_err(sdk_err("ec2:AllocateAddress"))?;
-                Ok(out.allocation_id().unwrap_or_default().to_string())
-            })
-            .await?;
-            seen.eips.insert(key.clone(), id);
-        }
-        Step::CreateNat { key, subnet, eip } => {
-            let allocation = seen
-                .eips
-                .get(eip)
-                .cloned()
-                .ok_or_else(|| StageError::Missing(format!("Elastic IP {eip}")))?;
-            let subnet = subnet_id(seen, subnet)?;
-            let mut available = false;
-            let state = &mut available;
-            let id = create(cx, key, |token| async move {
-                let out = ec2
-                    .create_nat_gateway()
-                    .subnet_id(subnet)
-                    .allocation_id(allocation)
-                    .tag_specifications(tag_spec(stack, ResourceType::Natgateway, key))
-                    .set_client_token(token)
-                    .send()
-                    .await
-                    .map_err(sdk_err("ec2:CreateNatGateway"))?;
-                let nat = out.nat_gateway();
-                *state = nat.and_then(|n| n.state()) == Some(&NatGatewayState::Available);
-                let id = nat.and_then(|n| n.nat_gateway_id());
-                Ok(id.unwrap_or_default().to_string())
-            })
-            .await?;
-            seen.nats.insert(key.clone(), SeenNat { id, available });
-        }
+        Step::Associate { table, subnet } => associate(ec2, seen, table, subnet).await,
+        Step::AllocateEip { key } => allocate_eip(cx, ec2, seen, key).await,
+        Step::CreateNat { key, subnet, eip } => create_nat(cx, ec2, seen, key, subnet, eip).await,
     }
+}
+
+async fn create_vpc(cx: &Context, ec2: &Ec2, seen: &mut Seen) -> Result<(), StageError> {
+    let stack = &cx.stack;
+    let cidr = stack.network.vpc_cidr.to_string();
+    let id = create(cx, "vpc", |_| async {
+        let out = ec2
+            .create_vpc()
+            .cidr_block(&cidr)
+            .tag_specifications(tag_spec(stack, ResourceType::Vpc, "vpc"))
+            .send()
+            .await
+            .map_err(sdk_err("ec2:CreateVpc"))?;
+        let vpc = out
+            .vpc()
+            .ok_or_else(|| AwsError::new("ec2:CreateVpc", None, "no VPC in the answer"))?;
+        Ok(vpc.vpc_id().unwrap_or_default().to_string())
+    })
+    .await?;
+    seen.vpc = Some(SeenVpc {
+        id,
+        cidr,
+        dns_support: true,
+        dns_hostnames: false,
+    });
+    Ok(())
+}
+
+async fn enable_dns(ec2: &Ec2, vpc: &str) -> Result<(), StageError> {
+    let on = || AttributeBooleanValue::builder().value(true).build();
+    // One attribute per call: the API refuses both at once.
+    let support = ec2.modify_vpc_attribute().vpc_id(vpc);
+    ack(
+        "ec2:ModifyVpcAttribute",
+        support.enable_dns_support(on()).send().await,
+    )?;
+    let hostnames = ec2.modify_vpc_attribute().vpc_id(vpc);
+    ack(
+        "ec2:ModifyVpcAttribute",
+        hostnames.enable_dns_hostnames(on()).send().await,
+    )?;
+    Ok(())
+}
+
+async fn create_igw(cx: &Context, ec2: &Ec2, seen: &mut Seen) -> Result<(), StageError> {
+    let id = create(cx, "igw", |_| async {
+        let out = ec2
+            .create_internet_gateway()
+            .tag_specifications(tag_spec(&cx.stack, ResourceType::InternetGateway, "igw"))
+            .send()
+            .await
+            .map_err(sdk_err("ec2:CreateInternetGateway"))?;
+        let igw = out.internet_gateway().and_then(|g| g.internet_gateway_id());
+        Ok(igw.unwrap_or_default().to_string())
+    })
+    .await?;
+    seen.igw = Some(SeenIgw {
+        id,
+        attached_to: vec![],
+    });
+    Ok(())
+}
+
+async fn attach_igw(ec2: &Ec2, seen: &mut Seen) -> Result<(), StageError> {
+    let vpc = vpc_id(seen)?;
+    let igw = seen
+        .igw
+        .as_mut()
+        .ok_or_else(|| StageError::Missing("internet gateway".into()))?;
+    let req = ec2
+        .attach_internet_gateway()
+        .internet_gateway_id(&igw.id)
+        .vpc_id(&vpc);
+    let res = ack("ec2:AttachInternetGateway", req.send().await);
+    done_already(res, "Resource.AlreadyAssociated")?;
+    igw.attached_to.push(vpc);
+    Ok(())
+}
+
+async fn create_subnet(
+    cx: &Context,
+    ec2: &Ec2,
+    seen: &mut Seen,
+    key: &str,
+    zone: &str,
+    cidr: &Ipv4Cidr,
+) -> Result<(), StageError> {
+    let vpc = vpc_id(seen)?;
+    let id = create(cx, key, |_| async {
+        let out = ec2
+            .create_subnet()
+            .vpc_id(vpc)
+            .cidr_block(cidr.to_string())
+            .availability_zone(zone)
+            .tag_specifications(subnet_tags(&cx.stack, key))
+            .send()
+            .await
+            .map_err(sdk_err("ec2:CreateSubnet"))?;
+        let subnet = out.subnet().and_then(|s| s.subnet_id());
+        Ok(subnet.unwrap_or_default().to_string())
+    })
+    .await?;
+    let subnet = SeenSubnet {
+        id,
+        zone: zone.to_string(),
+        cidr: cidr.to_string(),
+        map_public_ip: false,
+    };
+    seen.subnets.insert(key.to_string(), subnet);
+    Ok(())
+}
+
+async fn map_public_ip(ec2: &Ec2, subnet: &str) -> Result<(), StageError> {
+    let req = ec2
+        .modify_subnet_attribute()
+        .subnet_id(subnet)
+        .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build());
+    Ok(ack("ec2:ModifySubnetAttribute", req.send().await)?)
+}
+
+async fn create_route_table(
+    cx: &Context,
+    ec2: &Ec2,
+    seen: &mut Seen,
+    key: &str,
+) -> Result<(), StageError> {
+    let vpc = vpc_id(seen)?;
+    let id = create(cx, key, |token| async move {
+        let out = ec2
+            .create_route_table()
+            .vpc_id(vpc)
+            .tag_specifications(tag_spec(&cx.stack, ResourceType::RouteTable, key))
+            .set_client_token(token)
+            .send()
+            .await
+            .map_err(sdk_err("ec2:CreateRouteTable"))?;
+        let table = out.route_table().and_then(|t| t.route_table_id());
+        Ok(table.unwrap_or_default().to_string())
+    })
+    .await?;
+    let table = SeenRouteTable {
+        id,
+        default_target: None,
+        subnets: vec![],
+    };
+    seen.route_tables.insert(key.to_string(), table);
+    Ok(())
+}
+
+/// Create (or, with `replace`, repoint) the default route of route table `table`.
+async fn default_route(
+    ec2: &Ec2,
+    seen: &mut Seen,
+    table: &str,
+    target: &Target,
+    target_id: String,
+    replace: bool,
+) -> Result<(), StageError> {
+    let table_id = table_id(seen, table)?;
+    let (nat, gateway) = match target {
+        Target::Nat(_) => (Some(target_id.clone()), None),
+        Target::Igw => (None, Some(target_id.clone())),
+    };
+    if replace {
+        let req = ec2
+            .replace_route()
+            .route_table_id(&table_id)
+            .destination_cidr_block("0.0.0.0/0")
+            .set_nat_gateway_id(nat)
+            .set_gateway_id(gateway);
+        ack("ec2:ReplaceRoute", req.send().await)?;
+    } else {
+        let req = ec2
+            .create_route()
+            .route_table_id(&table_id)
+            .destination_cidr_block("0.0.0.0/0")
+            .set_nat_gateway_id(nat)
+            .set_gateway_id(gateway);
+        let res = ack("ec2:CreateRoute", req.send().await);
+        done_already(res, "RouteAlreadyExists")?;
+    }
+    if let Some(t) = seen.route_tables.get_mut(table) {
+        t.default_target = Some(target_id);
+    }
+    Ok(())
+}
+
+async fn associate(
+    ec2: &Ec2,
+    seen: &mut Seen,
+    table: &str,
+    subnet: &str,
+) -> Result<(), StageError> {
+    let table_id = table_id(seen, table)?;
+    let subnet_id = subnet_id(seen, subnet)?;
+    let req = ec2
+        .associate_route_table()
+        .route_table_id(&table_id)
+        .subnet_id(&subnet_id);
+    let res = ack("ec2:AssociateRouteTable", req.send().await);
+    done_already(res, "Resource.AlreadyAssociated")?;
+    if let Some(t) = seen.route_tables.get_mut(table) {
+        t.subnets.push(subnet_id);
+    }
+    Ok(())
+}
+
+async fn allocate_eip(
+    cx: &Context,
+    ec2: &Ec2,
+    seen: &mut Seen,
+    key: &str,
+) -> Result<(), StageError> {
+    let id = create(cx, key, |_| async {
+        let out = ec2
+            .allocate_address()
+            .domain(DomainType::Vpc)
+            .tag_specifications(tag_spec(&cx.stack, ResourceType::ElasticIp, key))
+            .send()
+            .await
+            .map_err(sdk_err("ec2:AllocateAddress"))?;
+        Ok(out.allocation_id().unwrap_or_default().to_string())
+    })
+    .await?;
+    seen.eips.insert(key.to_string(), id);
+    Ok(())
+}
+
+async fn create_nat(
+    cx: &Context,
+    ec2: &Ec2,
+    seen: &mut Seen,
+    key: &str,
+    subnet: &str,
+    eip: &str,
+) -> Result<(), StageError> {
+    let allocation = seen
+        .eips
+        .get(eip)
+        .cloned()
+        .ok_or_else(|| StageError::Missing(format!("Elastic IP {eip}")))?;
+    let subnet = subnet_id(seen, subnet)?;
+    let mut available = false;
+    let state = &mut available;
+    let id = create(cx, key, |token| async move {
+        let out = ec2
+            .create_nat_gateway()
+            .subnet_id(subnet)
+            .allocation_id(allocation)
+            .tag_specifications(tag_spec(&cx.stack, ResourceType::Natgateway, key))
+            .set_client_token(token)
+            .send()
+            .await
+            .map_err(sdk_err("ec2:CreateNatGateway"))?;
+        let nat = out.nat_gateway();
+        *state = nat.and_then(|n| n.state()) == Some(&NatGatewayState::Available);
+        let id = nat.and_then(|n| n.nat_gateway_id());
+        Ok(id.unwrap_or_default().to_string())
+    })
+    .await?;
+    seen.nats.insert(key.to_string(), SeenNat { id, available });
     Ok(())
 }
 
