@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod sweep;
+pub mod tags;
 pub mod teardown;
 
 use std::collections::BTreeMap;
@@ -320,16 +321,32 @@ where
     }
 }
 
-/// An SDK answer whose output nobody reads: `Ok(())`, or the error naming `operation`.
-pub fn ack<T, E, R>(
-    operation: &'static str,
-    res: Result<T, aws_sdk_ec2::error::SdkError<E, R>>,
-) -> Result<(), AwsError>
+/// What meshstack makes of an SDK call's answer, with the operation named in the error.
+pub trait Answer<T> {
+    /// The output is not needed: `Ok(())`, or the error.
+    fn ack(self, operation: &'static str) -> Result<(), AwsError>;
+    /// A lookup: `None` when AWS says it is not there ([`optional`]).
+    fn lookup(self, operation: &'static str) -> Result<Option<T>, AwsError>;
+    /// A delete: `Ok` also when what it deletes was not there (gone already).
+    fn gone(self, operation: &'static str) -> Result<(), AwsError>;
+}
+
+impl<T, E, R> Answer<T> for Result<T, aws_sdk_ec2::error::SdkError<E, R>>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
-    res.map(|_| ()).map_err(sdk_err(operation))
+    fn ack(self, operation: &'static str) -> Result<(), AwsError> {
+        self.map(|_| ()).map_err(sdk_err(operation))
+    }
+
+    fn lookup(self, operation: &'static str) -> Result<Option<T>, AwsError> {
+        optional(self.map_err(sdk_err(operation)))
+    }
+
+    fn gone(self, operation: &'static str) -> Result<(), AwsError> {
+        self.lookup(operation).map(|_| ())
+    }
 }
 
 /// Error codes that mean "it is not there" across the services meshstack uses.

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::Filter;
 
 use super::teardown::{Found, Kind, Verb};
-use super::{ack, is_not_found, optional, sdk_err, AwsClients, AwsError, STACK_TAG};
+use super::{is_not_found, optional, sdk_err, tags, Answer, AwsClients, AwsError, STACK_TAG};
 use crate::config::Stack;
 
 /// The in-tree cloud provider's (and EKS's, and Karpenter's) ownership tag: this prefix, the
@@ -183,12 +183,6 @@ impl<'a> Owner<'a> {
     }
 }
 
-fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
-    tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-        .collect()
-}
-
 fn name_tag(tags: &Tags) -> String {
     tags.get("Name").cloned().unwrap_or_default()
 }
@@ -236,25 +230,16 @@ pub async fn find_load_balancers(
     }
     for batch in lbs.chunks(TAG_BATCH) {
         let arns: Vec<String> = batch.iter().map(|(arn, _)| arn.clone()).collect();
-        let out = aws
-            .elbv2
-            .describe_tags()
-            .set_resource_arns(Some(arns))
-            .send()
-            .await
-            .map_err(sdk_err("elbv2:DescribeTags"));
+        let req = aws.elbv2.describe_tags().set_resource_arns(Some(arns));
         // One of the batch went away since it was listed; the next `down` looks again.
-        let Some(out) = optional(out)? else { continue };
+        let Some(out) = req.send().await.lookup("elbv2:DescribeTags")? else {
+            continue;
+        };
         for d in out.tag_descriptions() {
             let Some(arn) = d.resource_arn() else {
                 continue;
             };
-            let tags: Tags = d
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-                .collect();
-            if let Some(why) = owner.load_balancer(&tags) {
+            if let Some(why) = owner.load_balancer(&tags::map(d.tags())) {
                 let name = batch
                     .iter()
                     .find(|(a, _)| a == arn)
@@ -286,14 +271,7 @@ async fn classic_tags(aws: &AwsClients, names: &[String]) -> Result<Vec<(String,
         Ok::<_, AwsError>(
             out.tag_descriptions()
                 .iter()
-                .filter_map(|d| {
-                    let tags = d
-                        .tags()
-                        .iter()
-                        .map(|t| (t.key().to_string(), t.value().unwrap_or("").to_string()))
-                        .collect();
-                    Some((d.load_balancer_name()?.to_string(), tags))
-                })
+                .filter_map(|d| Some((d.load_balancer_name()?.to_string(), tags::map(d.tags()))))
                 .collect::<Vec<_>>(),
         )
     };
@@ -338,7 +316,7 @@ pub async fn find_karpenter_instances(
     while let Some(page) = pages.next().await {
         let page = page.map_err(sdk_err("ec2:DescribeInstances"))?;
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
-            let tags = ec2_tags(i.tags());
+            let tags = tags::map(i.tags());
             let state = i
                 .state()
                 .and_then(|s| s.name())
@@ -375,23 +353,12 @@ pub async fn find_karpenter_instance_profiles(
                 continue;
             }
             // IAM lists profiles without their tags; GetInstanceProfile has them.
-            let got = optional(
-                aws.iam
-                    .get_instance_profile()
-                    .instance_profile_name(name)
-                    .send()
-                    .await
-                    .map_err(sdk_err("iam:GetInstanceProfile")),
-            )?;
+            let req = aws.iam.get_instance_profile().instance_profile_name(name);
+            let got = req.send().await.lookup("iam:GetInstanceProfile")?;
             let Some(profile) = got.and_then(|g| g.instance_profile) else {
                 continue;
             };
-            let tags: Tags = profile
-                .tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect();
-            if let Some(why) = owner.instance_profile(region, &tags) {
+            if let Some(why) = owner.instance_profile(region, &tags::map(profile.tags())) {
                 found.push(Found {
                     kind: INSTANCE_PROFILE,
                     id: name.to_string(),
@@ -431,7 +398,7 @@ pub async fn find_in_vpc(
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_default(),
                 description: n.description().unwrap_or_default().to_string(),
-                tags: ec2_tags(n.tag_set()),
+                tags: tags::map(n.tag_set()),
             };
             if let Some(why) = owner.interface(vpc_id, &eni) {
                 found.push(Found {
@@ -457,7 +424,7 @@ pub async fn find_in_vpc(
                 id: g.group_id().unwrap_or_default().to_string(),
                 name: g.group_name().unwrap_or_default().to_string(),
                 vpc_id: g.vpc_id().unwrap_or_default().to_string(),
-                tags: ec2_tags(g.tags()),
+                tags: tags::map(g.tags()),
             };
             if let Some(why) = owner.security_group(vpc_id, &group) {
                 found.push(Found {
@@ -481,11 +448,7 @@ pub const CLASSIC_LB: &Kind = &Kind {
     present: Some(|aws, names| {
         Box::pin(each_present(names, move |name| async move {
             let req = aws.elb.describe_load_balancers().load_balancer_names(name);
-            let out = optional(
-                req.send()
-                    .await
-                    .map_err(sdk_err("elb:DescribeLoadBalancers")),
-            )?;
+            let out = req.send().await.lookup("elb:DescribeLoadBalancers")?;
             Ok(out.is_some_and(|o| !o.load_balancer_descriptions().is_empty()))
         }))
     }),
@@ -494,7 +457,7 @@ pub const CLASSIC_LB: &Kind = &Kind {
         "classic load balancer",
         |aws, name| {
             let req = aws.elb.delete_load_balancer().load_balancer_name(name);
-            Box::pin(async { ack("elb:DeleteLoadBalancer", req.send().await) })
+            Box::pin(async { req.send().await.ack("elb:DeleteLoadBalancer") })
         },
     )
 };
@@ -504,17 +467,13 @@ pub const LB_V2: &Kind = &Kind {
     present: Some(|aws, arns| {
         Box::pin(each_present(arns, move |arn| async move {
             let req = aws.elbv2.describe_load_balancers().load_balancer_arns(arn);
-            let out = optional(
-                req.send()
-                    .await
-                    .map_err(sdk_err("elbv2:DescribeLoadBalancers")),
-            )?;
+            let out = req.send().await.lookup("elbv2:DescribeLoadBalancers")?;
             Ok(out.is_some_and(|o| !o.load_balancers().is_empty()))
         }))
     }),
     ..Kind::new("load-balancer", "load balancer", |aws, arn| {
         let req = aws.elbv2.delete_load_balancer().load_balancer_arn(arn);
-        Box::pin(async { ack("elbv2:DeleteLoadBalancer", req.send().await) })
+        Box::pin(async { req.send().await.ack("elbv2:DeleteLoadBalancer") })
     })
 };
 
@@ -525,7 +484,7 @@ pub const INSTANCE: &Kind = &Kind {
     present: Some(|aws, ids| Box::pin(instances_present(aws, ids))),
     ..Kind::new("ec2-instance", "Karpenter instance", |aws, id| {
         let req = aws.ec2.terminate_instances().instance_ids(id);
-        Box::pin(async { ack("ec2:TerminateInstances", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:TerminateInstances") })
     })
 };
 
@@ -537,7 +496,7 @@ pub const INSTANCE_PROFILE: &Kind = &Kind {
             .iam
             .delete_instance_profile()
             .instance_profile_name(name);
-        Box::pin(async { ack("iam:DeleteInstanceProfile", req.send().await) })
+        Box::pin(async { req.send().await.ack("iam:DeleteInstanceProfile") })
     })
 };
 
@@ -546,7 +505,7 @@ pub const NETWORK_INTERFACE: &Kind = &Kind {
     retry: IN_USE,
     ..Kind::new("network-interface", "network interface", |aws, id| {
         let req = aws.ec2.delete_network_interface().network_interface_id(id);
-        Box::pin(async { ack("ec2:DeleteNetworkInterface", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:DeleteNetworkInterface") })
     })
 };
 
@@ -555,7 +514,7 @@ pub const SECURITY_GROUP: &Kind = &Kind {
     retry: IN_USE,
     ..Kind::new("security-group", "security group", |aws, id| {
         let req = aws.ec2.delete_security_group().group_id(id);
-        Box::pin(async { ack("ec2:DeleteSecurityGroup", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:DeleteSecurityGroup") })
     })
 };
 
@@ -575,14 +534,11 @@ where
 }
 
 async fn instances_present(aws: &AwsClients, ids: &[String]) -> Result<Vec<String>, AwsError> {
-    let out = aws
+    let req = aws
         .ec2
         .describe_instances()
-        .set_instance_ids(Some(ids.to_vec()))
-        .send()
-        .await
-        .map_err(sdk_err("ec2:DescribeInstances"));
-    let Some(out) = optional(out)? else {
+        .set_instance_ids(Some(ids.to_vec()));
+    let Some(out) = req.send().await.lookup("ec2:DescribeInstances")? else {
         return Ok(Vec::new());
     };
     Ok(out
@@ -608,15 +564,9 @@ async fn remove_profile_roles(aws: &AwsClients, name: &str) -> Result<(), AwsErr
         .map(|p| p.roles())
         .unwrap_or_default()
     {
-        optional(
-            aws.iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(name)
-                .role_name(role.role_name())
-                .send()
-                .await
-                .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
-        )?;
+        let req = aws.iam.remove_role_from_instance_profile();
+        let req = req.instance_profile_name(name).role_name(role.role_name());
+        req.send().await.gone("iam:RemoveRoleFromInstanceProfile")?;
     }
     Ok(())
 }

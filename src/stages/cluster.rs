@@ -21,7 +21,7 @@ use super::{deletion, network, outcome, Action, Change, Context, Plan, Stage, St
 use crate::aws::sweep::{self, Owner};
 use crate::aws::teardown::{Swept, Teardown};
 use crate::aws::{
-    optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, AwsError, STACK_TAG,
+    resource_tags, same_json, sdk_err, tags, wait_for, Answer, AwsClients, AwsError, STACK_TAG,
 };
 use crate::config::Stack;
 use crate::engine::graph::StageId;
@@ -198,14 +198,8 @@ struct Described {
 }
 
 async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Described>, StageError> {
-    let out = optional(
-        aws.eks
-            .describe_cluster()
-            .name(stack.cluster_name())
-            .send()
-            .await
-            .map_err(sdk_err("eks:DescribeCluster")),
-    )?;
+    let req = aws.eks.describe_cluster().name(stack.cluster_name());
+    let out = req.send().await.lookup("eks:DescribeCluster")?;
     let Some(c) = out.and_then(|o| o.cluster().cloned()) else {
         return Ok(None);
     };
@@ -221,7 +215,7 @@ async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Described>, 
                 .status()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
-            ours: c.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
+            ours: tags::of_stack(stack, c.tags().into_iter().flatten()),
             version: c.version().unwrap_or_default().to_string(),
             endpoint_public_access: vpc.is_some_and(|v| v.endpoint_public_access()),
             endpoint_private_access: vpc.is_some_and(|v| v.endpoint_private_access()),
@@ -253,19 +247,10 @@ async fn find_oidc_provider(
     stack: &Stack,
     arn: &str,
 ) -> Result<Option<bool>, StageError> {
-    let out = optional(
-        aws.iam
-            .get_open_id_connect_provider()
-            .open_id_connect_provider_arn(arn)
-            .send()
-            .await
-            .map_err(sdk_err("iam:GetOpenIDConnectProvider")),
-    )?;
-    Ok(out.map(|o| {
-        o.tags()
-            .iter()
-            .any(|t| t.key() == STACK_TAG && t.value() == stack.name)
-    }))
+    let req = aws.iam.get_open_id_connect_provider();
+    let req = req.open_id_connect_provider_arn(arn);
+    let out = req.send().await.lookup("iam:GetOpenIDConnectProvider")?;
+    Ok(out.map(|o| tags::of_stack(stack, o.tags())))
 }
 
 async fn observe(cx: &Context) -> Result<(Seen, Option<ClusterFacts>), StageError> {
@@ -395,16 +380,7 @@ impl Stage for Cluster {
                     let issuer = current_issuer(&facts)?;
                     let key = "oidc-provider";
                     cx.begin(ID, key)?;
-                    let tags = resource_tags(stack, key, &format!("{}-oidc", stack.name))
-                        .into_iter()
-                        .map(|(k, v)| {
-                            aws_sdk_iam::types::Tag::builder()
-                                .key(k)
-                                .value(v)
-                                .build()
-                                .expect("key and value set")
-                        })
-                        .collect();
+                    let tags = tags::iam(stack, key, &format!("{}-oidc", stack.name));
                     let res = aws
                         .iam
                         .create_open_id_connect_provider()
@@ -491,18 +467,8 @@ impl Stage for Cluster {
                 issuer = d.seen.oidc_issuer.clone();
                 if d.seen.status != "DELETING" {
                     h.step(format!("deleting EKS cluster {}", stack.cluster_name()));
-                    match aws
-                        .eks
-                        .delete_cluster()
-                        .name(stack.cluster_name())
-                        .send()
-                        .await
-                        .map_err(sdk_err("eks:DeleteCluster"))
-                    {
-                        Ok(_) => {}
-                        Err(e) if crate::aws::is_not_found(&e) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    let req = aws.eks.delete_cluster().name(stack.cluster_name());
+                    req.send().await.gone("eks:DeleteCluster")?;
                 }
                 h.step("waiting for the cluster to be deleted");
                 let gone = wait_for(cx.waits.cluster, || async {
@@ -552,14 +518,9 @@ impl Stage for Cluster {
             }
             if find_oidc_provider(aws, stack, arn).await? == Some(true) {
                 h.step(format!("deleting OIDC provider {arn}"));
-                let res = aws
-                    .iam
-                    .delete_open_id_connect_provider()
-                    .open_id_connect_provider_arn(arn)
-                    .send()
-                    .await
-                    .map_err(sdk_err("iam:DeleteOpenIDConnectProvider"));
-                optional(res)?;
+                let req = aws.iam.delete_open_id_connect_provider();
+                let req = req.open_id_connect_provider_arn(arn);
+                req.send().await.gone("iam:DeleteOpenIDConnectProvider")?;
                 deleted += 1;
             }
         }

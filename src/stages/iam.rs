@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 
 use super::{outcome, Action, Change, Context, Plan, Stage, StageError};
-use crate::aws::{optional, resource_tags, same_json, sdk_err, AwsClients, STACK_TAG};
+use crate::aws::{same_json, sdk_err, tags, Answer, AwsClients, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -196,11 +196,6 @@ impl Step {
     }
 }
 
-fn tagged_ours(tags: impl Iterator<Item = (String, String)>, stack: &Stack) -> bool {
-    tags.into_iter()
-        .any(|(k, v)| k == STACK_TAG && v == stack.name)
-}
-
 /// Observe the roles and the profile by name.
 pub async fn observe(cx: &Context) -> Result<Seen, StageError> {
     let Some(aws) = &cx.aws else {
@@ -215,37 +210,26 @@ pub async fn observe(cx: &Context) -> Result<Seen, StageError> {
                 role.attached = attached_policies(aws, &kind.name(stack)).await?;
             }
             if role.ours && kind == Role::Karpenter {
-                role.inline = optional(
-                    aws.iam
-                        .get_role_policy()
-                        .role_name(kind.name(stack))
-                        .policy_name(names::KARPENTER_POLICY)
-                        .send()
-                        .await
-                        .map_err(sdk_err("iam:GetRolePolicy")),
-                )?
-                .map(|o| o.policy_document().to_string());
+                let req = aws
+                    .iam
+                    .get_role_policy()
+                    .role_name(kind.name(stack))
+                    .policy_name(names::KARPENTER_POLICY);
+                let policy = req.send().await.lookup("iam:GetRolePolicy")?;
+                role.inline = policy.map(|o| o.policy_document().to_string());
             }
             seen.roles.insert(kind, role);
         }
     }
-    let profile = optional(
-        aws.iam
-            .get_instance_profile()
-            .instance_profile_name(names::instance_profile(stack))
-            .send()
-            .await
-            .map_err(sdk_err("iam:GetInstanceProfile")),
-    )?;
+    let req = aws
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(names::instance_profile(stack));
+    let profile = req.send().await.lookup("iam:GetInstanceProfile")?;
     seen.profile = profile
         .and_then(|o| o.instance_profile().cloned())
         .map(|p| SeenProfile {
-            ours: tagged_ours(
-                p.tags()
-                    .iter()
-                    .map(|t| (t.key().to_string(), t.value().to_string())),
-                stack,
-            ),
+            ours: tags::of_stack(stack, p.tags()),
             roles: p
                 .roles()
                 .iter()
@@ -277,22 +261,16 @@ pub async fn find_role(
     stack: &Stack,
     name: &str,
 ) -> Result<Option<SeenRole>, StageError> {
-    let out = optional(
-        aws.iam
-            .get_role()
-            .role_name(name)
-            .send()
-            .await
-            .map_err(sdk_err("iam:GetRole")),
-    )?;
+    let out = aws
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .lookup("iam:GetRole")?;
     Ok(out.and_then(|o| o.role().cloned()).map(|r| SeenRole {
         arn: r.arn().to_string(),
-        ours: tagged_ours(
-            r.tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string())),
-            stack,
-        ),
+        ours: tags::of_stack(stack, r.tags()),
         trust: r
             .assume_role_policy_document()
             .unwrap_or_default()
@@ -338,19 +316,6 @@ pub async fn facts(cx: &Context) -> Result<IamFacts, StageError> {
     };
     cx.facts().iam = Some(f.clone());
     Ok(f)
-}
-
-fn iam_tags(stack: &Stack, key: &str, name: &str) -> Vec<aws_sdk_iam::types::Tag> {
-    resource_tags(stack, key, name)
-        .into_iter()
-        .map(|(k, v)| {
-            aws_sdk_iam::types::Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .expect("key and value set")
-        })
-        .collect()
 }
 
 fn wanted_policy(cx: &Context) -> serde_json::Value {
@@ -420,7 +385,7 @@ impl Stage for Iam {
                         .role_name(&name)
                         .assume_role_policy_document(initial_trust(*kind).to_string())
                         .description(format!("meshstack {}: {:?} role", stack.name, kind))
-                        .set_tags(Some(iam_tags(stack, &key, &name)))
+                        .set_tags(Some(tags::iam(stack, &key, &name)))
                         .send()
                         .await
                         .map_err(sdk_err("iam:CreateRole"));
@@ -475,7 +440,7 @@ impl Stage for Iam {
                         .iam
                         .create_instance_profile()
                         .instance_profile_name(&name)
-                        .set_tags(Some(iam_tags(stack, &key, &name)))
+                        .set_tags(Some(tags::iam(stack, &key, &name)))
                         .send()
                         .await
                         .map_err(sdk_err("iam:CreateInstanceProfile"))
@@ -502,16 +467,11 @@ impl Stage for Iam {
                     }
                 }
                 Step::Detach(kind, arn) => {
-                    ignore_missing(
-                        aws.iam
-                            .detach_role_policy()
-                            .role_name(kind.name(stack))
-                            .policy_arn(arn)
-                            .send()
-                            .await
-                            .map(|_| ())
-                            .map_err(sdk_err("iam:DetachRolePolicy")),
-                    )?;
+                    let req = aws.iam.detach_role_policy().role_name(kind.name(stack));
+                    req.policy_arn(arn)
+                        .send()
+                        .await
+                        .gone("iam:DetachRolePolicy")?;
                 }
                 Step::DeleteProfile => delete_profile(aws, stack, &seen, h).await?,
                 Step::CreateSpotRole => {
@@ -593,31 +553,14 @@ async fn delete_profile(
         h.step(format!(
             "removing role {role} from instance profile {profile}"
         ));
-        ignore_missing(
-            aws.iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(&profile)
-                .role_name(role)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
-        )?;
+        let req = aws.iam.remove_role_from_instance_profile();
+        let req = req.instance_profile_name(&profile).role_name(role);
+        req.send().await.gone("iam:RemoveRoleFromInstanceProfile")?;
     }
     h.step(format!("deleting instance profile {profile}"));
-    ignore_missing(
-        aws.iam
-            .delete_instance_profile()
-            .instance_profile_name(&profile)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(sdk_err("iam:DeleteInstanceProfile")),
-    )
-}
-
-fn ignore_missing(res: Result<(), crate::aws::AwsError>) -> Result<(), StageError> {
-    Ok(optional(res).map(|_| ())?)
+    let req = aws.iam.delete_instance_profile();
+    let req = req.instance_profile_name(&profile);
+    Ok(req.send().await.gone("iam:DeleteInstanceProfile")?)
 }
 
 /// Delete a role with everything IAM wants gone first: attached and inline policies, and
@@ -625,15 +568,8 @@ fn ignore_missing(res: Result<(), crate::aws::AwsError>) -> Result<(), StageErro
 pub async fn delete_role(aws: &AwsClients, name: &str) -> Result<(), StageError> {
     let iam = &aws.iam;
     for arn in attached_policies(aws, name).await? {
-        ignore_missing(
-            iam.detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:DetachRolePolicy")),
-        )?;
+        let req = iam.detach_role_policy().role_name(name).policy_arn(arn);
+        req.send().await.gone("iam:DetachRolePolicy")?;
     }
     let inline = iam
         .list_role_policies()
@@ -642,15 +578,8 @@ pub async fn delete_role(aws: &AwsClients, name: &str) -> Result<(), StageError>
         .await
         .map_err(sdk_err("iam:ListRolePolicies"))?;
     for policy in inline.policy_names() {
-        ignore_missing(
-            iam.delete_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:DeleteRolePolicy")),
-        )?;
+        let req = iam.delete_role_policy().role_name(name).policy_name(policy);
+        req.send().await.gone("iam:DeleteRolePolicy")?;
     }
     let profiles = iam
         .list_instance_profiles_for_role()
@@ -659,24 +588,19 @@ pub async fn delete_role(aws: &AwsClients, name: &str) -> Result<(), StageError>
         .await
         .map_err(sdk_err("iam:ListInstanceProfilesForRole"))?;
     for p in profiles.instance_profiles() {
-        ignore_missing(
-            iam.remove_role_from_instance_profile()
-                .instance_profile_name(p.instance_profile_name())
-                .role_name(name)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
-        )?;
-    }
-    ignore_missing(
-        iam.delete_role()
-            .role_name(name)
+        let req = iam.remove_role_from_instance_profile();
+        let req = req.instance_profile_name(p.instance_profile_name());
+        req.role_name(name)
             .send()
             .await
-            .map(|_| ())
-            .map_err(sdk_err("iam:DeleteRole")),
-    )
+            .gone("iam:RemoveRoleFromInstanceProfile")?;
+    }
+    Ok(iam
+        .delete_role()
+        .role_name(name)
+        .send()
+        .await
+        .gone("iam:DeleteRole")?)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_eks::types::{AmiTypes, CapacityTypes, NodegroupScalingConfig};
 
 use super::{cluster, iam, network, outcome, Action, Change, Context, Plan, Stage, StageError};
-use crate::aws::{is_not_found, optional, resource_tags, sdk_err, wait_for, AwsClients, STACK_TAG};
+use crate::aws::{
+    is_not_found, resource_tags, sdk_err, tags, wait_for, Answer, AwsClients, STACK_TAG,
+};
 use crate::config::{CapacityType, Stack};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -129,15 +131,12 @@ async fn observe(cx: &Context) -> Result<Option<Seen>, StageError> {
 }
 
 async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Seen>, StageError> {
-    let out = optional(
-        aws.eks
-            .describe_nodegroup()
-            .cluster_name(stack.cluster_name())
-            .nodegroup_name(nodegroup_name(stack))
-            .send()
-            .await
-            .map_err(sdk_err("eks:DescribeNodegroup")),
-    )?;
+    let req = aws
+        .eks
+        .describe_nodegroup()
+        .cluster_name(stack.cluster_name())
+        .nodegroup_name(nodegroup_name(stack));
+    let out = req.send().await.lookup("eks:DescribeNodegroup")?;
     Ok(out.and_then(|o| o.nodegroup().cloned()).map(|ng| {
         let sc = ng.scaling_config();
         Seen {
@@ -145,7 +144,7 @@ async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Seen>, Stage
                 .status()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
-            ours: ng.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
+            ours: tags::of_stack(stack, ng.tags().into_iter().flatten()),
             instance_types: ng.instance_types().to_vec(),
             ami_type: ng
                 .ami_type()
@@ -277,15 +276,12 @@ impl Stage for NodeGroup {
             Some(ng) => {
                 if ng.status != "DELETING" {
                     h.step(format!("deleting node group {}", nodegroup_name(stack)));
-                    let res = aws
+                    let req = aws
                         .eks
                         .delete_nodegroup()
                         .cluster_name(stack.cluster_name())
-                        .nodegroup_name(nodegroup_name(stack))
-                        .send()
-                        .await
-                        .map_err(sdk_err("eks:DeleteNodegroup"));
-                    optional(res)?;
+                        .nodegroup_name(nodegroup_name(stack));
+                    req.send().await.gone("eks:DeleteNodegroup")?;
                 }
                 wait(cx, aws, h, false).await?;
                 Ok(Outcome::Changed("deleted 1".into()))

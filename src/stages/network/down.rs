@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use super::observe::stack_filter;
 use crate::aws::sweep::{self, Owner};
 use crate::aws::teardown::{Found, Kind, Swept, Teardown, Verb};
-use crate::aws::{ack, optional, sdk_err, AwsClients, AwsError, Backoff};
+use crate::aws::{sdk_err, Answer, AwsClients, AwsError, Backoff};
 use crate::config::Stack;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::stages::{deletion, Change, Context, StageError};
@@ -122,7 +122,7 @@ const NAT_GATEWAY: &Kind = &Kind {
     fatal: true,
     ..Kind::new("nat-gateway", "NAT gateway", |aws, id| {
         let req = aws.ec2.delete_nat_gateway().nat_gateway_id(id);
-        Box::pin(async { ack("ec2:DeleteNatGateway", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:DeleteNatGateway") })
     })
 };
 
@@ -131,7 +131,7 @@ const ELASTIC_IP: &Kind = &Kind {
     retry: IN_USE,
     ..Kind::new("elastic-ip", "Elastic IP", |aws, id| {
         let req = aws.ec2.release_address().allocation_id(id);
-        Box::pin(async { ack("ec2:ReleaseAddress", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:ReleaseAddress") })
     })
 };
 
@@ -141,7 +141,7 @@ const ROUTE_TABLE: &Kind = &Kind {
     detach: Some(|aws, id| Box::pin(disassociate(aws, id))),
     ..Kind::new("route-table", "route table", |aws, id| {
         let req = aws.ec2.delete_route_table().route_table_id(id);
-        Box::pin(async { ack("ec2:DeleteRouteTable", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:DeleteRouteTable") })
     })
 };
 
@@ -151,7 +151,7 @@ const INTERNET_GATEWAY: &Kind = &Kind {
     detach: Some(|aws, id| Box::pin(detach_gateway(aws, id))),
     ..Kind::new("internet-gateway", "internet gateway", |aws, id| {
         let req = aws.ec2.delete_internet_gateway().internet_gateway_id(id);
-        Box::pin(async { ack("ec2:DeleteInternetGateway", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:DeleteInternetGateway") })
     })
 };
 
@@ -160,7 +160,7 @@ const SUBNET: &Kind = &Kind {
     resweep: true,
     ..Kind::new("subnet", "subnet", |aws, id| {
         let req = aws.ec2.delete_subnet().subnet_id(id);
-        Box::pin(async { ack("ec2:DeleteSubnet", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:DeleteSubnet") })
     })
 };
 
@@ -169,7 +169,7 @@ const VPC: &Kind = &Kind {
     resweep: true,
     ..Kind::new("vpc", "VPC", |aws, id| {
         let req = aws.ec2.delete_vpc().vpc_id(id);
-        Box::pin(async { ack("ec2:DeleteVpc", req.send().await) })
+        Box::pin(async { req.send().await.ack("ec2:DeleteVpc") })
     })
 };
 
@@ -184,7 +184,7 @@ async fn nats_present(aws: &AwsClients, ids: &[String]) -> Result<Vec<String>, A
     let mut there = Vec::new();
     for id in ids {
         let req = aws.ec2.describe_nat_gateways().nat_gateway_ids(id);
-        let out = optional(req.send().await.map_err(sdk_err("ec2:DescribeNatGateways")))?;
+        let out = req.send().await.lookup("ec2:DescribeNatGateways")?;
         let nat = out.as_ref().and_then(|o| o.nat_gateways().first());
         if nat.is_some_and(|n| n.state() != Some(&NatGatewayState::Deleted)) {
             there.push(id.clone());
@@ -207,7 +207,7 @@ async fn disassociate(aws: &AwsClients, id: &str) -> Result<(), AwsError> {
                 .ec2
                 .disassociate_route_table()
                 .association_id(association);
-            optional(ack("ec2:DisassociateRouteTable", req.send().await))?;
+            req.send().await.gone("ec2:DisassociateRouteTable")?;
         }
     }
     Ok(())
@@ -230,7 +230,7 @@ async fn detach_gateway(aws: &AwsClients, id: &str) -> Result<(), AwsError> {
             .detach_internet_gateway()
             .internet_gateway_id(id)
             .vpc_id(vpc);
-        ack("ec2:DetachInternetGateway", req.send().await)?;
+        req.send().await.ack("ec2:DetachInternetGateway")?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use super::plan::{
     resource_name, Seen, SeenIgw, SeenNat, SeenRouteTable, SeenSubnet, SeenVpc, Step, Target,
 };
 use super::ID;
-use crate::aws::{ack, resource_tags, sdk_err, wait_for, AwsClients, AwsError, Backoff};
+use crate::aws::{resource_tags, sdk_err, wait_for, Answer, AwsClients, AwsError, Backoff};
 use crate::config::{Ipv4Cidr, Stack};
 use crate::engine::run::StageHandle;
 use crate::stages::{Context, StageError};
@@ -81,15 +81,17 @@ async fn enable_dns(ec2: &Ec2, vpc: &str) -> Result<(), StageError> {
     let on = || AttributeBooleanValue::builder().value(true).build();
     // One attribute per call: the API refuses both at once.
     let support = ec2.modify_vpc_attribute().vpc_id(vpc);
-    ack(
-        "ec2:ModifyVpcAttribute",
-        support.enable_dns_support(on()).send().await,
-    )?;
+    support
+        .enable_dns_support(on())
+        .send()
+        .await
+        .ack("ec2:ModifyVpcAttribute")?;
     let hostnames = ec2.modify_vpc_attribute().vpc_id(vpc);
-    ack(
-        "ec2:ModifyVpcAttribute",
-        hostnames.enable_dns_hostnames(on()).send().await,
-    )?;
+    hostnames
+        .enable_dns_hostnames(on())
+        .send()
+        .await
+        .ack("ec2:ModifyVpcAttribute")?;
     Ok(())
 }
 
@@ -122,7 +124,7 @@ async fn attach_igw(ec2: &Ec2, seen: &mut Seen) -> Result<(), StageError> {
         .attach_internet_gateway()
         .internet_gateway_id(&igw.id)
         .vpc_id(&vpc);
-    let res = ack("ec2:AttachInternetGateway", req.send().await);
+    let res = req.send().await.ack("ec2:AttachInternetGateway");
     done_already(res, "Resource.AlreadyAssociated")?;
     igw.attached_to.push(vpc);
     Ok(())
@@ -166,7 +168,7 @@ async fn map_public_ip(ec2: &Ec2, subnet: &str) -> Result<(), StageError> {
         .modify_subnet_attribute()
         .subnet_id(subnet)
         .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build());
-    Ok(ack("ec2:ModifySubnetAttribute", req.send().await)?)
+    Ok(req.send().await.ack("ec2:ModifySubnetAttribute")?)
 }
 
 async fn create_route_table(
@@ -219,7 +221,7 @@ async fn default_route(
             .destination_cidr_block("0.0.0.0/0")
             .set_nat_gateway_id(nat)
             .set_gateway_id(gateway);
-        ack("ec2:ReplaceRoute", req.send().await)?;
+        req.send().await.ack("ec2:ReplaceRoute")?;
     } else {
         let req = ec2
             .create_route()
@@ -227,7 +229,7 @@ async fn default_route(
             .destination_cidr_block("0.0.0.0/0")
             .set_nat_gateway_id(nat)
             .set_gateway_id(gateway);
-        let res = ack("ec2:CreateRoute", req.send().await);
+        let res = req.send().await.ack("ec2:CreateRoute");
         done_already(res, "RouteAlreadyExists")?;
     }
     if let Some(t) = seen.route_tables.get_mut(table) {
@@ -248,7 +250,7 @@ async fn associate(
         .associate_route_table()
         .route_table_id(&table_id)
         .subnet_id(&subnet_id);
-    let res = ack("ec2:AssociateRouteTable", req.send().await);
+    let res = req.send().await.ack("ec2:AssociateRouteTable");
     done_already(res, "Resource.AlreadyAssociated")?;
     if let Some(t) = seen.route_tables.get_mut(table) {
         t.subnets.push(subnet_id);
