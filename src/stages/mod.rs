@@ -9,6 +9,7 @@
 //! after it.
 
 pub mod app;
+pub mod chart;
 pub mod cluster;
 pub mod iam;
 pub mod istio;
