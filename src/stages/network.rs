@@ -6,9 +6,9 @@
 //! observable even if the process died before the journal was written; that is what makes a
 //! killed `up` resumable without duplicates.
 //!
-//! The stage's parts: [`plan`] (the network as found, the steps, the pure diff), `observe`
-//! (finding it by tag), `up` (carrying out the steps) and `down` (the kinds it tags, as a
-//! table in deletion order, and the teardown).
+//! The stage's parts, in `network/`: [`plan`] (the network as found, the steps, the pure diff),
+//! `observe` (finding it by tag), `up` (carrying out the steps) and `down` (the kinds it tags,
+//! as a table in deletion order, and the teardown).
 
 mod down;
 mod observe;
