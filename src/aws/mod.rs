@@ -9,6 +9,8 @@
 pub mod account;
 pub mod state;
 pub mod sweep;
+pub mod tags;
+pub mod teardown;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -325,6 +327,34 @@ where
             _ => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
         };
         AwsError::new(operation, code, message)
+    }
+}
+
+/// What meshstack makes of an SDK call's answer, with the operation named in the error.
+pub trait Answer<T> {
+    /// The output is not needed: `Ok(())`, or the error.
+    fn ack(self, operation: &'static str) -> Result<(), AwsError>;
+    /// A lookup: `None` when AWS says it is not there ([`optional`]).
+    fn lookup(self, operation: &'static str) -> Result<Option<T>, AwsError>;
+    /// A delete: `Ok` also when what it deletes was not there (gone already).
+    fn gone(self, operation: &'static str) -> Result<(), AwsError>;
+}
+
+impl<T, E, R> Answer<T> for Result<T, aws_sdk_ec2::error::SdkError<E, R>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    fn ack(self, operation: &'static str) -> Result<(), AwsError> {
+        self.map(|_| ()).map_err(sdk_err(operation))
+    }
+
+    fn lookup(self, operation: &'static str) -> Result<Option<T>, AwsError> {
+        optional(self.map_err(sdk_err(operation)))
+    }
+
+    fn gone(self, operation: &'static str) -> Result<(), AwsError> {
+        self.lookup(operation).map(|_| ())
     }
 }
 

@@ -6,8 +6,9 @@
 //!
 //! These carry the cluster's tags, not the stack's, so they are found by the cluster's own
 //! conventions. Which of the described things are ours to delete is decided by pure functions
-//! ([`Owner`]'s methods, table-tested below), apart from the SDK calls that describe and
-//! delete them.
+//! ([`Owner`]'s methods, table-tested below), apart from the SDK calls that describe them; how
+//! each kind is deleted is a [`Kind`] (below the finders), which
+//! [`Teardown::delete`](super::teardown::Teardown::delete) carries out.
 //!
 //! # Guarantees
 //! - Nothing carrying another stack's `meshstack.io/stack` tag, or tagged as owned by another
@@ -18,16 +19,12 @@
 //!   for, and a VPC's `default` group never.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
 
 use aws_sdk_ec2::types::Filter;
 
-use super::{
-    is_not_found, optional, retry_codes, sdk_err, wait_for, AwsClients, AwsError, Backoff,
-    STACK_TAG,
-};
+use super::teardown::{Found, Kind, Verb};
+use super::{is_not_found, optional, sdk_err, tags, Answer, AwsClients, AwsError, STACK_TAG};
 use crate::config::Stack;
-use crate::retry::Progress;
 
 /// The in-tree cloud provider's (and EKS's, and Karpenter's) ownership tag: this prefix, the
 /// cluster name, and the value `owned`.
@@ -50,14 +47,6 @@ pub const ELB_GROUP_PREFIX: &str = "k8s-elb-";
 const LIVE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
 /// DescribeTags takes at most 20 load balancers per call, in both APIs.
 const TAG_BATCH: usize = 20;
-
-/// Resource kinds, as `plan` and the `down` report name them.
-pub const CLASSIC_LB: &str = "classic-load-balancer";
-pub const LB_V2: &str = "load-balancer";
-pub const INSTANCE: &str = "ec2-instance";
-pub const SECURITY_GROUP: &str = "security-group";
-pub const NETWORK_INTERFACE: &str = "network-interface";
-pub const INSTANCE_PROFILE: &str = "instance-profile";
 
 /// The tags Karpenter puts on the instance profiles it makes for an EC2NodeClass.
 pub const NODECLASS_TAG: &str = "karpenter.k8s.aws/ec2nodeclass";
@@ -194,52 +183,6 @@ impl<'a> Owner<'a> {
     }
 }
 
-/// A resource a sweep selected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub kind: &'static str,
-    /// What the API deletes it by: a classic load balancer's name, an ARN, an EC2 id.
-    pub id: String,
-    /// Its name for people (`Name` tag, group name, description), if it has one.
-    pub name: String,
-    /// Why it is the cluster's, for `plan`.
-    pub why: &'static str,
-}
-
-impl Found {
-    pub fn label(&self) -> String {
-        if self.name.is_empty() || self.name == self.id {
-            self.id.clone()
-        } else {
-            format!("{} ({})", self.name, self.id)
-        }
-    }
-}
-
-/// What a sweep did: how many it removed, and what is left with why.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Swept {
-    pub deleted: usize,
-    pub remaining: Vec<String>,
-}
-
-impl Swept {
-    pub fn merge(&mut self, other: Swept) {
-        self.deleted += other.deleted;
-        self.remaining.extend(other.remaining);
-    }
-}
-
-fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
-    tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-        .collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn name_tag(tags: &Tags) -> String {
     tags.get("Name").cloned().unwrap_or_default()
 }
@@ -287,25 +230,16 @@ pub async fn find_load_balancers(
     }
     for batch in lbs.chunks(TAG_BATCH) {
         let arns: Vec<String> = batch.iter().map(|(arn, _)| arn.clone()).collect();
-        let out = aws
-            .elbv2
-            .describe_tags()
-            .set_resource_arns(Some(arns))
-            .send()
-            .await
-            .map_err(sdk_err("elbv2:DescribeTags"));
+        let req = aws.elbv2.describe_tags().set_resource_arns(Some(arns));
         // One of the batch went away since it was listed; the next `down` looks again.
-        let Some(out) = optional(out)? else { continue };
+        let Some(out) = req.send().await.lookup("elbv2:DescribeTags")? else {
+            continue;
+        };
         for d in out.tag_descriptions() {
             let Some(arn) = d.resource_arn() else {
                 continue;
             };
-            let tags: Tags = d
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-                .collect();
-            if let Some(why) = owner.load_balancer(&tags) {
+            if let Some(why) = owner.load_balancer(&tags::map(d.tags())) {
                 let name = batch
                     .iter()
                     .find(|(a, _)| a == arn)
@@ -337,14 +271,7 @@ async fn classic_tags(aws: &AwsClients, names: &[String]) -> Result<Vec<(String,
         Ok::<_, AwsError>(
             out.tag_descriptions()
                 .iter()
-                .filter_map(|d| {
-                    let tags = d
-                        .tags()
-                        .iter()
-                        .map(|t| (t.key().to_string(), t.value().unwrap_or("").to_string()))
-                        .collect();
-                    Some((d.load_balancer_name()?.to_string(), tags))
-                })
+                .filter_map(|d| Some((d.load_balancer_name()?.to_string(), tags::map(d.tags()))))
                 .collect::<Vec<_>>(),
         )
     };
@@ -360,101 +287,6 @@ async fn classic_tags(aws: &AwsClients, names: &[String]) -> Result<Vec<(String,
         }
         other => other,
     }
-}
-
-/// Delete the load balancers `lbs` and wait until they are gone (their network interfaces go
-/// some minutes later; the VPC sweep retries what they hold up).
-pub async fn delete_load_balancers(
-    aws: &AwsClients,
-    lbs: &[Found],
-    backoff: Backoff,
-    h: &dyn Progress,
-) -> Result<Swept, AwsError> {
-    let mut swept = Swept::default();
-    let mut waiting = Vec::new();
-    for lb in lbs {
-        h.step(format!("deleting {} {}", lb.kind, lb.label()));
-        let res = if lb.kind == CLASSIC_LB {
-            aws.elb
-                .delete_load_balancer()
-                .load_balancer_name(&lb.id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("elb:DeleteLoadBalancer"))
-        } else {
-            aws.elbv2
-                .delete_load_balancer()
-                .load_balancer_arn(&lb.id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("elbv2:DeleteLoadBalancer"))
-        };
-        match optional(res) {
-            Ok(_) => waiting.push(lb),
-            // Deletion protection, a permission missing: say so and carry on with the rest.
-            Err(e) => swept
-                .remaining
-                .push(format!("{} {} ({e})", lb.kind, lb.label())),
-        }
-    }
-    if waiting.is_empty() {
-        return Ok(swept);
-    }
-    h.step(format!(
-        "waiting for {} load balancer(s) to go",
-        waiting.len()
-    ));
-    let left = Mutex::new(waiting.clone());
-    wait_for(backoff, || {
-        let left = &left;
-        async move {
-            let current = lock(left).clone();
-            let mut still = Vec::new();
-            for lb in current {
-                if load_balancer_exists(aws, lb).await? {
-                    still.push(lb);
-                }
-            }
-            let done = still.is_empty();
-            *lock(left) = still;
-            Ok(done.then_some(()))
-        }
-    })
-    .await?;
-    let left = left.into_inner().unwrap_or_else(|e| e.into_inner());
-    swept.deleted += waiting.len() - left.len();
-    swept.remaining.extend(left.iter().map(|lb| {
-        format!(
-            "{} {} (still deleting after {}s)",
-            lb.kind,
-            lb.label(),
-            backoff.deadline.as_secs()
-        )
-    }));
-    Ok(swept)
-}
-
-async fn load_balancer_exists(aws: &AwsClients, lb: &Found) -> Result<bool, AwsError> {
-    let res = if lb.kind == CLASSIC_LB {
-        aws.elb
-            .describe_load_balancers()
-            .load_balancer_names(&lb.id)
-            .send()
-            .await
-            .map(|o| !o.load_balancer_descriptions().is_empty())
-            .map_err(sdk_err("elb:DescribeLoadBalancers"))
-    } else {
-        aws.elbv2
-            .describe_load_balancers()
-            .load_balancer_arns(&lb.id)
-            .send()
-            .await
-            .map(|o| !o.load_balancers().is_empty())
-            .map_err(sdk_err("elbv2:DescribeLoadBalancers"))
-    };
-    Ok(optional(res)?.unwrap_or(false))
 }
 
 /// The instances Karpenter launched for the cluster that are not terminated yet.
@@ -484,7 +316,7 @@ pub async fn find_karpenter_instances(
     while let Some(page) = pages.next().await {
         let page = page.map_err(sdk_err("ec2:DescribeInstances"))?;
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
-            let tags = ec2_tags(i.tags());
+            let tags = tags::map(i.tags());
             let state = i
                 .state()
                 .and_then(|s| s.name())
@@ -501,85 +333,6 @@ pub async fn find_karpenter_instances(
         }
     }
     Ok(found)
-}
-
-/// Terminate `instances` and wait until they are terminated.
-pub async fn terminate_instances(
-    aws: &AwsClients,
-    instances: &[Found],
-    backoff: Backoff,
-    h: &dyn Progress,
-) -> Result<Swept, AwsError> {
-    let mut swept = Swept::default();
-    let mut waiting = Vec::new();
-    // One call each: a single protected instance fails a batch call as a whole.
-    for i in instances {
-        h.step(format!("terminating Karpenter instance {}", i.label()));
-        let res = aws
-            .ec2
-            .terminate_instances()
-            .instance_ids(&i.id)
-            .send()
-            .await
-            .map_err(sdk_err("ec2:TerminateInstances"));
-        match optional(res) {
-            Ok(_) => waiting.push(i.id.clone()),
-            Err(e) => swept
-                .remaining
-                .push(format!("{INSTANCE} {} ({e})", i.label())),
-        }
-    }
-    if waiting.is_empty() {
-        return Ok(swept);
-    }
-    h.step(format!(
-        "waiting for {} instance(s) to terminate",
-        waiting.len()
-    ));
-    let left = Mutex::new(waiting.clone());
-    wait_for(backoff, || {
-        let left = &left;
-        async move {
-            let ids = lock(left).clone();
-            let out = aws
-                .ec2
-                .describe_instances()
-                .set_instance_ids(Some(ids))
-                .send()
-                .await
-                .map_err(sdk_err("ec2:DescribeInstances"));
-            let still: Vec<String> = match optional(out)? {
-                Some(out) => out
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .filter(|i| {
-                        i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated")
-                    })
-                    .filter_map(|i| i.instance_id().map(str::to_string))
-                    .collect(),
-                None => Vec::new(),
-            };
-            let done = still.is_empty();
-            *lock(left) = still;
-            Ok(done.then_some(()))
-        }
-    })
-    .await?;
-    let left = left.into_inner().unwrap_or_else(|e| e.into_inner());
-    swept.deleted += waiting.len() - left.len();
-    for id in &left {
-        let label = instances
-            .iter()
-            .find(|i| &i.id == id)
-            .map(Found::label)
-            .unwrap_or_else(|| id.clone());
-        swept.remaining.push(format!(
-            "{INSTANCE} {label} (still shutting down after {}s)",
-            backoff.deadline.as_secs()
-        ));
-    }
-    Ok(swept)
 }
 
 /// The instance profiles Karpenter made for the cluster in `region` ([`Owner::instance_profile`]).
@@ -600,23 +353,12 @@ pub async fn find_karpenter_instance_profiles(
                 continue;
             }
             // IAM lists profiles without their tags; GetInstanceProfile has them.
-            let got = optional(
-                aws.iam
-                    .get_instance_profile()
-                    .instance_profile_name(name)
-                    .send()
-                    .await
-                    .map_err(sdk_err("iam:GetInstanceProfile")),
-            )?;
+            let req = aws.iam.get_instance_profile().instance_profile_name(name);
+            let got = req.send().await.lookup("iam:GetInstanceProfile")?;
             let Some(profile) = got.and_then(|g| g.instance_profile) else {
                 continue;
             };
-            let tags: Tags = profile
-                .tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect();
-            if let Some(why) = owner.instance_profile(region, &tags) {
+            if let Some(why) = owner.instance_profile(region, &tags::map(profile.tags())) {
                 found.push(Found {
                     kind: INSTANCE_PROFILE,
                     id: name.to_string(),
@@ -627,62 +369,6 @@ pub async fn find_karpenter_instance_profiles(
         }
     }
     Ok(found)
-}
-
-/// Delete `profiles`, each after removing its role. A profile that cannot be deleted is
-/// reported as left, with AWS's reason.
-pub async fn delete_instance_profiles(
-    aws: &AwsClients,
-    profiles: &[Found],
-    h: &dyn Progress,
-) -> Result<Swept, AwsError> {
-    let mut swept = Swept::default();
-    for p in profiles {
-        h.step(format!("deleting instance profile {} ({})", p.id, p.why));
-        let res = async {
-            let roles = optional(
-                aws.iam
-                    .get_instance_profile()
-                    .instance_profile_name(&p.id)
-                    .send()
-                    .await
-                    .map_err(sdk_err("iam:GetInstanceProfile")),
-            )?;
-            let Some(roles) = roles else { return Ok(()) };
-            for role in roles
-                .instance_profile()
-                .map(|p| p.roles())
-                .unwrap_or_default()
-            {
-                optional(
-                    aws.iam
-                        .remove_role_from_instance_profile()
-                        .instance_profile_name(&p.id)
-                        .role_name(role.role_name())
-                        .send()
-                        .await
-                        .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
-                )?;
-            }
-            optional(
-                aws.iam
-                    .delete_instance_profile()
-                    .instance_profile_name(&p.id)
-                    .send()
-                    .await
-                    .map_err(sdk_err("iam:DeleteInstanceProfile")),
-            )
-            .map(|_| ())
-        }
-        .await;
-        match res {
-            Ok(()) => swept.deleted += 1,
-            Err(e) => swept
-                .remaining
-                .push(format!("{INSTANCE_PROFILE} {} ({e})", p.id)),
-        }
-    }
-    Ok(swept)
 }
 
 /// The leftovers in VPC `vpc_id`: available network interfaces first, then the security
@@ -712,7 +398,7 @@ pub async fn find_in_vpc(
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_default(),
                 description: n.description().unwrap_or_default().to_string(),
-                tags: ec2_tags(n.tag_set()),
+                tags: tags::map(n.tag_set()),
             };
             if let Some(why) = owner.interface(vpc_id, &eni) {
                 found.push(Found {
@@ -738,7 +424,7 @@ pub async fn find_in_vpc(
                 id: g.group_id().unwrap_or_default().to_string(),
                 name: g.group_name().unwrap_or_default().to_string(),
                 vpc_id: g.vpc_id().unwrap_or_default().to_string(),
-                tags: ec2_tags(g.tags()),
+                tags: tags::map(g.tags()),
             };
             if let Some(why) = owner.security_group(vpc_id, &group) {
                 found.push(Found {
@@ -753,49 +439,136 @@ pub async fn find_in_vpc(
     Ok(found)
 }
 
-/// Delete what [`find_in_vpc`] found, in its order, retrying `DependencyViolation` (a load
-/// balancer's interfaces let go minutes after it is deleted) until `backoff`'s deadline.
-pub async fn delete_in_vpc(
-    aws: &AwsClients,
-    found: &[Found],
-    backoff: Backoff,
-    h: &dyn Progress,
-) -> Swept {
-    const RETRY: &[&str] = &["DependencyViolation", "InvalidNetworkInterface.InUse"];
-    let ec2 = &aws.ec2;
-    let mut swept = Swept::default();
-    for f in found {
-        h.step(format!("deleting {} {} ({})", f.kind, f.label(), f.why));
-        let id = f.id.as_str();
-        let res = if f.kind == NETWORK_INTERFACE {
-            retry_codes(backoff, RETRY, h, "delete network interface", || async {
-                ec2.delete_network_interface()
-                    .network_interface_id(id)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_err("ec2:DeleteNetworkInterface"))
-            })
-            .await
-        } else {
-            retry_codes(backoff, RETRY, h, "delete security group", || async {
-                ec2.delete_security_group()
-                    .group_id(id)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_err("ec2:DeleteSecurityGroup"))
-            })
-            .await
-        };
-        match optional(res) {
-            Ok(_) => swept.deleted += 1,
-            Err(e) => swept
-                .remaining
-                .push(format!("{} {} ({e})", f.kind, f.label())),
+/// "Not yet" answers while an interface or a group is still in use.
+const IN_USE: &[&str] = &["DependencyViolation", "InvalidNetworkInterface.InUse"];
+
+/// A classic load balancer, by name. It takes a while to go, and holds its interfaces until
+/// then (the VPC sweep retries what they hold up).
+pub const CLASSIC_LB: &Kind = &Kind {
+    present: Some(|aws, names| {
+        Box::pin(each_present(names, move |name| async move {
+            let req = aws.elb.describe_load_balancers().load_balancer_names(name);
+            let out = req.send().await.lookup("elb:DescribeLoadBalancers")?;
+            Ok(out.is_some_and(|o| !o.load_balancer_descriptions().is_empty()))
+        }))
+    }),
+    ..Kind::new(
+        "classic-load-balancer",
+        "classic load balancer",
+        |aws, name| {
+            let req = aws.elb.delete_load_balancer().load_balancer_name(name);
+            Box::pin(async { req.send().await.ack("elb:DeleteLoadBalancer") })
+        },
+    )
+};
+
+/// An NLB or ALB, by ARN; like [`CLASSIC_LB`].
+pub const LB_V2: &Kind = &Kind {
+    present: Some(|aws, arns| {
+        Box::pin(each_present(arns, move |arn| async move {
+            let req = aws.elbv2.describe_load_balancers().load_balancer_arns(arn);
+            let out = req.send().await.lookup("elbv2:DescribeLoadBalancers")?;
+            Ok(out.is_some_and(|o| !o.load_balancers().is_empty()))
+        }))
+    }),
+    ..Kind::new("load-balancer", "load balancer", |aws, arn| {
+        let req = aws.elbv2.delete_load_balancer().load_balancer_arn(arn);
+        Box::pin(async { req.send().await.ack("elbv2:DeleteLoadBalancer") })
+    })
+};
+
+/// An instance Karpenter launched, terminated one call each: a single protected instance fails
+/// a batch call as a whole.
+pub const INSTANCE: &Kind = &Kind {
+    verb: Verb::Terminate,
+    present: Some(|aws, ids| Box::pin(instances_present(aws, ids))),
+    ..Kind::new("ec2-instance", "Karpenter instance", |aws, id| {
+        let req = aws.ec2.terminate_instances().instance_ids(id);
+        Box::pin(async { req.send().await.ack("ec2:TerminateInstances") })
+    })
+};
+
+/// An instance profile Karpenter made, by name; its role is removed first.
+pub const INSTANCE_PROFILE: &Kind = &Kind {
+    detach: Some(|aws, name| Box::pin(remove_profile_roles(aws, name))),
+    ..Kind::new("instance-profile", "instance profile", |aws, name| {
+        let req = aws
+            .iam
+            .delete_instance_profile()
+            .instance_profile_name(name);
+        Box::pin(async { req.send().await.ack("iam:DeleteInstanceProfile") })
+    })
+};
+
+/// A network interface left `available` in the stack's VPC.
+pub const NETWORK_INTERFACE: &Kind = &Kind {
+    retry: IN_USE,
+    ..Kind::new("network-interface", "network interface", |aws, id| {
+        let req = aws.ec2.delete_network_interface().network_interface_id(id);
+        Box::pin(async { req.send().await.ack("ec2:DeleteNetworkInterface") })
+    })
+};
+
+/// A load balancer's security group in the stack's VPC; interfaces may still reference it.
+pub const SECURITY_GROUP: &Kind = &Kind {
+    retry: IN_USE,
+    ..Kind::new("security-group", "security group", |aws, id| {
+        let req = aws.ec2.delete_security_group().group_id(id);
+        Box::pin(async { req.send().await.ack("ec2:DeleteSecurityGroup") })
+    })
+};
+
+/// Which of `ids` are still there, asking `exists` about each.
+async fn each_present<'a, F, Fut>(ids: &'a [String], exists: F) -> Result<Vec<String>, AwsError>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, AwsError>>,
+{
+    let mut there = Vec::new();
+    for id in ids {
+        if exists(id).await? {
+            there.push(id.clone());
         }
     }
-    swept
+    Ok(there)
+}
+
+async fn instances_present(aws: &AwsClients, ids: &[String]) -> Result<Vec<String>, AwsError> {
+    let req = aws
+        .ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids.to_vec()));
+    let Some(out) = req.send().await.lookup("ec2:DescribeInstances")? else {
+        return Ok(Vec::new());
+    };
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
+}
+
+/// Take the roles out of instance profile `name` (IAM refuses to delete it with a role in it).
+async fn remove_profile_roles(aws: &AwsClients, name: &str) -> Result<(), AwsError> {
+    let profile = aws
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .map_err(sdk_err("iam:GetInstanceProfile"))?;
+    for role in profile
+        .instance_profile()
+        .map(|p| p.roles())
+        .unwrap_or_default()
+    {
+        let req = aws.iam.remove_role_from_instance_profile();
+        let req = req.instance_profile_name(name).role_name(role.role_name());
+        req.send().await.gone("iam:RemoveRoleFromInstanceProfile")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

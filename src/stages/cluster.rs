@@ -17,10 +17,11 @@ use aws_sdk_eks::types::{
 };
 
 use super::iam;
-use super::{network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
-use crate::aws::sweep::{self, Owner, Swept};
+use super::{deletion, network, outcome, Action, Change, Context, Plan, Stage, StageError};
+use crate::aws::sweep::{self, Owner};
+use crate::aws::teardown::{Swept, Teardown};
 use crate::aws::{
-    optional, resource_tags, same_json, sdk_err, wait_for, AwsClients, AwsError, STACK_TAG,
+    resource_tags, same_json, sdk_err, tags, wait_for, Answer, AwsClients, AwsError, STACK_TAG,
 };
 use crate::config::Stack;
 use crate::engine::graph::StageId;
@@ -77,21 +78,23 @@ pub enum Step {
     UpdateEndpointAccess,
     CreateOidcProvider,
     TrustKarpenterRole,
-    Conflict(String),
 }
+
+/// The kind of resource conflicts name, as `plan` shows them.
+const RESOURCE: &str = "eks-cluster";
 
 /// The pure diff. `wanted_trust` is the Karpenter role trust for the observed issuer (`None`
 /// while there is no cluster to know the issuer of).
-pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>) -> Vec<Step> {
-    let mut steps = Vec::new();
+pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>) -> Plan<Step> {
+    let name = stack.cluster_name();
+    let mut steps = Plan::new();
     match &seen.cluster {
         None => steps.extend([Step::CreateCluster, Step::WaitActive]),
         Some(c) if !c.ours => {
-            steps.push(Step::Conflict(format!(
-                "an EKS cluster named {} exists without the tag {STACK_TAG}={}; meshstack will not adopt it",
-                stack.cluster_name(),
+            steps.conflict(RESOURCE, name, format!(
+                "an EKS cluster named {name} exists without the tag {STACK_TAG}={}; meshstack will not adopt it",
                 stack.name
-            )));
+            ));
             return steps;
         }
         Some(c) => {
@@ -102,17 +105,19 @@ pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>
                 // node group created now waits on it.
                 "CREATING" | "PENDING" | "UPDATING" => steps.push(Step::WaitActive),
                 other => {
-                    steps.push(Step::Conflict(format!(
-                        "cluster is {other}; run `meshstack down` and `up` again"
-                    )));
+                    steps.conflict(
+                        RESOURCE,
+                        name,
+                        format!("cluster is {other}; run `meshstack down` and `up` again"),
+                    );
                     return steps;
                 }
             }
             if c.version != stack.kubernetes_version {
-                steps.push(Step::Conflict(format!(
+                steps.conflict(RESOURCE, name, format!(
                     "cluster runs Kubernetes {} but the stack asks for {}; meshstack does not upgrade clusters in place — set kubernetes_version: \"{}\" or rebuild",
                     c.version, stack.kubernetes_version, c.version
-                )));
+                ));
             }
             let cidrs: Vec<String> = stack
                 .cluster
@@ -136,9 +141,11 @@ pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>
     }
     match seen.oidc_provider {
         None => steps.push(Step::CreateOidcProvider),
-        Some(false) => steps.push(Step::Conflict(
-            "the IAM OIDC provider for this cluster's issuer exists without the stack tag".into(),
-        )),
+        Some(false) => steps.conflict(
+            RESOURCE,
+            name,
+            "the IAM OIDC provider for this cluster's issuer exists without the stack tag",
+        ),
         Some(true) => {}
     }
     let trusted = match (seen.karpenter_trust.as_deref(), wanted_trust) {
@@ -155,18 +162,16 @@ impl Step {
     fn change(&self, stack: &Stack) -> Change {
         let name = stack.cluster_name().to_string();
         match self {
-            Step::CreateCluster => {
-                Change::new(Action::Create, "eks-cluster", name).detail(format!(
-                    "Kubernetes {}, {} zones",
-                    stack.kubernetes_version,
-                    stack.zone_count()
-                ))
-            }
+            Step::CreateCluster => Change::new(Action::Create, RESOURCE, name).detail(format!(
+                "Kubernetes {}, {} zones",
+                stack.kubernetes_version,
+                stack.zone_count()
+            )),
             Step::WaitActive => {
-                Change::new(Action::Wait, "eks-cluster", name).detail("wait until ACTIVE")
+                Change::new(Action::Wait, RESOURCE, name).detail("wait until ACTIVE")
             }
             Step::UpdateEndpointAccess => {
-                Change::new(Action::Update, "eks-cluster", name).detail(format!(
+                Change::new(Action::Update, RESOURCE, name).detail(format!(
                     "endpoint access: public {}, private {}",
                     stack.cluster.endpoint_public_access, stack.cluster.endpoint_private_access
                 ))
@@ -183,9 +188,6 @@ impl Step {
                     ),
                 )
             }
-            Step::Conflict(why) => {
-                Change::new(Action::Conflict, "eks-cluster", name).detail(why.clone())
-            }
         }
     }
 }
@@ -196,14 +198,8 @@ struct Described {
 }
 
 async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Described>, StageError> {
-    let out = optional(
-        aws.eks
-            .describe_cluster()
-            .name(stack.cluster_name())
-            .send()
-            .await
-            .map_err(sdk_err("eks:DescribeCluster")),
-    )?;
+    let req = aws.eks.describe_cluster().name(stack.cluster_name());
+    let out = req.send().await.lookup("eks:DescribeCluster")?;
     let Some(c) = out.and_then(|o| o.cluster().cloned()) else {
         return Ok(None);
     };
@@ -219,7 +215,7 @@ async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Described>, 
                 .status()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
-            ours: c.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
+            ours: tags::of_stack(stack, c.tags().into_iter().flatten()),
             version: c.version().unwrap_or_default().to_string(),
             endpoint_public_access: vpc.is_some_and(|v| v.endpoint_public_access()),
             endpoint_private_access: vpc.is_some_and(|v| v.endpoint_private_access()),
@@ -251,19 +247,10 @@ async fn find_oidc_provider(
     stack: &Stack,
     arn: &str,
 ) -> Result<Option<bool>, StageError> {
-    let out = optional(
-        aws.iam
-            .get_open_id_connect_provider()
-            .open_id_connect_provider_arn(arn)
-            .send()
-            .await
-            .map_err(sdk_err("iam:GetOpenIDConnectProvider")),
-    )?;
-    Ok(out.map(|o| {
-        o.tags()
-            .iter()
-            .any(|t| t.key() == STACK_TAG && t.value() == stack.name)
-    }))
+    let req = aws.iam.get_open_id_connect_provider();
+    let req = req.open_id_connect_provider_arn(arn);
+    let out = req.send().await.lookup("iam:GetOpenIDConnectProvider")?;
+    Ok(out.map(|o| tags::of_stack(stack, o.tags())))
 }
 
 async fn observe(cx: &Context) -> Result<(Seen, Option<ClusterFacts>), StageError> {
@@ -329,10 +316,7 @@ impl Stage for Cluster {
         let (seen, _) = observe(cx).await?;
         let issuer = seen.cluster.as_ref().and_then(|c| c.oidc_issuer.clone());
         let trust = wanted_trust(cx, issuer.as_deref());
-        Ok(plan(&cx.stack, &seen, trust.as_ref())
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+        Ok(plan(&cx.stack, &seen, trust.as_ref()).changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -341,7 +325,7 @@ impl Stage for Cluster {
         if seen.cluster.as_ref().is_some_and(|c| c.ours) {
             changes.push(Change::new(
                 Action::Delete,
-                "eks-cluster",
+                RESOURCE,
                 cx.stack.cluster_name(),
             ));
         }
@@ -361,12 +345,7 @@ impl Stage for Cluster {
                 sweep::find_karpenter_instances(aws, owner)
             )?;
             let profiles = sweep::find_karpenter_instance_profiles(aws, owner, &aws.region).await?;
-            changes.extend(
-                lbs.iter()
-                    .chain(&instances)
-                    .chain(&profiles)
-                    .map(|f| Change::new(Action::Delete, f.kind, f.label()).detail(f.why)),
-            );
+            changes.extend(lbs.iter().chain(&instances).chain(&profiles).map(deletion));
         }
         Ok(changes)
     }
@@ -377,9 +356,8 @@ impl Stage for Cluster {
         h.step("observing");
         let (seen, mut facts) = observe(cx).await?;
         let issuer = seen.cluster.as_ref().and_then(|c| c.oidc_issuer.clone());
-        let steps = plan(stack, &seen, wanted_trust(cx, issuer.as_deref()).as_ref());
+        let steps = plan(stack, &seen, wanted_trust(cx, issuer.as_deref()).as_ref()).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
-        refuse_conflicts(&changes)?;
         for (step, change) in steps.iter().zip(&changes) {
             h.step(change.to_string());
             match step {
@@ -402,16 +380,7 @@ impl Stage for Cluster {
                     let issuer = current_issuer(&facts)?;
                     let key = "oidc-provider";
                     cx.begin(ID, key)?;
-                    let tags = resource_tags(stack, key, &format!("{}-oidc", stack.name))
-                        .into_iter()
-                        .map(|(k, v)| {
-                            aws_sdk_iam::types::Tag::builder()
-                                .key(k)
-                                .value(v)
-                                .build()
-                                .expect("key and value set")
-                        })
-                        .collect();
+                    let tags = tags::iam(stack, key, &format!("{}-oidc", stack.name));
                     let res = aws
                         .iam
                         .create_open_id_connect_provider()
@@ -458,7 +427,6 @@ impl Stage for Cluster {
                     )
                     .await?;
                 }
-                Step::Conflict(_) => unreachable!("refused above"),
             }
         }
         let facts = match facts {
@@ -499,18 +467,8 @@ impl Stage for Cluster {
                 issuer = d.seen.oidc_issuer.clone();
                 if d.seen.status != "DELETING" {
                     h.step(format!("deleting EKS cluster {}", stack.cluster_name()));
-                    match aws
-                        .eks
-                        .delete_cluster()
-                        .name(stack.cluster_name())
-                        .send()
-                        .await
-                        .map_err(sdk_err("eks:DeleteCluster"))
-                    {
-                        Ok(_) => {}
-                        Err(e) if crate::aws::is_not_found(&e) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    let req = aws.eks.delete_cluster().name(stack.cluster_name());
+                    req.send().await.gone("eks:DeleteCluster")?;
                 }
                 h.step("waiting for the cluster to be deleted");
                 let gone = wait_for(cx.waits.cluster, || async {
@@ -560,14 +518,9 @@ impl Stage for Cluster {
             }
             if find_oidc_provider(aws, stack, arn).await? == Some(true) {
                 h.step(format!("deleting OIDC provider {arn}"));
-                let res = aws
-                    .iam
-                    .delete_open_id_connect_provider()
-                    .open_id_connect_provider_arn(arn)
-                    .send()
-                    .await
-                    .map_err(sdk_err("iam:DeleteOpenIDConnectProvider"));
-                optional(res)?;
+                let req = aws.iam.delete_open_id_connect_provider();
+                let req = req.open_id_connect_provider_arn(arn);
+                req.send().await.gone("iam:DeleteOpenIDConnectProvider")?;
                 deleted += 1;
             }
         }
@@ -587,20 +540,18 @@ async fn sweep_cluster(
     h: &StageHandle,
 ) -> Result<Swept, StageError> {
     let owner = Owner::of(&cx.stack);
-    let backoff = cx.waits.dependency;
+    let teardown = Teardown::new(aws, cx.waits.dependency, h);
     h.step("looking for the cluster's load balancers, Karpenter instances and profiles");
     let (lbs, instances) = tokio::try_join!(
         sweep::find_load_balancers(aws, owner),
         sweep::find_karpenter_instances(aws, owner)
     )?;
-    let (mut swept, terminated) = tokio::try_join!(
-        sweep::delete_load_balancers(aws, &lbs, backoff, h),
-        sweep::terminate_instances(aws, &instances, backoff, h)
-    )?;
+    let (mut swept, terminated) =
+        tokio::try_join!(teardown.delete(&lbs), teardown.delete(&instances))?;
     swept.merge(terminated);
     // The instances are gone (or reported): their profiles can go too.
     let profiles = sweep::find_karpenter_instance_profiles(aws, owner, &aws.region).await?;
-    swept.merge(sweep::delete_instance_profiles(aws, &profiles, h).await?);
+    swept.merge(teardown.delete(&profiles).await?);
     Ok(swept)
 }
 
@@ -809,16 +760,13 @@ mod tests {
 
         let mut foreign = converged(&s);
         foreign.cluster.as_mut().unwrap().ours = false;
-        assert!(matches!(
-            plan(&s, &foreign, Some(&trust))[..],
-            [Step::Conflict(_)]
-        ));
+        let steps = plan(&s, &foreign, Some(&trust));
+        assert!(steps.is_empty() && matches!(steps.conflicts(), [_]));
 
         let mut old = converged(&s);
         old.cluster.as_mut().unwrap().version = "1.29".into();
-        assert!(
-            matches!(&plan(&s, &old, Some(&trust))[..], [Step::Conflict(m)] if m.contains("1.29"))
-        );
+        let steps = plan(&s, &old, Some(&trust));
+        assert!(steps.is_empty() && matches!(steps.conflicts(), [c] if c.detail.contains("1.29")));
     }
 
     fn iam_placeholder() -> String {

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
-use super::{outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
-use crate::aws::{optional, resource_tags, same_json, sdk_err, AwsClients, STACK_TAG};
+use super::{outcome, Action, Change, Context, Plan, Stage, StageError};
+use crate::aws::{same_json, sdk_err, tags, Answer, AwsClients, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -67,7 +67,6 @@ pub enum Step {
     DeleteProfile,
     /// EC2 Spot's service-linked role, without which CreateFleet cannot launch spot.
     CreateSpotRole,
-    Conflict(String, String),
 }
 
 /// The service that EC2 Spot's service-linked role belongs to.
@@ -96,17 +95,18 @@ pub fn plan(
     partition: &str,
     karpenter_policy: &serde_json::Value,
     seen: &Seen,
-) -> Vec<Step> {
-    let mut steps = Vec::new();
+) -> Plan<Step> {
+    let mut steps = Plan::new();
     for kind in Role::ALL {
         let name = kind.name(stack);
         let role = seen.roles.get(&kind);
         match role {
             Some(r) if !r.ours => {
-                steps.push(Step::Conflict(
+                steps.conflict(
+                    "iam",
                     name,
                     format!("exists without the tag {STACK_TAG}={}; meshstack will not adopt it — rename the stack or delete the role", stack.name),
-                ));
+                );
                 continue;
             }
             None => steps.push(Step::CreateRole(kind)),
@@ -134,13 +134,14 @@ pub fn plan(
     }
     let node_role = Role::Node.name(stack);
     match &seen.profile {
-        Some(p) if !p.ours && wants_profile(stack) => steps.push(Step::Conflict(
+        Some(p) if !p.ours && wants_profile(stack) => steps.conflict(
+            "iam",
             names::instance_profile(stack),
             format!(
                 "instance profile exists without the tag {STACK_TAG}={}",
                 stack.name
             ),
-        )),
+        ),
         Some(p) if !p.ours => {} // not ours and not wanted: none of our business
         None if wants_profile(stack) => steps.extend([Step::CreateProfile, Step::AddRoleToProfile]),
         None => {}
@@ -191,16 +192,8 @@ impl Step {
                 names::instance_profile(stack),
             )
             .detail(format!("add role {}", Role::Node.name(stack))),
-            Step::Conflict(name, why) => {
-                Change::new(Action::Conflict, "iam", name.clone()).detail(why.clone())
-            }
         }
     }
-}
-
-fn tagged_ours(tags: impl Iterator<Item = (String, String)>, stack: &Stack) -> bool {
-    tags.into_iter()
-        .any(|(k, v)| k == STACK_TAG && v == stack.name)
 }
 
 /// Observe the roles and the profile by name.
@@ -217,37 +210,26 @@ pub async fn observe(cx: &Context) -> Result<Seen, StageError> {
                 role.attached = attached_policies(aws, &kind.name(stack)).await?;
             }
             if role.ours && kind == Role::Karpenter {
-                role.inline = optional(
-                    aws.iam
-                        .get_role_policy()
-                        .role_name(kind.name(stack))
-                        .policy_name(names::KARPENTER_POLICY)
-                        .send()
-                        .await
-                        .map_err(sdk_err("iam:GetRolePolicy")),
-                )?
-                .map(|o| o.policy_document().to_string());
+                let req = aws
+                    .iam
+                    .get_role_policy()
+                    .role_name(kind.name(stack))
+                    .policy_name(names::KARPENTER_POLICY);
+                let policy = req.send().await.lookup("iam:GetRolePolicy")?;
+                role.inline = policy.map(|o| o.policy_document().to_string());
             }
             seen.roles.insert(kind, role);
         }
     }
-    let profile = optional(
-        aws.iam
-            .get_instance_profile()
-            .instance_profile_name(names::instance_profile(stack))
-            .send()
-            .await
-            .map_err(sdk_err("iam:GetInstanceProfile")),
-    )?;
+    let req = aws
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(names::instance_profile(stack));
+    let profile = req.send().await.lookup("iam:GetInstanceProfile")?;
     seen.profile = profile
         .and_then(|o| o.instance_profile().cloned())
         .map(|p| SeenProfile {
-            ours: tagged_ours(
-                p.tags()
-                    .iter()
-                    .map(|t| (t.key().to_string(), t.value().to_string())),
-                stack,
-            ),
+            ours: tags::of_stack(stack, p.tags()),
             roles: p
                 .roles()
                 .iter()
@@ -279,22 +261,16 @@ pub async fn find_role(
     stack: &Stack,
     name: &str,
 ) -> Result<Option<SeenRole>, StageError> {
-    let out = optional(
-        aws.iam
-            .get_role()
-            .role_name(name)
-            .send()
-            .await
-            .map_err(sdk_err("iam:GetRole")),
-    )?;
+    let out = aws
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .lookup("iam:GetRole")?;
     Ok(out.and_then(|o| o.role().cloned()).map(|r| SeenRole {
         arn: r.arn().to_string(),
-        ours: tagged_ours(
-            r.tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string())),
-            stack,
-        ),
+        ours: tags::of_stack(stack, r.tags()),
         trust: r
             .assume_role_policy_document()
             .unwrap_or_default()
@@ -342,19 +318,6 @@ pub async fn facts(cx: &Context) -> Result<IamFacts, StageError> {
     Ok(f)
 }
 
-fn iam_tags(stack: &Stack, key: &str, name: &str) -> Vec<aws_sdk_iam::types::Tag> {
-    resource_tags(stack, key, name)
-        .into_iter()
-        .map(|(k, v)| {
-            aws_sdk_iam::types::Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .expect("key and value set")
-        })
-        .collect()
-}
-
 fn wanted_policy(cx: &Context) -> serde_json::Value {
     let region = cx.aws.as_ref().map_or("us-east-1", |a| a.region.as_str());
     policies::karpenter_controller(
@@ -380,9 +343,7 @@ impl Stage for Iam {
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let seen = observe(cx).await?;
         Ok(plan(&cx.stack, cx.partition(), &wanted_policy(cx), &seen)
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+            .changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -409,9 +370,8 @@ impl Stage for Iam {
         h.step("observing");
         let mut seen = observe(cx).await?;
         let policy = wanted_policy(cx);
-        let steps = plan(stack, cx.partition(), &policy, &seen);
+        let steps = plan(stack, cx.partition(), &policy, &seen).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
-        refuse_conflicts(&changes)?;
         for (step, change) in steps.iter().zip(&changes) {
             h.step(change.to_string());
             match step {
@@ -425,7 +385,7 @@ impl Stage for Iam {
                         .role_name(&name)
                         .assume_role_policy_document(initial_trust(*kind).to_string())
                         .description(format!("meshstack {}: {:?} role", stack.name, kind))
-                        .set_tags(Some(iam_tags(stack, &key, &name)))
+                        .set_tags(Some(tags::iam(stack, &key, &name)))
                         .send()
                         .await
                         .map_err(sdk_err("iam:CreateRole"));
@@ -480,7 +440,7 @@ impl Stage for Iam {
                         .iam
                         .create_instance_profile()
                         .instance_profile_name(&name)
-                        .set_tags(Some(iam_tags(stack, &key, &name)))
+                        .set_tags(Some(tags::iam(stack, &key, &name)))
                         .send()
                         .await
                         .map_err(sdk_err("iam:CreateInstanceProfile"))
@@ -507,16 +467,11 @@ impl Stage for Iam {
                     }
                 }
                 Step::Detach(kind, arn) => {
-                    ignore_missing(
-                        aws.iam
-                            .detach_role_policy()
-                            .role_name(kind.name(stack))
-                            .policy_arn(arn)
-                            .send()
-                            .await
-                            .map(|_| ())
-                            .map_err(sdk_err("iam:DetachRolePolicy")),
-                    )?;
+                    let req = aws.iam.detach_role_policy().role_name(kind.name(stack));
+                    req.policy_arn(arn)
+                        .send()
+                        .await
+                        .gone("iam:DetachRolePolicy")?;
                 }
                 Step::DeleteProfile => delete_profile(aws, stack, &seen, h).await?,
                 Step::CreateSpotRole => {
@@ -536,7 +491,6 @@ impl Stage for Iam {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Step::Conflict(..) => unreachable!("refused above"),
             }
         }
         let arn = |k: Role| {
@@ -599,31 +553,14 @@ async fn delete_profile(
         h.step(format!(
             "removing role {role} from instance profile {profile}"
         ));
-        ignore_missing(
-            aws.iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(&profile)
-                .role_name(role)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
-        )?;
+        let req = aws.iam.remove_role_from_instance_profile();
+        let req = req.instance_profile_name(&profile).role_name(role);
+        req.send().await.gone("iam:RemoveRoleFromInstanceProfile")?;
     }
     h.step(format!("deleting instance profile {profile}"));
-    ignore_missing(
-        aws.iam
-            .delete_instance_profile()
-            .instance_profile_name(&profile)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(sdk_err("iam:DeleteInstanceProfile")),
-    )
-}
-
-fn ignore_missing(res: Result<(), crate::aws::AwsError>) -> Result<(), StageError> {
-    Ok(optional(res).map(|_| ())?)
+    let req = aws.iam.delete_instance_profile();
+    let req = req.instance_profile_name(&profile);
+    Ok(req.send().await.gone("iam:DeleteInstanceProfile")?)
 }
 
 /// Delete a role with everything IAM wants gone first: attached and inline policies, and
@@ -631,15 +568,8 @@ fn ignore_missing(res: Result<(), crate::aws::AwsError>) -> Result<(), StageErro
 pub async fn delete_role(aws: &AwsClients, name: &str) -> Result<(), StageError> {
     let iam = &aws.iam;
     for arn in attached_policies(aws, name).await? {
-        ignore_missing(
-            iam.detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:DetachRolePolicy")),
-        )?;
+        let req = iam.detach_role_policy().role_name(name).policy_arn(arn);
+        req.send().await.gone("iam:DetachRolePolicy")?;
     }
     let inline = iam
         .list_role_policies()
@@ -648,15 +578,8 @@ pub async fn delete_role(aws: &AwsClients, name: &str) -> Result<(), StageError>
         .await
         .map_err(sdk_err("iam:ListRolePolicies"))?;
     for policy in inline.policy_names() {
-        ignore_missing(
-            iam.delete_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:DeleteRolePolicy")),
-        )?;
+        let req = iam.delete_role_policy().role_name(name).policy_name(policy);
+        req.send().await.gone("iam:DeleteRolePolicy")?;
     }
     let profiles = iam
         .list_instance_profiles_for_role()
@@ -665,24 +588,19 @@ pub async fn delete_role(aws: &AwsClients, name: &str) -> Result<(), StageError>
         .await
         .map_err(sdk_err("iam:ListInstanceProfilesForRole"))?;
     for p in profiles.instance_profiles() {
-        ignore_missing(
-            iam.remove_role_from_instance_profile()
-                .instance_profile_name(p.instance_profile_name())
-                .role_name(name)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(sdk_err("iam:RemoveRoleFromInstanceProfile")),
-        )?;
-    }
-    ignore_missing(
-        iam.delete_role()
-            .role_name(name)
+        let req = iam.remove_role_from_instance_profile();
+        let req = req.instance_profile_name(p.instance_profile_name());
+        req.role_name(name)
             .send()
             .await
-            .map(|_| ())
-            .map_err(sdk_err("iam:DeleteRole")),
-    )
+            .gone("iam:RemoveRoleFromInstanceProfile")?;
+    }
+    Ok(iam
+        .delete_role()
+        .role_name(name)
+        .send()
+        .await
+        .gone("iam:DeleteRole")?)
 }
 
 #[cfg(test)]
@@ -801,9 +719,10 @@ mod tests {
             ]
         );
         seen.roles.get_mut(&Role::Cluster).unwrap().ours = false;
-        assert!(matches!(
-            plan(&s, "aws", &policy, &seen)[0],
-            Step::Conflict(..)
-        ));
+        let steps = plan(&s, "aws", &policy, &seen);
+        assert_eq!(
+            steps.changes(|st| st.change(&s))[0].action,
+            Action::Conflict
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{cluster, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError};
-use crate::aws::{optional, resource_tags, same_json, sdk_err, AwsClients, STACK_TAG};
+use super::{cluster, outcome, Action, Change, Context, Plan, Stage, StageError};
+use crate::aws::{resource_tags, same_json, sdk_err, tags, Answer, AwsClients, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -91,7 +91,6 @@ pub enum Step {
     PutRule(String),
     PutTarget(String),
     TagSecurityGroup(String),
-    Conflict(String, String),
 }
 
 fn wanted_attributes(policy: &serde_json::Value) -> BTreeMap<String, String> {
@@ -106,18 +105,19 @@ fn wanted_attributes(policy: &serde_json::Value) -> BTreeMap<String, String> {
 }
 
 /// The pure diff.
-pub fn plan(stack: &Stack, queue_arn: &str, seen: &Seen) -> Vec<Step> {
-    let mut steps = Vec::new();
+pub fn plan(stack: &Stack, queue_arn: &str, seen: &Seen) -> Plan<Step> {
+    let mut steps = Plan::new();
     let policy = policies::interruption_queue(queue_arn);
     match &seen.queue {
         None => steps.push(Step::CreateQueue),
-        Some(q) if !q.ours => steps.push(Step::Conflict(
+        Some(q) if !q.ours => steps.conflict(
+            "karpenter-infra",
             queue_name(stack),
             format!(
                 "SQS queue exists without the tag {STACK_TAG}={}",
                 stack.name
             ),
-        )),
+        ),
         Some(q) => {
             let differs = wanted_attributes(&policy).iter().any(|(k, want)| {
                 match (k.as_str(), q.attributes.get(k)) {
@@ -134,10 +134,11 @@ pub fn plan(stack: &Stack, queue_arn: &str, seen: &Seen) -> Vec<Step> {
     for (name, pattern) in rules(stack) {
         match seen.rules.get(&name) {
             Some(r) if !r.ours => {
-                steps.push(Step::Conflict(
+                steps.conflict(
+                    "karpenter-infra",
                     name,
                     format!("EventBridge rule exists without the tag {STACK_TAG}"),
-                ));
+                );
                 continue;
             }
             Some(r) if same_json(&r.pattern, &pattern) => {}
@@ -170,23 +171,14 @@ impl Step {
             }
             Step::TagSecurityGroup(sg) => Change::new(Action::Update, "security-group", sg.clone())
                 .detail(format!("tag {DISCOVERY_TAG}={}", stack.cluster_name())),
-            Step::Conflict(name, why) => {
-                Change::new(Action::Conflict, "karpenter-infra", name.clone()).detail(why.clone())
-            }
         }
     }
 }
 
 async fn find_queue(aws: &AwsClients, stack: &Stack) -> Result<Option<SeenQueue>, StageError> {
-    let url = optional(
-        aws.sqs
-            .get_queue_url()
-            .queue_name(queue_name(stack))
-            .send()
-            .await
-            .map_err(sdk_err("sqs:GetQueueUrl")),
-    )?
-    .and_then(|o| o.queue_url().map(str::to_string));
+    let req = aws.sqs.get_queue_url().queue_name(queue_name(stack));
+    let url = req.send().await.lookup("sqs:GetQueueUrl")?;
+    let url = url.and_then(|o| o.queue_url().map(str::to_string));
     let Some(url) = url else { return Ok(None) };
     let attrs = aws
         .sqs
@@ -196,7 +188,7 @@ async fn find_queue(aws: &AwsClients, stack: &Stack) -> Result<Option<SeenQueue>
         .send()
         .await
         .map_err(sdk_err("sqs:GetQueueAttributes"))?;
-    let tags = aws
+    let listed = aws
         .sqs
         .list_queue_tags()
         .queue_url(&url)
@@ -204,7 +196,7 @@ async fn find_queue(aws: &AwsClients, stack: &Stack) -> Result<Option<SeenQueue>
         .await
         .map_err(sdk_err("sqs:ListQueueTags"))?;
     Ok(Some(SeenQueue {
-        ours: tags.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
+        ours: tags::of_stack(stack, listed.tags().into_iter().flatten()),
         attributes: attrs
             .attributes()
             .map(|m| {
@@ -222,17 +214,16 @@ async fn find_rule(
     stack: &Stack,
     name: &str,
 ) -> Result<Option<SeenRule>, StageError> {
-    let rule = optional(
-        aws.events
-            .describe_rule()
-            .name(name)
-            .send()
-            .await
-            .map_err(sdk_err("events:DescribeRule")),
-    )?;
+    let rule = aws
+        .events
+        .describe_rule()
+        .name(name)
+        .send()
+        .await
+        .lookup("events:DescribeRule")?;
     let Some(rule) = rule else { return Ok(None) };
     let arn = rule.arn().unwrap_or_default();
-    let tags = aws
+    let listed = aws
         .events
         .list_tags_for_resource()
         .resource_arn(arn)
@@ -247,10 +238,7 @@ async fn find_rule(
         .await
         .map_err(sdk_err("events:ListTargetsByRule"))?;
     Ok(Some(SeenRule {
-        ours: tags
-            .tags()
-            .iter()
-            .any(|t| t.key() == STACK_TAG && t.value() == stack.name),
+        ours: tags::of_stack(stack, listed.tags()),
         pattern: rule.event_pattern().unwrap_or_default().to_string(),
         targets: targets
             .targets()
@@ -284,11 +272,10 @@ async fn observe(cx: &Context) -> Result<Seen, StageError> {
                 .send()
                 .await
                 .map_err(sdk_err("ec2:DescribeSecurityGroups"))?;
-            let tagged = out.security_groups().iter().any(|g| {
-                g.tags().iter().any(|t| {
-                    t.key() == Some(DISCOVERY_TAG) && t.value() == Some(stack.cluster_name())
-                })
-            });
+            let tagged = out
+                .security_groups()
+                .iter()
+                .any(|g| tags::has(g.tags(), DISCOVERY_TAG, stack.cluster_name()));
             seen.security_group = Some((sg, tagged));
         }
     }
@@ -312,10 +299,7 @@ impl Stage for KarpenterInfra {
 
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let seen = observe(cx).await?;
-        Ok(plan(&cx.stack, &this_queue_arn(cx), &seen)
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+        Ok(plan(&cx.stack, &this_queue_arn(cx), &seen).changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
@@ -342,9 +326,8 @@ impl Stage for KarpenterInfra {
         h.step("observing");
         let seen = observe(cx).await?;
         let arn = this_queue_arn(cx);
-        let steps = plan(stack, &arn, &seen);
+        let steps = plan(stack, &arn, &seen).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
-        refuse_conflicts(&changes)?;
         let policy = policies::interruption_queue(&arn);
         let patterns: BTreeMap<String, serde_json::Value> = rules(stack).into_iter().collect();
         let mut queue_url = seen.queue.as_ref().map(|q| q.url.clone());
@@ -379,16 +362,7 @@ impl Stage for KarpenterInfra {
                         .map_err(sdk_err("sqs:SetQueueAttributes"))?;
                 }
                 Step::PutRule(name) => {
-                    let tags = resource_tags(stack, &format!("rule/{name}"), name)
-                        .into_iter()
-                        .map(|(k, v)| {
-                            aws_sdk_eventbridge::types::Tag::builder()
-                                .key(k)
-                                .value(v)
-                                .build()
-                                .expect("key and value set")
-                        })
-                        .collect();
+                    let tags = tags::eventbridge(stack, &format!("rule/{name}"), name);
                     aws.events
                         .put_rule()
                         .name(name)
@@ -437,7 +411,6 @@ impl Stage for KarpenterInfra {
                         .await
                         .map_err(sdk_err("ec2:CreateTags"))?;
                 }
-                Step::Conflict(..) => unreachable!("refused above"),
             }
         }
         if seen.security_group.is_none() {
@@ -472,35 +445,18 @@ impl Stage for KarpenterInfra {
                     .await
                     .map_err(sdk_err("events:ListTargetsByRule"))?;
                 let ids: Vec<String> = ids.targets().iter().map(|t| t.id().to_string()).collect();
-                aws.events
-                    .remove_targets()
-                    .rule(&name)
-                    .set_ids(Some(ids))
-                    .send()
-                    .await
-                    .map_err(sdk_err("events:RemoveTargets"))?;
+                let req = aws.events.remove_targets().rule(&name).set_ids(Some(ids));
+                req.send().await.ack("events:RemoveTargets")?;
             }
-            optional(
-                aws.events
-                    .delete_rule()
-                    .name(&name)
-                    .send()
-                    .await
-                    .map_err(sdk_err("events:DeleteRule")),
-            )?;
+            let req = aws.events.delete_rule().name(&name);
+            req.send().await.gone("events:DeleteRule")?;
             deleted += 1;
         }
         if let Some(q) = find_queue(aws, stack).await? {
             if q.ours {
                 h.step(format!("deleting SQS queue {}", queue_name(stack)));
-                optional(
-                    aws.sqs
-                        .delete_queue()
-                        .queue_url(&q.url)
-                        .send()
-                        .await
-                        .map_err(sdk_err("sqs:DeleteQueue")),
-                )?;
+                let req = aws.sqs.delete_queue().queue_url(&q.url);
+                req.send().await.gone("sqs:DeleteQueue")?;
                 deleted += 1;
             } else {
                 h.warn(format!(

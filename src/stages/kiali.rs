@@ -10,18 +10,14 @@
 //! `down` deletes the CR first and waits for it to be gone: the operator's finalizer on it
 //! removes what the operator made (the Kiali Deployment, Service, roles), and it can only do so
 //! while the operator still runs. Then the operator is uninstalled.
+//!
+//! It is a [`ChartStage`]: its [`ChartSpec`] says all this, and `stages/chart.rs` does it.
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-
-use super::kubernetes::{self, objects};
-use super::{istio, jaeger, outcome, prometheus, Change, Context, Stage, StageError};
+use super::chart::{ChartSpec, ChartStage};
+use super::{istio, jaeger, prometheus};
 use crate::engine::graph::StageId;
-use crate::engine::run::{Outcome, StageHandle};
-use crate::k8s::apply::{self, ObjectRef, Wait};
-use crate::k8s::helm::{Chart, Release};
-use crate::render::RenderedFile;
 
 pub const ID: StageId = "kiali";
 pub const RELEASE: &str = "kiali-operator";
@@ -43,97 +39,32 @@ const CR: &str = "observability/kiali.yaml";
 
 pub struct Kiali;
 
-/// The helm release, with the rendered values.
-pub fn release(files: &[RenderedFile]) -> Result<Release, StageError> {
-    Ok(Release {
-        name: RELEASE.into(),
-        namespace: OPERATOR_NAMESPACE.into(),
-        chart: Chart {
-            repo: "https://kiali.org/helm-charts".into(),
-            name: "kiali-operator".into(),
-            version: CHART_VERSION.into(),
-        },
-        values: kubernetes::file(files, VALUES)?.to_string(),
+/// The operator's chart, then the CR. `up` waits for the Kiali Deployment the operator makes
+/// for it (else `up` could end before the service `status` tells the user to port-forward to
+/// exists); `down` waits for the CR to be gone before it uninstalls the operator, whose
+/// finalizer on the CR removes what the operator made.
+impl ChartStage for Kiali {
+    const SPEC: ChartSpec = ChartSpec {
+        id: ID,
+        depends_on: &[istio::ID, prometheus::ID, jaeger::ID],
+        release: RELEASE,
+        namespace: OPERATOR_NAMESPACE,
+        repo: "https://kiali.org/helm-charts",
+        chart: "kiali-operator",
+        version: CHART_VERSION,
+        values: VALUES,
         timeout: Duration::from_secs(10 * 60),
-    })
-}
-
-#[async_trait]
-impl Stage for Kiali {
-    fn id(&self) -> StageId {
-        ID
-    }
-
-    fn depends_on(&self) -> &'static [StageId] {
-        &[istio::ID, prometheus::ID, jaeger::ID]
-    }
-
-    fn in_cluster(&self) -> bool {
-        true
-    }
-
-    fn uses_helm(&self) -> bool {
-        true
-    }
-
-    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
-        let files = cx.rendered().await?;
-        let mut changes = kubernetes::plan_release(cx, &release(&files)?).await?;
-        changes.extend(kubernetes::plan_objects(cx, &objects(&files, &[CR])?).await?);
-        Ok(changes)
-    }
-
-    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
-        let files = cx.rendered().await?;
-        let mut changes = kubernetes::plan_delete_objects(&objects(&files, &[CR])?);
-        changes.push(kubernetes::plan_delete_release(&release(&files)?));
-        Ok(changes)
-    }
-
-    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
-        let files = cx.rendered().await?;
-        let mut changes: Vec<Change> = kubernetes::ensure_release(cx, h, &release(&files)?)
-            .await?
-            .into_iter()
-            .collect();
-        let kube = cx.kube().await?;
-        let progress = |line: &str| h.step(line.to_string());
-        let wait = Wait {
-            backoff: cx.waits.kubernetes,
-            progress: &progress,
-        };
-        apply::wait_crd_established(&kube.client, CRD, wait).await?;
-        changes.extend(kubernetes::apply(cx, h, &objects(&files, &[CR])?).await?);
-        // The operator reconciles the CR on its own time; without this, `up` could end before
-        // the service `status` tells the user to port-forward to exists.
-        apply::wait_deployment_available(&kube.client, NAMESPACE, DEPLOYMENT, wait).await?;
-        Ok(outcome(&changes))
-    }
-
-    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
-        let Some(kube) = kubernetes::for_teardown(cx, h).await else {
-            return Ok(Outcome::Unchanged);
-        };
-        let files = cx.rendered().await?;
-        let cr = objects(&files, &[CR])?;
-        let mut removed = kubernetes::delete(cx, h, &cr).await?;
-        let progress = |line: &str| h.step(line.to_string());
-        let wait = Wait {
-            backoff: cx.waits.kubernetes,
-            progress: &progress,
-        };
-        let refs: Vec<ObjectRef> = cr.iter().map(ObjectRef::of).collect();
-        apply::wait_gone(&kube.client, kube.resolver.as_ref(), &refs, wait).await?;
-        if kubernetes::remove_release(cx, h, &release(&files)?).await? {
-            removed += 1;
-        }
-        Ok(super::deleted(removed))
-    }
+        crds: &[CRD],
+        manifests: &[CR],
+        deployment: Some((NAMESPACE, DEPLOYMENT)),
+        await_deletion: true,
+    };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::apply::{self, ObjectRef};
     use crate::names::port_forwards;
 
     #[test]

@@ -9,6 +9,7 @@
 //! after it.
 
 pub mod app;
+pub mod chart;
 pub mod cluster;
 pub mod iam;
 pub mod istio;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::aws::account::{Identity, Zone};
+use crate::aws::teardown::Found;
 use crate::aws::{AwsClients, AwsError};
 use crate::config::Stack;
 use crate::engine::graph::{StageId, StageSpec};
@@ -352,18 +354,136 @@ pub enum StageError {
     Remaining(String),
 }
 
-/// Fail `up` if the plan holds conflicts, naming each.
-fn refuse_conflicts(changes: &[Change]) -> Result<(), StageError> {
-    let conflicts: Vec<String> = changes
-        .iter()
-        .filter(|c| c.action == Action::Conflict)
-        .map(|c| format!("{} {}: {}", c.resource, c.name, c.detail))
-        .collect();
-    if conflicts.is_empty() {
-        Ok(())
-    } else {
-        Err(StageError::Conflict(conflicts.join("; ")))
+/// What `up` would do for a stage: its steps, in order, and the conflicts found among them —
+/// things that exist and that meshstack may not change or adopt.
+///
+/// `plan` lists both, each conflict where it was found ([`Plan::changes`]). `up` gets the steps
+/// only through [`Plan::refuse`], which fails while there is a conflict; so a stage's step type
+/// has no conflict in it, and executing one has none to handle. For reading (and the tests), a
+/// plan derefs to its steps.
+#[derive(Debug, Clone)]
+pub struct Plan<S> {
+    steps: Vec<S>,
+    conflicts: Vec<Conflict>,
+}
+
+/// Something that exists and that meshstack may not change or adopt; `up` stops with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The kind of resource, as in a [`Change`].
+    pub resource: &'static str,
+    pub name: String,
+    /// What is wrong, and what to do about it.
+    pub detail: String,
+    /// How many steps were planned before it: where `plan` lists it.
+    at: usize,
+}
+
+impl Conflict {
+    fn change(&self) -> Change {
+        Change::new(Action::Conflict, self.resource, self.name.clone()).detail(self.detail.clone())
     }
+}
+
+impl<S> Plan<S> {
+    pub fn new() -> Self {
+        Plan {
+            steps: Vec::new(),
+            conflicts: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, step: S) {
+        self.steps.push(step);
+    }
+
+    /// Note a conflict after the steps planned so far.
+    pub fn conflict(
+        &mut self,
+        resource: &'static str,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
+        self.conflicts.push(Conflict {
+            resource,
+            name: name.into(),
+            detail: detail.into(),
+            at: self.steps.len(),
+        });
+    }
+
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// How `plan` shows it: each step as `show` says, each conflict where it was found.
+    pub fn changes(&self, show: impl Fn(&S) -> Change) -> Vec<Change> {
+        let mut changes = Vec::with_capacity(self.steps.len() + self.conflicts.len());
+        let mut conflicts = self.conflicts.iter().peekable();
+        for (i, step) in self.steps.iter().enumerate() {
+            while let Some(c) = conflicts.next_if(|c| c.at == i) {
+                changes.push(c.change());
+            }
+            changes.push(show(step));
+        }
+        changes.extend(conflicts.map(Conflict::change));
+        changes
+    }
+
+    /// The steps, for `up` to carry out; a [`StageError::Conflict`] naming each conflict
+    /// instead, if there is any.
+    pub fn refuse(self) -> Result<Vec<S>, StageError> {
+        if self.conflicts.is_empty() {
+            return Ok(self.steps);
+        }
+        let named: Vec<String> = self
+            .conflicts
+            .iter()
+            .map(|c| format!("{} {}: {}", c.resource, c.name, c.detail))
+            .collect();
+        Err(StageError::Conflict(named.join("; ")))
+    }
+}
+
+impl<S> Default for Plan<S> {
+    fn default() -> Self {
+        Plan::new()
+    }
+}
+
+impl<S> From<Vec<S>> for Plan<S> {
+    fn from(steps: Vec<S>) -> Self {
+        Plan {
+            steps,
+            conflicts: Vec::new(),
+        }
+    }
+}
+
+impl<S> Extend<S> for Plan<S> {
+    fn extend<I: IntoIterator<Item = S>>(&mut self, steps: I) {
+        self.steps.extend(steps);
+    }
+}
+
+impl<S> std::ops::Deref for Plan<S> {
+    type Target = [S];
+
+    fn deref(&self) -> &[S] {
+        &self.steps
+    }
+}
+
+/// A plan equals a list of steps when it is exactly those steps, with no conflict.
+impl<S: PartialEq> PartialEq<Vec<S>> for Plan<S> {
+    fn eq(&self, steps: &Vec<S>) -> bool {
+        self.conflicts.is_empty() && self.steps == *steps
+    }
+}
+
+/// How `plan --destroy` shows something `down` found to delete.
+fn deletion(found: &Found) -> Change {
+    Change::new(Action::Delete, found.kind.name, found.label()).detail(found.why)
 }
 
 /// Summarize what a stage did, for the progress line and JSON.
@@ -392,5 +512,48 @@ fn deleted(n: usize) -> Outcome {
         Outcome::Unchanged
     } else {
         Outcome::Changed(format!("deleted {n}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_lists_conflicts_where_they_were_found_and_refuses_them() {
+        let mut plan = Plan::new();
+        plan.conflict("vpc", "first", "before any step");
+        plan.push("a");
+        plan.conflict("subnet", "s-1", "between the steps");
+        plan.push("b");
+        plan.conflict("subnet", "s-2", "after them");
+        let listed: Vec<String> = plan
+            .changes(|s| Change::new(Action::Create, "step", *s))
+            .iter()
+            .map(Change::to_string)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "! vpc first (before any step)",
+                "+ step a",
+                "! subnet s-1 (between the steps)",
+                "+ step b",
+                "! subnet s-2 (after them)",
+            ]
+        );
+        assert_eq!(&plan[..], ["a", "b"]);
+        assert!(
+            plan != vec!["a", "b"],
+            "a plan with conflicts is not its steps"
+        );
+        assert_eq!(
+            plan.refuse().unwrap_err().to_string(),
+            "vpc first: before any step; subnet s-1: between the steps; subnet s-2: after them"
+        );
+
+        let plan: Plan<&str> = vec!["a"].into();
+        assert_eq!(plan, vec!["a"]);
+        assert_eq!(plan.refuse().unwrap(), ["a"]);
     }
 }

@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use aws_sdk_eks::types::{AmiTypes, CapacityTypes, NodegroupScalingConfig};
 
-use super::{
-    cluster, iam, network, outcome, refuse_conflicts, Action, Change, Context, Stage, StageError,
+use super::{cluster, iam, network, outcome, Action, Change, Context, Plan, Stage, StageError};
+use crate::aws::{
+    is_not_found, resource_tags, sdk_err, tags, wait_for, Answer, AwsClients, STACK_TAG,
 };
-use crate::aws::{is_not_found, optional, resource_tags, sdk_err, wait_for, AwsClients, STACK_TAG};
 use crate::config::{CapacityType, Stack};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -16,6 +16,9 @@ use crate::engine::run::{Outcome, StageHandle};
 pub const ID: StageId = "nodegroup";
 
 pub struct NodeGroup;
+
+/// The kind of resource, as `plan` names it.
+const RESOURCE: &str = "eks-nodegroup";
 
 pub fn nodegroup_name(stack: &Stack) -> String {
     crate::names::node_group(stack)
@@ -38,7 +41,6 @@ pub enum Step {
     Create,
     WaitActive,
     Scale,
-    Conflict(String),
 }
 
 /// Scaling bounds for a size: fixed at `size` so the demo's layout is predictable; the max
@@ -48,43 +50,55 @@ fn scaling(size: u32) -> (i32, i32, i32) {
     (size, size, size * 2)
 }
 
-pub fn plan(stack: &Stack, seen: Option<&Seen>) -> Vec<Step> {
+pub fn plan(stack: &Stack, seen: Option<&Seen>) -> Plan<Step> {
     let Some(ng) = seen else {
-        return vec![Step::Create, Step::WaitActive];
+        return vec![Step::Create, Step::WaitActive].into();
     };
+    let name = nodegroup_name(stack);
+    let mut steps = Plan::new();
     if !ng.ours {
-        return vec![Step::Conflict(format!(
-            "exists without the tag {STACK_TAG}={}",
-            stack.name
-        ))];
+        steps.conflict(
+            RESOURCE,
+            name,
+            format!("exists without the tag {STACK_TAG}={}", stack.name),
+        );
+        return steps;
     }
-    let mut steps = Vec::new();
     match ng.status.as_str() {
         "ACTIVE" | "UPDATING" => {}
         "CREATING" => steps.push(Step::WaitActive),
         other => {
-            return vec![Step::Conflict(format!(
-                "node group is {other}; run `meshstack down --only nodegroup` and `up` again"
-            ))]
+            steps.conflict(
+                RESOURCE,
+                name,
+                format!(
+                    "node group is {other}; run `meshstack down --only nodegroup` and `up` again"
+                ),
+            );
+            return steps;
         }
     }
     if ng.instance_types != stack.node_group.instance_types {
-        steps.push(Step::Conflict(format!(
+        steps.conflict(RESOURCE, &name, format!(
             "has instance types {:?} but the stack wants {:?}; node groups cannot change instance types — run `meshstack down --only nodegroup` first",
             ng.instance_types, stack.node_group.instance_types
-        )));
+        ));
     }
     let ami = stack.node_ami_type().as_str();
     if ng.ami_type != ami {
-        steps.push(Step::Conflict(format!(
-            "runs AMI type {} but the stack wants {ami}; a node group cannot change its AMI \
-             type — run `meshstack down --only nodegroup` first",
-            if ng.ami_type.is_empty() {
-                "(unknown)"
-            } else {
-                &ng.ami_type
-            }
-        )));
+        steps.conflict(
+            RESOURCE,
+            &name,
+            format!(
+                "runs AMI type {} but the stack wants {ami}; a node group cannot change its AMI \
+                 type — run `meshstack down --only nodegroup` first",
+                if ng.ami_type.is_empty() {
+                    "(unknown)"
+                } else {
+                    &ng.ami_type
+                }
+            ),
+        );
     }
     let (desired, min, max) = scaling(stack.node_group.size);
     if (ng.desired, ng.min, ng.max) != (desired, min, max) {
@@ -97,19 +111,16 @@ impl Step {
     fn change(&self, stack: &Stack) -> Change {
         let name = nodegroup_name(stack);
         match self {
-            Step::Create => Change::new(Action::Create, "eks-nodegroup", name).detail(format!(
+            Step::Create => Change::new(Action::Create, RESOURCE, name).detail(format!(
                 "{} x {}",
                 stack.node_group.size,
                 stack.node_group.instance_types.join("/")
             )),
             Step::WaitActive => {
-                Change::new(Action::Wait, "eks-nodegroup", name).detail("wait until ACTIVE")
+                Change::new(Action::Wait, RESOURCE, name).detail("wait until ACTIVE")
             }
-            Step::Scale => Change::new(Action::Update, "eks-nodegroup", name)
+            Step::Scale => Change::new(Action::Update, RESOURCE, name)
                 .detail(format!("scale to {}", stack.node_group.size)),
-            Step::Conflict(why) => {
-                Change::new(Action::Conflict, "eks-nodegroup", name).detail(why.clone())
-            }
         }
     }
 }
@@ -120,15 +131,12 @@ async fn observe(cx: &Context) -> Result<Option<Seen>, StageError> {
 }
 
 async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Seen>, StageError> {
-    let out = optional(
-        aws.eks
-            .describe_nodegroup()
-            .cluster_name(stack.cluster_name())
-            .nodegroup_name(nodegroup_name(stack))
-            .send()
-            .await
-            .map_err(sdk_err("eks:DescribeNodegroup")),
-    )?;
+    let req = aws
+        .eks
+        .describe_nodegroup()
+        .cluster_name(stack.cluster_name())
+        .nodegroup_name(nodegroup_name(stack));
+    let out = req.send().await.lookup("eks:DescribeNodegroup")?;
     Ok(out.and_then(|o| o.nodegroup().cloned()).map(|ng| {
         let sc = ng.scaling_config();
         Seen {
@@ -136,7 +144,7 @@ async fn describe(aws: &AwsClients, stack: &Stack) -> Result<Option<Seen>, Stage
                 .status()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
-            ours: ng.tags().and_then(|t| t.get(STACK_TAG)) == Some(&stack.name),
+            ours: tags::of_stack(stack, ng.tags().into_iter().flatten()),
             instance_types: ng.instance_types().to_vec(),
             ami_type: ng
                 .ami_type()
@@ -169,17 +177,14 @@ impl Stage for NodeGroup {
     }
 
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
-        Ok(plan(&cx.stack, observe(cx).await?.as_ref())
-            .iter()
-            .map(|s| s.change(&cx.stack))
-            .collect())
+        Ok(plan(&cx.stack, observe(cx).await?.as_ref()).changes(|s| s.change(&cx.stack)))
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         Ok(match observe(cx).await? {
             Some(ng) if ng.ours => vec![Change::new(
                 Action::Delete,
-                "eks-nodegroup",
+                RESOURCE,
                 nodegroup_name(&cx.stack),
             )],
             _ => vec![],
@@ -191,9 +196,8 @@ impl Stage for NodeGroup {
         let stack = &cx.stack;
         h.step("observing");
         let seen = describe(aws, stack).await?;
-        let steps = plan(stack, seen.as_ref());
+        let steps = plan(stack, seen.as_ref()).refuse()?;
         let changes: Vec<Change> = steps.iter().map(|s| s.change(stack)).collect();
-        refuse_conflicts(&changes)?;
         for (step, change) in steps.iter().zip(&changes) {
             h.step(change.to_string());
             match step {
@@ -251,7 +255,6 @@ impl Stage for NodeGroup {
                         .await
                         .map_err(sdk_err("eks:UpdateNodegroupConfig"))?;
                 }
-                Step::Conflict(_) => unreachable!("refused above"),
             }
         }
         Ok(outcome(&changes))
@@ -273,15 +276,12 @@ impl Stage for NodeGroup {
             Some(ng) => {
                 if ng.status != "DELETING" {
                     h.step(format!("deleting node group {}", nodegroup_name(stack)));
-                    let res = aws
+                    let req = aws
                         .eks
                         .delete_nodegroup()
                         .cluster_name(stack.cluster_name())
-                        .nodegroup_name(nodegroup_name(stack))
-                        .send()
-                        .await
-                        .map_err(sdk_err("eks:DeleteNodegroup"));
-                    optional(res)?;
+                        .nodegroup_name(nodegroup_name(stack));
+                    req.send().await.gone("eks:DeleteNodegroup")?;
                 }
                 wait(cx, aws, h, false).await?;
                 Ok(Outcome::Changed("deleted 1".into()))
@@ -376,8 +376,9 @@ mod tests {
             instance_types: vec!["t3.small".into()],
             ..converged.clone()
         };
+        let steps = plan(&s, Some(&other_type));
         assert!(
-            matches!(&plan(&s, Some(&other_type))[..], [Step::Conflict(m)] if m.contains("t3.small"))
+            steps.is_empty() && matches!(steps.conflicts(), [c] if c.detail.contains("t3.small"))
         );
         // A group EKS built with its own default AMI (AL2 on older versions) is not what the
         // stack asks for, and cannot be changed in place.
@@ -385,8 +386,10 @@ mod tests {
             ami_type: "AL2_x86_64".into(),
             ..converged
         };
+        let steps = plan(&s, Some(&al2));
         assert!(
-            matches!(&plan(&s, Some(&al2))[..], [Step::Conflict(m)] if m.contains("AL2_x86_64") && m.contains("AL2023_x86_64_STANDARD"))
+            steps.is_empty()
+                && matches!(steps.conflicts(), [c] if c.detail.contains("AL2_x86_64") && c.detail.contains("AL2023_x86_64_STANDARD"))
         );
         let arm = Stack::parse(
             "name: demo\nnode_group: {instance_types: [m7g.large]}\n",

@@ -1,0 +1,334 @@
+//! Tearing the network down: what the stage tags, as a table of kinds in deletion order
+//! ([`KINDS`]: how each is found by the stack's tag, and how it is deleted), and what the
+//! cluster left in the VPC, found by [`sweep::find_in_vpc`].
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, NatGatewayState, Tag};
+use futures::future::BoxFuture;
+
+use super::observe::stack_filter;
+use crate::aws::sweep::{self, Owner};
+use crate::aws::teardown::{Found, Kind, Swept, Teardown, Verb};
+use crate::aws::{sdk_err, Answer, AwsClients, AwsError, Backoff};
+use crate::config::Stack;
+use crate::engine::run::{Outcome, StageHandle};
+use crate::stages::{deletion, Change, Context, StageError};
+
+/// "Not yet" answers while what uses an address, a subnet or the VPC lets go.
+const IN_USE: &[&str] = &[
+    "DependencyViolation",
+    "InvalidIPAddress.InUse",
+    "AuthFailure.AddressInUse",
+];
+const DEPENDENCY: &[&str] = &["DependencyViolation"];
+
+/// Lists the (id, `Name` tag) of what of a kind carries the stack's tag (the filter).
+type Describe =
+    for<'a> fn(&'a AwsClients, Filter) -> BoxFuture<'a, Result<Vec<(String, String)>, AwsError>>;
+
+/// A kind the stage tags: how `down` finds it, and how it deletes it.
+struct Tagged {
+    kind: &'static Kind,
+    describe: Describe,
+}
+
+/// Everything the stage tags, in deletion order. A NAT gateway holds its Elastic IP and its
+/// subnet until it is gone, so its deletion is waited for, and a failure ends `down` at once;
+/// subnets and the VPC go last, when nothing in them is left.
+const KINDS: [Tagged; 6] = [
+    Tagged {
+        kind: NAT_GATEWAY,
+        describe: |aws, tagged| {
+            Box::pin(async move {
+                let req = aws.ec2.describe_nat_gateways().filter(tagged);
+                let out = req
+                    .send()
+                    .await
+                    .map_err(sdk_err("ec2:DescribeNatGateways"))?;
+                let live = out.nat_gateways().iter();
+                let live = live.filter(|n| n.state() != Some(&NatGatewayState::Deleted));
+                Ok(live.map(|n| named(n.nat_gateway_id(), n.tags())).collect())
+            })
+        },
+    },
+    Tagged {
+        kind: ELASTIC_IP,
+        describe: |aws, tagged| {
+            Box::pin(async move {
+                let req = aws.ec2.describe_addresses().filters(tagged);
+                let out = req.send().await.map_err(sdk_err("ec2:DescribeAddresses"))?;
+                let all = out.addresses().iter();
+                Ok(all.map(|a| named(a.allocation_id(), a.tags())).collect())
+            })
+        },
+    },
+    Tagged {
+        kind: ROUTE_TABLE,
+        describe: |aws, tagged| {
+            Box::pin(async move {
+                let req = aws.ec2.describe_route_tables().filters(tagged);
+                let out = req
+                    .send()
+                    .await
+                    .map_err(sdk_err("ec2:DescribeRouteTables"))?;
+                let all = out.route_tables().iter();
+                Ok(all.map(|t| named(t.route_table_id(), t.tags())).collect())
+            })
+        },
+    },
+    Tagged {
+        kind: INTERNET_GATEWAY,
+        describe: |aws, tagged| {
+            Box::pin(async move {
+                let req = aws.ec2.describe_internet_gateways().filters(tagged);
+                let out = req
+                    .send()
+                    .await
+                    .map_err(sdk_err("ec2:DescribeInternetGateways"))?;
+                let all = out.internet_gateways().iter();
+                Ok(all
+                    .map(|g| named(g.internet_gateway_id(), g.tags()))
+                    .collect())
+            })
+        },
+    },
+    Tagged {
+        kind: SUBNET,
+        describe: |aws, tagged| {
+            Box::pin(async move {
+                let req = aws.ec2.describe_subnets().filters(tagged);
+                let out = req.send().await.map_err(sdk_err("ec2:DescribeSubnets"))?;
+                let all = out.subnets().iter();
+                Ok(all.map(|s| named(s.subnet_id(), s.tags())).collect())
+            })
+        },
+    },
+    Tagged {
+        kind: VPC,
+        describe: |aws, tagged| {
+            Box::pin(async move {
+                let req = aws.ec2.describe_vpcs().filters(tagged);
+                let out = req.send().await.map_err(sdk_err("ec2:DescribeVpcs"))?;
+                let all = out.vpcs().iter();
+                Ok(all.map(|v| named(v.vpc_id(), v.tags())).collect())
+            })
+        },
+    },
+];
+
+const NAT_GATEWAY: &Kind = &Kind {
+    present: Some(|aws, ids| Box::pin(nats_present(aws, ids))),
+    fatal: true,
+    ..Kind::new("nat-gateway", "NAT gateway", |aws, id| {
+        let req = aws.ec2.delete_nat_gateway().nat_gateway_id(id);
+        Box::pin(async { req.send().await.ack("ec2:DeleteNatGateway") })
+    })
+};
+
+const ELASTIC_IP: &Kind = &Kind {
+    verb: Verb::Release,
+    retry: IN_USE,
+    ..Kind::new("elastic-ip", "Elastic IP", |aws, id| {
+        let req = aws.ec2.release_address().allocation_id(id);
+        Box::pin(async { req.send().await.ack("ec2:ReleaseAddress") })
+    })
+};
+
+/// Its subnets are disassociated first (the VPC's main association stays with the VPC).
+const ROUTE_TABLE: &Kind = &Kind {
+    retry: DEPENDENCY,
+    detach: Some(|aws, id| Box::pin(disassociate(aws, id))),
+    ..Kind::new("route-table", "route table", |aws, id| {
+        let req = aws.ec2.delete_route_table().route_table_id(id);
+        Box::pin(async { req.send().await.ack("ec2:DeleteRouteTable") })
+    })
+};
+
+/// Detached from the VPC first.
+const INTERNET_GATEWAY: &Kind = &Kind {
+    retry: DEPENDENCY,
+    detach: Some(|aws, id| Box::pin(detach_gateway(aws, id))),
+    ..Kind::new("internet-gateway", "internet gateway", |aws, id| {
+        let req = aws.ec2.delete_internet_gateway().internet_gateway_id(id);
+        Box::pin(async { req.send().await.ack("ec2:DeleteInternetGateway") })
+    })
+};
+
+const SUBNET: &Kind = &Kind {
+    retry: IN_USE,
+    resweep: true,
+    ..Kind::new("subnet", "subnet", |aws, id| {
+        let req = aws.ec2.delete_subnet().subnet_id(id);
+        Box::pin(async { req.send().await.ack("ec2:DeleteSubnet") })
+    })
+};
+
+const VPC: &Kind = &Kind {
+    retry: IN_USE,
+    resweep: true,
+    ..Kind::new("vpc", "VPC", |aws, id| {
+        let req = aws.ec2.delete_vpc().vpc_id(id);
+        Box::pin(async { req.send().await.ack("ec2:DeleteVpc") })
+    })
+};
+
+/// A resource's id and its `Name` tag.
+fn named(id: Option<&str>, tags: &[Tag]) -> (String, String) {
+    let name = tags.iter().find(|t| t.key() == Some("Name"));
+    let name = name.and_then(|t| t.value()).unwrap_or_default();
+    (id.unwrap_or_default().to_string(), name.to_string())
+}
+
+async fn nats_present(aws: &AwsClients, ids: &[String]) -> Result<Vec<String>, AwsError> {
+    let mut there = Vec::new();
+    for id in ids {
+        let req = aws.ec2.describe_nat_gateways().nat_gateway_ids(id);
+        let out = req.send().await.lookup("ec2:DescribeNatGateways")?;
+        let nat = out.as_ref().and_then(|o| o.nat_gateways().first());
+        if nat.is_some_and(|n| n.state() != Some(&NatGatewayState::Deleted)) {
+            there.push(id.clone());
+        }
+    }
+    Ok(there)
+}
+
+/// Take route table `id`'s subnets off it.
+async fn disassociate(aws: &AwsClients, id: &str) -> Result<(), AwsError> {
+    let req = aws.ec2.describe_route_tables().route_table_ids(id);
+    let out = req
+        .send()
+        .await
+        .map_err(sdk_err("ec2:DescribeRouteTables"))?;
+    let associations = out.route_tables().iter().flat_map(|t| t.associations());
+    for a in associations.filter(|a| a.main() != Some(true)) {
+        if let Some(association) = a.route_table_association_id() {
+            let req = aws
+                .ec2
+                .disassociate_route_table()
+                .association_id(association);
+            req.send().await.gone("ec2:DisassociateRouteTable")?;
+        }
+    }
+    Ok(())
+}
+
+/// Detach internet gateway `id` from its VPC.
+async fn detach_gateway(aws: &AwsClients, id: &str) -> Result<(), AwsError> {
+    let req = aws
+        .ec2
+        .describe_internet_gateways()
+        .internet_gateway_ids(id);
+    let out = req
+        .send()
+        .await
+        .map_err(sdk_err("ec2:DescribeInternetGateways"))?;
+    let attachments = out.internet_gateways().iter().flat_map(|g| g.attachments());
+    for vpc in attachments.filter_map(|a| a.vpc_id()) {
+        let req = aws
+            .ec2
+            .detach_internet_gateway()
+            .internet_gateway_id(id)
+            .vpc_id(vpc);
+        req.send().await.ack("ec2:DetachInternetGateway")?;
+    }
+    Ok(())
+}
+
+/// Everything tagged for this stack, in deletion order.
+async fn inventory(aws: &AwsClients, stack: &Stack) -> Result<Vec<Found>, AwsError> {
+    let mut all = Vec::new();
+    for tagged in &KINDS {
+        let described = (tagged.describe)(aws, stack_filter(stack)).await?;
+        all.extend(described.into_iter().map(|(id, name)| Found {
+            kind: tagged.kind,
+            id,
+            name,
+            why: "",
+        }));
+    }
+    Ok(all)
+}
+
+/// What `plan --destroy` lists: what the cluster left in the stack's VPC first, as `down`
+/// deletes it, then everything tagged for the stack.
+pub(super) async fn plan(cx: &Context) -> Result<Vec<Change>, StageError> {
+    let Some(aws) = &cx.aws else {
+        return Ok(Vec::new());
+    };
+    let items = inventory(aws, &cx.stack).await?;
+    let mut changes = Vec::new();
+    for vpc in items.iter().filter(|f| f.kind == VPC) {
+        let found = sweep::find_in_vpc(aws, Owner::of(&cx.stack), &vpc.id).await?;
+        changes.extend(found.iter().map(deletion));
+    }
+    changes.extend(items.iter().map(deletion));
+    Ok(changes)
+}
+
+/// Delete everything tagged for the stack, dependents first. Only resources carrying the stack
+/// tag are touched, and in the stack's VPC what the cluster left there
+/// ([`sweep::find_in_vpc`]).
+pub(super) async fn down(
+    cx: &Context,
+    aws: &AwsClients,
+    h: &StageHandle,
+) -> Result<Outcome, StageError> {
+    h.step("observing");
+    let items = inventory(aws, &cx.stack).await?;
+    if items.is_empty() {
+        return Ok(Outcome::Unchanged);
+    }
+    let owner = Owner::of(&cx.stack);
+    let deps = cx.waits.dependency;
+    let (nats, rest): (Vec<Found>, Vec<Found>) =
+        items.into_iter().partition(|f| f.kind == NAT_GATEWAY);
+    let vpcs: Vec<&str> = rest
+        .iter()
+        .filter(|f| f.kind == VPC)
+        .map(|f| f.id.as_str())
+        .collect();
+
+    let mut swept = Teardown {
+        wait: cx.waits.nat,
+        ..Teardown::new(aws, deps, h)
+    }
+    .delete(&nats)
+    .await?;
+
+    // Load balancers' security groups and detached interfaces keep the subnets and the VPC
+    // from being deleted; they carry the cluster's tags or names, not the stack's.
+    for vpc in &vpcs {
+        h.step(format!("looking for what the cluster left in VPC {vpc}"));
+        let found = sweep::find_in_vpc(aws, owner, vpc).await?;
+        swept.merge(Teardown::new(aws, deps, h).delete(&found).await?);
+    }
+
+    // Interfaces keep letting go while the teardown runs (a load balancer's, the VPC CNI's):
+    // when a subnet or the VPC still has dependencies, look in the VPC again before the next
+    // try. One attempt per leftover here; the delete's own back-off paces the rounds.
+    let resweep = || -> BoxFuture<'_, usize> {
+        Box::pin(async {
+            let once = Backoff::new(Duration::ZERO, Duration::ZERO, Duration::ZERO);
+            let mut deleted = 0;
+            for vpc in &vpcs {
+                if let Ok(found) = sweep::find_in_vpc(aws, owner, vpc).await {
+                    let again = Teardown::new(aws, once, h).delete(&found).await;
+                    deleted += again.map_or(0, |s: Swept| s.deleted);
+                }
+            }
+            deleted
+        })
+    };
+    let teardown = Teardown {
+        resweep: Some(&resweep),
+        ..Teardown::new(aws, deps, h)
+    };
+    swept.merge(teardown.delete(&rest).await?);
+
+    if swept.remaining.is_empty() {
+        Ok(Outcome::Changed(format!("deleted {}", swept.deleted)))
+    } else {
+        Err(StageError::Remaining(swept.remaining.join("; ")))
+    }
+}
