@@ -13,6 +13,13 @@ use crate::config::StateLocation;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More detail on stderr: -v logs meshstack's own steps, -vv every AWS and Kubernetes
+    /// request, -vvv everything the libraries trace.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less on stderr: no progress lines, only warnings and errors; results still go to stdout.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +32,8 @@ pub enum Command {
     /// Delete everything the stack created, in reverse order.
     Down(DownArgs),
     /// Each stage's state (done, pending, failed, drifted) from the journal and a quick look.
+    /// Exit 0 when every stage is done, 1 when one failed, 3 when one is pending, interrupted
+    /// or drifted (`up` would change something).
     Status(StackArgs),
     /// Check credentials, region and the tools later stages need.
     Doctor(DoctorArgs),
@@ -49,6 +58,16 @@ pub enum Command {
     /// state, replace it, move it between the local folder and S3.
     #[command(subcommand)]
     State(StateCommand),
+    /// Print a shell completion script: `meshstack completions bash > /etc/bash_completion.d/meshstack`,
+    /// or for zsh, fish, elvish, powershell.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +103,7 @@ pub struct StateInitArgs {
 #[derive(Debug, Args)]
 pub struct StatePullArgs {
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: StateArgs,
     /// Write the journal to this file (mode 0600) instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -93,7 +112,7 @@ pub struct StatePullArgs {
 #[derive(Debug, Args)]
 pub struct StatePushArgs {
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: StateArgs,
     /// A journal, e.g. from `meshstack state pull`; it must be this stack's.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
@@ -102,7 +121,7 @@ pub struct StatePushArgs {
 #[derive(Debug, Args)]
 pub struct StateMigrateArgs {
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: StateArgs,
     /// Where to move the state: s3://BUCKET[/PREFIX][?region=REGION], or `local` (the state
     /// folder, --state-dir).
     #[arg(long, value_name = "URL", value_parser = parse_state_location)]
@@ -136,6 +155,37 @@ pub struct StackArgs {
     pub output: Output,
 }
 
+/// Where the stack and its state live, for commands whose output has one form.
+#[derive(Debug, Args, Clone)]
+pub struct StateArgs {
+    /// Stack file (YAML). Default: stacks/demo.yaml if present, else the built-in copy of it.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// State folder; the journal and lock of each stack live in a sub-folder named after it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".meshstack",
+        env = "MESHSTACK_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+    /// Where the journal and lock live: s3://BUCKET[/PREFIX][?region=REGION] for state shared
+    /// through S3, or `local` for the state folder. Wins over the stack file's `state:`.
+    #[arg(long, value_name = "URL", env = "MESHSTACK_STATE", value_parser = parse_state_location)]
+    pub state: Option<StateLocation>,
+}
+
+impl From<StateArgs> for StackArgs {
+    fn from(a: StateArgs) -> Self {
+        StackArgs {
+            stack: a.stack,
+            state_dir: a.state_dir,
+            state: a.state,
+            output: Output::Text,
+        }
+    }
+}
+
 /// Which stages.
 #[derive(Debug, Args, Clone, Default)]
 pub struct Selection {
@@ -161,6 +211,17 @@ pub struct PlanArgs {
     pub destroy: bool,
 }
 
+/// The stack file alone, for commands that read the cluster and not the state.
+#[derive(Debug, Args, Clone)]
+pub struct StackFileArgs {
+    /// Stack file (YAML). Default: stacks/demo.yaml if present, else the built-in copy of it.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -172,9 +233,13 @@ pub struct RunArgs {
     /// lock is never broken.
     #[arg(long, value_name = "LOCK_ID", num_args = 0..=1, default_missing_value = "")]
     pub force_unlock: Option<String>,
-    /// Apply internalTrafficPolicy: Local on products-service even when a node running a
-    /// products client has no Ready products pod (its calls to products are then dropped).
+    /// Apply internalTrafficPolicy: Local on products-service even when the locality check
+    /// finds a node running a products client with no Ready products pod (its calls to
+    /// products are then dropped).
     #[arg(long)]
+    pub allow_unsafe_locality: bool,
+    /// The old name of --allow-unsafe-locality (it never forced anything else); warns.
+    #[arg(long, hide = true)]
     pub force: bool,
 }
 
@@ -182,9 +247,8 @@ pub struct RunArgs {
 pub struct DownArgs {
     #[command(flatten)]
     pub stack: StackArgs,
-    /// Only these stages (comma-separated ids).
-    #[arg(long, value_name = "IDS")]
-    pub only: Option<String>,
+    #[command(flatten)]
+    pub selection: Selection,
     /// Break a stale lock: alone, a local lock whose process is gone; with the lock's ID (as
     /// the refusal shows it), only the lock with that ID — the only way for S3 state. A live
     /// lock is never broken.
@@ -197,14 +261,23 @@ pub struct DoctorArgs {
     /// Stack file, for its region and account guard.
     #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
     pub stack: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// EKS cluster name.
+    /// Stack file, for the cluster's name and region (as every other command takes it).
+    /// Default: stacks/demo.yaml if present, else the built-in copy of it.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// EKS cluster name, instead of the stack's (kubeconfig entries pass it, so they work
+    /// from any folder).
     #[arg(long, value_name = "NAME")]
-    pub cluster: String,
-    /// AWS region of the cluster. Default: AWS_REGION, or the profile's region.
+    pub cluster: Option<String>,
+    /// AWS region of the cluster. Default: with --cluster, AWS_REGION or the profile's
+    /// region; else the stack's.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
 }
@@ -220,6 +293,9 @@ pub struct KubeconfigArgs {
     /// Name of the context (and of its cluster and user entries). Default: the stack's name.
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -237,12 +313,15 @@ pub struct RenderArgs {
     /// The cluster's API server endpoint. Default: https://<cluster>.example.invalid.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// Output format: the files written (and the offline stand-ins used).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
 pub struct PodsArgs {
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: StackFileArgs,
     /// Also draw the placement as one self-contained HTML page (zones, nodes, pods) into
     /// FILE; `-` writes it to stdout instead of the text or JSON report.
     #[arg(long, value_name = "FILE")]
@@ -252,7 +331,7 @@ pub struct PodsArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: StackFileArgs,
     /// Send N graphql queries first (through the ingress gateway, or straight to the graphql
     /// pods when the gateway does not answer) and count only the traffic they cause. graphql
     /// is checked with GET /v1/test first; an answer with `errors` counts as failed.

@@ -2,7 +2,8 @@
 //! balancing combined with Kubernetes `internalTrafficPolicy: Local`.
 //!
 //! Exit codes: 0 success, 1 a stage (or an AWS call) failed, 2 bad input — the stack file,
-//! flags, account guard or zones — reported before any mutating API call, 130 interrupted.
+//! flags, account guard or zones — reported before any mutating API call, 3 from `status` when
+//! the stack is not converged, 130 interrupted (143 on SIGTERM, 129 on SIGHUP).
 
 use std::process::ExitCode;
 
@@ -12,6 +13,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    logging(cli.verbose);
+    commands::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,6 +36,22 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// -v and up: the libraries' own tracing (the AWS SDK's requests and retries, kube's) on stderr.
+fn logging(verbose: u8) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match verbose {
+        0 => return,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
@@ -57,6 +76,17 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 StateCommand::Push(args) => commands::state_push(args).await,
                 StateCommand::Migrate(args) => commands::state_migrate(args).await,
             }
+        }
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut command = cli::Cli::command();
+            clap_complete::generate(
+                args.shell,
+                &mut command,
+                "meshstack",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -4,13 +4,15 @@ use std::process::ExitCode;
 
 use super::{connect, helm_version, load_stack_path};
 use crate::aws::account;
-use crate::cli::DoctorArgs;
+use crate::cli::{DoctorArgs, Output};
 
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let mut ok = true;
-    let mut report = |good: bool, what: &str, detail: String| {
-        ok &= good;
-        println!("{} {what}: {detail}", if good { "ok  " } else { "FAIL" });
+    let mut checks: Vec<(bool, &str, String)> = Vec::new();
+    let mut report = |good: bool, what: &'static str, detail: String| {
+        if args.output == Output::Text {
+            println!("{} {what}: {detail}", if good { "ok  " } else { "FAIL" });
+        }
+        checks.push((good, what, detail));
     };
     let stack = match load_stack_path(args.stack.as_deref()) {
         Ok(s) => {
@@ -45,6 +47,14 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     match helm_version().await {
         Ok(v) => report(true, "helm", v),
         Err(why) => report(false, "helm", why),
+    }
+    let ok = checks.iter().all(|(good, _, _)| *good);
+    if args.output == Output::Json {
+        let checks: Vec<_> = checks
+            .iter()
+            .map(|(good, what, detail)| serde_json::json!({"check": what, "ok": good, "detail": detail}))
+            .collect();
+        println!("{}", serde_json::json!({"ok": ok, "checks": checks}));
     }
     Ok(if ok {
         ExitCode::SUCCESS

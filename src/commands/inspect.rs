@@ -6,13 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::{load_stack, read_only_context, usage};
+use super::{load_stack_path, quiet, read_only_context, usage};
 use crate::cli::{Output, PodsArgs, VerifyArgs};
 use crate::config::Stack;
 use crate::inspect::PageMeta;
 
 pub async fn pods(args: PodsArgs) -> anyhow::Result<ExitCode> {
-    let stack = load_stack(&args.stack)?;
+    let stack = load_stack_path(args.stack.stack.as_deref())?;
     check_page_path(args.html.as_deref())?;
     let cx = read_only_context(stack.clone()).await?;
     let kube = cx.kube().await.context("connecting to the cluster")?;
@@ -36,14 +36,14 @@ pub async fn pods(args: PodsArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         match args.stack.output {
             Output::Text => write!(out, "{}", crate::locality::placement::render_text(&report))?,
-            Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+            Output::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let stack = load_stack(&args.stack)?;
+    let stack = load_stack_path(args.stack.stack.as_deref())?;
     check_page_path(args.html.as_deref())?;
     let verification = if args.clusters_dump.is_empty() {
         let cx = read_only_context(stack.clone()).await?;
@@ -53,7 +53,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             timeout: crate::inspect::HTTP_TIMEOUT,
         };
         let total = args.requests + args.orders_products;
-        let bar = if args.stack.output == Output::Text && total > 0 {
+        let bar = if args.stack.output == Output::Text && total > 0 && !quiet() {
             indicatif::ProgressBar::new(total)
         } else {
             indicatif::ProgressBar::hidden()
@@ -114,7 +114,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "{}",
                 crate::inspect::render_text(&verification, color(&out))
             )?,
-            Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&verification)?)?,
+            Output::Json => writeln!(out, "{}", serde_json::to_string(&verification)?)?,
         }
     }
     Ok(if pass {

@@ -15,8 +15,20 @@ use crate::stages;
 pub async fn token(args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
     use crate::k8s::token::{eks_token, exec_credential_json, TokenError};
 
+    // --cluster names the cluster outright (kubeconfig entries do, to work from any folder);
+    // otherwise it is the stack's, in the stack's region.
+    let (cluster, stack_region) = match &args.cluster {
+        Some(name) => (name.clone(), None),
+        None => {
+            let stack = load_stack_path(args.stack.as_deref())?;
+            (
+                stack.cluster_name().to_string(),
+                stack.region().map(str::to_string),
+            )
+        }
+    };
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &args.region {
+    if let Some(region) = args.region.as_ref().or(stack_region.as_ref()) {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
     let sdk = loader.load().await;
@@ -24,7 +36,7 @@ pub async fn token(args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
         usage("no AWS region for the token: pass --region, or set AWS_REGION or a profile region")
     })?;
     let creds = credentials(&sdk).await.map_err(usage)?;
-    let token = eks_token(&args.cluster, &region, &creds, std::time::SystemTime::now()).map_err(
+    let token = eks_token(&cluster, &region, &creds, std::time::SystemTime::now()).map_err(
         |e| match e {
             TokenError::Signing(_) => anyhow::Error::new(e),
             input => usage(input),
@@ -103,13 +115,25 @@ pub async fn kubeconfig(args: crate::cli::KubeconfigArgs) -> anyhow::Result<Exit
     kc::write_atomic(&path, &merged)?;
 
     let mut out = std::io::stdout().lock();
+    let current = kc::current_context(&merged).map_err(file_error)?;
+    if args.output == crate::cli::Output::Json {
+        let doc = serde_json::json!({
+            "context": name,
+            "cluster": cluster,
+            "region": aws.region,
+            "kubeconfig": path.display().to_string(),
+            "current_context": current,
+        });
+        writeln!(out, "{doc}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     writeln!(
         out,
         "wrote context `{name}` for EKS cluster `{cluster}` ({}) to {}",
         aws.region,
         path.display()
     )?;
-    match kc::current_context(&merged).map_err(file_error)? {
+    match current {
         Some(current) if current == name => writeln!(out, "current context: `{name}`")?,
         Some(current) => {
             // kubectl acts on the default file unless told otherwise.

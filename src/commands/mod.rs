@@ -89,8 +89,21 @@ fn selection(graph: &Graph, sel: &Selection) -> anyhow::Result<Vec<StageId>> {
     Ok(selected)
 }
 
+/// `-q`, set once by `main` before any command runs.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Less on stderr for the rest of the process: no progress, only warnings and errors.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn mode(output: Output) -> OutputMode {
     match output {
+        Output::Text if quiet() => OutputMode::Quiet,
         Output::Text => OutputMode::Text,
         Output::Json => OutputMode::Json,
     }

@@ -77,7 +77,8 @@ pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
     };
     let mut files = render::render(&stack, &inputs).map_err(usage)?;
     files.extend(iam_documents(&stack, &inputs, &issuer));
-    if !notes.is_empty() {
+    let json = args.output == crate::cli::Output::Json;
+    if !notes.is_empty() && !json {
         eprintln!("rendering offline, with stand-ins for what only AWS knows:");
         for note in &notes {
             eprintln!("  {note}");
@@ -88,6 +89,7 @@ pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut out = std::io::stdout().lock();
+    let mut written = Vec::new();
     for file in &files {
         let path = args.out.join(&file.path);
         if let Some(parent) = path.parent() {
@@ -96,7 +98,20 @@ pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
         }
         std::fs::write(&path, &file.content)
             .with_context(|| format!("writing {}", path.display()))?;
-        writeln!(out, "{}", path.display())?;
+        if json {
+            written.push(path.display().to_string());
+        } else {
+            writeln!(out, "{}", path.display())?;
+        }
+    }
+    if json {
+        let doc = serde_json::json!({
+            "stack": stack.name,
+            "files": written,
+            "stand_ins": notes,
+            "warnings": stack.istio_support_warning().into_iter().collect::<Vec<_>>(),
+        });
+        writeln!(out, "{doc}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

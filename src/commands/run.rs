@@ -11,7 +11,7 @@ use super::{
 use crate::aws::state::S3Store;
 use crate::aws::{account, CallStats};
 use crate::cli::StackArgs;
-use crate::cli::{DownArgs, Output, RunArgs, Selection};
+use crate::cli::{DownArgs, Output, RunArgs};
 use crate::config::Stack;
 use crate::engine::graph::{Graph, StageId};
 use crate::engine::progress;
@@ -77,7 +77,13 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         zones,
         Some(journal.clone()),
     );
-    cx.force = args.force;
+    if args.force {
+        eprintln!(
+            "warning: --force is now --allow-unsafe-locality (it only ever overrode the locality \
+             safety check); the old name goes away in the next release"
+        );
+    }
+    cx.allow_unsafe_locality = args.allow_unsafe_locality || args.force;
     let code = execute(
         &cx,
         &all,
@@ -108,13 +114,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let stack = load_stack(&args.stack)?;
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
-    let selected = selection(
-        &graph,
-        &Selection {
-            only: args.only.clone(),
-            skip: None,
-        },
-    )?;
+    let selected = selection(&graph, &args.selection)?;
     let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &args.force_unlock)?;
     let mut blocking = Vec::new();
     for id in &selected {
@@ -131,7 +131,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     if !blocking.is_empty() {
         blocking.dedup();
         return Err(usage(format!(
-            "cannot tear down the selected stages: {}; include it in --only or omit --only",
+            "cannot tear down the selected stages: {}; select it too, or drop --only/--skip",
             blocking.join(", ")
         )));
     }

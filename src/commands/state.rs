@@ -203,7 +203,7 @@ pub async fn state_show(args: StackArgs) -> anyhow::Result<ExitCode> {
                 "etag": stored.as_ref().and_then(|s| s.version.clone()),
                 "lock": lock_json,
             });
-            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            writeln!(out, "{}", serde_json::to_string(&doc)?)?;
         }
         Output::Text => {
             writeln!(out, "stack `{}`: state in {}", stack.name, store.location())?;
@@ -248,6 +248,10 @@ pub async fn state_show(args: StackArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn state_pull(args: StatePullArgs) -> anyhow::Result<ExitCode> {
+    let args = Pull {
+        stack: args.stack.into(),
+        out: args.out,
+    };
     let stack = load_stack(&args.stack)?;
     let loc = location(&args.stack, &stack);
     let Some(journal) = read_stored(&args.stack, &stack, &loc)? else {
@@ -302,6 +306,10 @@ fn open_for_reading(
 }
 
 pub async fn state_push(args: StatePushArgs) -> anyhow::Result<ExitCode> {
+    let args = Push {
+        stack: args.stack.into(),
+        file: args.file,
+    };
     let stack = load_stack(&args.stack)?;
     let body = std::fs::read(&args.file)
         .map_err(|e| usage(format!("cannot read {}: {e}", args.file.display())))?;
@@ -342,6 +350,10 @@ pub async fn state_push(args: StatePushArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn state_migrate(args: StateMigrateArgs) -> anyhow::Result<ExitCode> {
+    let args = Migrate {
+        stack: args.stack.into(),
+        to: args.to,
+    };
     let stack = load_stack(&args.stack)?;
     let from = location(&args.stack, &stack);
     let to = args.to.clone();
@@ -413,4 +425,20 @@ pub async fn state_migrate(args: StateMigrateArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state verbs' arguments with the stack arguments every helper here takes.
+struct Pull {
+    stack: StackArgs,
+    out: Option<std::path::PathBuf>,
+}
+
+struct Push {
+    stack: StackArgs,
+    file: std::path::PathBuf,
+}
+
+struct Migrate {
+    stack: StackArgs,
+    to: StateLocation,
 }

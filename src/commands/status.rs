@@ -69,6 +69,14 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
             "outputs": journal.as_ref().and_then(|j| j.data().stages.get(id)).map(|r| &r.outputs),
         }));
     }
+    // For scripts: 0 converged, 1 a stage failed, 3 anything `up` would still do.
+    let code = if rows.iter().any(|r| r["state"] == "failed") {
+        ExitCode::FAILURE
+    } else if rows.iter().all(|r| r["state"] == "done") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    };
     // The UIs are not exposed outside the cluster; these commands reach them.
     let forwards = crate::names::port_forwards();
     let forwards_json: Vec<_> = forwards
@@ -108,5 +116,5 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

@@ -75,13 +75,19 @@ pub trait Reporter: Send + Sync {
 pub enum OutputMode {
     /// For people: spinner lines on a terminal, log lines otherwise.
     Text,
-    /// For programs: JSON lines on stdout.
+    /// For programs: JSON lines on stdout (and nothing else there).
     Json,
+    /// Text with no progress: only warnings and failures on stderr, the result on stdout.
+    Quiet,
 }
 
 /// The reporter for `mode` and the current stdout/stderr. Text output gets
-/// live bars only when both stdout and stderr are terminals (bars draw on
-/// stderr; anything redirected is better served by plain lines).
+/// live bars only when both stdout and stderr are terminals (anything
+/// redirected is better served by plain lines). Either way progress and
+/// warnings go to stderr and only the result — the tally and the table of
+/// stages — to stdout, so `meshstack up > result.txt` keeps just the result.
+/// JSON output is a stream of events that ends with the result: all of it on
+/// stdout.
 ///
 /// `title` names the run in headers and summaries ("meshstack up");
 /// `stages` are the selected stages in the order to list them.
@@ -93,14 +99,24 @@ pub fn reporter(mode: OutputMode, title: &str, stages: &[StageId]) -> Box<dyn Re
                 title,
                 stages,
                 ProgressDrawTarget::stderr(),
-                Box::new(std::io::stderr()),
+                Box::new(std::io::stdout()),
             ))
         }
         OutputMode::Text => Box::new(PlainReporter::new(
             title,
             stages,
+            Box::new(std::io::stderr()),
             Box::new(std::io::stdout()),
         )),
+        OutputMode::Quiet => Box::new(
+            PlainReporter::new(
+                title,
+                stages,
+                Box::new(std::io::stderr()),
+                Box::new(std::io::stdout()),
+            )
+            .quiet(),
+        ),
     }
 }
 
@@ -158,32 +174,45 @@ impl Reporter for JsonReporter {
 }
 
 /// Timestamped log lines (`HH:MM:SS [network] creating subnet`), UTC, for
-/// files and CI logs; a table of results at the end.
+/// files and CI logs; the tally and a table of results at the end, to a sink
+/// of their own.
 pub struct PlainReporter {
     title: String,
     stages: Vec<StageId>,
+    /// Only warnings and failures as they happen.
+    quiet: bool,
     state: Mutex<PlainState>,
 }
 
 struct PlainState {
     out: Sink,
+    summary: Sink,
     header_done: bool,
     /// Run-relative start of each started stage, for per-stage durations.
     started: HashMap<StageId, u64>,
 }
 
 impl PlainReporter {
-    /// Writes to `out`; see [`reporter`] for `title` and `stages`.
-    pub fn new(title: &str, stages: &[StageId], out: Sink) -> Self {
+    /// Writes the log lines to `out` and the result to `summary`; see
+    /// [`reporter`] for `title` and `stages`.
+    pub fn new(title: &str, stages: &[StageId], out: Sink, summary: Sink) -> Self {
         PlainReporter {
             title: title.to_string(),
             stages: stages.to_vec(),
+            quiet: false,
             state: Mutex::new(PlainState {
                 out,
+                summary,
                 header_done: false,
                 started: HashMap::new(),
             }),
         }
+    }
+
+    /// Logs only warnings and failures (`-q`); the result is written as ever.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     fn header(&self, state: &mut PlainState) {
@@ -202,8 +231,13 @@ impl PlainReporter {
 
 impl Reporter for PlainReporter {
     fn event(&self, ev: &Event) {
+        if self.quiet && !matches!(ev.event, EventKind::Warn | EventKind::Failed) {
+            return;
+        }
         let mut state = lock(&self.state);
-        self.header(&mut state);
+        if !self.quiet {
+            self.header(&mut state);
+        }
         let took = |state: &PlainState| {
             let start = ev.stage.and_then(|s| state.started.get(s)).copied();
             human_duration(ev.elapsed_ms.saturating_sub(start.unwrap_or(ev.elapsed_ms)))
@@ -234,7 +268,9 @@ impl Reporter for PlainReporter {
 
     fn finish(&self, report: &RunReport) {
         let mut state = lock(&self.state);
-        self.header(&mut state);
+        if !self.quiet {
+            self.header(&mut state);
+        }
         let mut text = format!(
             "{} {} finished in {}: {}\n",
             time_of_day(SystemTime::now()),
@@ -243,8 +279,9 @@ impl Reporter for PlainReporter {
             Tally::of(report)
         );
         text.push_str(&summary_table(&self.stages, report));
-        let _ = state.out.write_all(text.as_bytes());
         let _ = state.out.flush();
+        let _ = state.summary.write_all(text.as_bytes());
+        let _ = state.summary.flush();
     }
 }
 
@@ -698,12 +735,18 @@ mod tests {
     #[test]
     fn plain_lines_are_timestamped_and_end_with_a_table() {
         let buf = Buf::default();
+        let result = Buf::default();
         play(&PlainReporter::new(
             "meshstack up",
             STAGES,
             Box::new(buf.clone()),
+            Box::new(result.clone()),
         ));
-        let text = buf.text();
+        assert!(
+            result.text().contains("finished in") && !buf.text().contains("finished in"),
+            "the result goes to its own sink"
+        );
+        let text = buf.text() + &result.text();
         let lines: Vec<&str> = text.lines().collect();
         let stamped: Vec<&str> = lines
             .iter()

@@ -7,8 +7,8 @@
 //! 2. `internalTrafficPolicy: Local` on products-service — but only after a safety check:
 //!    Kubernetes drops a call from a node with no local products endpoint, so every node that
 //!    runs a products client (graphql, orders-2) must have a Ready products pod. If one does
-//!    not, the stage fails naming each such node and its zone; `up --force` applies anyway and
-//!    warns.
+//!    not, the stage fails naming each such node and its zone; `up --allow-unsafe-locality`
+//!    applies anyway and warns.
 //!
 //! Both are applied under the field manager [`FIELD_MANAGER`], so this stage owns exactly the
 //! Service's `internalTrafficPolicy` field and the `app` stage (which leaves the field out)
@@ -102,7 +102,7 @@ pub fn unsafe_message(nodes: &[UnsafeNode]) -> String {
          products pods to become Ready, or move the clients (`meshstack pods` shows where \
          everything runs; the app's manifests require a products pod on every client's node, \
          so a client there was scheduled before its products pod was lost — delete the client \
-         pod to reschedule it), then re-run `meshstack up`; `up --force` applies the policy \
+         pod to reschedule it), then re-run `meshstack up`; `up --allow-unsafe-locality` applies the policy \
          anyway",
         nodes.len(),
         list.join("; ")
@@ -181,10 +181,13 @@ impl Stage for Locality {
         ));
         let unsafe_nodes = placement.unsafe_nodes();
         if !unsafe_nodes.is_empty() {
-            if !cx.force {
+            if !cx.allow_unsafe_locality {
                 return Err(StageError::Conflict(unsafe_message(&unsafe_nodes)));
             }
-            h.warn(format!("--force: {}", unsafe_message(&unsafe_nodes)));
+            h.warn(format!(
+                "--allow-unsafe-locality: {}",
+                unsafe_message(&unsafe_nodes)
+            ));
         }
         changes.extend(kubernetes::apply_as(cx, h, &service, FIELD_MANAGER).await?);
         Ok(outcome(&changes))
@@ -254,7 +257,7 @@ mod tests {
             "2 node(s)",
             "ip-10-0-1-5 (us-east-1a: graphql-abc)",
             "ip-10-0-2-9 (no zone label: orders-2-x, graphql-y)",
-            "--force",
+            "--allow-unsafe-locality",
             "meshstack pods",
         ] {
             assert!(msg.contains(part), "{part} missing from {msg}");

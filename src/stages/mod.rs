@@ -105,8 +105,9 @@ pub struct Context {
     /// `None` for read-only commands (`plan`, `status`), which never write the journal.
     pub journal: Option<SharedJournal>,
     pub waits: Waits,
-    /// `up --force`: apply the locality policies even when their safety check fails.
-    pub force: bool,
+    /// `up --allow-unsafe-locality`: apply the locality policies even when their safety check
+    /// fails.
+    pub allow_unsafe_locality: bool,
     facts: Mutex<Facts>,
     /// The cluster, once a Kubernetes stage has connected (or a test has supplied one).
     kube: tokio::sync::OnceCell<kubernetes::KubeAccess>,
@@ -133,7 +134,7 @@ impl Context {
             zones,
             journal,
             waits: Waits::from_env(),
-            force: false,
+            allow_unsafe_locality: false,
             facts: Mutex::new(Facts::default()),
             kube: tokio::sync::OnceCell::new(),
             reach: tokio::sync::Mutex::new(None),

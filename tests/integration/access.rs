@@ -107,6 +107,17 @@ fn token_needs_credentials_but_no_network() {
         url.starts_with("https://sts.eu-west-1.amazonaws.com/"),
         "{url}"
     );
+
+    // Or the stack names the cluster and its region, as for every other command.
+    let stack = ms.stack_file(
+        "tok.yaml",
+        "name: tok\nregion: ap-southeast-2\nkubernetes_version: \"1.34\"\n",
+    );
+    let url = check_exec_credential(&ms.run(&["token", "--stack", stack.to_str().unwrap()]));
+    assert!(
+        url.starts_with("https://sts.ap-southeast-2.amazonaws.com/"),
+        "{url}"
+    );
 }
 
 /// (arguments, environment, what stderr must mention)
@@ -236,6 +247,24 @@ async fn kubeconfig_merges_a_context_whose_user_runs_meshstack_token() {
     for section in ["clusters", "users", "contexts"] {
         assert_eq!(doc[section].as_sequence().unwrap().len(), 1, "{section}");
     }
+
+    // -o json: what was written, as one document.
+    let out = ms.run(&[
+        "kubeconfig",
+        "--stack",
+        stack,
+        "--kubeconfig",
+        path_arg,
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(&out)));
+    assert_eq!(doc["context"], "access", "{doc}");
+    assert_eq!(doc["cluster"], "access", "{doc}");
+    assert_eq!(doc["current_context"], "access", "{doc}");
+    assert_eq!(doc["kubeconfig"], path_arg, "{doc}");
 
     // 4. Into someone's kubeconfig: their entries, keys and current context stay.
     let theirs = ms.dir.path().join("theirs");

@@ -882,6 +882,12 @@ fn one_ctrl_c_during_helms_wait_stops_at_once_and_the_next_up_recovers_the_relea
     );
     eprintln!("exit {took:?} after Ctrl-C during helm's wait");
     let status = c.run("status", &[]);
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "interrupted: {}",
+        describe(&status)
+    );
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let prometheus = status["stages"]
         .as_array()

@@ -285,7 +285,7 @@ async fn locality_refuses_local_while_a_client_has_no_ready_products_pod_unless_
     for part in [
         "node-b (eu-west-1b: graphql-5f7d8-00003)",
         "1 node(s)",
-        "--force",
+        "--allow-unsafe-locality",
     ] {
         assert!(error.contains(part), "{part:?} not in: {error}");
     }
@@ -297,7 +297,7 @@ async fn locality_refuses_local_while_a_client_has_no_ready_products_pod_unless_
         json!({"enabled": true})
     );
 
-    cx.force = true;
+    cx.allow_unsafe_locality = true;
     let reporter = RecordingReporter::default();
     let result = run_stage_with(&cx, &locality::Locality, Direction::Forward, &reporter).await;
     assert!(matches!(outcome(&result), Outcome::Changed(_)));
@@ -314,7 +314,7 @@ async fn locality_refuses_local_while_a_client_has_no_ready_products_pod_unless_
     assert!(
         warnings
             .iter()
-            .any(|w| w.starts_with("--force") && w.contains("node-b")),
+            .any(|w| w.starts_with("--allow-unsafe-locality") && w.contains("node-b")),
         "{warnings:?}"
     );
 }

@@ -7,6 +7,7 @@ mod support;
 mod access;
 mod binary_k8s;
 mod cli;
+mod cli_surface;
 mod config_files;
 mod contracts;
 mod fault_proxy;
