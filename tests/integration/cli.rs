@@ -445,7 +445,14 @@ fn state_is_private_and_never_holds_the_secret_key() {
         &["plan", "--stack", &stack, "-o", "json"],
     ] {
         let out = ms.run(args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
+        // `status` exits 3: the Kubernetes stages are not up.
+        let expected = if args[0] == "status" { 3 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{args:?}: {}",
+            describe(&out)
+        );
         outputs.push((args.join(" "), out));
     }
     let root = ms.state_dir();
@@ -594,7 +601,7 @@ async fn a_subnet_deleted_behind_our_back_is_planned_reported_and_repaired_alone
         );
     }
     let out = ms.run(&["status", "--stack", &stack, "-o", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(3), "drifted: {}", describe(&out));
     let status = json_doc(&out);
     let states: BTreeMap<String, String> = status["stages"]
         .as_array()
@@ -771,7 +778,8 @@ async fn after_up_status_is_done_and_down_of_a_needed_stage_is_refused() {
     full_up(&ms, &stack);
 
     let out = ms.run(&["status", "--stack", &stack, "-o", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // 3: the Kubernetes stages are pending.
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let status = json_doc(&out);
     assert_eq!(status["observed"], true, "{status}");
     let rows = status["stages"].as_array().unwrap();

@@ -872,8 +872,9 @@ async fn kiali_waits_for_its_crd_before_applying_the_cr() {
 #[test]
 fn status_prints_the_port_forwards() {
     let ms = Meshstack::new(None);
+    // Nothing is up: exit 3.
     let text = ms.run(&["status"]);
-    assert_eq!(text.status.code(), Some(0), "{}", describe(&text));
+    assert_eq!(text.status.code(), Some(3), "{}", describe(&text));
     let stdout = String::from_utf8_lossy(&text.stdout);
     for command in [
         "kubectl -n istio-system port-forward svc/kiali 20001:20001",
@@ -884,7 +885,7 @@ fn status_prints_the_port_forwards() {
     }
 
     let json_out = ms.run(&["status", "-o", "json"]);
-    assert_eq!(json_out.status.code(), Some(0), "{}", describe(&json_out));
+    assert_eq!(json_out.status.code(), Some(3), "{}", describe(&json_out));
     let doc: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
     let forwards: Vec<(String, String)> = doc["port_forwards"]
         .as_array()
