@@ -463,6 +463,20 @@ fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_coun
         "{report}"
     );
 
+    // pods --html: the same placement drawn, through the binary; self-contained.
+    let page = c.ms.dir.path().join("pods.html");
+    let out = c.run("pods", &["--html", page.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["zones"], report["zones"], "the report still goes to stdout");
+    let html = std::fs::read_to_string(&page).unwrap();
+    for part in ["<svg", "us-east-1a", "us-east-1b", "products-1", "orders-2"] {
+        assert!(html.contains(part), "{part} not in the page");
+    }
+    for fetch in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(fetch), "the page fetches something: {fetch}");
+    }
+
     // verify: the gateway's address refuses, so the queries go to graphql's pod; both they
     // and the /clusters reads go through the server's port-forward.
     c.server.reset_counts();
