@@ -376,6 +376,11 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
         objects,
         "an up without journal changed objects"
     );
+    eprintln!(
+        "journal lost: plan empty; up: 0 AWS writes (moto's recorder), {} helm calls, none a write; {} API requests, 0 writes",
+        new_helm.len(),
+        c.server.counts().requests()
+    );
 }
 
 /// `plan` lists no change in any stage.
@@ -633,7 +638,9 @@ fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
     let mut c = Cluster::start("orphan", Options::default());
     c.up();
     c.server.stop();
+    let started = std::time::Instant::now();
     let out = c.run("down", &[]);
+    let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     let aws = c.server.block_on(c.moto.clients());
     assert_eq!(
@@ -651,6 +658,10 @@ fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}\n{}", describe(&out));
     assert!(warnings[0].contains(&address), "{warnings:?}");
+    eprintln!(
+        "down with the API stopped: {took:?}, {} warning, moto holds nothing tagged",
+        warnings.len()
+    );
 }
 
 /// The API goes away halfway through `down` (after its first delete): the Kubernetes stages
@@ -661,6 +672,7 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
     let mut c = Cluster::start("halfway", Options::default());
     c.up();
     c.server.reset_counts();
+    let started = std::time::Instant::now();
     let child =
         c.ms.command(&["down", "--stack", &c.stack, "-o", "json"])
             .stdout(std::process::Stdio::piped())
@@ -682,8 +694,10 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    let writes_before_stop = c.server.counts().writes.len();
     c.server.stop();
     let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     let aws = c.server.block_on(c.moto.clients());
     assert_eq!(
@@ -702,6 +716,10 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
     assert!(
         warnings[0].contains(&format!("127.0.0.1:{}", c.server.port())),
         "{warnings:?}"
+    );
+    eprintln!(
+        "down with the API stopped after {writes_before_stop} API write(s): {took:?}, {} warning, moto holds nothing tagged",
+        warnings.len()
     );
 }
 
