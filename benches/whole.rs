@@ -101,6 +101,45 @@ fn main() {
             by_command.join(", "),
         );
     }
+
+    // Where the time goes: each stage's time in the run with the median wall time.
+    let medians: Vec<(&str, &Sample)> = scenarios
+        .iter()
+        .map(|(name, samples)| {
+            let mut sorted: Vec<&Sample> = samples.iter().collect();
+            sorted.sort_by_key(|s| s.wall);
+            (&name[2..], sorted[sorted.len() / 2])
+        })
+        .collect();
+    println!();
+    println!(
+        "| stage (ms, in the median run) | {} |",
+        medians
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(medians.len()));
+    for stage in meshstack::stages::all() {
+        let cells: Vec<String> = medians
+            .iter()
+            .map(|(_, s)| {
+                s.stages
+                    .get(stage.id())
+                    .map_or("-".to_string(), |(a, b)| format!("{:.0}", (b - a) * 1e3))
+            })
+            .collect();
+        println!("| {} | {} |", stage.id(), cells.join(" | "));
+    }
+    let outside: Vec<String> = medians
+        .iter()
+        .map(|(_, s)| format!("{:.0}", s.outside_stages() * 1e3))
+        .collect();
+    println!(
+        "| outside the stages (start-up, preflight, lock, exit) | {} |",
+        outside.join(" | ")
+    );
 }
 
 /// `upgrade`, `list`, `get values`, ...: what a recorded helm call did.

@@ -633,6 +633,75 @@ fn up_converges_through_throttling_conflicts_and_a_slow_crd_to_the_same_objects(
     assert_eq!(normalized(stormy.server.objects()), want);
 }
 
+/// An admission webhook refuses the app's first VirtualService (as Istio's validating webhook
+/// does while istiod is not serving it yet): the refusal is not retried blindly — `up` fails
+/// the `app` stage naming the webhook's message and skips `locality`, which needs it, while
+/// every other stage completes. The next `up` converges to the objects of an undisturbed run,
+/// each release installed once.
+#[test]
+fn a_webhook_rejection_fails_the_stage_naming_it_and_the_next_up_converges() {
+    let calm = Cluster::start("webhook", Options::default());
+    calm.up();
+    let want = normalized(calm.server.objects());
+    drop(calm);
+
+    let c = Cluster::start("webhook", Options::default());
+    c.server.set_faults(Faults {
+        rejections: vec![Rejection {
+            kind: "VirtualService".into(),
+            times: 1,
+        }],
+        ..Faults::default()
+    });
+    let out = c.run("up", &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let summary = json_lines(&out)
+        .into_iter()
+        .find(|l| l["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in {}", describe(&out)));
+    let status: BTreeMap<String, String> = summary["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["stage"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(status.len(), 12, "{summary}");
+    for (stage, s) in &status {
+        let expected = match stage.as_str() {
+            "app" => "failed",
+            "locality" => "skipped",
+            _ => "succeeded",
+        };
+        assert_eq!(s, expected, "{stage}: {summary}");
+    }
+    assert!(
+        summary.to_string().contains("denied the request"),
+        "the webhook's message is not named: {summary}"
+    );
+    assert_eq!(c.server.counts().injected.get(&400), Some(&1));
+
+    let started = std::time::Instant::now();
+    c.up();
+    eprintln!(
+        "after the webhook's rejection: the next up took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(normalized(c.server.objects()), want);
+    let upgrades: Vec<String> = helm_calls(&c.helm_dir)
+        .into_iter()
+        .filter(|call| call[0] == "upgrade")
+        .map(|call| call[2].clone())
+        .collect();
+    let unique: BTreeSet<&String> = upgrades.iter().collect();
+    assert_eq!(upgrades.len(), unique.len(), "{upgrades:?}");
+    assert_eq!(upgrades.len(), RELEASES.len(), "{upgrades:?}");
+}
+
 #[test]
 fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
     let mut c = Cluster::start("orphan", Options::default());
