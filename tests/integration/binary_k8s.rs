@@ -328,7 +328,12 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     // The journal lost: plan still empty, up still changes nothing anywhere.
     std::fs::remove_dir_all(c.ms.state_dir()).unwrap();
     assert_plan_is_empty(&c);
-    up_changes_nothing(&c, &objects, "an up with the journal lost");
+    let (counts, new_helm) = up_changes_nothing(&c, &objects, "an up with the journal lost");
+    eprintln!(
+        "journal lost: plan empty; up: 0 AWS writes (moto's recorder), {} helm calls, none a write; {} API requests, 0 writes",
+        new_helm.len(),
+        counts.requests()
+    );
 }
 
 /// `up` again: no AWS write (moto's own record), only reads of helm (`version` — `up` checks
@@ -468,7 +473,10 @@ fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_coun
     let out = c.run("pods", &["--html", page.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(again["zones"], report["zones"], "the report still goes to stdout");
+    assert_eq!(
+        again["zones"], report["zones"],
+        "the report still goes to stdout"
+    );
     let html = std::fs::read_to_string(&page).unwrap();
     for part in ["<svg", "us-east-1a", "us-east-1b", "products-1", "orders-2"] {
         assert!(html.contains(part), "{part} not in the page");
@@ -627,12 +635,83 @@ fn up_converges_through_throttling_conflicts_and_a_slow_crd_to_the_same_objects(
     assert_eq!(normalized(stormy.server.objects()), want);
 }
 
+/// An admission webhook refuses the app's first VirtualService (as Istio's validating webhook
+/// does while istiod is not serving it yet): the refusal is not retried blindly — `up` fails
+/// the `app` stage naming the webhook's message and skips `locality`, which needs it, while
+/// every other stage completes. The next `up` converges to the objects of an undisturbed run,
+/// each release installed once.
+#[test]
+fn a_webhook_rejection_fails_the_stage_naming_it_and_the_next_up_converges() {
+    let calm = Cluster::start("webhook", Options::default());
+    calm.up();
+    let want = normalized(calm.server.objects());
+    drop(calm);
+
+    let c = Cluster::start("webhook", Options::default());
+    c.server.set_faults(Faults {
+        rejections: vec![Rejection {
+            kind: "VirtualService".into(),
+            times: 1,
+        }],
+        ..Faults::default()
+    });
+    let out = c.run("up", &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let summary = json_lines(&out)
+        .into_iter()
+        .find(|l| l["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in {}", describe(&out)));
+    let status: BTreeMap<String, String> = summary["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["stage"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(status.len(), 12, "{summary}");
+    for (stage, s) in &status {
+        let expected = match stage.as_str() {
+            "app" => "failed",
+            "locality" => "skipped",
+            _ => "succeeded",
+        };
+        assert_eq!(s, expected, "{stage}: {summary}");
+    }
+    assert!(
+        summary.to_string().contains("denied the request"),
+        "the webhook's message is not named: {summary}"
+    );
+    assert_eq!(c.server.counts().injected.get(&400), Some(&1));
+
+    let started = std::time::Instant::now();
+    c.up();
+    eprintln!(
+        "after the webhook's rejection: the next up took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(normalized(c.server.objects()), want);
+    let upgrades: Vec<String> = helm_calls(&c.helm_dir)
+        .into_iter()
+        .filter(|call| call[0] == "upgrade")
+        .map(|call| call[2].clone())
+        .collect();
+    let unique: BTreeSet<&String> = upgrades.iter().collect();
+    assert_eq!(upgrades.len(), unique.len(), "{upgrades:?}");
+    assert_eq!(upgrades.len(), RELEASES.len(), "{upgrades:?}");
+}
+
 #[test]
 fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
     let mut c = Cluster::start("orphan", Options::default());
     c.up();
     c.server.stop();
+    let started = std::time::Instant::now();
     let out = c.run("down", &[]);
+    let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     let aws = c.server.block_on(c.moto.clients());
     assert_eq!(
@@ -650,6 +729,10 @@ fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}\n{}", describe(&out));
     assert!(warnings[0].contains(&address), "{warnings:?}");
+    eprintln!(
+        "down with the API stopped: {took:?}, {} warning, moto holds nothing tagged",
+        warnings.len()
+    );
 }
 
 /// The API goes away halfway through `down` (after its first delete): the Kubernetes stages
@@ -660,6 +743,7 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
     let mut c = Cluster::start("halfway", Options::default());
     c.up();
     c.server.reset_counts();
+    let started = std::time::Instant::now();
     let child =
         c.ms.command(&["down", "--stack", &c.stack, "-o", "json"])
             .stdout(std::process::Stdio::piped())
@@ -681,8 +765,10 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    let writes_before_stop = c.server.counts().writes.len();
     c.server.stop();
     let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     let aws = c.server.block_on(c.moto.clients());
     assert_eq!(
@@ -701,6 +787,10 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
     assert!(
         warnings[0].contains(&format!("127.0.0.1:{}", c.server.port())),
         "{warnings:?}"
+    );
+    eprintln!(
+        "down with the API stopped after {writes_before_stop} API write(s): {took:?}, {} warning, moto holds nothing tagged",
+        warnings.len()
     );
 }
 

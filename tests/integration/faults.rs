@@ -425,9 +425,15 @@ async fn sigterm_and_sighup_stop_like_ctrl_c_with_their_own_exit_codes() {
         let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
         let mut child = scenario.spawn_up();
         wait_for_op(proxy, &mut child, "ec2:CreateVpc", 1);
+        let signalled = Instant::now();
         signal(&child, sig);
         let out = child.wait_with_output().unwrap();
+        let took = signalled.elapsed();
         assert_eq!(out.status.code(), Some(code), "{sig}: {}", describe(&out));
+        eprintln!(
+            "SIG{sig}: exit {:?} {took:?} after the signal",
+            out.status.code()
+        );
         assert!(!lock_exists(ms, name), "{sig}: the lock was left behind");
         journal_parses(ms, name);
         let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", &scenario.stack]);

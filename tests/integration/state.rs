@@ -252,6 +252,12 @@ async fn two_ups_from_two_folders_on_one_s3_state_one_runs_the_other_names_it() 
         "{calls}"
     );
     assert!(calls["state"]["writes"].as_u64().unwrap() > 2, "{calls}");
+    eprintln!(
+        "two writers: the second exited {:?} naming the holder; the holder's state requests: {} reads, {} writes",
+        second.status.code(),
+        calls["state"]["reads"],
+        calls["state"]["writes"]
+    );
 
     // A third folder sees every stage done: the journal is in S3, the truth in moto.
     // Exit 3: the Kubernetes stages, never selected here, are still pending.
@@ -314,6 +320,7 @@ async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
     }
     holder.kill().unwrap(); // SIGKILL: no release
     holder.wait().unwrap();
+    let killed = Instant::now();
     let (lock, etag) = get(&shared.s3, &lock_key)
         .await
         .expect("the killed run's lock");
@@ -353,6 +360,10 @@ async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
     assert!(err.contains("stale lock"), "{err}");
     assert!(err.contains("its lease ended at"), "{err}");
     assert!(err.contains(&format!("--force-unlock {id}")), "{err}");
+    eprintln!(
+        "killed holder: its lock reported stale {:?} after the kill (lease 120 s / 60)",
+        killed.elapsed()
+    );
     // A bare --force-unlock is for local locks: it does not break a shared one.
     let out = up(&["--force-unlock"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -457,6 +468,11 @@ async fn a_journal_changed_behind_a_running_up_stops_it_and_s3_keeps_both_versio
     assert!(
         ours.iter().all(|v| v["written_by"]["pid"] == pid),
         "{ours:?}"
+    );
+    eprintln!(
+        "journal changed behind the run: exit 1, nothing overwritten; S3 keeps {} versions (the other writer's and {} of the run's)",
+        versions.len(),
+        ours.len()
     );
     // The run let go of its lock; the next up takes over from the other writer's journal.
     assert!(get(&shared.s3, &key("raced", "lock.json")).await.is_none());
@@ -606,6 +622,7 @@ async fn state_migrates_local_to_s3_and_back_byte_for_byte_and_no_version_holds_
             && objects.iter().filter(|v| v.0 == journal_key).count() >= 3,
         "{versions:?}"
     );
+    let scanned = objects.len();
     for (key, version, _) in objects {
         let out = shared
             .s3
@@ -627,6 +644,10 @@ async fn state_migrates_local_to_s3_and_back_byte_for_byte_and_no_version_holds_
             "{key} version {version} holds the secret key"
         );
     }
+    eprintln!(
+        "migrate local -> S3 -> local: {} bytes byte for byte; {scanned} object versions scanned, all SSE-S3, none holds the canary",
+        original.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -665,6 +686,10 @@ async fn s3_slow_down_answers_are_retried() {
     );
     let state = &api_calls(&out)["state"];
     assert_eq!(state["retries"], 7, "{state}");
+    eprintln!(
+        "S3 SlowDown: {} answered 503, {} retried by meshstack, the run succeeded",
+        stats.throttled, state["retries"]
+    );
     // The journal made it, and the lock went.
     let (journal, _) = get(&shared.s3, &key("slowed", "state.json")).await.unwrap();
     let journal: Value = serde_json::from_slice(&journal).unwrap();
