@@ -102,10 +102,36 @@ impl AwsClients {
     }
 }
 
+/// The HTTP client of every AWS SDK client meshstack makes (and of the credential providers
+/// behind them: SSO, STS, instance metadata): the SDK's own hyper client, built the way its
+/// default is — connector settings, sleep, proxy from the environment (`HTTPS_PROXY`,
+/// `NO_PROXY`) — with rustls on ring instead of aws-lc, the one TLS provider in the tree.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::{tls, Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, runtime_components| {
+        let mut conn_builder = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        conn_builder.set_connector_settings(settings.cloned());
+        if let Some(components) = runtime_components {
+            conn_builder.set_sleep_impl(components.sleep_impl());
+        }
+        conn_builder.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn_builder.build()
+    })
+}
+
+/// `aws_config::defaults` with meshstack's [`http_client`]: the start of every SDK
+/// configuration, in the binary and in the tests.
+pub fn sdk_defaults() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client())
+}
+
 /// The SDK's configuration loader as every meshstack client uses it: the default chain
 /// (environment, profile, SSO, IMDS, ...), `region` taking precedence, and more patient retries.
 pub(crate) fn sdk_loader(region: Option<&str>) -> aws_config::ConfigLoader {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = sdk_defaults();
     // The SDK's default of 3 attempts gives up on a throttled call within about 2 s; one
     // `up` makes a few hundred calls, and accounts shared by a workshop get throttled. The
     // environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
@@ -487,7 +513,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
+        let sdk = sdk_defaults()
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(format!("http://127.0.0.1:{port}"))
             .credentials_provider(aws_credential_types::Credentials::new(

@@ -27,7 +27,7 @@ pub async fn token(args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = crate::aws::sdk_defaults();
     if let Some(region) = args.region.as_ref().or(stack_region.as_ref()) {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }

@@ -33,7 +33,7 @@ fn retries(attempts: u32) -> RetryConfig {
 
 async fn through(proxy: &FaultProxy, retry: RetryConfig) -> Sdk {
     let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = meshstack::aws::sdk_defaults()
         .region(aws_config::Region::new(REGION))
         .credentials_provider(creds)
         .endpoint_url(proxy.endpoint())

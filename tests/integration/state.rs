@@ -34,7 +34,7 @@ fn key(stack: &str, object: &str) -> String {
 /// An S3 client on moto (path-style: moto does not resolve bucket host names).
 async fn s3(moto: &Moto) -> aws_sdk_s3::Client {
     let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = meshstack::aws::sdk_defaults()
         .region(aws_config::Region::new(REGION))
         .credentials_provider(creds)
         .endpoint_url(moto.endpoint())

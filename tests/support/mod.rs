@@ -150,7 +150,7 @@ impl Moto {
     pub async fn lb_clients(&self) -> LbClients {
         let creds =
             aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let sdk = meshstack::aws::sdk_defaults()
             .region(aws_config::Region::new(REGION))
             .credentials_provider(creds)
             .endpoint_url(self.endpoint())
@@ -249,7 +249,7 @@ impl Clients {
     pub async fn at(endpoint: &str) -> Clients {
         let creds =
             aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let sdk = meshstack::aws::sdk_defaults()
             .region(aws_config::Region::new(REGION))
             .credentials_provider(creds)
             .endpoint_url(endpoint)

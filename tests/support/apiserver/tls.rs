@@ -45,7 +45,7 @@ impl Tls {
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, &ca_pem).unwrap();
 
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
