@@ -168,6 +168,7 @@ pub fn client(
     ca_data: &str,
     tokens: TokenSource,
 ) -> Result<kube::Client, ClientError> {
+    install_crypto_provider();
     let config = config(endpoint, ca_data)?;
     let layer = BearerLayer {
         source: tokens,
@@ -177,6 +178,14 @@ pub fn client(
         .map_err(ClientError::Build)?
         .with_layer(&layer)
         .build())
+}
+
+/// Makes ring rustls's process-wide provider, which kube's TLS uses. rustls picks it on its
+/// own when ring is its only provider, as in the binary; a build that also has aws-lc in the
+/// tree (the tests': a dev-dependency's HTTP client brings it) must say which. Idempotent.
+pub fn install_crypto_provider() {
+    // Err only when a provider is already installed: then there is nothing to do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The DER certificates in base64-encoded PEM (one or more `CERTIFICATE` blocks).

@@ -435,7 +435,10 @@ mod tests {
     fn port_forward(timeout: Duration) -> PortForward {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         PortForward {
-            client: kube::Client::try_from(config).unwrap(),
+            client: {
+                crate::k8s::client::install_crypto_provider();
+                kube::Client::try_from(config).unwrap()
+            },
             timeout,
         }
     }
