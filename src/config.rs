@@ -221,10 +221,16 @@ impl FromStr for Lifetime {
                 'h' => 3_600,
                 'm' => 60,
                 's' => 1,
-                _ => return Err(format!("`{text}` is not a duration ({c:?} is not a unit); {hint}")),
+                _ => {
+                    return Err(format!(
+                        "`{text}` is not a duration ({c:?} is not a unit); {hint}"
+                    ))
+                }
             };
             if digits.is_empty() {
-                return Err(format!("`{text}` is not a duration (a unit without a number); {hint}"));
+                return Err(format!(
+                    "`{text}` is not a duration (a unit without a number); {hint}"
+                ));
             }
             if unit >= last_unit {
                 return Err(format!(
@@ -248,7 +254,9 @@ impl FromStr for Lifetime {
         }
         let d = std::time::Duration::from_secs(total);
         if d.is_zero() {
-            return Err(format!("`{text}` is zero; an environment needs some time to live"));
+            return Err(format!(
+                "`{text}` is zero; an environment needs some time to live"
+            ));
         }
         if d > LIFETIME_MAX {
             return Err(format!("`{text}` is more than a year; {hint}"));
@@ -3417,7 +3425,10 @@ tags:
     fn expires_in_is_read_from_the_stack_file() {
         let s = Stack::parse("name: t\nexpires_in: 8h\n", "t.yaml").unwrap();
         assert_eq!(s.expires_in.unwrap().duration().as_secs(), 8 * 3600);
-        assert_eq!(Stack::parse("name: t\n", "t.yaml").unwrap().expires_in, None);
+        assert_eq!(
+            Stack::parse("name: t\n", "t.yaml").unwrap().expires_in,
+            None
+        );
         let err = Stack::parse("name: t\nexpires_in: 8\n", "t.yaml").unwrap_err();
         assert_eq!(err.field(), Some("expires_in"), "{err}");
     }
@@ -3455,11 +3466,15 @@ tags:
     fn a_teardown_stack_needs_only_a_name_and_a_region() {
         let s = Stack::for_teardown("old-01", Some("eu-west-1"), "--name").unwrap();
         assert_eq!((s.name.as_str(), s.region()), ("old-01", Some("eu-west-1")));
-        assert_eq!(Stack::for_teardown("old-01", None, "--name").unwrap().region(), None);
+        assert_eq!(
+            Stack::for_teardown("old-01", None, "--name")
+                .unwrap()
+                .region(),
+            None
+        );
         let err = Stack::for_teardown("old-01", Some("eu-west-1a"), "--name").unwrap_err();
         assert_eq!(err.field(), Some("region"), "{err}");
         let err = Stack::for_teardown("Old\nx: 1", Some("eu-west-1"), "--name").unwrap_err();
         assert_eq!(err.field(), Some("name"), "{err}");
     }
-
 }

@@ -106,7 +106,9 @@ fn role_account(arn: &str) -> Option<String> {
             if !partition.is_empty()
                 && account.len() == 12
                 && account.bytes().all(|b| b.is_ascii_digit())
-                && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty()) =>
+                && resource
+                    .strip_prefix("role/")
+                    .is_some_and(|n| !n.is_empty()) =>
         {
             Some(account.to_string())
         }
@@ -214,7 +216,12 @@ pub fn table(verb: &str, results: &[EnvResult], elapsed_ms: u64) -> String {
         count(Outcome::Failed),
         count(Outcome::Interrupted)
     );
-    let w_env = results.iter().map(|r| r.env.len()).max().unwrap_or(0).max(11);
+    let w_env = results
+        .iter()
+        .map(|r| r.env.len())
+        .max()
+        .unwrap_or(0)
+        .max(11);
     let w_acct = results
         .iter()
         .filter_map(|r| r.account.as_ref().map(String::len))
@@ -298,7 +305,10 @@ mod tests {
         let name = "workshop-eu-central-22"; // 22 characters
         let err = env_names(name, &Members::Count(30)).unwrap_err();
         assert!(err.contains("may have at most 21"), "{err}");
-        assert!(env_names(name, &Members::Count(9)).is_ok(), "22 + 2 = 24 fits");
+        assert!(
+            env_names(name, &Members::Count(9)).is_ok(),
+            "22 + 2 = 24 fits"
+        );
     }
 
     #[test]
@@ -316,12 +326,24 @@ mod tests {
             ("[]", "no accounts"),
             ("- arn:aws:iam::1111:role/x\n", "entry 1"),
             ("- arn:aws:s3:::bucket\n", "not an IAM role ARN"),
-            ("- arn:aws:iam::111111111111:user/x\n", "not an IAM role ARN"),
-            ("- role_arn: arn:aws:iam::111111111111:role/x\n  extid: 1\n", "not a list"),
-            ("- role_arn: arn:aws:iam::111111111111:role/x\n  external_id: \"\"\n", "empty"),
+            (
+                "- arn:aws:iam::111111111111:user/x\n",
+                "not an IAM role ARN",
+            ),
+            (
+                "- role_arn: arn:aws:iam::111111111111:role/x\n  extid: 1\n",
+                "not a list",
+            ),
+            (
+                "- role_arn: arn:aws:iam::111111111111:role/x\n  external_id: \"\"\n",
+                "empty",
+            ),
         ] {
             let err = parse_accounts(bad, "a.yaml").unwrap_err();
-            assert!(err.contains(why) && err.starts_with("a.yaml"), "{bad:?}: {err}");
+            assert!(
+                err.contains(why) && err.starts_with("a.yaml"),
+                "{bad:?}: {err}"
+            );
         }
         let envs: Vec<String> = (1..=3).map(|i| format!("e-{i}")).collect();
         let err = assign(&envs, &a, "accounts.yaml").unwrap_err();
@@ -345,13 +367,26 @@ mod tests {
             "up",
             &[
                 r("demo-1", Outcome::Done, None, None),
-                r("demo-2", Outcome::Failed, Some("network"), Some("ec2:CreateVpc: denied")),
+                r(
+                    "demo-2",
+                    Outcome::Failed,
+                    Some("network"),
+                    Some("ec2:CreateVpc: denied"),
+                ),
             ],
             61_000,
         );
-        assert!(t.starts_with("meshstack fleet up: 2 environments in 1m01s: 1 done, 1 failed"), "{t}");
+        assert!(
+            t.starts_with("meshstack fleet up: 2 environments in 1m01s: 1 done, 1 failed"),
+            "{t}"
+        );
         let line = t.lines().find(|l| l.contains("demo-2")).unwrap();
-        assert!(line.contains("failed") && line.contains("network") && line.contains("ec2:CreateVpc: denied"), "{t}");
+        assert!(
+            line.contains("failed")
+                && line.contains("network")
+                && line.contains("ec2:CreateVpc: denied"),
+            "{t}"
+        );
         let done = t.lines().find(|l| l.contains("demo-1")).unwrap();
         assert!(done.ends_with("done"), "{done:?}");
     }

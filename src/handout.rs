@@ -152,7 +152,10 @@ pub fn markdown(title: &str, entries: &[Entry], generated: &str) -> String {
         let _ = write!(out, "\n## {}\n\n", e.env);
         match &e.kubeconfig {
             Some(k) => {
-                let _ = writeln!(out, "```sh\nexport KUBECONFIG=$PWD/{k}\nkubectl get nodes\n```");
+                let _ = writeln!(
+                    out,
+                    "```sh\nexport KUBECONFIG=$PWD/{k}\nkubectl get nodes\n```"
+                );
             }
             None => {
                 let _ = writeln!(out, "No kubeconfig yet.");
@@ -189,7 +192,10 @@ mod tests {
             cluster: env.into(),
             kubeconfig: ready.then(|| format!("{env}/kubeconfig")),
             ingress_url: ready.then(|| "http://a1b2.elb.amazonaws.com/".to_string()),
-            port_forwards: vec![("kiali".into(), "kubectl -n istio-system port-forward svc/kiali 20001:20001".into())],
+            port_forwards: vec![(
+                "kiali".into(),
+                "kubectl -n istio-system port-forward svc/kiali 20001:20001".into(),
+            )],
             expires_at: Some("2026-11-30T18:00:00Z".into()),
             note: (!ready).then(|| "the cluster <does not exist> yet".to_string()),
         }
@@ -210,7 +216,12 @@ mod tests {
             assert!(!page.contains(external), "{external} in the page");
         }
         let md = markdown("Workshop", &entries, "now");
-        assert!(md.contains("| demo-01 | 123456789012 | us-east-1 | demo-01 | http://a1b2.elb.amazonaws.com/ |"), "{md}");
+        assert!(
+            md.contains(
+                "| demo-01 | 123456789012 | us-east-1 | demo-01 | http://a1b2.elb.amazonaws.com/ |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("## demo-02"));
         assert!(md.contains("export KUBECONFIG=$PWD/demo-01/kubeconfig"));
     }

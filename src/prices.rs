@@ -87,7 +87,9 @@ impl PriceTable {
                 .chain(p.instances.values())
                 .any(|v| !v.is_finite() || *v < 0.0)
             {
-                return Err(format!("{origin}: regions.{region}: prices must be 0 or more"));
+                return Err(format!(
+                    "{origin}: regions.{region}: prices must be 0 or more"
+                ));
             }
         }
         table.origin = origin.to_string();
@@ -202,7 +204,10 @@ pub fn estimate(stack: &Stack, region: &str, stages: &[&str], table: &PriceTable
         Some(match (nats, lb_addresses) {
             (n, 0) => format!("{n} NAT Elastic IP{}", if n == 1 { "" } else { "s" }),
             (0, l) => format!("{l} of the ingress load balancer"),
-            (n, l) => format!("{n} NAT Elastic IP{}, {l} of the ingress load balancer", if n == 1 { "" } else { "s" }),
+            (n, l) => format!(
+                "{n} NAT Elastic IP{}, {l} of the ingress load balancer",
+                if n == 1 { "" } else { "s" }
+            ),
         }),
     );
     if lb {
@@ -262,9 +267,17 @@ impl Estimate {
         let mut out = String::new();
         let width = self.lines.iter().map(|l| l.item.len()).max().unwrap_or(0);
         for l in &self.lines {
-            let unit = l.unit.map_or("no price".to_string(), |u| format!("{}/h", dollars(u)));
-            let total = l.per_hour.map_or("?".to_string(), |t| format!("{}/h", dollars(t)));
-            let note = l.note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default();
+            let unit = l
+                .unit
+                .map_or("no price".to_string(), |u| format!("{}/h", dollars(u)));
+            let total = l
+                .per_hour
+                .map_or("?".to_string(), |t| format!("{}/h", dollars(t)));
+            let note = l
+                .note
+                .as_ref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  {:<width$}  {:>3} × {:>12}  {:>11}{note}",
@@ -363,8 +376,14 @@ mod tests {
         assert!(e.unpriced.is_empty());
         let text = e.render(30);
         assert!(text.contains("total: $0.5780/h, $13.87/day"), "{text}");
-        assert!(text.contains("fleet of 30: $17.34/h, $416.16/day"), "{text}");
-        assert!(text.contains("prices for us-east-1 of 2026-11-30"), "{text}");
+        assert!(
+            text.contains("fleet of 30: $17.34/h, $416.16/day"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prices for us-east-1 of 2026-11-30"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -388,10 +407,22 @@ mod tests {
         .unwrap();
         let e = estimate(&s, "ap-south-2", &AWS, &PriceTable::builtin());
         assert_eq!(e.priced_as, "us-east-1");
-        assert!(e.provenance().contains("no prices for ap-south-2"), "{}", e.provenance());
-        let ng = e.lines.iter().find(|l| l.item.starts_with("node group")).unwrap();
-        assert_eq!(ng.note.as_deref(), Some("priced as the first of m5.large, m5a.large"));
-        let odd = Stack::parse("name: t\nnode_group:\n  instance_types: [m5a.large]\n", "t").unwrap();
+        assert!(
+            e.provenance().contains("no prices for ap-south-2"),
+            "{}",
+            e.provenance()
+        );
+        let ng = e
+            .lines
+            .iter()
+            .find(|l| l.item.starts_with("node group"))
+            .unwrap();
+        assert_eq!(
+            ng.note.as_deref(),
+            Some("priced as the first of m5.large, m5a.large")
+        );
+        let odd =
+            Stack::parse("name: t\nnode_group:\n  instance_types: [m5a.large]\n", "t").unwrap();
         let e = estimate(&odd, "us-east-1", &AWS, &PriceTable::builtin());
         assert_eq!(e.unpriced, ["node group: m5a.large"]);
         assert!(e.render(1).contains("no price"), "{}", e.render(1));
@@ -405,7 +436,9 @@ mod tests {
         let err = PriceTable::parse("source: x\n", "bad.yaml").unwrap_err();
         assert!(err.starts_with("bad.yaml: not a price table"), "{err}");
         let neg = ok.replace("0.05", "-1");
-        assert!(PriceTable::parse(&neg, "neg.yaml").unwrap_err().contains("0 or more"));
+        assert!(PriceTable::parse(&neg, "neg.yaml")
+            .unwrap_err()
+            .contains("0 or more"));
     }
 
     #[test]

@@ -340,9 +340,10 @@ pub type Limits = BTreeMap<QuotaKey, (u64, Source)>;
 pub fn needed_quotas(needs: &[Need]) -> BTreeSet<QuotaKey> {
     let mut keys = BTreeSet::new();
     for q in &QUOTAS {
-        if needs.iter().any(|n| {
-            n.of(q.key, None) > 0 || (q.key == QuotaKey::IamRoles && n.spot_role)
-        }) {
+        if needs
+            .iter()
+            .any(|n| n.of(q.key, None) > 0 || (q.key == QuotaKey::IamRoles && n.spot_role))
+        {
             keys.insert(q.key);
         }
     }
@@ -362,10 +363,14 @@ impl Check {
     ) -> Check {
         let mut rows = Vec::new();
         for q in &QUOTAS {
-            let (limit, source) = limits
-                .get(&q.key)
-                .cloned()
-                .unwrap_or_else(|| (q.default, Source::Default { why: "not looked up".into() }));
+            let (limit, source) = limits.get(&q.key).cloned().unwrap_or_else(|| {
+                (
+                    q.default,
+                    Source::Default {
+                        why: "not looked up".into(),
+                    },
+                )
+            });
             let mut push = |zone: Option<String>, in_use: u64, needed: u64| {
                 if needed == 0 {
                     return;
@@ -449,7 +454,13 @@ impl Check {
             Some(z) => format!("{} ({z})", r.name),
             None => r.name.to_string(),
         };
-        let width = self.rows.iter().map(|r| label(r).len()).max().unwrap_or(5).max(5);
+        let width = self
+            .rows
+            .iter()
+            .map(|r| label(r).len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let _ = writeln!(
             out,
             "  {:<width$}  {:<15}  {:>6}  {:>6}  {:>6}",
@@ -468,10 +479,7 @@ impl Check {
             };
             let verdict = match (r.over, r.refuses) {
                 (false, _) => String::new(),
-                (true, true) => format!(
-                    "  over by {}",
-                    r.in_use + r.needed - r.limit
-                ),
+                (true, true) => format!("  over by {}", r.in_use + r.needed - r.limit),
                 (true, false) => "  may be over (the limit is only AWS's default)".to_string(),
             };
             let _ = writeln!(
@@ -601,7 +609,10 @@ mod tests {
     }
 
     fn api_limits() -> Limits {
-        QUOTAS.iter().map(|q| (q.key, (q.default, Source::Api))).collect()
+        QUOTAS
+            .iter()
+            .map(|q| (q.key, (q.default, Source::Api)))
+            .collect()
     }
 
     #[test]
@@ -616,7 +627,12 @@ mod tests {
         assert_eq!(n.vcpus, 3 * 2);
         assert_eq!(n.iam_roles, 3);
         assert!(n.spot_role);
-        let single = need(&stack("network:\n  nat: single\n"), &zones(), &ALL, &usage());
+        let single = need(
+            &stack("network:\n  nat: single\n"),
+            &zones(),
+            &ALL,
+            &usage(),
+        );
         assert_eq!(single.elastic_ips, 1);
         assert_eq!(
             single.nat_gateways,
@@ -687,8 +703,12 @@ mod tests {
         assert!(four.fits(), "{}", four.table());
         let five = fleet(5, &s, &usage(), &api_limits());
         assert!(!five.fits());
-        let refusing: Vec<QuotaKey> =
-            five.rows.iter().filter(|r| r.refuses).map(|r| r.quota).collect();
+        let refusing: Vec<QuotaKey> = five
+            .rows
+            .iter()
+            .filter(|r| r.refuses)
+            .map(|r| r.quota)
+            .collect();
         assert_eq!(refusing, [QuotaKey::Vpcs], "{}", five.table());
         let table = five.table();
         assert!(table.contains("VPCs per Region"), "{table}");
@@ -696,7 +716,10 @@ mod tests {
         assert!(table.contains("over by 1"), "{table}");
         let advice = five.advice(&s, &zones()).join("\n");
         assert!(advice.contains("at most 4 of these 5"), "{advice}");
-        assert!(advice.contains("--quota-code L-F678F1CE --desired-value 6"), "{advice}");
+        assert!(
+            advice.contains("--quota-code L-F678F1CE --desired-value 6"),
+            "{advice}"
+        );
         assert!(!advice.contains("nat: single"), "already single: {advice}");
     }
 
@@ -706,12 +729,24 @@ mod tests {
         let mut limits = api_limits();
         limits.insert(
             QuotaKey::ElasticIps,
-            (5, Source::Default { why: "NoSuchResourceException".into() }),
+            (
+                5,
+                Source::Default {
+                    why: "NoSuchResourceException".into(),
+                },
+            ),
         );
         let two = fleet(2, &s, &usage(), &limits);
         assert!(!two.fits());
-        let eip = two.rows.iter().find(|r| r.quota == QuotaKey::ElasticIps).unwrap();
-        assert_eq!((eip.limit, eip.in_use, eip.needed, eip.refuses), (5, 0, 6, true));
+        let eip = two
+            .rows
+            .iter()
+            .find(|r| r.quota == QuotaKey::ElasticIps)
+            .unwrap();
+        assert_eq!(
+            (eip.limit, eip.in_use, eip.needed, eip.refuses),
+            (5, 0, 6, true)
+        );
         let table = two.table();
         assert!(table.contains("5*"), "{table}");
         assert!(table.contains("documented default"), "{table}");
@@ -731,7 +766,12 @@ mod tests {
         let mut limits = api_limits();
         limits.insert(
             QuotaKey::OnDemandVcpus,
-            (5, Source::Default { why: "NoSuchResourceException".into() }),
+            (
+                5,
+                Source::Default {
+                    why: "NoSuchResourceException".into(),
+                },
+            ),
         );
         let one = fleet(1, &s, &usage(), &limits);
         assert!(one.fits(), "{}", one.table());
@@ -768,7 +808,11 @@ mod tests {
                 (Some("us-east-1c"), 0, 2)
             ]
         );
-        let roles = c.rows.iter().find(|r| r.quota == QuotaKey::IamRoles).unwrap();
+        let roles = c
+            .rows
+            .iter()
+            .find(|r| r.quota == QuotaKey::IamRoles)
+            .unwrap();
         assert_eq!(roles.needed, 2 * 3 + 1);
     }
 
@@ -783,9 +827,14 @@ mod tests {
             nat_gateways: zones().into_iter().map(|z| (z, me("demo-1"))).collect(),
             clusters: BTreeSet::from(["demo-1".to_string()]),
             with_node_group: BTreeSet::from(["demo-1".to_string()]),
-            roles: ["demo-1-cluster", "demo-1-node", "demo-1-karpenter", SPOT_ROLE]
-                .map(String::from)
-                .into(),
+            roles: [
+                "demo-1-cluster",
+                "demo-1-node",
+                "demo-1-karpenter",
+                SPOT_ROLE,
+            ]
+            .map(String::from)
+            .into(),
             ..usage()
         };
         let c = fleet(1, &s, &u, &api_limits());

@@ -59,9 +59,7 @@ fn note<'a>(
         // The earliest, compared as instants (all are written the same way, but be safe).
         let earlier = match &entry.expires_at {
             None => true,
-            Some(have) => {
-                crate::clock::parse_rfc3339(at) < crate::clock::parse_rfc3339(have)
-            }
+            Some(have) => crate::clock::parse_rfc3339(at) < crate::clock::parse_rfc3339(have),
         };
         if earlier {
             entry.expires_at = Some(at.to_string());

@@ -44,7 +44,9 @@ pub async fn observe(
         let mut pages = ec2.describe_vpcs().into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(sdk_err("ec2:DescribeVpcs"))?;
-            usage.vpcs.extend(page.vpcs().iter().map(|v| owner(v.tags())));
+            usage
+                .vpcs
+                .extend(page.vpcs().iter().map(|v| owner(v.tags())));
         }
         let mut pages = ec2.describe_internet_gateways().into_paginator().send();
         while let Some(page) = pages.next().await {

@@ -55,7 +55,11 @@ pub(crate) async fn read_checks(
 ///
 /// # Errors
 /// The refusal, a usage error: exit 2.
-pub(crate) fn gate(checks: &[Check], groups: &[QuotaGroup<'_>], ignore: bool) -> anyhow::Result<()> {
+pub(crate) fn gate(
+    checks: &[Check],
+    groups: &[QuotaGroup<'_>],
+    ignore: bool,
+) -> anyhow::Result<()> {
     let refused: Vec<(&Check, &QuotaGroup)> = checks
         .iter()
         .zip(groups)

@@ -282,7 +282,9 @@ async fn run_job(
         Err(e) => {
             let mut reason = format!("{e:#}");
             if reason.contains("--force-unlock") {
-                reason.push_str(&format!(" (for the fleet: `meshstack {command} ... --force-unlock`)"));
+                reason.push_str(&format!(
+                    " (for the fleet: `meshstack {command} ... --force-unlock`)"
+                ));
             }
             return failed(reason, CallStats::default());
         }
@@ -394,7 +396,9 @@ pub(super) async fn run_jobs(
                     account: Some(account),
                     result: Outcome::Failed,
                     failed_stage: None,
-                    reason: Some(format!("meshstack failed inside this environment's run: {e}")),
+                    reason: Some(format!(
+                        "meshstack failed inside this environment's run: {e}"
+                    )),
                     elapsed_ms: 0,
                     reads: 0,
                     writes: 0,
@@ -529,13 +533,21 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
     // Every environment's selection against its journal, before any API call (read-only;
     // checked again under each lock).
     for env in &fleet.envs {
-        let journal = read_journal(&args.fleet.stack, &env.stack, &location(&args.fleet.stack, &env.stack))?;
+        let journal = read_journal(
+            &args.fleet.stack,
+            &env.stack,
+            &location(&args.fleet.stack, &env.stack),
+        )?;
         if let Some(j) = journal {
             check_up(&graph, &selected, &j)
                 .map_err(|e| usage(format!("environment {}: {e:#}", env.name)))?;
         } else {
-            check_up(&graph, &selected, &Journal::snapshot(crate::engine::state::JournalData::empty(&env.name)))
-                .map_err(|e| usage(format!("environment {}: {e:#}", env.name)))?;
+            check_up(
+                &graph,
+                &selected,
+                &Journal::snapshot(crate::engine::state::JournalData::empty(&env.name)),
+            )
+            .map_err(|e| usage(format!("environment {}: {e:#}", env.name)))?;
         }
     }
     let groups = connect_groups(&fleet.stack, &fleet.envs, true).await?;
@@ -558,7 +570,13 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
         Arc::new(graph),
         args.force_unlock,
     );
-    let results = run_jobs(jobs, args.fleet.parallel.into(), progress, interrupts.clone()).await;
+    let results = run_jobs(
+        jobs,
+        args.fleet.parallel.into(),
+        progress,
+        interrupts.clone(),
+    )
+    .await;
     report(
         "up",
         args.fleet.stack.output,
@@ -617,7 +635,11 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     for env in &fleet.envs {
-        if let Some(j) = read_journal(&args.fleet.stack, &env.stack, &location(&args.fleet.stack, &env.stack))? {
+        if let Some(j) = read_journal(
+            &args.fleet.stack,
+            &env.stack,
+            &location(&args.fleet.stack, &env.stack),
+        )? {
             check_down(&graph, &selected, &j)
                 .map_err(|e| usage(format!("environment {}: {e:#}", env.name)))?;
         }
@@ -672,7 +694,13 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
         Arc::new(graph),
         args.force_unlock,
     );
-    let results = run_jobs(jobs, args.fleet.parallel.into(), progress, interrupts.clone()).await;
+    let results = run_jobs(
+        jobs,
+        args.fleet.parallel.into(),
+        progress,
+        interrupts.clone(),
+    )
+    .await;
     report(
         "down",
         args.fleet.stack.output,
@@ -707,7 +735,9 @@ pub async fn fleet_plan(args: FleetPlanArgs) -> anyhow::Result<ExitCode> {
     let groups = match connect_groups(&fleet.stack, &fleet.envs, true).await {
         Ok(g) => Some(g),
         // Without credentials: the names, the prices; no plan against an account, no quotas.
-        Err(e) if e.downcast_ref::<super::UsageError>().is_some() && args.fleet.accounts.is_none() => {
+        Err(e)
+            if e.downcast_ref::<super::UsageError>().is_some() && args.fleet.accounts.is_none() =>
+        {
             let why = format!("{e:#}");
             if why.contains("credentials") || why.contains("region") {
                 eprintln!("warning: {why}: planning every environment against an empty account, without quotas");
@@ -727,11 +757,18 @@ pub async fn fleet_plan(args: FleetPlanArgs) -> anyhow::Result<ExitCode> {
     for (i, env) in fleet.envs.iter().enumerate() {
         let (cx, account) = match &groups {
             Some(groups) => {
-                let g = groups.iter().find(|g| g.envs.contains(&i)).expect("grouped");
-                let journal = read_journal(&args.fleet.stack, &env.stack, &location(&args.fleet.stack, &env.stack))
-                    .ok()
-                    .flatten()
-                    .map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone()))));
+                let g = groups
+                    .iter()
+                    .find(|g| g.envs.contains(&i))
+                    .expect("grouped");
+                let journal = read_journal(
+                    &args.fleet.stack,
+                    &env.stack,
+                    &location(&args.fleet.stack, &env.stack),
+                )
+                .ok()
+                .flatten()
+                .map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone()))));
                 (
                     Context::new(
                         env.stack.clone(),
@@ -855,7 +892,11 @@ pub async fn fleet_plan(args: FleetPlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let (Some(checks), Some(groups)) = (&checks, &groups) {
-        gate(checks, &quota_groups(groups, &fleet.envs), args.ignore_quotas)?;
+        gate(
+            checks,
+            &quota_groups(groups, &fleet.envs),
+            args.ignore_quotas,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -872,8 +913,11 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
     let mut total_so_far = 0.0;
     let mut total_per_hour = 0.0;
     for env in &fleet.envs {
-        let journal =
-            read_journal(&args.fleet.stack, &env.stack, &location(&args.fleet.stack, &env.stack))?;
+        let journal = read_journal(
+            &args.fleet.stack,
+            &env.stack,
+            &location(&args.fleet.stack, &env.stack),
+        )?;
         let status = |id: &str| {
             journal
                 .as_ref()
@@ -896,7 +940,9 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let estimate = crate::prices::estimate(&env.stack, &region, &done, &prices);
         let since = journal.as_ref().and_then(|j| j.data().first_create());
-        let uptime = since.filter(|_| !done.is_empty()).map(|t| now.saturating_sub(t));
+        let uptime = since
+            .filter(|_| !done.is_empty())
+            .map(|t| now.saturating_sub(t));
         let so_far = uptime.map(|u| estimate.per_hour * u as f64 / 3600.0);
         total_so_far += so_far.unwrap_or(0.0);
         if uptime.is_some() {
@@ -936,7 +982,13 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
             })
         ),
         Output::Text => {
-            let w = fleet.envs.iter().map(|e| e.name.len()).max().unwrap_or(0).max(11);
+            let w = fleet
+                .envs
+                .iter()
+                .map(|e| e.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(11);
             println!(
                 "  {:<w$}  {:<24}  {:>9}  {:>10}  expires",
                 "environment", "state", "uptime", "cost so far"
@@ -976,9 +1028,15 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| usage(format!("cannot create {}: {e}", args.out.display())))?;
     let mut entries = Vec::new();
     for (i, env) in fleet.envs.iter().enumerate() {
-        let g = groups.iter().find(|g| g.envs.contains(&i)).expect("grouped");
-        let journal =
-            read_journal(&args.fleet.stack, &env.stack, &location(&args.fleet.stack, &env.stack))?;
+        let g = groups
+            .iter()
+            .find(|g| g.envs.contains(&i))
+            .expect("grouped");
+        let journal = read_journal(
+            &args.fleet.stack,
+            &env.stack,
+            &location(&args.fleet.stack, &env.stack),
+        )?;
         let cluster = env.stack.cluster_name().to_string();
         let found = stages::cluster::find(&g.aws, &env.stack)
             .await
@@ -986,7 +1044,9 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
         let mut note = None;
         let kubeconfig = match found {
             Some((seen, facts))
-                if seen.ours && !facts.endpoint.is_empty() && !facts.certificate_authority.is_empty() =>
+                if seen.ours
+                    && !facts.endpoint.is_empty()
+                    && !facts.certificate_authority.is_empty() =>
             {
                 let exec = match args.token_command {
                     TokenCommand::Aws => ExecPlugin::aws_eks_get_token(
@@ -1017,7 +1077,10 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
                 None
             }
             Some((seen, _)) => {
-                note = Some(format!("the cluster is {} and has no API endpoint yet", seen.status));
+                note = Some(format!(
+                    "the cluster is {} and has no API endpoint yet",
+                    seen.status
+                ));
                 None
             }
             None => {
@@ -1027,7 +1090,10 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
         };
         let ingress = journal
             .as_ref()
-            .and_then(|j| j.output(stages::istio::ID, stages::istio::INGRESS_ADDRESS).cloned())
+            .and_then(|j| {
+                j.output(stages::istio::ID, stages::istio::INGRESS_ADDRESS)
+                    .cloned()
+            })
             .and_then(|v| v.as_str().map(str::to_string))
             .filter(|a| !a.is_empty())
             .map(|a| format!("http://{a}/"));
@@ -1054,8 +1120,14 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
         let path = args.out.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     };
-    write("index.html", crate::handout::html(&title, &entries, &generated))?;
-    write("README.md", crate::handout::markdown(&title, &entries, &generated))?;
+    write(
+        "index.html",
+        crate::handout::html(&title, &entries, &generated),
+    )?;
+    write(
+        "README.md",
+        crate::handout::markdown(&title, &entries, &generated),
+    )?;
     let ready = entries.iter().filter(|e| e.kubeconfig.is_some()).count();
     match args.fleet.stack.output {
         Output::Json => println!(

@@ -93,8 +93,19 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         crate::prices::estimate(&stack, &region, &ids, &prices)
     });
     let expiry = match (&cx.journal, stack.expires_in) {
-        (Some(j), _) if j.lock().unwrap_or_else(|e| e.into_inner()).data().expires_at.is_some() => {
-            j.lock().unwrap_or_else(|e| e.into_inner()).data().expires_at.clone().map(|at| (at, true))
+        (Some(j), _)
+            if j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .data()
+                .expires_at
+                .is_some() =>
+        {
+            j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .data()
+                .expires_at
+                .clone()
+                .map(|at| (at, true))
         }
         (_, Some(l)) => {
             let now = u64::try_from(crate::engine::store::unix_now_ms() / 1000).unwrap_or(0);

@@ -41,8 +41,11 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
     let now = u64::try_from(crate::engine::store::unix_now_ms() / 1000).unwrap_or(0);
     let with_expiry: Vec<&crate::aws::discover::Found> =
         found.values().filter(|f| f.expires_at.is_some()).collect();
-    let expired: Vec<&crate::aws::discover::Found> =
-        with_expiry.iter().copied().filter(|f| f.expired(now)).collect();
+    let expired: Vec<&crate::aws::discover::Found> = with_expiry
+        .iter()
+        .copied()
+        .filter(|f| f.expired(now))
+        .collect();
     match args.output {
         Output::Json => println!(
             "{}",
@@ -109,8 +112,13 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
     let (all, graph) = (Arc::new(all), Arc::new(graph));
     let mut jobs = Vec::new();
     for f in &expired {
-        let stack = Stack::for_teardown(&f.stack, Some(&aws.region), "a tag")
-            .map_err(|e| usage(format!("stack `{}` found by tag: {:#}", f.stack, anyhow::Error::new(e))))?;
+        let stack = Stack::for_teardown(&f.stack, Some(&aws.region), "a tag").map_err(|e| {
+            usage(format!(
+                "stack `{}` found by tag: {:#}",
+                f.stack,
+                anyhow::Error::new(e)
+            ))
+        })?;
         jobs.push(Job {
             env: Env {
                 name: f.stack.clone(),

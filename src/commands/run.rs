@@ -48,7 +48,11 @@ pub(crate) fn take_state(
 }
 
 /// `up --only`: a stage whose dependencies are outside the selection needs them done already.
-pub(crate) fn check_up(graph: &Graph, selected: &[StageId], journal: &Journal) -> anyhow::Result<()> {
+pub(crate) fn check_up(
+    graph: &Graph,
+    selected: &[StageId],
+    journal: &Journal,
+) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     for id in selected {
         for dep in graph.ancestors(id) {
@@ -220,8 +224,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
             skip: None,
         },
     )?;
-    let (lock, journal, s3) =
-        take_state(&args.stack, &stack, "down", &unlock(&args.force_unlock))?;
+    let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &unlock(&args.force_unlock))?;
     check_down(&graph, &selected, &journal)?;
     let aws = connect(&stack).await.map_err(usage)?;
     let identity = account::identify(&aws, &stack)

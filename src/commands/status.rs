@@ -14,7 +14,8 @@ use crate::stages::{self, Context};
 pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
     let args = &all_args.stack;
     let stack = load_stack(args)?;
-    let prices = crate::prices::PriceTable::load(all_args.prices.as_deref()).map_err(super::usage)?;
+    let prices =
+        crate::prices::PriceTable::load(all_args.prices.as_deref()).map_err(super::usage)?;
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     // Wherever the state is: the local folder, or S3 (read with the same credentials).
@@ -96,7 +97,9 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
     let estimate = crate::prices::estimate(&stack, &region, &built, &prices);
     let now = crate::engine::store::unix_now_ms() / 1000;
     let now = u64::try_from(now).unwrap_or(u64::MAX);
-    let uptime = since.filter(|_| !built.is_empty()).map(|t| now.saturating_sub(t));
+    let uptime = since
+        .filter(|_| !built.is_empty())
+        .map(|t| now.saturating_sub(t));
     let cost_so_far = uptime.map(|u| estimate.per_hour * u as f64 / 3600.0);
     let expires_at = journal.as_ref().and_then(|j| j.data().expires_at.clone());
     // The UIs are not exposed outside the cluster; these commands reach them.
@@ -160,10 +163,9 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
             if let Some(at) = &expires_at {
                 let left = crate::clock::parse_rfc3339(at).map(|t| t as i64 - now as i64);
                 match left {
-                    Some(s) if s > 0 => println!(
-                        "expires at {at} (in {})",
-                        crate::prices::uptime(s as u64)
-                    ),
+                    Some(s) if s > 0 => {
+                        println!("expires at {at} (in {})", crate::prices::uptime(s as u64))
+                    }
                     _ => println!(
                         "expired at {at}: `meshstack reap --yes` (or `meshstack down`) removes it"
                     ),

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::graph::StageId;
 use super::progress::{
-    error_detail, human_duration, style, time_of_day, Event, EventKind, OutputMode, Reporter,
-    Sink, Tally,
+    error_detail, human_duration, style, time_of_day, Event, EventKind, OutputMode, Reporter, Sink,
+    Tally,
 };
 use super::run::{RunReport, StageResult};
 
@@ -243,7 +243,9 @@ impl FleetProgress {
                     _ => {}
                 }
                 let mut lines = lock(&b.lines);
-                let Some(line) = lines.get_mut(env) else { return };
+                let Some(line) = lines.get_mut(env) else {
+                    return;
+                };
                 match ev.event {
                     EventKind::Started => {
                         line.running.insert(stage, String::new());
@@ -499,10 +501,22 @@ mod tests {
             assert_eq!(time.len(), 8, "{l}");
             assert!(rest.starts_with("demo-07 "), "{l}");
         }
-        assert!(lines[0].ends_with("demo-07 [network] creating VPC"), "{text}");
-        assert!(lines[1].ends_with("[network] failed: ec2:CreateVpc: denied"), "{text}");
-        assert!(lines[2].contains("finished in 10ms: 0 changed, 0 unchanged, 1 failed"), "{text}");
-        assert!(lines[2].contains("network: ec2:CreateVpc: denied"), "{text}");
+        assert!(
+            lines[0].ends_with("demo-07 [network] creating VPC"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with("[network] failed: ec2:CreateVpc: denied"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("finished in 10ms: 0 changed, 0 unchanged, 1 failed"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("network: ec2:CreateVpc: denied"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -515,13 +529,18 @@ mod tests {
         r.event(&ev("network", EventKind::Step, "creating VPC"));
         r.event(&ev("iam", EventKind::Started, "started"));
         let Kind::Bars(b) = &fleet.kind else { panic!() };
-        assert_eq!(b.bars["demo-1"].message(), "[0/5] iam; network: creating VPC");
+        assert_eq!(
+            b.bars["demo-1"].message(),
+            "[0/5] iam; network: creating VPC"
+        );
         assert_eq!(b.bars["demo-2"].message(), "waiting");
         r.event(&ev("network", EventKind::Succeeded, "created"));
         assert_eq!(b.bars["demo-1"].message(), "[1/5] iam");
         r.finish(&report(true));
         assert!(b.bars["demo-1"].is_finished());
-        assert!(b.bars["demo-1"].message().contains("network: ec2:CreateVpc: denied"));
+        assert!(b.bars["demo-1"]
+            .message()
+            .contains("network: ec2:CreateVpc: denied"));
         fleet.finish();
         assert!(b.bars["demo-2"].is_finished());
     }

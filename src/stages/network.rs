@@ -383,6 +383,12 @@ fn stack_filter(stack: &Stack) -> Filter {
         .build()
 }
 
+/// Whether `tags` carry this stack's tag.
+fn tagged_for(tags: &[Tag], stack: &Stack) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some(STACK_TAG) && t.value() == Some(stack.name.as_str()))
+}
+
 fn key_of(tags: &[Tag]) -> Option<String> {
     tags.iter()
         .find(|t| t.key() == Some(RESOURCE_TAG))
@@ -1108,6 +1114,9 @@ async fn inventory(aws: &AwsClients, stack: &Stack) -> Result<Vec<Tagged>, Stage
         nats.nat_gateways()
             .iter()
             .filter(|n| n.state() != Some(&NatGatewayState::Deleted))
+            // The tag again, client-side: an emulator (moto) that ignores the filter must
+            // never make one stack's teardown delete another's NAT gateways.
+            .filter(|n| tagged_for(n.tags(), stack))
             .map(|n| Tagged::new("nat-gateway", n.nat_gateway_id(), n.tags())),
     );
     let eips = ec2
