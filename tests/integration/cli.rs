@@ -798,3 +798,108 @@ async fn after_up_status_is_done_and_down_of_a_needed_stage_is_refused() {
     assert_eq!(moto.recorded(), Vec::<(String, bool)>::new());
     assert_eq!(aws.inventory("built").await, expected_full_inventory());
 }
+
+/// The long flags of an option list (`--help`'s Options, or a README line).
+fn long_flags(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("--") {
+        let flag: String = text[i + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+            .collect();
+        let before = text[..i].chars().last();
+        if !flag.is_empty() && before.is_none_or(|c| !c.is_ascii_alphanumeric()) {
+            out.insert(format!("--{flag}"));
+        }
+    }
+    out.remove("--help");
+    out.remove("--version");
+    out
+}
+
+/// `meshstack <words> --help`: its subcommands, and its options' long flags.
+fn help_of(words: &[&str]) -> (Vec<String>, std::collections::BTreeSet<String>) {
+    let ms = Meshstack::new(None);
+    let mut args = words.to_vec();
+    args.push("--help");
+    let out = ms.run(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let mut commands = Vec::new();
+    let mut options = String::new();
+    let mut section = "";
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            section = line;
+            continue;
+        }
+        if section.starts_with("Commands") {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if name != "help" {
+                commands.push(name.to_string());
+            }
+        } else if section.starts_with("Options") && line.trim_start().starts_with('-') {
+            // The flag itself, not the flags its description mentions.
+            let flag_part = line.trim_start().split("  ").next().unwrap_or_default();
+            options.push_str(flag_part);
+            options.push('\n');
+        }
+    }
+    (commands, long_flags(&options))
+}
+
+#[test]
+fn the_readme_command_list_matches_help() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("## Commands")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("a code block under ## Commands");
+    // Command (its words) -> the flags its README lines list.
+    let mut listed: BTreeMap<Vec<String>, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in block.lines().filter(|l| l.starts_with("meshstack ")) {
+        let words: Vec<String> = line
+            .split_whitespace()
+            .skip(1)
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+            .map(String::from)
+            .collect();
+        listed.entry(words).or_default().extend(long_flags(line));
+    }
+    // Every command and subcommand of --help is listed, with exactly its flags.
+    let (top, _) = help_of(&[]);
+    let mut seen = Vec::new();
+    for cmd in top {
+        let (subs, flags) = help_of(&[&cmd]);
+        let mut leaves = Vec::new();
+        if subs.is_empty() {
+            leaves.push((vec![cmd.clone()], flags));
+        } else {
+            for sub in subs {
+                let (_, flags) = help_of(&[&cmd, &sub]);
+                leaves.push((vec![cmd.clone(), sub], flags));
+            }
+        }
+        for (words, flags) in leaves {
+            let readme_flags = listed
+                .get(&words)
+                .unwrap_or_else(|| panic!("`meshstack {}` is not in the README", words.join(" ")));
+            assert_eq!(
+                readme_flags,
+                &flags,
+                "`meshstack {}`: the README's flags (left) differ from --help's (right)",
+                words.join(" ")
+            );
+            seen.push(words);
+        }
+    }
+    for words in listed.keys() {
+        assert!(
+            seen.contains(words),
+            "the README lists `meshstack {}`, which --help does not have",
+            words.join(" ")
+        );
+    }
+}
