@@ -733,6 +733,31 @@ async fn reap_removes_only_the_expired_stack_and_down_by_name_needs_nothing_loca
         .await
         .unwrap();
     assert_eq!(tagged_subnets.subnets().len(), 6, "every subnet carries it");
+    let cluster = f
+        .aws
+        .eks
+        .describe_cluster()
+        .name("later")
+        .send()
+        .await
+        .unwrap();
+    let tags = cluster.cluster().unwrap().tags().unwrap();
+    assert_eq!(tags.get(EXPIRES_TAG), Some(&at), "the cluster carries it");
+    let role_tags = f
+        .aws
+        .iam
+        .list_role_tags()
+        .role_name("later-node")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        role_tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == EXPIRES_TAG && t.value() == at),
+        "the node role carries it"
+    );
 
     // The single-stack status: uptime and cost so far.
     let out = f.ms.run(&["status", "--stack", later.to_str().unwrap()]);
