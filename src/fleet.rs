@@ -322,7 +322,8 @@ mod tests {
         assert_eq!(a[1].account, "222222222222");
         assert_eq!(a[1].external_id.as_deref(), Some("abc"));
         for (bad, why) in [
-            ("", "not a list"),
+            ("", "no accounts"),
+            ("role: x\n", "not a list"),
             ("[]", "no accounts"),
             ("- arn:aws:iam::1111:role/x\n", "entry 1"),
             ("- arn:aws:s3:::bucket\n", "not an IAM role ARN"),
