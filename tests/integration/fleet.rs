@@ -242,9 +242,25 @@ async fn a_fleet_of_four_builds_each_its_own_converges_hands_out_and_goes_away()
         assert!(index.contains(ui), "{ui}");
     }
 
-    // down: nothing tagged left, in any environment.
-    let out = fleet("down", &["--parallel", "4"]);
+    // down: nothing tagged left, in any environment — also ws-2, whose journal is gone, and
+    // ws-4, which `--count 3` does not name (found by the fleet's tag).
+    std::fs::remove_dir_all(f.ms.state_dir().join("ws-2")).unwrap();
+    let out = f.ms.run(&[
+        "fleet",
+        "down",
+        "--stack",
+        stack,
+        "--count",
+        "3",
+        "--parallel",
+        "4",
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("also tearing down ws-4"),
+        "{}",
+        describe(&out)
+    );
     for env in ["ws-1", "ws-2", "ws-3", "ws-4"] {
         assert_eq!(f.aws.inventory(env).await, Default::default(), "{env}");
     }
