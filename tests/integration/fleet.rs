@@ -781,22 +781,28 @@ async fn reap_removes_only_the_expired_stack_and_down_by_name_needs_nothing_loca
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("so far"), "{text}");
 
-    // Wait for `soon` to expire (a second, with whole-second tags), then reap with nothing
-    // local: no stack file, no journal.
-    std::thread::sleep(Duration::from_millis(2100));
+    // With nothing local (no stack file, no journal), reap lists `soon` once its second has
+    // passed (whole-second tags: polled, with a deadline), and `later` as not expired.
     std::fs::remove_dir_all(f.ms.state_dir()).unwrap();
-    let out = f.ms.run(&["reap", "--region", REGION]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let listed = String::from_utf8_lossy(&out.stdout);
-    let line = |name: &str| {
+    let line = |listed: &str, name: &str| {
         listed
             .lines()
             .find(|l| l.trim_start().starts_with(name))
             .unwrap_or_else(|| panic!("{name} not listed:\n{listed}"))
             .to_string()
     };
-    assert!(line("soon").contains("expired"), "{listed}");
-    assert!(line("later").contains("expires in"), "{listed}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let listed = loop {
+        let out = f.ms.run(&["reap", "--region", REGION]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let listed = String::from_utf8_lossy(&out.stdout).to_string();
+        if line(&listed, "soon").contains("expired") {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "soon never expired:\n{listed}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(line(&listed, "later").contains("expires in"), "{listed}");
     assert_eq!(
         f.aws.inventory("soon").await,
         single_nat_inventory(),
