@@ -531,7 +531,9 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
     let selected = selection(&graph, &args.selection)?;
     check_helm(&all, &selected).await?;
     // Every environment's selection against its journal, before any API call (read-only;
-    // checked again under each lock).
+    // checked again under each lock). The stages some environment has still to do are the
+    // ones whose quotas are looked at.
+    let mut pending: Vec<StageId> = Vec::new();
     for env in &fleet.envs {
         let journal = read_journal(
             &args.fleet.stack,
@@ -541,7 +543,13 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
         if let Some(j) = journal {
             check_up(&graph, &selected, &j)
                 .map_err(|e| usage(format!("environment {}: {e:#}", env.name)))?;
+            for id in super::run::not_done(&selected, &j) {
+                if !pending.contains(&id) {
+                    pending.push(id);
+                }
+            }
         } else {
+            pending.clone_from(&selected);
             check_up(
                 &graph,
                 &selected,
@@ -553,7 +561,7 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
     let groups = connect_groups(&fleet.stack, &fleet.envs, true).await?;
     check_quotas(
         &quota_groups(&groups, &fleet.envs),
-        &selected,
+        &pending,
         args.ignore_quotas,
     )
     .await?;

@@ -134,6 +134,15 @@ pub(crate) async fn settle_expiry(
     Ok(at)
 }
 
+/// The stages of `selected` the journal does not record as done.
+pub(crate) fn not_done(selected: &[StageId], journal: &Journal) -> Vec<StageId> {
+    selected
+        .iter()
+        .copied()
+        .filter(|id| journal.status(id) != StageStatus::Done)
+        .collect()
+}
+
 pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut stack = load_stack(&args.stack)?;
     if let Some(l) = args.expires_in {
@@ -149,6 +158,9 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Only now the first API calls: everything above is input checking.
     let aws = connect(&stack).await.map_err(usage)?;
     let (identity, zones) = preflight(&aws, &stack).await?;
+    // Quotas for what is still to be built: stages the journal has done need nothing more,
+    // and are not even looked at (a resumed or converged `up` starts its stages at once).
+    let pending = not_done(&selected, &journal);
     check_quotas(
         &[QuotaGroup {
             aws: &aws,
@@ -156,7 +168,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
             stacks: vec![&stack],
             zones: zones.iter().map(|z| z.name.clone()).collect(),
         }],
-        &selected,
+        &pending,
         args.ignore_quotas,
     )
     .await?;
