@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::StateLocation;
+use crate::config::{Lifetime, StateLocation};
 
 /// meshstack: from an empty AWS account to a working demo of Istio locality load balancing
 /// with Kubernetes `internalTrafficPolicy: Local`, in dependency-ordered, resumable stages.
@@ -31,10 +31,11 @@ pub enum Command {
     Up(RunArgs),
     /// Delete everything the stack created, in reverse order.
     Down(DownArgs),
-    /// Each stage's state (done, pending, failed, drifted) from the journal and a quick look.
-    /// Exit 0 when every stage is done, 1 when one failed, 3 when one is pending, interrupted
-    /// or drifted (`up` would change something).
-    Status(StackArgs),
+    /// Each stage's state (done, pending, failed, drifted) from the journal and a quick look;
+    /// how long the stack has been up and what it has cost so far. Exit 0 when every stage is
+    /// done, 1 when one failed, 3 when one is pending, interrupted or drifted (`up` would
+    /// change something).
+    Status(StatusArgs),
     /// Check credentials, region and the tools later stages need.
     Doctor(DoctorArgs),
     /// Print an EKS bearer token as a kubectl ExecCredential (the credential plugin that
@@ -58,6 +59,14 @@ pub enum Command {
     /// state, replace it, move it between the local folder and S3.
     #[command(subcommand)]
     State(StateCommand),
+    /// Many environments of one stack file at once, for a workshop: `<stack>-01` … `-N` (or
+    /// `--names`), each an ordinary stack with its own journal and lock; quotas checked
+    /// first; a handout for the attendees.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// List the stacks in the account whose `meshstack.io/expires-at` has passed (found by
+    /// tag, no stack file or journal needed); with --yes, tear each down.
+    Reap(ReapArgs),
     /// Print a shell completion script: `meshstack completions bash > /etc/bash_completion.d/meshstack`,
     /// or for zsh, fish, elvish, powershell.
     Completions(CompletionsArgs),
@@ -68,6 +77,152 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// What `fleet up` would build in each environment, whether it fits the quotas of each
+    /// account and region, and what it costs per hour and per day.
+    Plan(FleetPlanArgs),
+    /// Create or repair every environment, --parallel at a time; one failing never stops the
+    /// others, and running it again continues the unfinished ones.
+    Up(FleetUpArgs),
+    /// Tear down every environment of the fleet, in parallel, also those whose journal is
+    /// gone (found by tag).
+    Down(FleetDownArgs),
+    /// Each environment's state, uptime, cost so far and expiry.
+    Status(FleetStatusArgs),
+    /// Write a kubeconfig per environment and one page (index.html, README.md) listing every
+    /// environment, for the attendees.
+    Handout(FleetHandoutArgs),
+}
+
+/// Which fleet: the stack file and its environments.
+#[derive(Debug, Args, Clone)]
+#[command(group(ArgGroup::new("members").required(true).args(["count", "names"])))]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// N environments, named `<stack>-1` … `-N`, zero-padded to the width of N.
+    #[arg(long, value_name = "N")]
+    pub count: Option<usize>,
+    /// Environments `<stack>-A`, `<stack>-B`, ... (comma-separated suffixes).
+    #[arg(long, value_name = "A,B,C")]
+    pub names: Option<String>,
+    /// At most K environments at once.
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+    /// A YAML list of IAM role ARNs (each optionally with `external_id`): environment i is
+    /// built in the account of entry i, through STS AssumeRole from your credentials.
+    #[arg(long, value_name = "FILE")]
+    pub accounts: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetPlanArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Show the expiry `fleet up --expires-in` would set.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+    pub expires_in: Option<Lifetime>,
+    /// Report quotas that do not fit as a warning instead of exit code 2.
+    #[arg(long)]
+    pub ignore_quotas: bool,
+    /// Price table to estimate with (the format of prices/aws.yaml). Default: the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetUpArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Tag every resource with `meshstack.io/expires-at` = now + DURATION (8h, 90m, 2d), fixed
+    /// when each environment is created; `meshstack reap` removes it after that.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+    pub expires_in: Option<Lifetime>,
+    /// Go on although the fleet does not fit the quotas Service Quotas reports (a warning).
+    #[arg(long)]
+    pub ignore_quotas: bool,
+    /// Take over stale locks (left by a killed run): local ones whose process is gone, S3
+    /// ones whose lease has ended. A live lock is never broken.
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetDownArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Take over stale locks (left by a killed run). A live lock is never broken.
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetStatusArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Price table for the cost so far (the format of prices/aws.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetHandoutArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Folder to write into (created if missing): DIR/index.html, DIR/README.md and
+    /// DIR/<environment>/kubeconfig.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// What the kubeconfigs run for a token: `aws` (the standard `aws eks get-token`) or
+    /// `meshstack` (`meshstack token`, no aws CLI needed).
+    #[arg(long, value_enum, default_value_t = TokenCommand::Aws)]
+    pub token_command: TokenCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenCommand {
+    Aws,
+    Meshstack,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// The region to look in. Default: AWS_REGION, or the profile's region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Tear down every expired stack (without it, only list them).
+    #[arg(long)]
+    pub yes: bool,
+    /// At most K teardowns at once.
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+    /// State folder of the stacks' journals (teardowns record themselves there).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".meshstack",
+        env = "MESHSTACK_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+    /// Where the stacks' journals and locks live, as for `down`.
+    #[arg(long, value_name = "URL", env = "MESHSTACK_STATE", value_parser = parse_state_location)]
+    pub state: Option<StateLocation>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+fn parse_lifetime(text: &str) -> Result<Lifetime, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +364,24 @@ pub struct PlanArgs {
     /// Plan a teardown instead.
     #[arg(long)]
     pub destroy: bool,
+    /// Show the expiry `up --expires-in` would set.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+    pub expires_in: Option<Lifetime>,
+    /// Report quotas that do not fit as a warning instead of exit code 2.
+    #[arg(long)]
+    pub ignore_quotas: bool,
+    /// Price table to estimate with (the format of prices/aws.yaml). Default: the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Price table for the cost so far (the format of prices/aws.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
 }
 
 /// The stack file alone, for commands that read the cluster and not the state.
@@ -241,12 +414,27 @@ pub struct RunArgs {
     /// The old name of --allow-unsafe-locality (it never forced anything else); warns.
     #[arg(long, hide = true)]
     pub force: bool,
+    /// Tag every resource with `meshstack.io/expires-at` = now + DURATION (8h, 90m, 2d),
+    /// fixed when the stack is created; `meshstack reap` removes it after that. Overrides
+    /// `expires_in:` in the stack file.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+    pub expires_in: Option<Lifetime>,
+    /// Go on although the stack does not fit the quotas Service Quotas reports (a warning).
+    #[arg(long)]
+    pub ignore_quotas: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
     #[command(flatten)]
     pub stack: StackArgs,
+    /// Tear down the stack NAME without its stack file or journal: everything is found by
+    /// tag and by the names derived from NAME.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// With --name: the stack's region. Default: AWS_REGION, or the profile's region.
+    #[arg(long, value_name = "REGION", requires = "name")]
+    pub region: Option<String>,
     #[command(flatten)]
     pub selection: Selection,
     /// Break a stale lock: alone, a local lock whose process is gone; with the lock's ID (as

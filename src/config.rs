@@ -29,9 +29,15 @@ pub const DEFAULT_STACK_YAML: &str = include_str!("../stacks/demo.yaml");
 /// What error messages call the built-in stack.
 const EMBEDDED_ORIGIN: &str = "stacks/demo.yaml (built in)";
 
-// The name prefixes IAM role and other AWS resource names, several of which are capped at
-// 64 characters or fewer; 24 leaves room for the longest suffix meshstack appends.
-const NAME_MAX_LEN: usize = 24;
+/// The longest stack name. The name prefixes IAM role and other AWS resource names, several of
+/// which are capped at 64 characters or fewer; 24 leaves room for the longest suffix meshstack
+/// appends. A fleet's environments are stacks too, so a fleet's stack name must leave room for
+/// the environment suffix as well ([`fleet_env_name`]).
+pub const NAME_MAX_LEN: usize = 24;
+
+/// The longest `expires_in:` / `--expires-in`: a workshop environment that outlives a year is
+/// a typo.
+const LIFETIME_MAX: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
 
 /// Stack files larger than this are refused unread: a stack file is a few dozen lines.
 pub const STACK_FILE_MAX_BYTES: u64 = 1024 * 1024;
@@ -174,6 +180,132 @@ pub struct Stack {
     /// `state_kms_key`).
     #[serde(skip_serializing_if = "StateSpec::is_default")]
     pub state: StateSpec,
+    /// `expires_in:`: how long after its creation the stack may live; `up` then tags every
+    /// resource with `meshstack.io/expires-at` and `meshstack reap` finds it once that passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<Lifetime>,
+}
+
+/// A lifetime such as `8h`, `90m`, `1h30m` or `2d` (`expires_in:`, `--expires-in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lifetime(std::time::Duration);
+
+impl Lifetime {
+    /// The duration.
+    pub fn duration(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl FromStr for Lifetime {
+    type Err = String;
+
+    /// Whole numbers with units `d`, `h`, `m`, `s`, largest first (`1h30m`); more than zero
+    /// and at most a year.
+    fn from_str(text: &str) -> Result<Lifetime, String> {
+        let hint = "write a duration with units, like 8h, 90m, 1h30m or 2d";
+        let t = text.trim();
+        if t.is_empty() {
+            return Err(format!("is empty; {hint}"));
+        }
+        let mut total: u64 = 0;
+        let mut digits = String::new();
+        let mut last_unit = u64::MAX;
+        for c in t.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            let unit = match c {
+                'd' => 86_400,
+                'h' => 3_600,
+                'm' => 60,
+                's' => 1,
+                _ => {
+                    return Err(format!(
+                        "`{text}` is not a duration ({c:?} is not a unit); {hint}"
+                    ))
+                }
+            };
+            if digits.is_empty() {
+                return Err(format!(
+                    "`{text}` is not a duration (a unit without a number); {hint}"
+                ));
+            }
+            if unit >= last_unit {
+                return Err(format!(
+                    "`{text}` is not a duration (give each unit once, largest first); {hint}"
+                ));
+            }
+            last_unit = unit;
+            let n: u64 = digits
+                .parse()
+                .map_err(|_| format!("`{text}` is too long a duration; {hint}"))?;
+            digits.clear();
+            total = n
+                .checked_mul(unit)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(|| format!("`{text}` is too long a duration; {hint}"))?;
+        }
+        if !digits.is_empty() {
+            return Err(format!(
+                "`{text}` has no unit after {digits}; {hint} (a bare number is ambiguous)"
+            ));
+        }
+        let d = std::time::Duration::from_secs(total);
+        if d.is_zero() {
+            return Err(format!(
+                "`{text}` is zero; an environment needs some time to live"
+            ));
+        }
+        if d > LIFETIME_MAX {
+            return Err(format!("`{text}` is more than a year; {hint}"));
+        }
+        Ok(Lifetime(d))
+    }
+}
+
+impl fmt::Display for Lifetime {
+    /// The shortest form with the same value: `8h`, `1h30m`, `2d`, `45s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0.as_secs();
+        for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+            if rest >= secs {
+                write!(f, "{}{unit}", rest / secs)?;
+                rest %= secs;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Lifetime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Environment `suffix` of a fleet of `stack_name`: `<stack_name>-<suffix>`, checked against
+/// the stack-name rules. The error says how long the stack name may be for this suffix.
+pub fn fleet_env_name(stack_name: &str, suffix: &str) -> Result<String, String> {
+    let env = format!("{stack_name}-{suffix}");
+    if env.chars().count() > NAME_MAX_LEN {
+        let room = NAME_MAX_LEN.saturating_sub(suffix.chars().count() + 1);
+        return Err(format!(
+            "environment `{env}` would be {} characters long, and environments are stacks,              whose names may have at most {NAME_MAX_LEN}: with the suffix `-{suffix}` the stack              name `{stack_name}` ({} characters) may have at most {room}; shorten `name:` in              the stack file{}",
+            env.chars().count(),
+            stack_name.chars().count(),
+            if suffix.chars().all(|c| c.is_ascii_digit()) {
+                " or make the fleet smaller"
+            } else {
+                " or use shorter --names"
+            }
+        ));
+    }
+    match name_problem(&env) {
+        None => Ok(env),
+        Some(problem) => Err(format!("environment name {problem}")),
+    }
 }
 
 /// Which availability zones the VPC and cluster span.
@@ -514,6 +646,50 @@ impl Stack {
             .expect("the built-in stacks/demo.yaml is valid (tested)")
     }
 
+    /// This stack under another name (a fleet's environment): every setting kept, the name
+    /// checked against the stack-name rules.
+    ///
+    /// # Errors
+    /// What is wrong with `name`, as the `name:` field would report it.
+    pub fn renamed(&self, name: &str) -> Result<Stack, String> {
+        if let Some(problem) = name_problem(name) {
+            return Err(format!("stack name {problem}"));
+        }
+        Ok(Stack {
+            name: name.to_string(),
+            ..self.clone()
+        })
+    }
+
+    /// The stack `name` in `region` with every other setting at its default: enough to tear
+    /// it down, because `down` finds everything by tag and by the names derived from `name`
+    /// (`meshstack down --name NAME --region R`, `meshstack reap`).
+    ///
+    /// # Errors
+    /// When `name` or `region` break the stack file's rules (reported as for a file called
+    /// `origin`).
+    pub fn for_teardown(
+        name: &str,
+        region: Option<&str>,
+        origin: &str,
+    ) -> Result<Stack, ConfigError> {
+        // Through the YAML parser so that the very same rules apply; quoted so that nothing
+        // in the values is read as YAML syntax.
+        let quote = |v: &str| serde_json::to_string(v).expect("a string serializes");
+        let mut yaml = format!("name: {}\n", quote(name));
+        if let Some(region) = region {
+            yaml.push_str(&format!("region: {}\n", quote(region)));
+        }
+        Stack::parse(&yaml, origin)
+    }
+
+    /// Adds one of the tags meshstack sets itself (`meshstack.io/...`, which the stack file
+    /// may not use) to every resource the stack creates from now on: the expiry, the fleet.
+    pub fn set_own_tag(&mut self, key: &str, value: &str) {
+        debug_assert!(key.starts_with("meshstack.io/"), "{key} is not meshstack's");
+        self.tags.insert(key.to_string(), value.to_string());
+    }
+
     /// The explicit `region`, or the one implied by an explicit zone list; `None` means
     /// "whatever the AWS environment (AWS_REGION, profile) says".
     pub fn region(&self) -> Option<&str> {
@@ -619,6 +795,37 @@ struct RawStack {
     state: Option<String>,
     state_require_versioning: Option<bool>,
     state_kms_key: Option<String>,
+    expires_in: Option<RawLifetime>,
+}
+
+/// `expires_in:`; a bare number has no unit, so numbers are refused.
+#[derive(Debug)]
+struct RawLifetime(String);
+
+impl<'de> Deserialize<'de> for RawLifetime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const HINT: &str = "give a unit, like expires_in: 8h (or 90m, 1h30m, 2d)";
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawLifetime;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like 8h")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawLifetime, E> {
+                Ok(RawLifetime(v.to_owned()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawLifetime, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawLifetime, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawLifetime, E> {
+                Err(reject_number(&v.to_string(), HINT))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -864,6 +1071,10 @@ impl RawStack {
                 self.state_require_versioning,
                 self.state_kms_key,
             )?,
+            expires_in: self
+                .expires_in
+                .map(|RawLifetime(text)| text.parse().map_err(|e| invalid("expires_in", e)))
+                .transpose()?,
             zones,
         };
         // The version rules that span several settings, so that a pair that cannot work is
@@ -2345,6 +2556,7 @@ mod tests {
                     },
                 },
                 state: StateSpec::default(),
+                expires_in: None,
             }
         );
         assert_eq!(stack.cluster_name(), "x");
@@ -3177,5 +3389,92 @@ tags:
         listed.sort();
         assert_eq!(on_disk, listed, "fixtures on disk vs expected.tsv");
         assert!(listed.len() >= 34, "only {} fixtures", listed.len());
+    }
+
+    #[test]
+    fn lifetimes_parse_print_and_refuse_what_is_ambiguous() {
+        for (text, secs, shown) in [
+            ("8h", 8 * 3600, "8h"),
+            ("90m", 90 * 60, "1h30m"),
+            ("1h30m", 90 * 60, "1h30m"),
+            ("2d", 2 * 86_400, "2d"),
+            ("45s", 45, "45s"),
+            (" 1d2h3m4s ", 86_400 + 7_384, "1d2h3m4s"),
+        ] {
+            let l: Lifetime = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(l.duration().as_secs(), secs, "{text}");
+            assert_eq!(l.to_string(), shown, "{text}");
+        }
+        for (text, why) in [
+            ("", "empty"),
+            ("8", "no unit"),
+            ("h", "without a number"),
+            ("8 hours", "not a unit"),
+            ("30m1h", "largest first"),
+            ("1h1h", "largest first"),
+            ("0h", "zero"),
+            ("400d", "more than a year"),
+            ("99999999999999999999d", "too long"),
+        ] {
+            let err = text.parse::<Lifetime>().unwrap_err();
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn expires_in_is_read_from_the_stack_file() {
+        let s = Stack::parse("name: t\nexpires_in: 8h\n", "t.yaml").unwrap();
+        assert_eq!(s.expires_in.unwrap().duration().as_secs(), 8 * 3600);
+        assert_eq!(
+            Stack::parse("name: t\n", "t.yaml").unwrap().expires_in,
+            None
+        );
+        let err = Stack::parse("name: t\nexpires_in: 8\n", "t.yaml").unwrap_err();
+        assert_eq!(err.field(), Some("expires_in"), "{err}");
+    }
+
+    #[test]
+    fn fleet_names_leave_room_for_the_suffix_and_say_how_much() {
+        assert_eq!(fleet_env_name("demo", "01").unwrap(), "demo-01");
+        assert_eq!(fleet_env_name("demo", "alice").unwrap(), "demo-alice");
+        // 21 + "-01" = 24: fits exactly.
+        let name21 = "a".repeat(21);
+        assert!(fleet_env_name(&name21, "01").is_ok());
+        let name22 = "a".repeat(22);
+        let err = fleet_env_name(&name22, "01").unwrap_err();
+        assert!(err.contains("25 characters"), "{err}");
+        assert!(err.contains("may have at most 21"), "{err}");
+        assert!(err.contains("make the fleet smaller"), "{err}");
+        let err = fleet_env_name("demo", "Alice").unwrap_err();
+        assert!(err.contains("lowercase"), "{err}");
+        let err = fleet_env_name("demo", "a-").unwrap_err();
+        assert!(err.contains("must not end with '-'"), "{err}");
+        let err = fleet_env_name(&"a".repeat(20), "alice").unwrap_err();
+        assert!(err.contains("shorter --names"), "{err}");
+    }
+
+    #[test]
+    fn renamed_keeps_settings_and_checks_the_name() {
+        let s = Stack::parse("name: t\nnetwork:\n  nat: single\n", "t.yaml").unwrap();
+        let e = s.renamed("t-01").unwrap();
+        assert_eq!(e.name, "t-01");
+        assert_eq!(e.network, s.network);
+        assert!(s.renamed("T").is_err());
+    }
+
+    #[test]
+    fn a_teardown_stack_needs_only_a_name_and_a_region() {
+        let s = Stack::for_teardown("old-01", Some("eu-west-1"), "--name").unwrap();
+        assert_eq!((s.name.as_str(), s.region()), ("old-01", Some("eu-west-1")));
+        assert_eq!(
+            Stack::for_teardown("old-01", None, "--name")
+                .unwrap()
+                .region(),
+            None
+        );
+        let err = Stack::for_teardown("old-01", Some("eu-west-1a"), "--name").unwrap_err();
+        assert_eq!(err.field(), Some("region"), "{err}");
+        let err = Stack::for_teardown("Old\nx: 1", Some("eu-west-1"), "--name").unwrap_err();
+        assert_eq!(err.field(), Some("name"), "{err}");
     }
 }

@@ -2,8 +2,8 @@
 //! balancing combined with Kubernetes `internalTrafficPolicy: Local`.
 //!
 //! Exit codes: 0 success, 1 a stage (or an AWS call) failed, 2 bad input — the stack file,
-//! flags, account guard or zones — reported before any mutating API call, 3 from `status` when
-//! the stack is not converged, 130 interrupted (143 on SIGTERM, 129 on SIGHUP).
+//! flags, account guard, zones or quotas — reported before any mutating API call, 3 from
+//! `status` when the stack is not converged, 130 interrupted (143 on SIGTERM, 129 on SIGHUP).
 
 use std::process::ExitCode;
 
@@ -67,6 +67,17 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => commands::render(args).await,
         Command::Pods(args) => commands::pods(args).await,
         Command::Verify(args) => commands::verify(args).await,
+        Command::Reap(args) => commands::reap(args).await,
+        Command::Fleet(cmd) => {
+            use cli::FleetCommand;
+            match cmd {
+                FleetCommand::Plan(args) => commands::fleet_plan(args).await,
+                FleetCommand::Up(args) => commands::fleet_up(args).await,
+                FleetCommand::Down(args) => commands::fleet_down(args).await,
+                FleetCommand::Status(args) => commands::fleet_status(args).await,
+                FleetCommand::Handout(args) => commands::fleet_handout(args).await,
+            }
+        }
         Command::State(cmd) => {
             use cli::StateCommand;
             match cmd {

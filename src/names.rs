@@ -23,14 +23,18 @@ pub enum Role {
 impl Role {
     pub const ALL: [Role; 3] = [Role::Cluster, Role::Node, Role::Karpenter];
 
-    /// `<stack>-cluster`, `<stack>-node`, `<stack>-karpenter`.
-    pub fn name(self, stack: &Stack) -> String {
-        let suffix = match self {
+    /// `cluster`, `node`, `karpenter`: what follows the stack name and a dash.
+    pub fn suffix(self) -> &'static str {
+        match self {
             Role::Cluster => "cluster",
             Role::Node => "node",
             Role::Karpenter => "karpenter",
-        };
-        format!("{}-{suffix}", stack.name)
+        }
+    }
+
+    /// `<stack>-cluster`, `<stack>-node`, `<stack>-karpenter`.
+    pub fn name(self, stack: &Stack) -> String {
+        format!("{}-{}", stack.name, self.suffix())
     }
 
     /// The role's ARN in `account`.

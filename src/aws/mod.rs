@@ -7,6 +7,8 @@
 //! engine's state seam implemented with the S3 SDK.
 
 pub mod account;
+pub mod discover;
+pub mod quotas;
 pub mod state;
 pub mod sweep;
 pub mod tags;
@@ -40,6 +42,12 @@ pub const STACK_TAG: &str = "meshstack.io/stack";
 /// The tag key naming a resource's role in the stack (`subnet/private/us-east-1a`), so that
 /// observation maps what it finds back to what the stack wants without the journal.
 pub const RESOURCE_TAG: &str = "meshstack.io/resource";
+/// The tag key holding when a stack may be removed (UTC, RFC 3339), on every resource of a
+/// stack made with `--expires-in` or `expires_in:`; `meshstack reap` looks for it.
+pub const EXPIRES_TAG: &str = "meshstack.io/expires-at";
+/// The tag key naming the fleet (its stack file's `name`) an environment belongs to, so that
+/// `meshstack fleet down` finds environments whose journal is gone.
+pub const FLEET_TAG: &str = "meshstack.io/fleet";
 
 /// All SDK clients a run needs, built from one shared configuration.
 #[derive(Clone, Debug)]
@@ -58,6 +66,9 @@ pub struct AwsClients {
     pub calls: Arc<CallCounter>,
     /// The credentials chain, for what signs its own requests (EKS tokens).
     pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    /// The configuration the clients were built from, for clients made later (Service
+    /// Quotas) and for roles assumed from these credentials.
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl AwsClients {
@@ -72,6 +83,36 @@ impl AwsClients {
         })?;
         let calls = Arc::new(CallCounter::default());
         Ok((Self::with_config(&sdk, region, calls), sdk))
+    }
+
+    /// Clients from an already loaded configuration, with a call counter of their own (one per
+    /// environment of a fleet, so that each environment's calls are counted apart while they
+    /// share the configuration and its connection pool).
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, region: &str) -> Self {
+        Self::with_config(sdk, region.to_string(), Arc::new(CallCounter::default()))
+    }
+
+    /// The configuration of `base` with credentials from assuming `role_arn` (with
+    /// `external_id` if given) through STS, refreshed as they expire. Nothing is called until
+    /// the first request asks for credentials.
+    pub async fn assume_role(
+        base: &aws_config::SdkConfig,
+        role_arn: &str,
+        external_id: Option<&str>,
+        session_name: &str,
+    ) -> aws_config::SdkConfig {
+        let mut builder = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name(session_name)
+            .configure(base);
+        if let Some(id) = external_id {
+            builder = builder.external_id(id);
+        }
+        let provider = builder.build().await;
+        base.to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build()
     }
 
     fn with_config(sdk: &aws_config::SdkConfig, region: String, calls: Arc<CallCounter>) -> Self {
@@ -98,6 +139,7 @@ impl AwsClients {
             region,
             calls,
             credentials: sdk.credentials_provider(),
+            sdk: sdk.clone(),
         }
     }
 }

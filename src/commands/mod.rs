@@ -5,19 +5,24 @@
 //! What the verbs share lives here: loading the stack, the stage selection, the one AWS client
 //! set-up ([`connect`], [`credentials`]) and the preflight.
 
+mod checks;
 mod doctor;
+mod fleet;
 mod inspect;
 mod kubeconfig;
 mod plan;
+mod reap;
 mod render;
 mod run;
 mod state;
 mod status;
 
 pub use doctor::doctor;
+pub use fleet::{fleet_down, fleet_handout, fleet_plan, fleet_status, fleet_up};
 pub use inspect::{pods, verify};
 pub use kubeconfig::{kubeconfig, token};
 pub use plan::plan;
+pub use reap::reap;
 pub use render::render;
 pub use run::{down, up};
 pub use state::{state_init, state_migrate, state_pull, state_push, state_show};

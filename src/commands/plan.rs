@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
+use super::checks::{gate, read_checks, QuotaGroup};
 use super::state::{location, read_journal};
 use super::{
     connect, find, load_stack, offline_region, offline_zones, preflight, selection, stage_file,
@@ -24,7 +25,11 @@ struct StagePlan {
 }
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let stack = load_stack(&args.stack)?;
+    let mut stack = load_stack(&args.stack)?;
+    if let Some(l) = args.expires_in {
+        stack.expires_in = Some(l);
+    }
+    let prices = crate::prices::PriceTable::load(args.prices.as_deref()).map_err(super::usage)?;
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let mut selected = selection(&graph, &args.selection)?;
@@ -68,6 +73,47 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    // The quotas, against what this stack still needs (read-only; only with credentials).
+    let checks = match (&cx.aws, &account, args.destroy) {
+        (Some(aws), Some(acct), false) => {
+            let groups = [QuotaGroup {
+                aws,
+                account: acct,
+                stacks: vec![&cx.stack],
+                zones: cx.zones.iter().map(|z| z.name.clone()).collect(),
+            }];
+            let checks = read_checks(&groups, &selected).await?;
+            let fits = checks.iter().all(|c| c.fits());
+            Some((checks, fits))
+        }
+        _ => None,
+    };
+    let estimate = (!args.destroy).then(|| {
+        let ids: Vec<&str> = selected.to_vec();
+        crate::prices::estimate(&stack, &region, &ids, &prices)
+    });
+    let expiry = match (&cx.journal, stack.expires_in) {
+        (Some(j), _)
+            if j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .data()
+                .expires_at
+                .is_some() =>
+        {
+            j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .data()
+                .expires_at
+                .clone()
+                .map(|at| (at, true))
+        }
+        (_, Some(l)) => {
+            let now = u64::try_from(crate::engine::store::unix_now_ms() / 1000).unwrap_or(0);
+            Some((crate::clock::rfc3339(now + l.duration().as_secs()), false))
+        }
+        _ => None,
+    };
+
     if args.destroy {
         selected.reverse();
     }
@@ -107,6 +153,9 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 "stages": plans,
                 "summary": {"create": count(Action::Create), "update": count(Action::Update), "delete": count(Action::Delete), "conflict": count(Action::Conflict)},
                 "api_calls": calls,
+                "quotas": checks.as_ref().map(|(c, _)| c),
+                "cost": estimate,
+                "expires_at": expiry.as_ref().map(|(at, _)| at),
             });
             writeln!(out, "{doc}")?;
         }
@@ -156,7 +205,49 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     n => format!(", {n} conflicts (`up` will stop at them)"),
                 }
             )?;
+            if let Some(e) = &estimate {
+                writeln!(out)?;
+                writeln!(out, "Estimated cost while it runs:")?;
+                write!(out, "{}", e.render(1))?;
+            }
+            match &checks {
+                Some((checks, true)) => {
+                    writeln!(out)?;
+                    for c in checks {
+                        write!(out, "{}", c.table())?;
+                    }
+                }
+                Some((_, false)) => {}
+                None if !args.destroy => {
+                    writeln!(out)?;
+                    writeln!(out, "quotas: not checked (no credentials)")?;
+                }
+                None => {}
+            }
+            if let Some((at, recorded)) = &expiry {
+                writeln!(out)?;
+                writeln!(
+                    out,
+                    "expires at {at}{}",
+                    if *recorded {
+                        " (recorded when the stack was created)"
+                    } else {
+                        " if created now"
+                    }
+                )?;
+            }
         }
+    }
+    out.flush()?;
+    drop(out);
+    if let (Some((checks, false)), Some(aws), Some(acct)) = (&checks, &cx.aws, &account) {
+        let groups = [QuotaGroup {
+            aws,
+            account: acct,
+            stacks: vec![&cx.stack],
+            zones: cx.zones.iter().map(|z| z.name.clone()).collect(),
+        }];
+        gate(checks, &groups, args.ignore_quotas)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,55 +1,60 @@
 //! `meshstack up` and `meshstack down`: take the lock, check the selection against the
-//! journal, connect, then walk the graph forwards or backwards.
+//! journal, connect, check the quotas (up), then walk the graph forwards or backwards.
+//!
+//! The steps are separate functions because a fleet's environments (`fleet.rs`) and `reap`
+//! take the very same ones for each stack: [`take_state`], [`check_up`] / [`check_down`],
+//! [`settle_expiry`] and [`execute`], with [`Interrupts`] watching the signals for all of them.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
+use super::checks::{check_quotas, QuotaGroup};
 use super::{
     check_helm, connect, find, load_stack, mode, preflight, preflight_error, selection,
     status_word, usage,
 };
 use crate::aws::state::S3Store;
-use crate::aws::{account, CallStats};
+use crate::aws::{account, AwsClients, CallStats};
 use crate::cli::StackArgs;
 use crate::cli::{DownArgs, Output, RunArgs};
 use crate::config::Stack;
 use crate::engine::graph::{Graph, StageId};
-use crate::engine::progress;
-use crate::engine::run::{self, CancelToken, Direction, RunOptions};
-use crate::engine::state::{Journal, LockGuard, LockInfo, StageStatus, StateError};
+use crate::engine::progress::{self, Reporter};
+use crate::engine::run::{self, CancelToken, Direction, RunOptions, RunReport};
+use crate::engine::state::{
+    Journal, LockGuard, LockInfo, SharedJournal, StageStatus, StateError, Unlock,
+};
 use crate::stages::{self, Context, Stage};
 
 use super::state::{location, open_for_writing, unlock};
 
 /// Opens the stack's state where it is, takes its lock for `command`, and reads the journal,
 /// which then records this run as its writer.
-fn take_state(
+pub(crate) fn take_state(
     args: &StackArgs,
     stack: &Stack,
     command: &str,
-    force_unlock: &Option<String>,
+    unlock: &Unlock,
 ) -> anyhow::Result<(Arc<LockGuard>, Journal, Option<S3Store>)> {
     let opened = open_for_writing(args, stack, &location(args, stack))?;
     let lock = opened
         .store
-        .lock(LockInfo::me(command), &unlock(force_unlock))
-        .map_err(lock_error)?;
+        .lock(LockInfo::me(command), unlock)
+        .map_err(anyhow::Error::new)?;
     let mut journal = Journal::open(opened.store.clone(), &stack.name)?;
     journal.set_writer(lock.info().writer());
     Ok((Arc::new(lock), journal, opened.s3))
 }
 
-pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let stack = load_stack(&args.stack)?;
-    let all = stages::all();
-    let graph = Graph::new(stages::specs(&all))?;
-    let selected = selection(&graph, &args.selection)?;
-    check_helm(&all, &selected).await?;
-    let (lock, journal, s3) = take_state(&args.stack, &stack, "up", &args.force_unlock)?;
-
-    // --only: a stage whose dependencies are outside the selection needs them done already.
+/// `up --only`: a stage whose dependencies are outside the selection needs them done already.
+pub(crate) fn check_up(
+    graph: &Graph,
+    selected: &[StageId],
+    journal: &Journal,
+) -> anyhow::Result<()> {
     let mut missing = Vec::new();
-    for id in &selected {
+    for id in selected {
         for dep in graph.ancestors(id) {
             if !selected.contains(&dep) && journal.status(dep) != StageStatus::Done {
                 missing.push(format!(
@@ -59,16 +64,118 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if !missing.is_empty() {
-        missing.dedup();
-        return Err(usage(format!(
-            "cannot run the selected stages: {}; include them in --only or run `meshstack up` for them first",
-            missing.join(", ")
-        )));
+    if missing.is_empty() {
+        return Ok(());
     }
+    missing.dedup();
+    Err(usage(format!(
+        "cannot run the selected stages: {}; include them in --only or run `meshstack up` for them first",
+        missing.join(", ")
+    )))
+}
+
+/// `down --only`/`--skip`: a stage still up that depends on a selected one blocks it.
+pub(crate) fn check_down(
+    graph: &Graph,
+    selected: &[StageId],
+    journal: &Journal,
+) -> anyhow::Result<()> {
+    let mut blocking = Vec::new();
+    for id in selected {
+        for dependent in graph
+            .ids()
+            .into_iter()
+            .filter(|d| graph.ancestors(d).contains(id))
+        {
+            if !selected.contains(&dependent) && journal.status(dependent) == StageStatus::Done {
+                blocking.push(format!("`{dependent}` (depends on `{id}`) is still up"));
+            }
+        }
+    }
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    blocking.dedup();
+    Err(usage(format!(
+        "cannot tear down the selected stages: {}; select it too, or drop --only/--skip",
+        blocking.join(", ")
+    )))
+}
+
+/// Fixes the stack's expiry and tags the stack with it (`meshstack.io/expires-at` on every
+/// resource it creates). The expiry is the one the stack was created with — the journal's,
+/// else (journal lost) its VPC's tag — so that every resource carries the same one and a
+/// converged `up` changes nothing; only a stack created now gets now + `expires_in` (a later
+/// `--expires-in` does not move an expiry that is on the resources already). Returns the
+/// expiry, if any.
+pub(crate) async fn settle_expiry(
+    stack: &mut Stack,
+    journal: &mut Journal,
+    aws: &AwsClients,
+) -> anyhow::Result<Option<String>> {
+    let recorded = journal.data().expires_at.clone();
+    let at = match (recorded, stack.expires_in) {
+        (Some(at), _) => Some(at),
+        (None, None) => None,
+        (None, Some(lifetime)) => {
+            let found = crate::aws::discover::expiry_of(aws, &stack.name).await?;
+            Some(found.unwrap_or_else(|| {
+                let now = crate::engine::store::unix_now_ms() / 1000;
+                crate::clock::rfc3339(
+                    u64::try_from(now).unwrap_or(u64::MAX) + lifetime.duration().as_secs(),
+                )
+            }))
+        }
+    };
+    if let Some(at) = &at {
+        journal.set_expires_at(at)?;
+        stack.set_own_tag(crate::aws::EXPIRES_TAG, at);
+    }
+    Ok(at)
+}
+
+/// The stages of `selected` the journal does not record as done.
+pub(crate) fn not_done(selected: &[StageId], journal: &Journal) -> Vec<StageId> {
+    selected
+        .iter()
+        .copied()
+        .filter(|id| journal.status(id) != StageStatus::Done)
+        .collect()
+}
+
+pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut stack = load_stack(&args.stack)?;
+    if let Some(l) = args.expires_in {
+        stack.expires_in = Some(l);
+    }
+    let all = stages::all();
+    let graph = Graph::new(stages::specs(&all))?;
+    let selected = selection(&graph, &args.selection)?;
+    check_helm(&all, &selected).await?;
+    let (lock, mut journal, s3) =
+        take_state(&args.stack, &stack, "up", &unlock(&args.force_unlock))?;
+    check_up(&graph, &selected, &journal)?;
     // Only now the first API calls: everything above is input checking.
     let aws = connect(&stack).await.map_err(usage)?;
     let (identity, zones) = preflight(&aws, &stack).await?;
+    // Quotas for what is still to be built: stages the journal has done need nothing more,
+    // and are not even looked at (a resumed or converged `up` starts its stages at once).
+    let pending = not_done(&selected, &journal);
+    check_quotas(
+        &[QuotaGroup {
+            aws: &aws,
+            account: &identity.account,
+            stacks: vec![&stack],
+            zones: zones.iter().map(|z| z.name.clone()).collect(),
+        }],
+        &pending,
+        args.ignore_quotas,
+    )
+    .await?;
+    let expires = settle_expiry(&mut stack, &mut journal, &aws).await?;
+    if let (Some(at), Output::Text) = (&expires, args.stack.output) {
+        eprintln!("expires at {at} (`meshstack reap` removes it after that)");
+    }
     let journal = Arc::new(Mutex::new(journal));
     let mut cx = Context::new(
         stack,
@@ -84,20 +191,21 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     cx.allow_unsafe_locality = args.allow_unsafe_locality || args.force;
-    let code = execute(
+    let interrupts = Interrupts::watch();
+    interrupts.register(&lock);
+    let reporter = progress::reporter(mode(args.stack.output), "meshstack up", &selected);
+    let ran = execute(
         &cx,
         &all,
         &graph,
         &selected,
         Direction::Forward,
-        args.stack.output,
-        Held {
-            journal: journal.clone(),
-            lock,
-            s3,
-        },
+        reporter.as_ref(),
+        interrupts.token(),
+        Held { journal, lock, s3 },
     )
-    .await?;
+    .await;
+    let code = finish(args.stack.output, ran, &interrupts)?;
     let demo_ready = code == ExitCode::SUCCESS
         && selected.contains(&stages::locality::ID)
         && args.stack.output == Output::Text;
@@ -110,31 +218,26 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// The stack `down` works on: the stack file, or with `--name` the named stack alone,
+/// everything found by tag.
+fn down_stack(args: &DownArgs) -> anyhow::Result<Stack> {
+    match &args.name {
+        None => load_stack(&args.stack),
+        Some(_) if args.stack.stack.is_some() => Err(usage(
+            "--name tears a stack down without its stack file; give --name or --stack, not both",
+        )),
+        Some(name) => Stack::for_teardown(name, args.region.as_deref(), "--name/--region")
+            .map_err(|e| usage(format!("{:#}", anyhow::Error::new(e)))),
+    }
+}
+
 pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
-    let stack = load_stack(&args.stack)?;
+    let stack = down_stack(&args)?;
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
-    let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &args.force_unlock)?;
-    let mut blocking = Vec::new();
-    for id in &selected {
-        for dependent in graph
-            .ids()
-            .into_iter()
-            .filter(|d| graph.ancestors(d).contains(id))
-        {
-            if !selected.contains(&dependent) && journal.status(dependent) == StageStatus::Done {
-                blocking.push(format!("`{dependent}` (depends on `{id}`) is still up"));
-            }
-        }
-    }
-    if !blocking.is_empty() {
-        blocking.dedup();
-        return Err(usage(format!(
-            "cannot tear down the selected stages: {}; select it too, or drop --only/--skip",
-            blocking.join(", ")
-        )));
-    }
+    let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &unlock(&args.force_unlock))?;
+    check_down(&graph, &selected, &journal)?;
     let aws = connect(&stack).await.map_err(usage)?;
     let identity = account::identify(&aws, &stack)
         .await
@@ -147,52 +250,57 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         Vec::new(),
         Some(journal.clone()),
     );
-    execute(
+    let interrupts = Interrupts::watch();
+    interrupts.register(&lock);
+    let reporter = progress::reporter(mode(args.stack.output), "meshstack down", &selected);
+    let ran = execute(
         &cx,
         &all,
         &graph,
         &selected,
         Direction::Reverse,
-        args.stack.output,
-        Held {
-            journal: journal.clone(),
-            lock,
-            s3,
-        },
+        reporter.as_ref(),
+        interrupts.token(),
+        Held { journal, lock, s3 },
     )
-    .await
+    .await;
+    finish(args.stack.output, ran, &interrupts)
 }
 
-fn lock_error(e: StateError) -> anyhow::Error {
-    anyhow::Error::new(e)
-}
-
-/// What `up` and `down` hold while their stages run.
-struct Held {
-    journal: Arc<Mutex<Journal>>,
-    lock: Arc<LockGuard>,
+/// What a run of a stack's stages holds while they run.
+pub(crate) struct Held {
+    pub journal: SharedJournal,
+    pub lock: Arc<LockGuard>,
     /// The S3 state store, when the state is there: its requests are reported.
-    s3: Option<S3Store>,
+    pub s3: Option<S3Store>,
 }
 
-async fn execute(
+/// How a run of one stack's stages ended.
+pub(crate) struct Ran {
+    pub report: RunReport,
+    /// The stages' AWS calls.
+    pub calls: CallStats,
+    /// The state's own S3 requests: (location, counts).
+    pub state: Option<(String, CallStats)>,
+    /// Why the journal stopped writing, if it did (exit 1 with this error).
+    pub stopped: Option<StateError>,
+}
+
+/// Walks `selected` in `direction` with the stages' `up` or `down`, recording each stage in
+/// the journal; the lock is released before this returns. Stops starting stages once
+/// `cancel` is cancelled or the journal stops writing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn execute(
     cx: &Context,
     all: &[Box<dyn Stage>],
     graph: &Graph,
     selected: &[StageId],
     direction: Direction,
-    output: Output,
+    reporter: &dyn Reporter,
+    cancel: CancelToken,
     held: Held,
-) -> anyhow::Result<ExitCode> {
-    let (journal, lock) = (&held.journal, held.lock.clone());
-    let title = match direction {
-        Direction::Forward => "meshstack up",
-        Direction::Reverse => "meshstack down",
-    };
-    let reporter = progress::reporter(mode(output), title, selected);
-    let cancel = CancelToken::new();
-    let signal_code = Arc::new(std::sync::atomic::AtomicU8::new(130));
-    let watcher = tokio::spawn(watch_interrupts(cancel.clone(), lock, signal_code.clone()));
+) -> Ran {
+    let journal = &held.journal;
     let opts = RunOptions {
         direction,
         max_parallel: 0,
@@ -208,7 +316,7 @@ async fn execute(
         }
         Ok(res?)
     };
-    let report = run::run(graph, selected, opts, reporter.as_ref(), |id, h| {
+    let report = run::run(graph, selected, opts, reporter, |id, h| {
         let stage = find(all, id);
         let set = &set;
         async move {
@@ -242,40 +350,54 @@ async fn execute(
         }
     })
     .await;
-    watcher.abort();
     let stopped = journal.lock().unwrap_or_else(|e| e.into_inner()).stopped();
-    // Released before the counts are printed, so that they include the release.
+    // Released before the counts are taken, so that they include the release.
     held.lock.release();
     let calls = cx
         .aws
         .as_ref()
         .map(|a| a.calls.snapshot())
         .unwrap_or_default();
-    print_calls(output, &calls, held.s3.as_ref())?;
-    if let Some(err) = stopped {
+    let state = held.s3.as_ref().map(|s| {
+        use crate::engine::state::StateStore;
+        (s.location(), s.calls())
+    });
+    Ran {
+        report,
+        calls,
+        state,
+        stopped,
+    }
+}
+
+/// The single-stack verbs' ending: the call counts, then the exit code (the journal's stop
+/// as an error; a signal's code; 1 if a stage failed).
+fn finish(output: Output, ran: Ran, interrupts: &Interrupts) -> anyhow::Result<ExitCode> {
+    print_calls(output, &ran.calls, ran.state.as_ref())?;
+    if let Some(err) = ran.stopped {
         return Err(err.into());
     }
-    if cancel.is_cancelled() {
-        return Ok(ExitCode::from(
-            signal_code.load(std::sync::atomic::Ordering::SeqCst),
-        ));
+    if let Some(code) = interrupts.signalled() {
+        return Ok(ExitCode::from(code));
     }
-    Ok(if report.ok() {
+    Ok(if ran.report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn print_calls(output: Output, calls: &CallStats, s3: Option<&S3Store>) -> anyhow::Result<()> {
-    use crate::engine::state::StateStore;
-    let state = s3.map(|s| (s.location(), s.calls()));
+pub(crate) fn print_calls(
+    output: Output,
+    calls: &CallStats,
+    state: Option<&(String, CallStats)>,
+) -> anyhow::Result<()> {
     match output {
         Output::Json => {
             let mut v = serde_json::to_value(calls)?;
             v["event"] = "api-calls".into();
             // The state's own S3 requests, apart from the stages' calls.
-            if let Some((location, state_calls)) = &state {
+            if let Some((location, state_calls)) = state {
                 let mut s = serde_json::to_value(state_calls)?;
                 s["location"] = location.clone().into();
                 v["state"] = s;
@@ -283,25 +405,8 @@ fn print_calls(output: Output, calls: &CallStats, s3: Option<&S3Store>) -> anyho
             println!("{v}");
         }
         Output::Text => {
-            let writes = if calls.writes_by_operation.is_empty() {
-                String::new()
-            } else {
-                let ops: Vec<String> = calls
-                    .writes_by_operation
-                    .iter()
-                    .map(|(k, v)| format!("{k} x{v}"))
-                    .collect();
-                format!(" ({})", ops.join(", "))
-            };
-            let retries = match calls.retries {
-                0 => String::new(),
-                n => format!("; {n} retried after throttling or a server error"),
-            };
-            eprintln!(
-                "AWS API calls: {} reads, {} writes{writes}{retries}",
-                calls.reads, calls.writes
-            );
-            if let Some((location, c)) = &state {
+            eprintln!("{}", calls_line(calls));
+            if let Some((location, c)) = state {
                 eprintln!(
                     "state requests ({location}): {} reads, {} writes{}",
                     c.reads,
@@ -315,6 +420,28 @@ fn print_calls(output: Output, calls: &CallStats, s3: Option<&S3Store>) -> anyho
         }
     }
     Ok(())
+}
+
+/// `AWS API calls: 37 reads, 0 writes` with the writes by operation and the retries.
+pub(crate) fn calls_line(calls: &CallStats) -> String {
+    let writes = if calls.writes_by_operation.is_empty() {
+        String::new()
+    } else {
+        let ops: Vec<String> = calls
+            .writes_by_operation
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect();
+        format!(" ({})", ops.join(", "))
+    };
+    let retries = match calls.retries {
+        0 => String::new(),
+        n => format!("; {n} retried after throttling or a server error"),
+    };
+    format!(
+        "AWS API calls: {} reads, {} writes{writes}{retries}",
+        calls.reads, calls.writes
+    )
 }
 
 /// The signals that interrupt a run: Ctrl-C, and what CI runners and closing terminals send.
@@ -345,24 +472,75 @@ impl Signals {
     }
 }
 
-/// First signal: start nothing new; running stages stop at their next wait (or finish the call
-/// they are in) and are recorded. Second: release the lock and exit now (the journal is written
-/// atomically, so it is consistent at any instant; a call in flight is found by tag on the next
-/// run). The exit code of the first signal is stored in `code`.
-async fn watch_interrupts(
+/// Watches the signals for one run or a fleet of them. First signal: cancel the token, so
+/// that nothing new starts and running stages stop at their next wait (and are recorded).
+/// Second: release every registered lock and exit now (journals are written atomically, so
+/// they are consistent at any instant; a call in flight is found by tag on the next run).
+/// Stops watching when dropped.
+pub(crate) struct Interrupts {
     cancel: CancelToken,
-    lock: Arc<LockGuard>,
-    code: Arc<std::sync::atomic::AtomicU8>,
-) {
-    use std::sync::atomic::Ordering;
-    let Ok(mut signals) = Signals::new() else {
-        return;
-    };
-    let (what, first) = signals.next().await;
-    code.store(first, Ordering::SeqCst);
-    eprintln!("{what}: stopping running stages at their next wait (again to exit now)");
-    cancel.cancel();
-    signals.next().await;
-    lock.release();
-    std::process::exit(i32::from(first));
+    /// 0 until a signal; then the exit code of the first.
+    code: Arc<AtomicU8>,
+    locks: Arc<Mutex<Vec<Weak<LockGuard>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Interrupts {
+    /// Starts watching.
+    pub(crate) fn watch() -> Interrupts {
+        let cancel = CancelToken::new();
+        let code = Arc::new(AtomicU8::new(0));
+        let locks: Arc<Mutex<Vec<Weak<LockGuard>>>> = Arc::default();
+        let task = tokio::spawn({
+            let (cancel, code, locks) = (cancel.clone(), code.clone(), locks.clone());
+            async move {
+                let Ok(mut signals) = Signals::new() else {
+                    return;
+                };
+                let (what, first) = signals.next().await;
+                code.store(first, Ordering::SeqCst);
+                eprintln!("{what}: stopping running stages at their next wait (again to exit now)");
+                cancel.cancel();
+                signals.next().await;
+                for lock in locks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    if let Some(lock) = lock.upgrade() {
+                        lock.release();
+                    }
+                }
+                std::process::exit(i32::from(first));
+            }
+        });
+        Interrupts {
+            cancel,
+            code,
+            locks,
+            task,
+        }
+    }
+
+    /// The token the runs stop on.
+    pub(crate) fn token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    /// A lock to release if a second signal exits at once.
+    pub(crate) fn register(&self, lock: &Arc<LockGuard>) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|l| l.strong_count() > 0);
+        locks.push(Arc::downgrade(lock));
+    }
+
+    /// The exit code of the signal received, if one was.
+    pub(crate) fn signalled(&self) -> Option<u8> {
+        match self.code.load(Ordering::SeqCst) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

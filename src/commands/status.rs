@@ -6,17 +6,20 @@ use anyhow::Context as _;
 
 use super::state::{location, read_journal};
 use super::{connect, find, load_stack, preflight, status_word};
-use crate::cli::{Output, StackArgs};
+use crate::cli::{Output, StatusArgs};
 use crate::engine::graph::Graph;
 use crate::engine::state::StageStatus;
 use crate::stages::{self, Context};
 
-pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
-    let stack = load_stack(&args)?;
+pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let args = &all_args.stack;
+    let stack = load_stack(args)?;
+    let prices =
+        crate::prices::PriceTable::load(all_args.prices.as_deref()).map_err(super::usage)?;
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     // Wherever the state is: the local folder, or S3 (read with the same credentials).
-    let journal = read_journal(&args, &stack, &location(&args, &stack))?;
+    let journal = read_journal(args, &stack, &location(args, &stack))?;
 
     let (cx, note) = match connect(&stack).await {
         Ok(aws) => {
@@ -77,6 +80,36 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(3)
     };
+    // Uptime and cost so far: since the first recorded create (or the cluster's creation
+    // when the journal does not know), for what is built now.
+    let built: Vec<&str> = rows
+        .iter()
+        .filter(|r| matches!(r["state"].as_str(), Some("done" | "drifted")))
+        .filter_map(|r| r["stage"].as_str())
+        .collect();
+    let since = match journal.as_ref().and_then(|j| j.data().first_create()) {
+        Some(t) => Some(t),
+        None => match cx.as_ref().and_then(|c| c.aws.as_ref()) {
+            Some(aws) => crate::aws::discover::cluster_created(aws, stack.cluster_name())
+                .await
+                .with_context(|| "looking up when the cluster was created")?,
+            None => None,
+        },
+    };
+    let region = cx
+        .as_ref()
+        .and_then(|c| c.aws.as_ref())
+        .map(|a| a.region.clone())
+        .or_else(|| stack.region().map(str::to_string))
+        .unwrap_or_else(|| super::offline_region(&stack).0);
+    let estimate = crate::prices::estimate(&stack, &region, &built, &prices);
+    let now = crate::engine::store::unix_now_ms() / 1000;
+    let now = u64::try_from(now).unwrap_or(u64::MAX);
+    let uptime = since
+        .filter(|_| !built.is_empty())
+        .map(|t| now.saturating_sub(t));
+    let cost_so_far = uptime.map(|u| estimate.per_hour * u as f64 / 3600.0);
+    let expires_at = journal.as_ref().and_then(|j| j.data().expires_at.clone());
     // The UIs are not exposed outside the cluster; these commands reach them.
     let forwards = crate::names::port_forwards();
     let forwards_json: Vec<_> = forwards
@@ -86,7 +119,19 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({"stack": stack.name, "observed": note.is_none(), "note": note, "stages": rows, "port_forwards": forwards_json})
+            serde_json::json!({
+                "stack": stack.name,
+                "observed": note.is_none(),
+                "note": note,
+                "stages": rows,
+                "port_forwards": forwards_json,
+                "up_since": since.map(crate::clock::rfc3339),
+                "uptime_s": uptime,
+                "cost_per_hour": estimate.per_hour,
+                "cost_so_far": cost_so_far,
+                "prices": estimate.provenance(),
+                "expires_at": expires_at,
+            })
         ),
         Output::Text => {
             println!(
@@ -109,6 +154,30 @@ pub async fn status(args: StackArgs) -> anyhow::Result<ExitCode> {
                     r["stage"].as_str().unwrap_or(""),
                     r["state"].as_str().unwrap_or("")
                 );
+            }
+            match (since, uptime, cost_so_far) {
+                (Some(t), Some(u), Some(cost)) => println!(
+                    "up since {} ({}); cost so far about {} at {}/h, {}/day for what is built \
+                     ({})",
+                    crate::engine::state::format_utc(t),
+                    crate::prices::uptime(u),
+                    crate::prices::dollars(cost),
+                    crate::prices::dollars(estimate.per_hour),
+                    crate::prices::dollars(estimate.per_day),
+                    estimate.provenance()
+                ),
+                _ => println!("not up: nothing built yet, so nothing to pay for"),
+            }
+            if let Some(at) = &expires_at {
+                let left = crate::clock::parse_rfc3339(at).map(|t| t as i64 - now as i64);
+                match left {
+                    Some(s) if s > 0 => {
+                        println!("expires at {at} (in {})", crate::prices::uptime(s as u64))
+                    }
+                    _ => println!(
+                        "expired at {at}: `meshstack reap --yes` (or `meshstack down`) removes it"
+                    ),
+                }
             }
             println!("port-forwards (the UIs are not exposed outside the cluster):");
             for (name, command) in &forwards {

@@ -6,6 +6,7 @@
 //! through a [`progress::Reporter`], and offers a lock and a journal per stack
 //! ([`state`]). What each stage does lives in `src/stages/`.
 
+pub mod fleet_progress;
 pub mod graph;
 pub mod progress;
 pub mod run;

@@ -474,7 +474,7 @@ impl Reporter for RecordingReporter {
 
 /// Counts of how stages ended.
 #[derive(Debug, Default, PartialEq)]
-struct Tally {
+pub(crate) struct Tally {
     changed: usize,
     unchanged: usize,
     failed: usize,
@@ -482,7 +482,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn of(report: &RunReport) -> Tally {
+    pub(crate) fn of(report: &RunReport) -> Tally {
         let mut t = Tally::default();
         for (_, result) in &report.results {
             match result {
@@ -556,7 +556,7 @@ fn summary_table(stages: &[StageId], report: &RunReport) -> String {
 
 /// A failed stage's error without the engine's "stage `x` failed: " prefix,
 /// for places where the stage is already named on the same line.
-fn error_detail(stage: Option<StageId>, error: &str) -> &str {
+pub(crate) fn error_detail(stage: Option<StageId>, error: &str) -> &str {
     stage
         .and_then(|s| error.strip_prefix(&format!("stage `{s}` failed: ")))
         .unwrap_or(error)
@@ -573,13 +573,13 @@ pub fn human_duration(ms: u64) -> String {
 }
 
 /// `HH:MM:SS` of `t` in UTC.
-fn time_of_day(t: SystemTime) -> String {
+pub(crate) fn time_of_day(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let day = secs % 86_400;
     format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
 }
 
-fn style(template: &str) -> ProgressStyle {
+pub(crate) fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .expect("progress templates are constants")
         .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")

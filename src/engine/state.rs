@@ -510,6 +510,11 @@ pub struct JournalData {
     /// The run that wrote this version (absent in journals of older meshstack versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_by: Option<Writer>,
+    /// When the stack may be removed (UTC, RFC 3339): fixed by the first run made with an
+    /// expiry, so that every resource, whenever created, carries the same
+    /// `meshstack.io/expires-at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// Just the writer of a journal, read from a version this run did not write.
@@ -529,7 +534,14 @@ impl JournalData {
             stages: BTreeMap::new(),
             intents: Vec::new(),
             written_by: None,
+            expires_at: None,
         }
+    }
+
+    /// When the stack's first recorded create began (unix seconds): the start of its uptime,
+    /// as far as the journal knows.
+    pub fn first_create(&self) -> Option<u64> {
+        self.intents.iter().map(|i| i.started_at).min()
     }
 
     /// Parses a journal's bytes; `location` and `fix` go into the errors.
@@ -724,6 +736,19 @@ impl Journal {
         record.outputs.insert(key.to_string(), value);
         record.updated_at = now;
         self.data.updated_at = now;
+        self.save()
+    }
+
+    /// Records the stack's expiry (RFC 3339), and saves if it changed.
+    ///
+    /// # Errors
+    /// As [`Journal::save`].
+    pub fn set_expires_at(&mut self, at: &str) -> Result<(), StateError> {
+        if self.data.expires_at.as_deref() == Some(at) {
+            return Ok(());
+        }
+        self.data.expires_at = Some(at.to_string());
+        self.data.updated_at = unix_now();
         self.save()
     }
 

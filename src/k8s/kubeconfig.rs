@@ -52,6 +52,32 @@ impl ExecPlugin {
             env: Vec::new(),
         }
     }
+
+    /// `aws --region <region> eks get-token --cluster-name <cluster> --output json`, the
+    /// plugin `aws eks update-kubeconfig` writes; with `role_arn`, the token is for that role
+    /// (`--role-arn`), as for a fleet environment built in another account.
+    pub fn aws_eks_get_token(cluster: &str, region: &str, role_arn: Option<&str>) -> Self {
+        let mut args: Vec<String> = [
+            "--region",
+            region,
+            "eks",
+            "get-token",
+            "--cluster-name",
+            cluster,
+            "--output",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(role) = role_arn {
+            args.extend(["--role-arn".to_string(), role.to_string()]);
+        }
+        ExecPlugin {
+            command: "aws".into(),
+            args,
+            env: Vec::new(),
+        }
+    }
 }
 
 /// Why the kubeconfig could not be updated.

@@ -478,7 +478,13 @@ fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_coun
         "the report still goes to stdout"
     );
     let html = std::fs::read_to_string(&page).unwrap();
-    for part in ["<svg", "us-east-1a", "us-east-1b", "products-1", "orders-2"] {
+    for part in [
+        "<html",
+        "us-east-1a",
+        "us-east-1b",
+        "products-1",
+        "orders-2",
+    ] {
         assert!(html.contains(part), "{part} not in the page");
     }
     for fetch in ["<script", "src=\"http", "href=\"http", "@import", "url("] {

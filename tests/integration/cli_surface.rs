@@ -54,7 +54,7 @@ fn readme_commands() -> BTreeMap<String, BTreeSet<String>> {
         let mut flags = BTreeSet::new();
         let mut in_path = true;
         for word in words {
-            let bare = word.trim_start_matches('[');
+            let bare = word.trim_start_matches(['[', '(']);
             if in_path
                 && bare
                     .chars()

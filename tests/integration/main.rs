@@ -12,6 +12,7 @@ mod config_files;
 mod contracts;
 mod fault_proxy;
 mod faults;
+mod fleet;
 mod k8s_app;
 mod k8s_apply;
 mod k8s_locality;

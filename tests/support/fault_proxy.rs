@@ -58,6 +58,34 @@ pub struct Faults {
     /// Operation -> run this once, before the proxy handles the operation's first call: the
     /// world changing under a running `meshstack` (an interface appearing mid-teardown).
     pub on_first: BTreeMap<String, Hook>,
+    /// Operation -> rewrite every successful answer's body with this function: moto's
+    /// answers made more like AWS's (one OIDC issuer per EKS cluster, where moto gives every
+    /// cluster of a process the same one).
+    pub transforms: BTreeMap<String, Transform>,
+    /// Answer with an error the calls that carry a given parameter value (one stack's
+    /// `CreateVpc`, by its tag), while armed: a fault for one environment of a fleet.
+    pub matched_errors: Vec<MatchedError>,
+}
+
+/// A test's rewrite for [`Faults::transforms`].
+#[derive(Clone)]
+pub struct Transform(pub Arc<dyn Fn(&str) -> String + Send + Sync>);
+
+impl std::fmt::Debug for Transform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transform")
+    }
+}
+
+/// An error for the calls of `op` with a query parameter whose value is `value`, while
+/// `armed` holds (the test disarms it to let the next run through).
+#[derive(Clone, Debug)]
+pub struct MatchedError {
+    pub op: String,
+    pub value: String,
+    pub code: String,
+    pub message: String,
+    pub armed: Arc<AtomicBool>,
 }
 
 /// A test's action for [`Faults::on_first`].
@@ -263,6 +291,8 @@ enum Verdict {
     Throttle,
     DependencyViolation,
     Error,
+    /// An error from `Faults::matched_errors` (its index).
+    Matched(usize),
 }
 
 impl Shared {
@@ -307,9 +337,19 @@ impl Shared {
                 let (_, code, message) = self.state().faults.errors[&req.op].clone();
                 error_answer(&req, &code, &message)
             }
+            Verdict::Matched(i) => {
+                let m = self.state().faults.matched_errors[i].clone();
+                error_answer(&req, &m.code, &m.message)
+            }
             Verdict::Forward => match self.forward(&head, &raw_body) {
                 Ok(mut answer) => {
                     self.maybe_not_ready(&req, &mut answer);
+                    let transform = self.state().faults.transforms.get(&req.op).cloned();
+                    if let (Some(Transform(f)), true) =
+                        (transform, (200..300).contains(&answer.status))
+                    {
+                        answer.body = f(&String::from_utf8_lossy(&answer.body)).into_bytes();
+                    }
                     answer
                 }
                 Err(e) => Answer::text(502, "Bad Gateway", &format!("fault proxy: {e}")),
@@ -338,7 +378,15 @@ impl Shared {
         // Always one draw per request, so the sequence does not depend on which faults apply.
         let draw = st.rng.unit();
         let first_n = |m: &BTreeMap<String, u32>| m.get(&req.op).is_some_and(|n| nth <= *n);
-        let verdict = if first_n(&st.faults.throttles) || draw < st.faults.throttle_rate {
+        let matched = st.faults.matched_errors.iter().position(|m| {
+            m.op == req.op
+                && m.armed.load(Ordering::SeqCst)
+                && req.params.iter().any(|(_, v)| *v == m.value)
+        });
+        let verdict = if let Some(i) = matched {
+            st.stats.injected += 1;
+            Verdict::Matched(i)
+        } else if first_n(&st.faults.throttles) || draw < st.faults.throttle_rate {
             st.stats.throttled += 1;
             Verdict::Throttle
         } else if first_n(&st.faults.dependency_violations) {

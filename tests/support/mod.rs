@@ -310,11 +310,17 @@ impl Clients {
             .send()
             .await
             .unwrap();
+        // moto ignores `tag:` filters on DescribeNatGateways: check the tag here too.
         put(
             "nat-gateway",
             nats.nat_gateways()
                 .iter()
                 .filter(|n| n.state() != Some(&aws_sdk_ec2::types::NatGatewayState::Deleted))
+                .filter(|n| {
+                    n.tags()
+                        .iter()
+                        .any(|t| t.key() == Some(STACK_TAG) && t.value() == Some(stack))
+                })
                 .count(),
         );
         put(

@@ -41,13 +41,16 @@ const KINDS: [Tagged; 6] = [
         kind: NAT_GATEWAY,
         describe: |aws, tagged| {
             Box::pin(async move {
-                let req = aws.ec2.describe_nat_gateways().filter(tagged);
+                let req = aws.ec2.describe_nat_gateways().filter(tagged.clone());
                 let out = req
                     .send()
                     .await
                     .map_err(sdk_err("ec2:DescribeNatGateways"))?;
                 let live = out.nat_gateways().iter();
                 let live = live.filter(|n| n.state() != Some(&NatGatewayState::Deleted));
+                // The tag again, client-side: an emulator (moto) ignores this filter, and one
+                // stack's teardown must never delete another's NAT gateways.
+                let live = live.filter(|n| carries(n.tags(), &tagged));
                 Ok(live.map(|n| named(n.nat_gateway_id(), n.tags())).collect())
             })
         },
@@ -174,6 +177,18 @@ const VPC: &Kind = &Kind {
 };
 
 /// A resource's id and its `Name` tag.
+/// Whether `tags` satisfy a `tag:KEY` filter (one of its values).
+fn carries(tags: &[Tag], filter: &Filter) -> bool {
+    let Some(key) = filter.name().and_then(|n| n.strip_prefix("tag:")) else {
+        return true;
+    };
+    tags.iter().any(|t| {
+        t.key() == Some(key)
+            && t.value()
+                .is_some_and(|v| filter.values().iter().any(|w| w == v))
+    })
+}
+
 fn named(id: Option<&str>, tags: &[Tag]) -> (String, String) {
     let name = tags.iter().find(|t| t.key() == Some("Name"));
     let name = name.and_then(|t| t.value()).unwrap_or_default();
