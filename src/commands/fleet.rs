@@ -565,35 +565,15 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
         args.ignore_quotas,
     )
     .await?;
-    let interrupts = Arc::new(Interrupts::watch());
-    let names: Vec<String> = fleet.envs.iter().map(|e| e.name.clone()).collect();
-    let progress = FleetProgress::new(mode(args.fleet.stack.output), &names, selected.len());
-    let jobs = jobs(
-        &fleet.envs,
-        &groups,
-        &args.fleet.stack,
-        Direction::Forward,
-        &selected,
-        Arc::new(all),
-        Arc::new(graph),
-        args.force_unlock,
-    );
-    let results = run_jobs(
-        jobs,
-        args.fleet.parallel.into(),
-        progress,
-        interrupts.clone(),
-    )
-    .await;
-    report(
-        "up",
-        args.fleet.stack.output,
-        &results,
-        groups_calls(&groups),
+    let run = Walk {
+        fleet: &args.fleet,
+        envs: &fleet.envs,
+        groups: &groups,
+        selected: &selected,
+        force_unlock: args.force_unlock,
         started,
-        &interrupts,
-        Some(&fleet_hint("up", &args.fleet)),
-    )
+    };
+    run.walk(Direction::Forward, all, graph).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -683,35 +663,66 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
         groups[gi].envs.push(envs.len());
         envs.push(env);
     }
-    let interrupts = Arc::new(Interrupts::watch());
-    let names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
-    let progress = FleetProgress::new(mode(args.fleet.stack.output), &names, selected.len());
-    let jobs = jobs(
-        &envs,
-        &groups,
-        &args.fleet.stack,
-        Direction::Reverse,
-        &selected,
-        Arc::new(all),
-        Arc::new(graph),
-        args.force_unlock,
-    );
-    let results = run_jobs(
-        jobs,
-        args.fleet.parallel.into(),
-        progress,
-        interrupts.clone(),
-    )
-    .await;
-    report(
-        "down",
-        args.fleet.stack.output,
-        &results,
-        groups_calls(&groups),
+    let run = Walk {
+        fleet: &args.fleet,
+        envs: &envs,
+        groups: &groups,
+        selected: &selected,
+        force_unlock: args.force_unlock,
         started,
-        &interrupts,
-        Some(&fleet_hint("down", &args.fleet)),
-    )
+    };
+    run.walk(Direction::Reverse, all, graph).await
+}
+
+/// What `fleet up` and `fleet down` walk: every environment, `--parallel` at a time.
+struct Walk<'a> {
+    fleet: &'a FleetArgs,
+    envs: &'a [Env],
+    groups: &'a [Group],
+    selected: &'a [StageId],
+    force_unlock: bool,
+    started: Instant,
+}
+
+impl Walk<'_> {
+    /// Runs the selected stages of every environment in `direction` (`up` or `down`) and
+    /// reports the fleet's results.
+    async fn walk(
+        &self,
+        direction: Direction,
+        all: Vec<Box<dyn Stage>>,
+        graph: Graph,
+    ) -> anyhow::Result<ExitCode> {
+        let verb = match direction {
+            Direction::Forward => "up",
+            Direction::Reverse => "down",
+        };
+        let interrupts = Arc::new(Interrupts::watch());
+        let names: Vec<String> = self.envs.iter().map(|e| e.name.clone()).collect();
+        let output = self.fleet.stack.output;
+        let progress = FleetProgress::new(mode(output), &names, self.selected.len());
+        let jobs = jobs(
+            self.envs,
+            self.groups,
+            &self.fleet.stack,
+            direction,
+            self.selected,
+            Arc::new(all),
+            Arc::new(graph),
+            self.force_unlock,
+        );
+        let parallel = self.fleet.parallel.into();
+        let results = run_jobs(jobs, parallel, progress, interrupts.clone()).await;
+        report(
+            verb,
+            output,
+            &results,
+            groups_calls(self.groups),
+            self.started,
+            &interrupts,
+            Some(&fleet_hint(verb, self.fleet)),
+        )
+    }
 }
 
 /// One environment's plan, in counts.
