@@ -80,7 +80,8 @@ fn eks_transform(seen: Seen, kind: &'static str, delay: Duration) -> Transform {
     }))
 }
 
-/// DescribeNatGateways: each gateway `pending` until its delay has passed.
+/// CreateNatGateway and DescribeNatGateways: each gateway `pending` until its delay has passed
+/// since the first answer naming it.
 fn nat_transform(seen: Seen, delay: Duration) -> Transform {
     Transform(Arc::new(move |body: &str| {
         const OPEN: &str = "<natGatewayId>";
@@ -117,6 +118,11 @@ fn faults(d: Delays) -> Faults {
                 "eks:DescribeNodegroup".to_string(),
                 eks_transform(seen.clone(), "nodegroup", d.nodegroup),
             ),
+            // CreateNatGateway answers `pending` too, as AWS does (moto: `available`).
+            (
+                "ec2:CreateNatGateway".to_string(),
+                nat_transform(seen.clone(), d.nat),
+            ),
             (
                 "ec2:DescribeNatGateways".to_string(),
                 nat_transform(seen, d.nat),
@@ -128,7 +134,7 @@ fn faults(d: Delays) -> Faults {
 
 /// A fresh moto, the proxy with the delays in front of it, and the binary.
 struct World {
-    _moto: Moto,
+    moto: Moto,
     _proxy: FaultProxy,
     ms: Meshstack,
     stack: String,
@@ -146,7 +152,7 @@ fn world(name: &str, d: Delays, scale: u32) -> World {
     );
     let stack = stack.to_str().unwrap().to_string();
     World {
-        _moto: moto,
+        moto,
         _proxy: proxy,
         ms,
         stack,
@@ -197,6 +203,39 @@ fn api_calls(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no api-calls line in\n{}", describe(out)))
 }
 
+/// What a timed run cost the emulator: moto's CPU time over the run, as a share of its wall.
+fn moto_busy(w: &World, before: Option<Duration>, wall: Duration) -> String {
+    match (before, w.moto.cpu_time()) {
+        (Some(b), Some(a)) => format!(
+            "moto busy {:.1} s ({:.0}% of one core)",
+            (a - b).as_secs_f64(),
+            100.0 * (a - b).as_secs_f64() / wall.as_secs_f64()
+        ),
+        _ => "moto's CPU time unknown".into(),
+    }
+}
+
+/// The first and last environment's own elapsed time, from the fleet's summary line.
+fn env_spread(out: &Output) -> String {
+    let elapsed: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "fleet-summary")
+        .map(|v| {
+            v["envs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["elapsed_ms"].as_f64())
+                .map(|ms| ms / 1000.0)
+                .collect()
+        })
+        .unwrap_or_default();
+    let min = elapsed.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = elapsed.iter().copied().fold(0.0, f64::max);
+    format!("environments took {min:.1}-{max:.1} s each")
+}
+
 fn fleet_up(w: &World, n: usize, parallel: usize) -> (Output, Duration, u64) {
     let (n, parallel) = (n.to_string(), parallel.to_string());
     let (out, wall, rss) = timed(
@@ -242,6 +281,7 @@ fn main() {
 
     // One environment, then a converged up of it: the single stack's reads.
     let one = world("one", d, scale);
+    let before = one.moto.cpu_time();
     let (out, wall_one, rss_one) = timed(
         &one.ms,
         &[
@@ -249,6 +289,7 @@ fn main() {
         ],
     );
     assert!(out.status.success(), "{}", describe(&out));
+    let busy_one = moto_busy(&one, before, wall_one);
     let (out, _, _) = timed(
         &one.ms,
         &[
@@ -259,21 +300,26 @@ fn main() {
     let single_reads = api_calls(&out)["reads"].as_u64().unwrap();
     drop(one);
     println!(
-        "one environment (up): {:.2} s, peak RSS {:.1} MiB; converged up: {single_reads} reads",
+        "one environment (up): {:.2} s, {busy_one}, peak RSS {:.1} MiB; converged up: {single_reads} reads",
         wall_one.as_secs_f64(),
         rss_one as f64 / 1024.0
     );
 
     // The fleet, all at once; then converged.
     let all = world("ws", d, scale);
-    let (_, wall_all, rss_all) = fleet_up(&all, n, n);
+    let before = all.moto.cpu_time();
+    let (out, wall_all, rss_all) = fleet_up(&all, n, n);
     println!(
-        "fleet of {n}, --parallel {n}: {:.2} s = {:.2}x one (goal <= 1.5x); peak RSS {:.1} MiB (goal < 150)",
+        "fleet of {n}, --parallel {n}: {:.2} s = {:.2}x one (goal <= 1.5x); {}; {}; peak RSS {:.1} MiB (goal < 150)",
         wall_all.as_secs_f64(),
         wall_all.as_secs_f64() / wall_one.as_secs_f64(),
+        env_spread(&out),
+        moto_busy(&all, before, wall_all),
         rss_all as f64 / 1024.0
     );
+    let before = all.moto.cpu_time();
     let (out, wall_conv, rss_conv) = fleet_up(&all, n, n);
+    let busy_conv = moto_busy(&all, before, wall_conv);
     let calls = api_calls(&out);
     let per_env: Vec<(u64, u64)> = calls["envs"]
         .as_object()
@@ -285,7 +331,7 @@ fn main() {
     let writes: u64 =
         per_env.iter().map(|c| c.1).sum::<u64>() + calls["fleet"]["writes"].as_u64().unwrap();
     println!(
-        "converged fleet up of {n}: {:.2} s, peak RSS {:.1} MiB; reads per environment max {max_reads} \
+        "converged fleet up of {n}: {:.2} s, {busy_conv}, peak RSS {:.1} MiB; reads per environment max {max_reads} \
          (single stack {single_reads}; goal <=), plus {} before they start (accounts, quotas); writes {writes} (goal 0)",
         wall_conv.as_secs_f64(),
         rss_conv as f64 / 1024.0,
@@ -295,11 +341,14 @@ fn main() {
 
     // The fleet, ten at a time.
     let ten = world("wt", d, scale);
-    let (_, wall_ten, rss_ten) = fleet_up(&ten, n, 10);
+    let before = ten.moto.cpu_time();
+    let (out, wall_ten, rss_ten) = fleet_up(&ten, n, 10);
     println!(
-        "fleet of {n}, --parallel 10: {:.2} s = {:.2}x one (goal <= 3.5x); peak RSS {:.1} MiB",
+        "fleet of {n}, --parallel 10: {:.2} s = {:.2}x one (goal <= 3.5x); {}; {}; peak RSS {:.1} MiB",
         wall_ten.as_secs_f64(),
         wall_ten.as_secs_f64() / wall_one.as_secs_f64(),
+        env_spread(&out),
+        moto_busy(&ten, before, wall_ten),
         rss_ten as f64 / 1024.0
     );
 }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_ec2::config::retry::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -64,6 +65,8 @@ pub struct AwsClients {
     pub events: aws_sdk_eventbridge::Client,
     pub region: String,
     pub calls: Arc<CallCounter>,
+    /// The account's share of AWS's request rate limits, shared by every client made for it.
+    throttling: Throttling,
     /// The credentials chain, for what signs its own requests (EKS tokens).
     pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     /// The configuration the clients were built from, for clients made later (Service
@@ -82,14 +85,34 @@ impl AwsClients {
                 .to_string()
         })?;
         let calls = Arc::new(CallCounter::default());
-        Ok((Self::with_config(&sdk, region, calls), sdk))
+        Ok((
+            Self::with_config(&sdk, region, calls, Throttling::default()),
+            sdk,
+        ))
     }
 
-    /// Clients from an already loaded configuration, with a call counter of their own (one per
-    /// environment of a fleet, so that each environment's calls are counted apart while they
-    /// share the configuration and its connection pool).
+    /// Clients for another account (or the same one reached another way) from an already
+    /// loaded configuration: a call counter and a share of the rate limits of their own.
     pub fn from_sdk(sdk: &aws_config::SdkConfig, region: &str) -> Self {
-        Self::with_config(sdk, region.to_string(), Arc::new(CallCounter::default()))
+        Self::with_config(
+            sdk,
+            region.to_string(),
+            Arc::new(CallCounter::default()),
+            Throttling::default(),
+        )
+    }
+
+    /// Clients for the same account and region with a call counter of their own: one per
+    /// environment of a fleet, so that each environment's calls are counted apart while they
+    /// share the configuration, its connection pool and the account's throttling (AWS limits
+    /// the request rate per account and region, not per environment).
+    pub fn sibling(&self) -> Self {
+        Self::with_config(
+            &self.sdk,
+            self.region.clone(),
+            Arc::new(CallCounter::default()),
+            self.throttling.clone(),
+        )
     }
 
     /// The configuration of `base` with credentials from assuming `role_arn` (with
@@ -115,31 +138,86 @@ impl AwsClients {
             .build()
     }
 
-    fn with_config(sdk: &aws_config::SdkConfig, region: String, calls: Arc<CallCounter>) -> Self {
+    fn with_config(
+        sdk: &aws_config::SdkConfig,
+        region: String,
+        calls: Arc<CallCounter>,
+        throttling: Throttling,
+    ) -> Self {
         let counter = CountingInterceptor(calls.clone());
         macro_rules! client {
-            ($krate:ident) => {
+            ($krate:ident, $service:ident) => {
                 $krate::Client::from_conf(
                     $krate::config::Builder::from(sdk)
                         .interceptor(counter.clone())
                         .retry_classifier(NoRetryWhenRefused)
+                        .retry_partition(throttling.$service.clone())
                         .build(),
                 )
             };
         }
         AwsClients {
-            ec2: client!(aws_sdk_ec2),
-            eks: client!(aws_sdk_eks),
-            elb: client!(aws_sdk_elasticloadbalancing),
-            elbv2: client!(aws_sdk_elasticloadbalancingv2),
-            iam: client!(aws_sdk_iam),
-            sts: client!(aws_sdk_sts),
-            sqs: client!(aws_sdk_sqs),
-            events: client!(aws_sdk_eventbridge),
+            ec2: client!(aws_sdk_ec2, ec2),
+            eks: client!(aws_sdk_eks, eks),
+            elb: client!(aws_sdk_elasticloadbalancing, elb),
+            elbv2: client!(aws_sdk_elasticloadbalancingv2, elbv2),
+            iam: client!(aws_sdk_iam, iam),
+            sts: client!(aws_sdk_sts, sts),
+            sqs: client!(aws_sdk_sqs, sqs),
+            events: client!(aws_sdk_eventbridge, events),
             region,
             calls,
+            throttling,
             credentials: sdk.credentials_provider(),
             sdk: sdk.clone(),
+        }
+    }
+}
+
+/// One account's retry partitions, one per service: AWS throttles per account and region, so
+/// every client of one account shares one `Throttling` (a fleet's environments:
+/// [`AwsClients::sibling`]) and another account gets its own, where the SDK would put every
+/// client of the process in one partition per service.
+///
+/// The partitions' retry quota is unlimited. The SDK's default (a bucket of 500 tokens, 5 per
+/// retried throttle, shared by the partition) is meant to fail fast under a broad outage;
+/// shared by a fleet whose account EC2 throttles, it ran dry within seconds and failed calls
+/// that waiting would have carried through (`fleet` test
+/// `a_fleet_throttled_by_its_accounts_request_buckets_still_finishes_every_environment`).
+/// Each call is still bounded by [`MAX_ATTEMPTS`].
+///
+/// Not the SDK's adaptive mode: its client-side limiter slows every call of the service down
+/// to as little as one every two seconds after throttling it cannot attribute to the rate
+/// (the 30% throttling scenario took 14 times as long), where more attempts cost nothing
+/// while AWS does not throttle.
+#[derive(Clone, Debug)]
+struct Throttling {
+    ec2: RetryPartition,
+    eks: RetryPartition,
+    elb: RetryPartition,
+    elbv2: RetryPartition,
+    iam: RetryPartition,
+    sts: RetryPartition,
+    sqs: RetryPartition,
+    events: RetryPartition,
+}
+
+impl Default for Throttling {
+    fn default() -> Self {
+        let partition = |service: &'static str| {
+            RetryPartition::custom(format!("meshstack-{service}"))
+                .token_bucket(TokenBucket::unlimited())
+                .build()
+        };
+        Throttling {
+            ec2: partition("ec2"),
+            eks: partition("eks"),
+            elb: partition("elb"),
+            elbv2: partition("elbv2"),
+            iam: partition("iam"),
+            sts: partition("sts"),
+            sqs: partition("sqs"),
+            events: partition("events"),
         }
     }
 }
@@ -175,23 +253,26 @@ pub fn sdk_defaults() -> aws_config::ConfigLoader {
 pub(crate) fn sdk_loader(region: Option<&str>) -> aws_config::ConfigLoader {
     let mut loader = sdk_defaults();
     // The SDK's default of 3 attempts gives up on a throttled call within about 2 s; one
-    // `up` makes a few hundred calls, and accounts shared by a workshop get throttled. The
-    // environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
+    // `up` makes a few hundred calls, and accounts shared by a workshop get throttled (see
+    // `MAX_ATTEMPTS`). The environment's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
     if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
         && std::env::var_os("AWS_RETRY_MODE").is_none()
     {
         loader = loader.retry_config(
             aws_config::retry::RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)
-                .with_initial_backoff(Duration::from_secs(1) / wait_scale()),
+                .with_initial_backoff(Duration::from_secs(1) / wait_scale())
+                .with_max_backoff(MAX_BACKOFF / wait_scale()),
         );
     }
     // The SDK waits forever for an answer by default; an endpoint that accepts and never
-    // answers would hang the run. No AWS control-plane call takes a minute per attempt.
+    // answers would hang the run. No AWS control-plane call takes a minute per attempt, and
+    // none, retries included, ten minutes.
     loader = loader.timeout_config(
         aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
             .build(),
     );
     if let Some(region) = region {
@@ -216,9 +297,19 @@ pub fn wait_scale() -> u32 {
 /// How long one attempt of an AWS call may take before it is abandoned (and retried).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long one AWS call may take in all, its retries included: an endpoint that accepts and
+/// never answers fails the call after this, however many attempts are left.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// Attempts per AWS call before its error is final (throttling and 5xx are retried, with the
-/// SDK's jittered exponential back-off, capped at 20 s between attempts).
-pub const MAX_ATTEMPTS: u32 = 10;
+/// SDK's jittered exponential back-off, capped at [`MAX_BACKOFF`] between attempts): about
+/// four minutes of patience, the Terraform AWS provider's convention. A workshop fleet of 30
+/// in one account makes some 1,200 mutating EC2 calls at once, and EC2 refills its bucket for
+/// them at 5 a second: minutes of throttling, that 10 attempts (about a minute) did not outlast.
+pub const MAX_ATTEMPTS: u32 = 25;
+
+/// The longest back-off between two attempts of a call (the SDK's default).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// Counts API calls (every attempt, retries included), split into reads and writes by
 /// operation name, so that "a converged `up` makes no mutating call" can be shown, not assumed.
@@ -276,8 +367,8 @@ pub fn is_read_operation(operation: &str) -> bool {
 }
 
 /// Refuses to retry an attempt whose connection was refused: nothing listens at the endpoint
-/// (a wrong `AWS_ENDPOINT_URL`, an emulator not started), and ten attempts with back-off would
-/// only make the user wait most of a minute for the same answer.
+/// (a wrong `AWS_ENDPOINT_URL`, an emulator not started), and [`MAX_ATTEMPTS`] with back-off
+/// would only make the user wait minutes for the same answer.
 #[derive(Debug, Clone, Copy)]
 struct NoRetryWhenRefused;
 
@@ -569,7 +660,12 @@ mod tests {
             .load()
             .await;
         let calls = Arc::new(CallCounter::default());
-        let aws = AwsClients::with_config(&sdk, "us-east-1".into(), calls.clone());
+        let aws = AwsClients::with_config(
+            &sdk,
+            "us-east-1".into(),
+            calls.clone(),
+            Throttling::default(),
+        );
         let err = aws
             .sts
             .get_caller_identity()

@@ -313,7 +313,7 @@ mod tests {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .build();
-        AwsClients::with_config(&sdk, "us-east-1".into(), Arc::default())
+        AwsClients::with_config(&sdk, "us-east-1".into(), Arc::default(), Default::default())
     }
 
     /// How often each id was tried (ids are unique to a test).

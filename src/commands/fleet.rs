@@ -92,9 +92,8 @@ fn load_fleet(args: &FleetArgs) -> anyhow::Result<Fleet> {
 /// connected once, preflighted once.
 pub(super) struct Group {
     pub role: Option<AccountRole>,
-    /// The configuration the environments' clients are made from.
-    pub sdk: aws_config::SdkConfig,
-    /// The group's own clients (preflight, quotas, discovery), counted apart.
+    /// The group's own clients (preflight, quotas, discovery), counted apart; the
+    /// environments' are their siblings.
     pub aws: AwsClients,
     pub identity: Identity,
     pub zones: Vec<Zone>,
@@ -131,8 +130,8 @@ pub(super) async fn connect_groups(
             g.envs.push(i);
             continue;
         }
-        let (sdk, aws) = match &env.role {
-            None => (sdk.clone(), AwsClients::from_sdk(&sdk, &base.region)),
+        let aws = match &env.role {
+            None => base.sibling(),
             Some(role) => {
                 let session = format!("meshstack-fleet-{}", stack.name);
                 let assumed = AwsClients::assume_role(
@@ -142,8 +141,7 @@ pub(super) async fn connect_groups(
                     &session,
                 )
                 .await;
-                let aws = AwsClients::from_sdk(&assumed, &base.region);
-                (assumed, aws)
+                AwsClients::from_sdk(&assumed, &base.region)
             }
         };
         let who = env
@@ -171,7 +169,6 @@ pub(super) async fn connect_groups(
         }
         groups.push(Group {
             role: env.role.clone(),
-            sdk,
             aws,
             identity,
             zones: zone_list,
@@ -596,8 +593,9 @@ fn jobs(
         jobs.push(Job {
             env: env.clone(),
             state: state.clone(),
-            // Clients of its own: its calls are counted apart, over the group's connections.
-            aws: AwsClients::from_sdk(&g.sdk, &g.aws.region),
+            // Clients of its own: its calls are counted apart, over the group's connections
+            // and within the group's share of AWS's rate limits.
+            aws: g.aws.sibling(),
             identity: g.identity.clone(),
             zones: g.zones.clone(),
             direction,
@@ -785,7 +783,7 @@ pub async fn fleet_plan(args: FleetPlanArgs) -> anyhow::Result<ExitCode> {
                 (
                     Context::new(
                         env.stack.clone(),
-                        Some(AwsClients::from_sdk(&g.sdk, &g.aws.region)),
+                        Some(g.aws.sibling()),
                         Some(g.identity.clone()),
                         g.zones.clone(),
                         journal,

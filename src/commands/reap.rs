@@ -126,7 +126,7 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
                 role: None,
             },
             state: state.clone(),
-            aws: AwsClients::from_sdk(&sdk, &aws.region),
+            aws: aws.sibling(),
             identity: identity.clone(),
             zones: Vec::new(),
             direction: Direction::Reverse,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aws_config::retry::RetryConfig;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::support::fault_proxy::{FaultProxy, Faults};
+use crate::support::fault_proxy::{FaultProxy, Faults, RateBucket};
 use crate::support::{
     api_calls, describe, expected_full_inventory, Clients, Meshstack, Moto, ACCOUNT, REGION,
 };
@@ -343,6 +343,63 @@ async fn full_throttling_fails_every_protocol_with_its_throttling_code_after_ret
     );
     assert_eq!(stats.retries, 6);
     assert!(stats.ops.values().all(|n| *n == 2), "{stats:?}");
+}
+
+/// An account's request bucket: writes past its capacity are throttled until it refills,
+/// reads (with `writes_only`) and other services never are.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_bucket_throttles_writes_past_its_capacity_until_it_refills() {
+    let moto = Moto::start();
+    let faults = Faults {
+        buckets: vec![RateBucket {
+            service: "ec2".into(),
+            writes_only: true,
+            capacity: 3.0,
+            refill_per_sec: 1.0,
+        }],
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start(&moto.endpoint(), faults);
+    let sdk = through(&proxy, retries(1)).await;
+    let ec2 = &sdk.aws.ec2;
+    let tag = |i: usize| async move {
+        ec2.create_tags()
+            .resources("vpc-00000000")
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("n")
+                    .value(i.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| e.code().unwrap_or("(no code)").to_string())
+            .err()
+    };
+    // Three writes take the three tokens (moto's own answer: no such VPC); the next ones find
+    // the bucket empty, unless a token came back in between.
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        codes.push(tag(i).await);
+    }
+    let throttled = codes
+        .iter()
+        .filter(|c| c.as_deref() == Some("RequestLimitExceeded"))
+        .count();
+    assert!(throttled >= 1, "{codes:?}");
+    assert!(
+        codes[..3]
+            .iter()
+            .all(|c| c.as_deref() != Some("RequestLimitExceeded")),
+        "{codes:?}"
+    );
+    // Reads and other services pass while the bucket is empty.
+    assert!(sdk.aws.ec2.describe_vpcs().send().await.is_ok());
+    assert!(sdk.aws.iam.list_roles().send().await.is_ok());
+    // A token comes back within a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_ne!(tag(9).await.as_deref(), Some("RequestLimitExceeded"));
+    assert_eq!(proxy.stats().throttled as usize, throttled);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,7 +20,8 @@
 //! - One request per connection: every answer carries `Connection: close`; the SDK reconnects.
 //!
 //! std only: a thread per connection, blocking I/O. Set `MESHSTACK_PROXY_LOG=1` to print one
-//! line per request on stderr.
+//! line per request on stderr, and for a forwarded one a second with its status and how long
+//! the proxy held it (moto's time, mostly).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
@@ -65,6 +66,35 @@ pub struct Faults {
     /// Answer with an error the calls that carry a given parameter value (one stack's
     /// `CreateVpc`, by its tag), while armed: a fault for one environment of a fleet.
     pub matched_errors: Vec<MatchedError>,
+    /// AWS's request token buckets, per account and region: a call that finds its bucket
+    /// empty is answered with the service's throttling error, as EC2 documents for its API
+    /// (mutating actions: 200 tokens, refilled at 5 a second). Many stacks in one account
+    /// share them, as a workshop fleet does.
+    pub buckets: Vec<RateBucket>,
+}
+
+/// One request token bucket: the calls of `service` (writes only, or every call) each take a
+/// token; `refill_per_sec` tokens come back every second, up to `capacity`.
+#[derive(Clone, Debug)]
+pub struct RateBucket {
+    /// `"ec2"`, `"iam"`, ...
+    pub service: String,
+    /// Only mutating calls (not `Describe*`, `Get*`, `List*`) take tokens.
+    pub writes_only: bool,
+    pub capacity: f64,
+    pub refill_per_sec: f64,
+}
+
+impl RateBucket {
+    fn applies_to(&self, op: &str) -> bool {
+        let Some((service, action)) = op.split_once(':') else {
+            return false;
+        };
+        let read = ["Describe", "Get", "List"]
+            .iter()
+            .any(|p| action.starts_with(p));
+        service == self.service && !(self.writes_only && read)
+    }
 }
 
 /// A test's rewrite for [`Faults::transforms`].
@@ -183,6 +213,11 @@ impl FaultProxy {
                 "no not-ready rewrite for {op}; add one to NOT_READY"
             );
         }
+        let buckets = faults
+            .buckets
+            .iter()
+            .map(|b| (b.capacity, Instant::now()))
+            .collect();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -195,6 +230,7 @@ impl FaultProxy {
                 calls: BTreeMap::new(),
                 ready_answers: BTreeMap::new(),
                 first_ready: BTreeMap::new(),
+                buckets,
             }),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -282,6 +318,27 @@ struct State {
     ready_answers: BTreeMap<String, u32>,
     /// Operation -> when its first ready answer went by, for `creating_for`.
     first_ready: BTreeMap<String, Instant>,
+    /// Tokens left in each of `faults.buckets`, and when they were last counted.
+    buckets: Vec<(f64, Instant)>,
+}
+
+/// Takes a token for `op` from the bucket that applies to it, refilled for the time since it
+/// was last counted; false if that bucket is empty. Calls no bucket applies to always pass.
+fn take_token(buckets: &[RateBucket], left: &mut [(f64, Instant)], op: &str) -> bool {
+    let Some(i) = buckets.iter().position(|b| b.applies_to(op)) else {
+        return true;
+    };
+    let (b, (tokens, counted)) = (&buckets[i], &mut left[i]);
+    let now = Instant::now();
+    *tokens =
+        (*tokens + now.duration_since(*counted).as_secs_f64() * b.refill_per_sec).min(b.capacity);
+    *counted = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 /// What to do with one request, decided in arrival order.
@@ -307,6 +364,7 @@ impl Shared {
             return Ok(()); // connected and left (or our own wake-up on drop)
         };
         let (raw_body, body) = read_body(&mut reader, &head, false)?;
+        let arrived = Instant::now();
         let mut req = Request::parse(&head, &body);
         let hook = {
             let mut st = self.state();
@@ -343,6 +401,15 @@ impl Shared {
             }
             Verdict::Forward => match self.forward(&head, &raw_body) {
                 Ok(mut answer) => {
+                    if self.log {
+                        eprintln!(
+                            "fault-proxy: #{} {} answered {} in {:.1} ms",
+                            req.number,
+                            req.op,
+                            answer.status,
+                            arrived.elapsed().as_secs_f64() * 1000.0
+                        );
+                    }
                     self.maybe_not_ready(&req, &mut answer);
                     let transform = self.state().faults.transforms.get(&req.op).cloned();
                     if let (Some(Transform(f)), true) =
@@ -386,7 +453,10 @@ impl Shared {
         let verdict = if let Some(i) = matched {
             st.stats.injected += 1;
             Verdict::Matched(i)
-        } else if first_n(&st.faults.throttles) || draw < st.faults.throttle_rate {
+        } else if first_n(&st.faults.throttles)
+            || draw < st.faults.throttle_rate
+            || !take_token(&st.faults.buckets, &mut st.buckets, &req.op)
+        {
             st.stats.throttled += 1;
             Verdict::Throttle
         } else if first_n(&st.faults.dependency_violations) {

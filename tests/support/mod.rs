@@ -95,6 +95,18 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The CPU time moto's process has used so far (user + system), from /proc; `None` off
+    /// Linux. Benchmarks read it to tell the emulator's time from meshstack's.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        // Fields 14 and 15 of /proc/PID/stat, in clock ticks: USER_HZ, 100 on Linux's ABIs.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let after_name = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     /// A bare HTTP/1.1 request to moto's own API; the body, if it answered 200.
     fn http(&self, method: &str, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
