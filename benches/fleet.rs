@@ -13,7 +13,10 @@
 //! Measured: one environment (`meshstack up`) vs a fleet of 30 with `--parallel 30` (goal
 //! <= 1.5x) and `--parallel 10` (goal <= 3.5x); a converged `fleet up` of 30 (reads per
 //! environment vs a converged single `up`, writes: goal 0); the peak RSS of the 30-environment
-//! run (goal < 150 MiB), read from /proc (VmHWM) every 20 ms while it runs.
+//! run (goal < 150 MiB), read from /proc (VmHWM) every 20 ms while it runs. With each run it
+//! prints moto's CPU time over the run and, for fleets, the shortest and longest environment:
+//! one moto process serves the whole fleet, and what it spends is time no environment saves by
+//! running beside the others (BENCHMARKS.md, "Where the rest went").
 //!
 //! Run by `scripts/bench` (`cargo bench --bench fleet`). `MESHSTACK_BENCH_FLEET=N` changes the
 //! fleet's size (default 30).

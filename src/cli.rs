@@ -109,7 +109,7 @@ pub struct FleetArgs {
     /// Environments `<stack>-A`, `<stack>-B`, ... (comma-separated suffixes).
     #[arg(long, value_name = "A,B,C")]
     pub names: Option<String>,
-    /// At most K environments at once.
+    /// At most K environments at once (`status` reads only the journals, one after another).
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
     /// A YAML list of IAM role ARNs (each optionally with `external_id`): environment i is

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::checks::{check_quotas, gate, read_checks, QuotaGroup};
 use super::run::{
@@ -764,65 +765,68 @@ pub async fn fleet_plan(args: FleetPlanArgs) -> anyhow::Result<ExitCode> {
         .and_then(|g| g.first())
         .map(|g| g.aws.region.clone())
         .unwrap_or_else(|| super::offline_region(&fleet.stack).0);
-    let mut plans = Vec::new();
-    for (i, env) in fleet.envs.iter().enumerate() {
-        let (cx, account) = match &groups {
-            Some(groups) => {
-                let g = groups
-                    .iter()
-                    .find(|g| g.envs.contains(&i))
-                    .expect("grouped");
-                let journal = read_journal(
-                    &args.fleet.stack,
-                    &env.stack,
-                    &location(&args.fleet.stack, &env.stack),
-                )
-                .ok()
-                .flatten()
-                .map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone()))));
-                (
+    // Each environment's plan reads its account; --parallel of them at once, in order.
+    let (groups_ref, all_ref, selected_ref, region_ref) = (&groups, &all, &selected, &region);
+    let stack_args = &args.fleet.stack;
+    let plans: Vec<EnvPlan> = futures::stream::iter(fleet.envs.iter().enumerate())
+        .map(|(i, env)| async move {
+            let (cx, account) = match groups_ref {
+                Some(groups) => {
+                    let g = groups
+                        .iter()
+                        .find(|g| g.envs.contains(&i))
+                        .expect("grouped");
+                    let journal =
+                        read_journal(stack_args, &env.stack, &location(stack_args, &env.stack))
+                            .ok()
+                            .flatten()
+                            .map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone()))));
+                    (
+                        Context::new(
+                            env.stack.clone(),
+                            Some(g.aws.sibling()),
+                            Some(g.identity.clone()),
+                            g.zones.clone(),
+                            journal,
+                        ),
+                        Some(g.identity.account.clone()),
+                    )
+                }
+                None => (
                     Context::new(
                         env.stack.clone(),
-                        Some(g.aws.sibling()),
-                        Some(g.identity.clone()),
-                        g.zones.clone(),
-                        journal,
+                        None,
+                        None,
+                        super::offline_zones(&env.stack, region_ref),
+                        None,
                     ),
-                    Some(g.identity.account.clone()),
-                )
-            }
-            None => (
-                Context::new(
-                    env.stack.clone(),
-                    None,
-                    None,
-                    super::offline_zones(&env.stack, &region),
                     None,
                 ),
-                None,
-            ),
-        };
-        let mut tally: BTreeMap<Action, usize> = BTreeMap::new();
-        for id in &selected {
-            let changes = find(&all, id)
-                .plan_up(&cx)
-                .await
-                .with_context(|| format!("environment {}: planning stage `{id}`", env.name))?;
-            for c in changes {
-                *tally.entry(c.action).or_default() += 1;
+            };
+            let mut tally: BTreeMap<Action, usize> = BTreeMap::new();
+            for id in selected_ref {
+                let changes = find(all_ref, id)
+                    .plan_up(&cx)
+                    .await
+                    .with_context(|| format!("environment {}: planning stage `{id}`", env.name))?;
+                for c in changes {
+                    *tally.entry(c.action).or_default() += 1;
+                }
             }
-        }
-        let count = |a| tally.get(&a).copied().unwrap_or(0);
-        plans.push(EnvPlan {
-            env: env.name.clone(),
-            account,
-            region: region.clone(),
-            create: count(Action::Create),
-            update: count(Action::Update),
-            delete: count(Action::Delete),
-            conflict: count(Action::Conflict),
-        });
-    }
+            let count = |a| tally.get(&a).copied().unwrap_or(0);
+            anyhow::Ok(EnvPlan {
+                env: env.name.clone(),
+                account,
+                region: region_ref.clone(),
+                create: count(Action::Create),
+                update: count(Action::Update),
+                delete: count(Action::Delete),
+                conflict: count(Action::Conflict),
+            })
+        })
+        .buffered(args.fleet.parallel.into())
+        .try_collect()
+        .await?;
     let checks = match &groups {
         Some(g) => Some(read_checks(&quota_groups(g, &fleet.envs), &selected).await?),
         None => None,
@@ -923,6 +927,7 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     let mut total_so_far = 0.0;
     let mut total_per_hour = 0.0;
+    let mut worst = Converged::Done;
     for env in &fleet.envs {
         let journal = read_journal(
             &args.fleet.stack,
@@ -968,6 +973,13 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("{}/{} done", done.len(), ids.len())
         };
+        worst = worst.max(if !failed.is_empty() {
+            Converged::Failed
+        } else if done.len() == ids.len() {
+            Converged::Done
+        } else {
+            Converged::Pending
+        });
         rows.push(serde_json::json!({
             "env": env.name,
             "account": env.role.as_ref().map(|r| r.account.clone()),
@@ -1028,7 +1040,21 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // As `status` for one stack: 0 every environment converged, 1 one has a failed stage, 3
+    // `fleet up` has work to do in one.
+    Ok(match worst {
+        Converged::Done => ExitCode::SUCCESS,
+        Converged::Failed => ExitCode::FAILURE,
+        Converged::Pending => ExitCode::from(3),
+    })
+}
+
+/// How far an environment is from converged, worst last (`fleet status`'s exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Converged {
+    Done,
+    Pending,
+    Failed,
 }
 
 pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
@@ -1037,92 +1063,98 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
     let groups = connect_groups(&fleet.stack, &fleet.envs, false).await?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| usage(format!("cannot create {}: {e}", args.out.display())))?;
-    let mut entries = Vec::new();
-    for (i, env) in fleet.envs.iter().enumerate() {
-        let g = groups
-            .iter()
-            .find(|g| g.envs.contains(&i))
-            .expect("grouped");
-        let journal = read_journal(
-            &args.fleet.stack,
-            &env.stack,
-            &location(&args.fleet.stack, &env.stack),
-        )?;
-        let cluster = env.stack.cluster_name().to_string();
-        let found = stages::cluster::find(&g.aws, &env.stack)
-            .await
-            .with_context(|| format!("environment {}: looking up its cluster", env.name))?;
-        let mut note = None;
-        let kubeconfig = match found {
-            Some((seen, facts))
-                if seen.ours
-                    && !facts.endpoint.is_empty()
-                    && !facts.certificate_authority.is_empty() =>
-            {
-                let exec = match args.token_command {
-                    TokenCommand::Aws => ExecPlugin::aws_eks_get_token(
-                        &cluster,
-                        &g.aws.region,
-                        env.role.as_ref().map(|r| r.role_arn.as_str()),
-                    ),
-                    TokenCommand::Meshstack => {
-                        ExecPlugin::meshstack_token("meshstack", &cluster, &g.aws.region)
-                    }
-                };
-                let entry = KubeconfigEntry {
-                    name: env.name.clone(),
-                    server: facts.endpoint,
-                    certificate_authority_data: facts.certificate_authority,
-                    exec,
-                };
-                let text = kc::merge(None, &entry)?;
-                let rel = format!("{}/kubeconfig", env.name);
-                let path = args.out.join(&rel);
-                kc::write_atomic(&path, &text)?;
-                Some(rel)
-            }
-            Some((seen, _)) if !seen.ours => {
-                note = Some(format!(
+    // One cluster lookup per environment, --parallel at once, in order.
+    let (groups_ref, args_ref) = (&groups, &args);
+    let entries: Vec<crate::handout::Entry> = futures::stream::iter(fleet.envs.iter().enumerate())
+        .map(|(i, env)| async move {
+            let (groups, args) = (groups_ref, args_ref);
+            let g = groups
+                .iter()
+                .find(|g| g.envs.contains(&i))
+                .expect("grouped");
+            let journal = read_journal(
+                &args.fleet.stack,
+                &env.stack,
+                &location(&args.fleet.stack, &env.stack),
+            )?;
+            let cluster = env.stack.cluster_name().to_string();
+            let found = stages::cluster::find(&g.aws, &env.stack)
+                .await
+                .with_context(|| format!("environment {}: looking up its cluster", env.name))?;
+            let mut note = None;
+            let kubeconfig = match found {
+                Some((seen, facts))
+                    if seen.ours
+                        && !facts.endpoint.is_empty()
+                        && !facts.certificate_authority.is_empty() =>
+                {
+                    let exec = match args.token_command {
+                        TokenCommand::Aws => ExecPlugin::aws_eks_get_token(
+                            &cluster,
+                            &g.aws.region,
+                            env.role.as_ref().map(|r| r.role_arn.as_str()),
+                        ),
+                        TokenCommand::Meshstack => {
+                            ExecPlugin::meshstack_token("meshstack", &cluster, &g.aws.region)
+                        }
+                    };
+                    let entry = KubeconfigEntry {
+                        name: env.name.clone(),
+                        server: facts.endpoint,
+                        certificate_authority_data: facts.certificate_authority,
+                        exec,
+                    };
+                    let text = kc::merge(None, &entry)?;
+                    let rel = format!("{}/kubeconfig", env.name);
+                    let path = args.out.join(&rel);
+                    kc::write_atomic(&path, &text)?;
+                    Some(rel)
+                }
+                Some((seen, _)) if !seen.ours => {
+                    note = Some(format!(
                     "an EKS cluster named {cluster} exists but is not tagged for this environment"
                 ));
-                None
-            }
-            Some((seen, _)) => {
-                note = Some(format!(
-                    "the cluster is {} and has no API endpoint yet",
-                    seen.status
-                ));
-                None
-            }
-            None => {
-                note = Some("the cluster does not exist yet: run `meshstack fleet up`".into());
-                None
-            }
-        };
-        let ingress = journal
-            .as_ref()
-            .and_then(|j| {
-                j.output(stages::istio::ID, stages::istio::INGRESS_ADDRESS)
-                    .cloned()
+                    None
+                }
+                Some((seen, _)) => {
+                    note = Some(format!(
+                        "the cluster is {} and has no API endpoint yet",
+                        seen.status
+                    ));
+                    None
+                }
+                None => {
+                    note = Some("the cluster does not exist yet: run `meshstack fleet up`".into());
+                    None
+                }
+            };
+            let ingress = journal
+                .as_ref()
+                .and_then(|j| {
+                    j.output(stages::istio::ID, stages::istio::INGRESS_ADDRESS)
+                        .cloned()
+                })
+                .and_then(|v| v.as_str().map(str::to_string))
+                .filter(|a| !a.is_empty())
+                .map(|a| format!("http://{a}/"));
+            anyhow::Ok(crate::handout::Entry {
+                env: env.name.clone(),
+                account: g.identity.account.clone(),
+                region: g.aws.region.clone(),
+                cluster,
+                kubeconfig,
+                ingress_url: ingress,
+                port_forwards: crate::names::port_forwards()
+                    .into_iter()
+                    .map(|(n, c)| (n.to_string(), c))
+                    .collect(),
+                expires_at: journal.as_ref().and_then(|j| j.data().expires_at.clone()),
+                note,
             })
-            .and_then(|v| v.as_str().map(str::to_string))
-            .filter(|a| !a.is_empty())
-            .map(|a| format!("http://{a}/"));
-        entries.push(crate::handout::Entry {
-            env: env.name.clone(),
-            account: g.identity.account.clone(),
-            region: g.aws.region.clone(),
-            cluster,
-            kubeconfig,
-            ingress_url: ingress,
-            port_forwards: crate::names::port_forwards()
-                .into_iter()
-                .map(|(n, c)| (n.to_string(), c))
-                .collect(),
-            expires_at: journal.as_ref().and_then(|j| j.data().expires_at.clone()),
-            note,
-        });
-    }
+        })
+        .buffered(args.fleet.parallel.into())
+        .try_collect()
+        .await?;
     let generated = crate::engine::state::format_utc(
         u64::try_from(crate::engine::store::unix_now_ms() / 1000).unwrap_or(0),
     );

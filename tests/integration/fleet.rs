@@ -147,7 +147,7 @@ async fn a_fleet_of_four_builds_each_its_own_converges_hands_out_and_goes_away()
     };
 
     // plan: every environment, the quotas, the price per hour and per day, the fleet's total.
-    let out = fleet("plan", &["--only", AWS_STAGES]);
+    let out = fleet("plan", &["--only", AWS_STAGES, "--parallel", "3"]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     for env in ["ws-1", "ws-2", "ws-3", "ws-4"] {
@@ -199,14 +199,18 @@ async fn a_fleet_of_four_builds_each_its_own_converges_hands_out_and_goes_away()
     }
 
     // One environment is an ordinary stack: its own status works, with the others untouched.
+    // `fleet status` exits as `status` does: 3, the Kubernetes stages are still to do.
     let out = fleet("status", &[]);
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("so far"), "{text}");
 
     // handout: a kubeconfig per environment that kube's own loader reads, one page listing all.
     let dir = f.ms.dir.path().join("handout");
-    let out = fleet("handout", &["--out", dir.to_str().unwrap()]);
+    let out = fleet(
+        "handout",
+        &["--out", dir.to_str().unwrap(), "--parallel", "3"],
+    );
     assert!(out.status.success(), "{}", describe(&out));
     let index = std::fs::read_to_string(dir.join("index.html")).unwrap();
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
@@ -432,6 +436,9 @@ async fn one_failing_environment_leaves_the_others_to_finish_and_the_rerun_finis
         "{failed}"
     );
     assert!(!f.aws.inventory("ff-4").await.contains_key("vpc"));
+    let status =
+        f.ms.run(&["fleet", "status", "--stack", stack, "--count", "4"]);
+    assert_eq!(status.status.code(), Some(1), "{}", describe(&status));
 
     // The text table names the failure too, and the exit code is 1.
     let out = f.ms.run(&[
@@ -557,6 +564,58 @@ async fn a_fleet_throttled_by_its_accounts_request_buckets_still_finishes_every_
             "{env}"
         );
     }
+}
+
+/// At a terminal, `fleet up` draws one live line per environment (redrawn in place) and ends
+/// with the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_a_terminal_fleet_up_draws_a_live_line_per_environment_then_the_table() {
+    let f = Fleet::start(unique_issuers()).await;
+    let stack = f.ms.stack_file("fleet.yaml", &stack_yaml("tt", "single"));
+    let stack = stack.to_str().unwrap();
+    let out = f.ms.run_on_terminal(&[
+        "fleet",
+        "up",
+        "--stack",
+        stack,
+        "--count",
+        "3",
+        "--only",
+        "network,iam",
+    ]);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", describe(&out));
+    // Redrawn in place: cursor movements and line erasures, not a scroll of lines.
+    assert!(
+        screen.contains("\x1b[1A") || screen.contains("\x1b[2K"),
+        "no redraw on the terminal:\n{screen:?}"
+    );
+    for env in ["tt-1", "tt-2", "tt-3"] {
+        // Its live line named it with what it was doing ...
+        assert!(
+            screen
+                .split(['\r', '\n'])
+                .any(|l| l.contains(env) && (l.contains("network") || l.contains("iam"))),
+            "no live line for {env}:\n{screen:?}"
+        );
+        // ... and the table ends it.
+        let row = screen
+            .lines()
+            .rev()
+            .find(|l| l.contains(env))
+            .unwrap_or_default();
+        assert!(
+            row.contains("done"),
+            "{env}'s last line: {row:?}\n{screen:?}"
+        );
+    }
+    // Not the plain timestamped lines of a pipe.
+    assert!(
+        !screen
+            .lines()
+            .any(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.contains("tt-1 [")),
+        "{screen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

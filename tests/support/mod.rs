@@ -546,6 +546,33 @@ impl Meshstack {
         self.dir.path().join(".meshstack")
     }
 
+    /// Runs the binary as [`Self::command`] would, on a pseudo-terminal (util-linux `script`),
+    /// the way a person at a terminal sees it: its stdout and stderr are the terminal, and the
+    /// output holds what was drawn there, escape codes included.
+    pub fn run_on_terminal(&self, args: &[&str]) -> Output {
+        let inner = self.command(args);
+        let quote =
+            |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+        let line = std::iter::once(inner.get_program())
+            .chain(inner.get_args())
+            .map(quote)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfec", &line, "/dev/null"])
+            .current_dir(self.dir.path())
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::null());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.output()
+            .expect("util-linux `script` runs the binary on a pseudo-terminal; is it installed?")
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshstack"));
         cmd.args(args).current_dir(self.dir.path());
