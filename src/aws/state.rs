@@ -48,6 +48,10 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(30);
 pub const PURPOSE_TAG: (&str, &str) = ("meshstack.io/purpose", "state");
 /// Longest a single S3 request attempt may take before it is retried.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest one S3 request may take, its retries included: half the lease, so that a renewal
+/// stuck in back-off (AWS calls may retry for minutes, `aws::MAX_ATTEMPTS`) gives up, and
+/// says so, while the lease still holds.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How state objects are encrypted at rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +289,7 @@ impl S3Store {
         let counter = CountingInterceptor(calls.clone());
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
             .build();
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&sdk)
