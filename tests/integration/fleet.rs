@@ -521,7 +521,7 @@ fn ec2_account_buckets() -> Vec<RateBucket> {
 
 /// A workshop fleet in one account is throttled by AWS as a whole: every environment must still
 /// finish, each with exactly its own resources (the retries wait for the account's bucket
-/// instead of giving up on it).
+/// instead of giving up on it), and `fleet down` must still remove them all.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_throttled_by_its_accounts_request_buckets_still_finishes_every_environment() {
     let f = Fleet::start(Faults {
@@ -563,6 +563,35 @@ async fn a_fleet_throttled_by_its_accounts_request_buckets_still_finishes_every_
             expected_full_inventory(),
             "{env}"
         );
+    }
+
+    // The evening: `fleet down` under the same buckets removes everything.
+    let before = f._proxy.stats().throttled;
+    let out = f.ms.run(&[
+        "fleet",
+        "down",
+        "--stack",
+        stack,
+        "--count",
+        "6",
+        "--parallel",
+        "6",
+        "-o",
+        "json",
+    ]);
+    let throttled = f._proxy.stats().throttled - before;
+    assert!(
+        out.status.success(),
+        "{throttled} calls throttled\n{}",
+        describe(&out)
+    );
+    assert!(
+        throttled > 0,
+        "the teardown was never throttled: nothing was tested"
+    );
+    for i in 1..=6 {
+        let env = format!("tb-{i}");
+        assert_eq!(f.aws.inventory(&env).await, Default::default(), "{env}");
     }
 }
 
