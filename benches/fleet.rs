@@ -239,8 +239,11 @@ fn env_spread(out: &Output) -> String {
     format!("environments took {min:.1}-{max:.1} s each")
 }
 
-fn fleet_up(w: &World, n: usize, parallel: usize) -> (Output, Duration, u64) {
+/// `fleet up` of `n` environments, `parallel` at once: its output, wall time, peak RSS and
+/// what it cost moto ([`moto_busy`]).
+fn fleet_up(w: &World, n: usize, parallel: usize) -> (Output, Duration, u64, String) {
     let (n, parallel) = (n.to_string(), parallel.to_string());
+    let before = w.moto.cpu_time();
     let (out, wall, rss) = timed(
         &w.ms,
         &[
@@ -260,7 +263,8 @@ fn fleet_up(w: &World, n: usize, parallel: usize) -> (Output, Duration, u64) {
         ],
     );
     assert!(out.status.success(), "{}", describe(&out));
-    (out, wall, rss)
+    let busy = moto_busy(w, before, wall);
+    (out, wall, rss, busy)
 }
 
 fn main() {
@@ -310,19 +314,16 @@ fn main() {
 
     // The fleet, all at once; then converged.
     let all = world("ws", d, scale);
-    let before = all.moto.cpu_time();
-    let (out, wall_all, rss_all) = fleet_up(&all, n, n);
+    let (out, wall_all, rss_all, busy_all) = fleet_up(&all, n, n);
     println!(
         "fleet of {n}, --parallel {n}: {:.2} s = {:.2}x one (goal <= 1.5x); {}; {}; peak RSS {:.1} MiB (goal < 150)",
         wall_all.as_secs_f64(),
         wall_all.as_secs_f64() / wall_one.as_secs_f64(),
         env_spread(&out),
-        moto_busy(&all, before, wall_all),
+        busy_all,
         rss_all as f64 / 1024.0
     );
-    let before = all.moto.cpu_time();
-    let (out, wall_conv, rss_conv) = fleet_up(&all, n, n);
-    let busy_conv = moto_busy(&all, before, wall_conv);
+    let (out, wall_conv, rss_conv, busy_conv) = fleet_up(&all, n, n);
     let calls = api_calls(&out);
     let per_env: Vec<(u64, u64)> = calls["envs"]
         .as_object()
@@ -344,14 +345,13 @@ fn main() {
 
     // The fleet, ten at a time.
     let ten = world("wt", d, scale);
-    let before = ten.moto.cpu_time();
-    let (out, wall_ten, rss_ten) = fleet_up(&ten, n, 10);
+    let (out, wall_ten, rss_ten, busy_ten) = fleet_up(&ten, n, 10);
     println!(
         "fleet of {n}, --parallel 10: {:.2} s = {:.2}x one (goal <= 3.5x); {}; {}; peak RSS {:.1} MiB",
         wall_ten.as_secs_f64(),
         wall_ten.as_secs_f64() / wall_one.as_secs_f64(),
         env_spread(&out),
-        moto_busy(&ten, before, wall_ten),
+        busy_ten,
         rss_ten as f64 / 1024.0
     );
 }

@@ -90,6 +90,8 @@ impl RateBucket {
         let Some((service, action)) = op.split_once(':') else {
             return false;
         };
+        // AWS's own split (EC2's "non-mutating actions"), kept apart from meshstack's
+        // `is_read_operation` on purpose: the model must not share the binary's mistakes.
         let read = ["Describe", "Get", "List"]
             .iter()
             .any(|p| action.starts_with(p));
