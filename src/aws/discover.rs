@@ -70,6 +70,39 @@ fn note<'a>(
     }
 }
 
+/// The NAT gateways that exist or are coming (`pending`, `available`: not those deleting or
+/// deleted), all pages, narrowed by `filter` if given. moto ignores tag filters here, so a
+/// caller that filters by tag checks the tags itself.
+///
+/// # Errors
+/// The first `DescribeNatGateways` that fails.
+pub(crate) async fn live_nat_gateways(
+    aws: &AwsClients,
+    filter: Option<Filter>,
+) -> Result<Vec<aws_sdk_ec2::types::NatGateway>, AwsError> {
+    let mut pages = aws
+        .ec2
+        .describe_nat_gateways()
+        .set_filter(Some(
+            filter
+                .into_iter()
+                .chain([Filter::builder()
+                    .name("state")
+                    .values("pending")
+                    .values("available")
+                    .build()])
+                .collect(),
+        ))
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("ec2:DescribeNatGateways"))?;
+        out.extend(page.nat_gateways().iter().cloned());
+    }
+    Ok(out)
+}
+
 fn has_stack_tag() -> Filter {
     Filter::builder().name("tag-key").values(STACK_TAG).build()
 }
@@ -104,24 +137,9 @@ pub async fn stacks(aws: &AwsClients) -> Result<BTreeMap<String, Found>, AwsErro
         let tags = a.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
         note(&mut found, "elastic-ip", tags);
     }
-    let mut pages = ec2
-        .describe_nat_gateways()
-        .filter(has_stack_tag())
-        .filter(
-            Filter::builder()
-                .name("state")
-                .values("pending")
-                .values("available")
-                .build(),
-        )
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(sdk_err("ec2:DescribeNatGateways"))?;
-        for n in page.nat_gateways() {
-            let tags = n.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
-            note(&mut found, "nat-gateway", tags);
-        }
+    for n in live_nat_gateways(aws, Some(has_stack_tag())).await? {
+        let tags = n.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
+        note(&mut found, "nat-gateway", tags);
     }
     let mut pages = aws.eks.list_clusters().into_paginator().send();
     while let Some(page) = pages.next().await {

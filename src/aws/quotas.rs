@@ -64,35 +64,20 @@ pub async fn observe(
         usage
             .elastic_ips
             .extend(eips.addresses().iter().map(|a| owner(a.tags())));
-        let mut pages = ec2
-            .describe_nat_gateways()
-            .filter(
-                Filter::builder()
-                    .name("state")
-                    .values("pending")
-                    .values("available")
-                    .build(),
-            )
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(sdk_err("ec2:DescribeNatGateways"))?;
-            for n in page.nat_gateways() {
-                let who = owner(n.tags());
-                // meshstack's own NAT gateways say their zone in their resource tag.
-                let tagged_zone = who.as_ref().and_then(|_| {
-                    n.tags()
-                        .iter()
-                        .find(|t| t.key() == Some(RESOURCE_TAG))
-                        .and_then(|t| t.value())
-                        .and_then(|v| v.strip_prefix("nat/"))
-                        .map(str::to_string)
-                });
-                let zone = tagged_zone.unwrap_or_else(|| {
-                    format!("{SUBNET_PREFIX}{}", n.subnet_id().unwrap_or_default())
-                });
-                usage.nat_gateways.push((zone, who));
-            }
+        for n in super::discover::live_nat_gateways(aws, None).await? {
+            let who = owner(n.tags());
+            // meshstack's own NAT gateways say their zone in their resource tag.
+            let tagged_zone = who.as_ref().and_then(|_| {
+                n.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(RESOURCE_TAG))
+                    .and_then(|t| t.value())
+                    .and_then(|v| v.strip_prefix("nat/"))
+                    .map(str::to_string)
+            });
+            let zone = tagged_zone
+                .unwrap_or_else(|| format!("{SUBNET_PREFIX}{}", n.subnet_id().unwrap_or_default()));
+            usage.nat_gateways.push((zone, who));
         }
     }
     if stages.contains(&"cluster") || stages.contains(&"nodegroup") {

@@ -89,6 +89,11 @@ fn load_fleet(args: &FleetArgs) -> anyhow::Result<Fleet> {
     Ok(Fleet { stack, envs })
 }
 
+/// Environment `env`'s journal, where the fleet's state flags put it (`None`: never run).
+fn env_journal(state: &StackArgs, env: &Env) -> anyhow::Result<Option<Journal>> {
+    read_journal(state, &env.stack, &location(state, &env.stack))
+}
+
 /// The environments that share an account (one role, or the caller's own credentials):
 /// connected once, preflighted once.
 pub(super) struct Group {
@@ -533,11 +538,7 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
     // ones whose quotas are looked at.
     let mut pending: Vec<StageId> = Vec::new();
     for env in &fleet.envs {
-        let journal = read_journal(
-            &args.fleet.stack,
-            &env.stack,
-            &location(&args.fleet.stack, &env.stack),
-        )?;
+        let journal = env_journal(&args.fleet.stack, env)?;
         if let Some(j) = journal {
             check_up(&graph, &selected, &j)
                 .map_err(|e| usage(format!("environment {}: {e:#}", env.name)))?;
@@ -616,11 +617,7 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
     for env in &fleet.envs {
-        if let Some(j) = read_journal(
-            &args.fleet.stack,
-            &env.stack,
-            &location(&args.fleet.stack, &env.stack),
-        )? {
+        if let Some(j) = env_journal(&args.fleet.stack, env)? {
             check_down(&graph, &selected, &j)
                 .map_err(|e| usage(format!("environment {}: {e:#}", env.name)))?;
         }
@@ -776,11 +773,10 @@ pub async fn fleet_plan(args: FleetPlanArgs) -> anyhow::Result<ExitCode> {
                         .iter()
                         .find(|g| g.envs.contains(&i))
                         .expect("grouped");
-                    let journal =
-                        read_journal(stack_args, &env.stack, &location(stack_args, &env.stack))
-                            .ok()
-                            .flatten()
-                            .map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone()))));
+                    let journal = env_journal(stack_args, env)
+                        .ok()
+                        .flatten()
+                        .map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone()))));
                     (
                         Context::new(
                             env.stack.clone(),
@@ -929,11 +925,7 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
     let mut total_per_hour = 0.0;
     let mut worst = Converged::Done;
     for env in &fleet.envs {
-        let journal = read_journal(
-            &args.fleet.stack,
-            &env.stack,
-            &location(&args.fleet.stack, &env.stack),
-        )?;
+        let journal = env_journal(&args.fleet.stack, env)?;
         let status = |id: &str| {
             journal
                 .as_ref()
@@ -1072,11 +1064,7 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .find(|g| g.envs.contains(&i))
                 .expect("grouped");
-            let journal = read_journal(
-                &args.fleet.stack,
-                &env.stack,
-                &location(&args.fleet.stack, &env.stack),
-            )?;
+            let journal = env_journal(&args.fleet.stack, env)?;
             let cluster = env.stack.cluster_name().to_string();
             let found = stages::cluster::find(&g.aws, &env.stack)
                 .await
