@@ -151,7 +151,7 @@ fn world(name: &str, d: Delays, scale: u32) -> World {
         .push(("MESHSTACK_WAIT_SCALE".into(), scale.to_string()));
     let stack = ms.stack_file(
         "stack.yaml",
-        &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n"),
+        &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
     );
     let stack = stack.to_str().unwrap().to_string();
     World {

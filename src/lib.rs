@@ -9,13 +9,16 @@
 //! - [`locality`]: the locality pattern: placement, policy, Envoy counters, the traffic report.
 //! - [`names`]: every derived resource name and namespace, in one place.
 //! - [`policies`]: every IAM document meshstack writes, built in one pure module.
-//! - [`versions`]: which Kubernetes, Karpenter, Istio and AMI versions work together.
+//! - [`versions`]: which Kubernetes, Karpenter, Istio and AMI versions work together, and
+//!   EKS's support calendar.
+//! - [`charts`]: every helm chart: its repository, its version, and the mirror setting.
 //! - [`render`]: the Kubernetes manifests and helm values, filled in from the stack.
 //! - [`retry`]: back-off, waits and retries, for adapters and stages alike.
 //! - [`inspect`]: `meshstack pods` and `meshstack verify`, reading the running demo.
 //! - [`cli`] and [`commands`]: the command line.
 
 pub mod aws;
+pub mod charts;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -373,7 +373,7 @@ mod tests {
         assert!(irsa.contains(KARPENTER_SERVICE_ACCOUNT), "{irsa}");
         assert_eq!(
             stack.karpenter.version,
-            ReleaseVersion::new(1, 8, 1),
+            ReleaseVersion::new(1, 14, 1),
             "the default pin"
         );
     }

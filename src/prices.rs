@@ -40,7 +40,12 @@ pub struct PriceTable {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionPrices {
+    /// An EKS cluster-hour in standard support.
     pub eks_cluster: f64,
+    /// An EKS cluster-hour in extended support (standard + the extended-support fee); a
+    /// table without it leaves such a cluster unpriced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eks_cluster_extended: Option<f64>,
     pub nat_gateway: f64,
     pub public_ipv4: f64,
     pub load_balancer: f64,
@@ -130,7 +135,16 @@ pub struct Estimate {
 }
 
 /// Which stages' resources are counted: those selected.
-pub fn estimate(stack: &Stack, region: &str, stages: &[&str], table: &PriceTable) -> Estimate {
+///
+/// `eks_extended`: the cluster's Kubernetes version is in EKS extended support, and its
+/// control plane is priced as such.
+pub fn estimate(
+    stack: &Stack,
+    region: &str,
+    stages: &[&str],
+    table: &PriceTable,
+    eks_extended: bool,
+) -> Estimate {
     let (priced_as, prices) = match table.regions.get(region) {
         Some(p) => (region.to_string(), Some(p)),
         None => (
@@ -153,12 +167,24 @@ pub fn estimate(stack: &Stack, region: &str, stages: &[&str], table: &PriceTable
     };
     let has = |s: &str| stages.contains(&s);
     if has("cluster") {
-        add(
-            "EKS control plane".into(),
-            1,
-            prices.map(|p| p.eks_cluster),
-            None,
-        );
+        if eks_extended {
+            add(
+                "EKS control plane (extended support)".into(),
+                1,
+                prices.and_then(|p| p.eks_cluster_extended),
+                Some(format!(
+                    "Kubernetes {} is past EKS standard support",
+                    stack.kubernetes_version
+                )),
+            );
+        } else {
+            add(
+                "EKS control plane".into(),
+                1,
+                prices.map(|p| p.eks_cluster),
+                None,
+            );
+        }
     }
     let nats = if has("network") {
         match stack.network.nat {
@@ -358,7 +384,7 @@ mod tests {
     #[test]
     fn the_default_stack_in_us_east_1() {
         let s = Stack::embedded_default();
-        let e = estimate(&s, "us-east-1", &ALL, &PriceTable::builtin());
+        let e = estimate(&s, "us-east-1", &ALL, &PriceTable::builtin(), false);
         let items: Vec<(&str, u64)> = e.lines.iter().map(|l| (l.item.as_str(), l.count)).collect();
         assert_eq!(
             items,
@@ -389,7 +415,7 @@ mod tests {
     #[test]
     fn only_the_selected_stages_count_and_single_nat_is_cheaper() {
         let s = Stack::parse("name: t\nnetwork:\n  nat: single\n", "t").unwrap();
-        let e = estimate(&s, "eu-west-1", &AWS, &PriceTable::builtin());
+        let e = estimate(&s, "eu-west-1", &AWS, &PriceTable::builtin(), false);
         assert!(!e.lines.iter().any(|l| l.item.contains("load balancer")));
         let ips = e.lines.iter().find(|l| l.item.contains("IPv4")).unwrap();
         assert_eq!(ips.count, 1);
@@ -405,7 +431,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let e = estimate(&s, "ap-south-2", &AWS, &PriceTable::builtin());
+        let e = estimate(&s, "ap-south-2", &AWS, &PriceTable::builtin(), false);
         assert_eq!(e.priced_as, "us-east-1");
         assert!(
             e.provenance().contains("no prices for ap-south-2"),
@@ -423,7 +449,7 @@ mod tests {
         );
         let odd =
             Stack::parse("name: t\nnode_group:\n  instance_types: [m5a.large]\n", "t").unwrap();
-        let e = estimate(&odd, "us-east-1", &AWS, &PriceTable::builtin());
+        let e = estimate(&odd, "us-east-1", &AWS, &PriceTable::builtin(), false);
         assert_eq!(e.unpriced, ["node group: m5a.large"]);
         assert!(e.render(1).contains("no price"), "{}", e.render(1));
     }

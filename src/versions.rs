@@ -6,7 +6,453 @@
 //! Every table names its source; update it when a pin moves (see the README's "Checked against
 //! upstream").
 
-use crate::config::ReleaseVersion;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// A `MAJOR.MINOR.PATCH` release number, like `1.8.1`; ordered numerically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseVersion {
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Patch version.
+    pub patch: u32,
+}
+
+impl ReleaseVersion {
+    /// `major.minor.patch`.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> ReleaseVersion {
+        ReleaseVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+}
+
+impl fmt::Display for ReleaseVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Parses `MAJOR.MINOR.PATCH`; the error says what is wrong, without a fix.
+impl FromStr for ReleaseVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReleaseVersion, String> {
+        if s.starts_with(['v', 'V']) {
+            return Err(format!("`{s}`: write the version without the 'v'"));
+        }
+        if s.contains(['-', '+']) {
+            return Err(format!(
+                "`{s}` is a pre-release or build version; meshstack installs released versions only"
+            ));
+        }
+        let number = |p: &str| {
+            let digits = !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit());
+            (digits && (p == "0" || !p.starts_with('0')))
+                .then(|| p.parse::<u32>().ok())
+                .flatten()
+        };
+        match s.split('.').map(number).collect::<Vec<_>>()[..] {
+            [Some(major), Some(minor), Some(patch)] => Ok(ReleaseVersion::new(major, minor, patch)),
+            [Some(_), Some(_)] => Err(format!("`{s}` has no patch number")),
+            _ => Err(format!(
+                "`{s}` is not a release version (three numbers separated by dots)"
+            )),
+        }
+    }
+}
+
+impl Serialize for ReleaseVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+// Defaults. Each names its source and the day it was last checked; `doctor` checks the live truth.
+
+/// Kubernetes 1.36: EKS standard support until 2027-08-02, the newest minor EKS offers and
+/// Karpenter 1.14 accepts (sources: [`EKS_CALENDAR`], [`KARPENTER_MAX_KUBERNETES`]; checked
+/// 2026-12-06).
+pub const DEFAULT_KUBERNETES_VERSION: &str = "1.36";
+
+/// Karpenter 1.14.1, the newest release on 2026-12-06 (aws/karpenter-provider-aws tag v1.14.1,
+/// 2026-08-20), the first line whose controller accepts Kubernetes 1.36 being 1.13.
+pub const DEFAULT_KARPENTER_VERSION: ReleaseVersion = ReleaseVersion::new(1, 14, 1);
+
+/// Istio 1.18.7, the last 1.18 patch release (istio/istio tag 1.18.7): the demo this project
+/// reproduces was built on Istio 1.18. It does not support Kubernetes 1.36
+/// ([`istio_support_warning`] says so, and names the pair that is supported).
+pub const DEFAULT_ISTIO_VERSION: ReleaseVersion = ReleaseVersion::new(1, 18, 7);
+
+// ---------------------------------------------------------------------------------------
+// EKS's Kubernetes calendar
+// ---------------------------------------------------------------------------------------
+
+/// A calendar day in UTC, the unit of EKS's support windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day {
+    /// Year, like 2026.
+    pub year: u16,
+    /// Month, 1 to 12.
+    pub month: u8,
+    /// Day of the month, 1 to 31.
+    pub day: u8,
+}
+
+impl Day {
+    /// `year-month-day`.
+    pub const fn new(year: u16, month: u8, day: u8) -> Day {
+        Day { year, month, day }
+    }
+
+    /// The UTC day of `unix_secs`.
+    pub fn from_unix(unix_secs: u64) -> Day {
+        let (y, m, d) = crate::clock::civil_from_days(unix_secs / 86_400);
+        Day::new(y as u16, m as u8, d as u8)
+    }
+
+    /// Today in UTC, by the system clock; `MESHSTACK_TODAY=YYYY-MM-DD` overrides it, so that
+    /// tests (and a presenter rehearsing next month's talk) can ask what a day will bring.
+    pub fn today() -> Day {
+        if let Some(day) = std::env::var("MESHSTACK_TODAY")
+            .ok()
+            .and_then(|text| text.parse().ok())
+        {
+            return day;
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        Day::from_unix(secs)
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// `YYYY-MM-DD`, or the date of an RFC 3339 timestamp.
+impl FromStr for Day {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Day, String> {
+        let date = s.get(..10).unwrap_or(s);
+        let parts: Vec<&str> = date.split('-').collect();
+        let bad = || format!("`{s}` is not a date like 2026-12-06");
+        let [y, m, d] = parts[..] else {
+            return Err(bad());
+        };
+        let (Ok(year), Ok(month), Ok(day)) = (y.parse::<u16>(), m.parse::<u8>(), d.parse::<u8>())
+        else {
+            return Err(bad());
+        };
+        if y.len() != 4 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+            return Err(bad());
+        }
+        Ok(Day::new(year, month, day))
+    }
+}
+
+impl Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One Kubernetes minor's support window on EKS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EksVersion {
+    /// The `N` of `1.N`.
+    pub minor: u32,
+    /// The first day billed at the extended-support price (AWS bills extended support "from
+    /// the beginning of the day that the version reaches end of standard support", UTC).
+    pub end_of_standard: Day,
+    /// The first day EKS no longer runs (nor creates) clusters of this version.
+    pub end_of_extended: Day,
+}
+
+/// Where [`EKS_CALENDAR`] comes from.
+pub const EKS_CALENDAR_SOURCE: &str = "Amazon EKS User Guide, \"Amazon EKS Kubernetes release \
+     calendar\" (docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html, as \
+     scraped by endoflife.date's release-data, releases/amazon-eks.json, 2026-08-18)";
+
+/// When [`EKS_CALENDAR`] was last compared with its source. `plan` prints it: past the newest
+/// end date in the table, a check against `DescribeClusterVersions` is the only truth.
+pub const EKS_CALENDAR_CHECKED: Day = Day::new(2026, 12, 6);
+
+/// EKS's standard and extended support windows by Kubernetes minor, from
+/// [`EKS_CALENDAR_SOURCE`], checked [`EKS_CALENDAR_CHECKED`]. Used when meshstack cannot ask
+/// EKS (`DescribeClusterVersions`): without credentials, or offline. 1.37 is not here: no
+/// source of that day showed EKS offering it.
+pub const EKS_CALENDAR: &[EksVersion] = &[
+    eks(29, (2025, 3, 23), (2026, 3, 23)),
+    eks(30, (2025, 7, 23), (2026, 7, 23)),
+    eks(31, (2025, 11, 26), (2026, 11, 26)),
+    eks(32, (2026, 3, 23), (2027, 3, 23)),
+    eks(33, (2026, 7, 29), (2027, 7, 29)),
+    eks(34, (2026, 12, 2), (2027, 12, 2)),
+    eks(35, (2027, 3, 27), (2028, 3, 27)),
+    eks(36, (2027, 8, 2), (2028, 8, 2)),
+];
+
+const fn eks(minor: u32, standard: (u16, u8, u8), extended: (u16, u8, u8)) -> EksVersion {
+    EksVersion {
+        minor,
+        end_of_standard: Day::new(standard.0, standard.1, standard.2),
+        end_of_extended: Day::new(extended.0, extended.1, extended.2),
+    }
+}
+
+/// Which support the stack pays for: `cluster.support`, sent to EKS as
+/// `upgradePolicy.supportType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SupportType {
+    /// Standard support only: the cluster is upgraded by EKS when standard support ends, and
+    /// a version already past it is refused.
+    #[default]
+    Standard,
+    /// Extended support: a version past standard support is allowed, at the extended price.
+    Extended,
+}
+
+impl SupportType {
+    /// The EKS API's `supportType` value.
+    pub fn api_value(self) -> &'static str {
+        match self {
+            SupportType::Standard => "STANDARD",
+            SupportType::Extended => "EXTENDED",
+        }
+    }
+
+    /// The stack-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupportType::Standard => "standard",
+            SupportType::Extended => "extended",
+        }
+    }
+}
+
+/// Where a version's support window was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum CalendarSource {
+    /// EKS's own `DescribeClusterVersions`, in the region the stack uses.
+    Eks {
+        /// The region asked.
+        region: String,
+    },
+    /// meshstack's built-in table: [`EKS_CALENDAR`].
+    BuiltIn {
+        /// When the table was checked.
+        checked: Day,
+    },
+}
+
+impl fmt::Display for CalendarSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CalendarSource::Eks { region } => write!(f, "EKS DescribeClusterVersions in {region}"),
+            CalendarSource::BuiltIn { checked } => write!(
+                f,
+                "meshstack's built-in EKS calendar, checked {checked} (source: {EKS_CALENDAR_SOURCE})"
+            ),
+        }
+    }
+}
+
+/// Where a Kubernetes minor stands on EKS on a given day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SupportStatus {
+    /// In standard support: created and billed at the standard price.
+    Standard,
+    /// Past standard, in extended support: billed at the extended price.
+    Extended,
+    /// Past extended support: EKS creates no cluster of it.
+    Ended,
+    /// Not in the calendar: EKS does not offer it (yet, or any more).
+    NotOffered,
+}
+
+impl fmt::Display for SupportStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SupportStatus::Standard => "standard support",
+            SupportStatus::Extended => "extended support",
+            SupportStatus::Ended => "past end of support",
+            SupportStatus::NotOffered => "not offered by EKS",
+        })
+    }
+}
+
+/// A Kubernetes minor's support on EKS on one day, and where that was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KubernetesSupport {
+    /// `1.N`.
+    pub version: String,
+    /// Where it stands.
+    pub status: SupportStatus,
+    /// The window, when the calendar has the version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_of_standard: Option<Day>,
+    /// The window's end, when the calendar has the version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_of_extended: Option<Day>,
+    /// Where the window was read.
+    pub source: CalendarSource,
+}
+
+impl KubernetesSupport {
+    /// The day the version's current support ends: standard support's end while in it,
+    /// extended support's end while in that.
+    pub fn ends(&self) -> Option<Day> {
+        match self.status {
+            SupportStatus::Standard => self.end_of_standard,
+            SupportStatus::Extended => self.end_of_extended,
+            SupportStatus::Ended | SupportStatus::NotOffered => None,
+        }
+    }
+
+    /// One line for `plan`, `status` and `doctor`: `Kubernetes 1.36: standard support until
+    /// 2027-08-02`.
+    pub fn summary(&self) -> String {
+        let version = &self.version;
+        match (self.status, self.ends()) {
+            (SupportStatus::Standard, Some(end)) => format!(
+                "Kubernetes {version}: standard support until {end} (extended support to {})",
+                self.end_of_extended
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ),
+            (SupportStatus::Extended, Some(end)) => format!(
+                "Kubernetes {version}: EXTENDED support (billed at the extended price) until {end}"
+            ),
+            (status, _) => format!("Kubernetes {version}: {status}"),
+        }
+    }
+}
+
+/// Where `1.<minor>` stands on `today` by `calendar`.
+pub fn kubernetes_support(
+    minor: u32,
+    calendar: &[EksVersion],
+    source: CalendarSource,
+    today: Day,
+) -> KubernetesSupport {
+    let row = calendar.iter().find(|v| v.minor == minor);
+    let status = match row {
+        None => SupportStatus::NotOffered,
+        Some(v) if today < v.end_of_standard => SupportStatus::Standard,
+        Some(v) if today < v.end_of_extended => SupportStatus::Extended,
+        Some(_) => SupportStatus::Ended,
+    };
+    KubernetesSupport {
+        version: format!("1.{minor}"),
+        status,
+        end_of_standard: row.map(|v| v.end_of_standard),
+        end_of_extended: row.map(|v| v.end_of_extended),
+        source,
+    }
+}
+
+/// Where `1.<minor>` stands today by the built-in calendar: for the commands that do not ask
+/// EKS (a fleet's status, an offline plan).
+pub fn builtin_support(minor: u32) -> KubernetesSupport {
+    kubernetes_support(
+        minor,
+        EKS_CALENDAR,
+        CalendarSource::BuiltIn {
+            checked: EKS_CALENDAR_CHECKED,
+        },
+        Day::today(),
+    )
+}
+
+/// Whether EKS will create `1.<minor>` for a stack that pays for `support`, on `today`.
+///
+/// # Errors
+/// A [`VersionError`] naming `kubernetes_version` when EKS no longer (or does not yet)
+/// create the version, or naming `cluster.support` when the version is in extended support
+/// and the stack did not opt in; each lists the versions that work.
+pub fn check_kubernetes_support(
+    minor: u32,
+    support: SupportType,
+    calendar: &[EksVersion],
+    source: CalendarSource,
+    today: Day,
+) -> Result<KubernetesSupport, VersionError> {
+    let found = kubernetes_support(minor, calendar, source.clone(), today);
+    let standard: Vec<String> = offered(calendar, &source, today, SupportStatus::Standard);
+    let extended: Vec<String> = offered(calendar, &source, today, SupportStatus::Extended);
+    let versions = |list: &[String]| match list {
+        [] => "none".to_string(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    let working = if extended.is_empty() {
+        format!("use {} (standard support)", versions(&standard))
+    } else {
+        format!(
+            "use {} (standard support), or {} with `cluster.support: extended`",
+            versions(&standard),
+            versions(&extended)
+        )
+    };
+    let from = format!("(per {source})");
+    match found.status {
+        SupportStatus::Standard => Ok(found),
+        SupportStatus::Extended if support == SupportType::Extended => Ok(found),
+        SupportStatus::Extended => Err(VersionError {
+            field: "kubernetes_version",
+            message: format!(
+                "Kubernetes 1.{minor} left EKS standard support on {}; a cluster of it is billed \
+                 at the extended-support price until {} {from}; set `cluster: {{support: \
+                 extended}}` in the stack to accept that, or {}",
+                found.end_of_standard.expect("in the calendar"),
+                found.end_of_extended.expect("in the calendar"),
+                format_args!("use {} (standard support)", versions(&standard))
+            ),
+        }),
+        SupportStatus::Ended => Err(VersionError {
+            field: "kubernetes_version",
+            message: format!(
+                "Kubernetes 1.{minor} reached the end of EKS extended support on {}: EKS \
+                 creates no cluster of it {from}; {working}",
+                found.end_of_extended.expect("in the calendar"),
+            ),
+        }),
+        SupportStatus::NotOffered => Err(VersionError {
+            field: "kubernetes_version",
+            message: format!("EKS does not offer Kubernetes 1.{minor} {from}; {working}"),
+        }),
+    }
+}
+
+fn offered(
+    calendar: &[EksVersion],
+    source: &CalendarSource,
+    today: Day,
+    status: SupportStatus,
+) -> Vec<String> {
+    let mut minors: Vec<u32> = calendar
+        .iter()
+        .filter(|v| kubernetes_support(v.minor, calendar, source.clone(), today).status == status)
+        .map(|v| v.minor)
+        .collect();
+    minors.sort_unstable();
+    minors.into_iter().map(|m| format!("\"1.{m}\"")).collect()
+}
 
 /// A version rule the stack breaks: the field to change and why, with what to use instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +507,26 @@ pub fn karpenter_minimum(kubernetes_minor: u32) -> Option<ReleaseVersion> {
         36 => v(1, 13, 0),
         _ => return None,
     })
+}
+
+/// The newest Kubernetes minor each Karpenter line's controller accepts: `MaxK8sVersion` in
+/// aws/karpenter-provider-aws pkg/providers/version/version.go (v1.8.1: 1.34; v1.12.0-2: 1.35;
+/// v1.13.0 to v1.14.1: 1.36; read 2026-12-06 from the tags). For lines not read there (1.9 to
+/// 1.11) the compatibility matrix gives the same bound: 1.35 needs 1.9, 1.36 needs 1.13.
+/// Beyond it, Karpenter starts anyway and only logs "karpenter is not compatible with
+/// kubernetes version".
+const KARPENTER_MAX_KUBERNETES: &[(ReleaseVersion, u32)] = &[
+    (ReleaseVersion::new(1, 13, 0), 36),
+    (ReleaseVersion::new(1, 9, 0), 35),
+    (ReleaseVersion::new(1, 6, 0), 34),
+];
+
+/// The newest Kubernetes minor `version`'s controller accepts, when meshstack knows it.
+pub fn karpenter_maximum(version: ReleaseVersion) -> Option<u32> {
+    KARPENTER_MAX_KUBERNETES
+        .iter()
+        .find(|(from, _)| version >= *from)
+        .map(|(_, max)| *max)
 }
 
 /// The Karpenter controller policies meshstack carries, one per upstream policy: each is the
@@ -147,7 +613,7 @@ pub fn check_karpenter(
     let lowest = minimum.max(POLICY_RANGE.0);
     let fix = format!(
         "use {lowest} or newer, up to 1.14.x (remove the key for the default, {})",
-        crate::config::DEFAULT_KARPENTER_VERSION
+        DEFAULT_KARPENTER_VERSION
     );
     match karpenter_api(version) {
         KarpenterApi::V1Alpha5 if version < minimum => Err(unsupported(format!(
@@ -164,7 +630,14 @@ pub fn check_karpenter(
         _ if version < minimum => Err(unsupported(format!(
             "Karpenter {version} does not support Kubernetes 1.{k8s} (the stack's \
              kubernetes_version): Karpenter's compatibility matrix asks for {minimum} or \
-             newer; {fix}"
+             newer{}; {fix}",
+            match karpenter_maximum(version) {
+                Some(max) => format!(
+                    ", and its controller accepts Kubernetes up to 1.{max} (it would start \
+                     and only log that it is incompatible)"
+                ),
+                None => String::new(),
+            }
         ))),
         KarpenterApi::V1 if controller_policy(version).is_none() => Err(unsupported(format!(
             "meshstack carries Karpenter's IAM controller policy for releases {} to 1.14.x \
@@ -240,6 +713,39 @@ pub fn istio_support_warning(istio: ReleaseVersion, kubernetes_minor: u32) -> Op
              https://istio.io/latest/docs/releases/supported-releases/{fix}"
         )),
     }
+}
+
+/// The kiali-operator chart for each Istio minor meshstack installs Kiali with: 1.73.2 for
+/// Istio 1.18 (kiali.io's compatibility table: Kiali 1.73 with Istio 1.18), 2.26.0 for Istio
+/// 1.30 (kiali.io's release menu labels v2.26 "istio v1.30"; istio/istio PR #60183 sets Istio
+/// 1.30's Kiali addon to 2.26). Checked 2026-12-06.
+const KIALI_FOR_ISTIO: &[(u32, ReleaseVersion)] = &[
+    (18, ReleaseVersion::new(1, 73, 2)),
+    (30, ReleaseVersion::new(2, 26, 0)),
+];
+
+/// The kiali-operator chart for `istio`.
+///
+/// # Errors
+/// A [`VersionError`] naming `istio.version` for an Istio minor meshstack pairs with no Kiali.
+pub fn kiali_operator(istio: ReleaseVersion) -> Result<ReleaseVersion, VersionError> {
+    KIALI_FOR_ISTIO
+        .iter()
+        .find(|(minor, _)| istio.major == 1 && *minor == istio.minor)
+        .map(|(_, kiali)| *kiali)
+        .ok_or_else(|| VersionError {
+            field: "istio.version",
+            message: format!(
+                "meshstack pairs Kiali with Istio {} only (each Istio line needs its own Kiali), \
+                 not with {istio}; use a 1.18.x release (the demo's) or a 1.30.x release (one \
+                 that supports Kubernetes 1.32 to 1.36)",
+                KIALI_FOR_ISTIO
+                    .iter()
+                    .map(|(m, _)| format!("1.{m}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        })
 }
 
 /// The AMI type of the managed node group, set explicitly rather than left to EKS's default
@@ -325,6 +831,105 @@ mod tests {
 
     fn v(a: u32, b: u32, c: u32) -> ReleaseVersion {
         ReleaseVersion::new(a, b, c)
+    }
+
+    fn builtin() -> CalendarSource {
+        CalendarSource::BuiltIn {
+            checked: EKS_CALENDAR_CHECKED,
+        }
+    }
+
+    #[test]
+    fn support_follows_the_calendar_by_the_day() {
+        let today = Day::new(2026, 12, 6);
+        let check = |minor, support| {
+            check_kubernetes_support(minor, support, EKS_CALENDAR, builtin(), today)
+        };
+        let ok = check(36, SupportType::Standard).unwrap();
+        assert_eq!(ok.status, SupportStatus::Standard);
+        assert_eq!(ok.ends(), Some(Day::new(2027, 8, 2)));
+        assert!(
+            ok.summary().contains("standard support until 2027-08-02"),
+            "{}",
+            ok.summary()
+        );
+        // 1.34 left standard support on 2026-12-02: refused unless the stack opts in.
+        let e = check(34, SupportType::Standard).unwrap_err();
+        assert_eq!(e.field, "kubernetes_version");
+        for part in [
+            "2026-12-02",
+            "cluster: {support: extended}",
+            "\"1.35\" or \"1.36\"",
+        ] {
+            assert!(e.message.contains(part), "want {part:?} in {e}");
+        }
+        let ext = check(33, SupportType::Extended).unwrap();
+        assert_eq!(ext.status, SupportStatus::Extended);
+        assert_eq!(ext.ends(), Some(Day::new(2027, 7, 29)));
+        // 1.31's extended support ended 2026-11-26: refused whatever the stack says.
+        let e = check(31, SupportType::Extended).unwrap_err();
+        assert!(
+            e.message
+                .contains("end of EKS extended support on 2026-11-26"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("\"1.32\", \"1.33\" or \"1.34\" with"),
+            "{e}"
+        );
+        let e = check(37, SupportType::Standard).unwrap_err();
+        assert!(e.message.contains("does not offer Kubernetes 1.37"), "{e}");
+        assert!(
+            e.message
+                .contains("built-in EKS calendar, checked 2026-12-06"),
+            "{e}"
+        );
+        // The first day of extended billing is the day standard support ends.
+        let on_the_day = kubernetes_support(34, EKS_CALENDAR, builtin(), Day::new(2026, 12, 2));
+        assert_eq!(on_the_day.status, SupportStatus::Extended);
+        let day_before = kubernetes_support(34, EKS_CALENDAR, builtin(), Day::new(2026, 12, 1));
+        assert_eq!(day_before.status, SupportStatus::Standard);
+    }
+
+    #[test]
+    fn the_default_kubernetes_version_is_in_standard_support_and_karpenter_accepts_it() {
+        let minor: u32 = DEFAULT_KUBERNETES_VERSION[2..].parse().unwrap();
+        let s = kubernetes_support(minor, EKS_CALENDAR, builtin(), EKS_CALENDAR_CHECKED);
+        assert_eq!(s.status, SupportStatus::Standard);
+        assert!(check_karpenter(DEFAULT_KARPENTER_VERSION, minor).is_ok());
+        assert!(karpenter_maximum(DEFAULT_KARPENTER_VERSION) >= Some(minor));
+        assert!(kiali_operator(DEFAULT_ISTIO_VERSION).is_ok());
+        assert!(kiali_operator(ReleaseVersion::new(1, 30, 3)).is_ok());
+        assert!(istio_support_warning(ReleaseVersion::new(1, 30, 3), minor).is_none());
+    }
+
+    #[test]
+    fn karpenter_maximum_agrees_with_the_controllers_own_check() {
+        // MaxK8sVersion in pkg/providers/version/version.go at these tags (see
+        // KARPENTER_MAX_KUBERNETES).
+        for (version, max) in [
+            (v(1, 8, 1), 34),
+            (v(1, 12, 0), 35),
+            (v(1, 12, 2), 35),
+            (v(1, 13, 0), 36),
+            (v(1, 14, 1), 36),
+        ] {
+            assert_eq!(karpenter_maximum(version), Some(max), "{version}");
+        }
+        let e = check_karpenter(v(1, 8, 1), 36).unwrap_err();
+        assert!(e.message.contains("1.13.0"), "{e}");
+        assert!(e.message.contains("accepts Kubernetes up to 1.34"), "{e}");
+    }
+
+    #[test]
+    fn days_parse_and_print() {
+        assert_eq!("2027-08-02".parse::<Day>(), Ok(Day::new(2027, 8, 2)));
+        assert_eq!(
+            "2027-08-02T00:00:00Z".parse::<Day>(),
+            Ok(Day::new(2027, 8, 2))
+        );
+        assert!("2027-13-02".parse::<Day>().is_err());
+        assert_eq!(Day::from_unix(0).to_string(), "1970-01-01");
     }
 
     #[test]

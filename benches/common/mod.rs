@@ -51,7 +51,7 @@ impl World {
         let stack = ms
             .stack_file(
                 "stack.yaml",
-                &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n"),
+                &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
             )
             .display()
             .to_string();

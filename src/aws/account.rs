@@ -4,6 +4,7 @@ use aws_sdk_ec2::types::{Filter, LocationType};
 
 use super::{sdk_err, AwsClients, AwsError};
 use crate::config::{Stack, ZoneSpec};
+use crate::versions::EksVersion;
 
 /// Zones EKS refuses for control-plane subnets, by zone *ID* (names are shuffled per account).
 /// Source: the EKS user guide, "Subnet requirements and considerations".
@@ -38,6 +39,78 @@ pub enum PreflightError {
     /// An AWS call failed.
     #[error(transparent)]
     Aws(#[from] AwsError),
+}
+
+/// EKS's own calendar for standard clusters in the client's region (`DescribeClusterVersions`,
+/// every version, every status): what it will create today and until when at which price.
+/// `Ok(None)` when EKS does not answer the call (an emulator without it, or a principal
+/// without `eks:DescribeClusterVersions`): the caller falls back to the built-in calendar and
+/// says so.
+///
+/// # Errors
+/// Any other failure of the call.
+pub async fn eks_calendar(aws: &AwsClients) -> Result<Option<Vec<EksVersion>>, AwsError> {
+    let mut versions = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = aws
+            .eks
+            .describe_cluster_versions()
+            .include_all(true)
+            .set_next_token(next.take())
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // An endpoint without the operation (moto) answers a bare 404.
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let e = sdk_err("eks:DescribeClusterVersions")(e);
+                if calendar_unavailable(&e) || (e.code.is_none() && status == Some(404)) {
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        for v in out.cluster_versions() {
+            let day = |d: Option<&aws_smithy_types::DateTime>| {
+                d.and_then(|d| u64::try_from(d.secs()).ok())
+                    .map(crate::versions::Day::from_unix)
+            };
+            let minor = v
+                .cluster_version()
+                .and_then(|s| s.strip_prefix("1."))
+                .and_then(|m| m.parse().ok());
+            if let (Some(minor), Some(end_of_standard), Some(end_of_extended)) = (
+                minor,
+                day(v.end_of_standard_support_date()),
+                day(v.end_of_extended_support_date()),
+            ) {
+                versions.push(EksVersion {
+                    minor,
+                    end_of_standard,
+                    end_of_extended,
+                });
+            }
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    versions.sort_by_key(|v| v.minor);
+    Ok((!versions.is_empty()).then_some(versions))
+}
+
+/// Answers that mean "this endpoint or principal cannot tell", not "something broke": moto has
+/// no DescribeClusterVersions, and a least-privilege role may lack the permission.
+fn calendar_unavailable(e: &AwsError) -> bool {
+    e.is("AccessDeniedException")
+        || e.is("AccessDenied")
+        || e.is("UnknownOperationException")
+        || e.is("NotImplemented")
+        || e.message.contains("not yet implemented")
+        || e.message.contains("is not implemented")
 }
 
 /// Ask STS who we are and apply the account guard.

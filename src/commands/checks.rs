@@ -1,10 +1,12 @@
 //! The checks `up`, `plan` and the fleet share before anything is written: the quotas of
-//! each account and region against what the environments there still need.
+//! each account and region against what the environments there still need, and whether EKS
+//! still creates the stack's Kubernetes version at the price the stack agreed to.
 
 use crate::aws::AwsClients;
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::quotas::{self, Check};
+use crate::versions::{self, KubernetesSupport};
 
 use super::usage;
 
@@ -131,4 +133,61 @@ async fn read_check(g: &QuotaGroup<'_>, selected: &[StageId]) -> anyhow::Result<
         &usage,
         &limits,
     ))
+}
+
+/// Where the stack's Kubernetes version stands on EKS today: from EKS itself
+/// (`DescribeClusterVersions`) when there are clients and it answers, else from the built-in
+/// calendar ([`versions::EKS_CALENDAR`], whose source and date the result names).
+pub(crate) async fn kubernetes_support(
+    aws: Option<&AwsClients>,
+    stack: &Stack,
+) -> anyhow::Result<Result<KubernetesSupport, versions::VersionError>> {
+    let live = match aws {
+        Some(aws) => crate::aws::account::eks_calendar(aws)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("preflight"))?
+            .map(|calendar| {
+                let source = versions::CalendarSource::Eks {
+                    region: aws.region.clone(),
+                };
+                (calendar, source)
+            }),
+        None => None,
+    };
+    let (calendar, source) = live.unwrap_or_else(|| {
+        let source = versions::CalendarSource::BuiltIn {
+            checked: versions::EKS_CALENDAR_CHECKED,
+        };
+        (versions::EKS_CALENDAR.to_vec(), source)
+    });
+    Ok(versions::check_kubernetes_support(
+        stack.kubernetes_minor(),
+        stack.cluster.support,
+        &calendar,
+        source,
+        versions::Day::today(),
+    ))
+}
+
+/// [`kubernetes_support`], refusing (exit 2, before any write) a version EKS would not create
+/// at the price the stack agreed to, when `selected` creates the cluster.
+///
+/// # Errors
+/// The refusal, naming `kubernetes_version` (or `cluster.support`) and the versions that
+/// work; or the EKS call failing.
+pub(crate) async fn check_kubernetes(
+    aws: Option<&AwsClients>,
+    stack: &Stack,
+    selected: &[StageId],
+) -> anyhow::Result<Option<KubernetesSupport>> {
+    match kubernetes_support(aws, stack).await? {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if selected.contains(&crate::stages::cluster::ID) => Err(usage(format!(
+            "refusing to start, nothing has been written: {e}"
+        ))),
+        Err(e) => {
+            eprintln!("warning: {e}");
+            Ok(None)
+        }
+    }
 }

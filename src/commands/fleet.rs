@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use super::checks::{check_quotas, gate, read_checks, QuotaGroup};
+use super::checks::{check_kubernetes, check_quotas, gate, read_checks, QuotaGroup};
 use super::run::{
     calls_line, check_down, check_up, execute, settle_expiry, take_state, Held, Interrupts, Ran,
 };
@@ -558,6 +558,9 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let groups = connect_groups(&fleet.stack, &fleet.envs, true).await?;
+    for g in &groups {
+        check_kubernetes(Some(&g.aws), &fleet.stack, &pending).await?;
+    }
     check_quotas(
         &quota_groups(&groups, &fleet.envs),
         &pending,
@@ -828,7 +831,9 @@ pub async fn fleet_plan(args: FleetPlanArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let ids: Vec<&str> = selected.to_vec();
-    let estimate = crate::prices::estimate(&fleet.envs[0].stack, &region, &ids, &prices);
+    let support = check_kubernetes(None, &fleet.stack, &selected).await?;
+    let extended = support.is_some_and(|s| s.status == crate::versions::SupportStatus::Extended);
+    let estimate = crate::prices::estimate(&fleet.envs[0].stack, &region, &ids, &prices, extended);
     let n = fleet.envs.len();
     let now = u64::try_from(crate::engine::store::unix_now_ms() / 1000).unwrap_or(0);
     let expires = fleet
@@ -919,6 +924,8 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
     let graph = Graph::new(stages::specs(&all))?;
     let ids = graph.topo_order();
     let region = super::offline_region(&fleet.stack).0;
+    let extended = crate::versions::builtin_support(fleet.stack.kubernetes_minor()).status
+        == crate::versions::SupportStatus::Extended;
     let now = u64::try_from(crate::engine::store::unix_now_ms() / 1000).unwrap_or(0);
     let mut rows = Vec::new();
     let mut total_so_far = 0.0;
@@ -946,7 +953,7 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
             .copied()
             .filter(|id| status(id) == StageStatus::Running)
             .collect();
-        let estimate = crate::prices::estimate(&env.stack, &region, &done, &prices);
+        let estimate = crate::prices::estimate(&env.stack, &region, &done, &prices, extended);
         let since = journal.as_ref().and_then(|j| j.data().first_create());
         let uptime = since
             .filter(|_| !done.is_empty())
@@ -993,7 +1000,7 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
                 "environments": rows,
                 "cost_so_far": total_so_far,
                 "cost_per_hour": total_per_hour,
-                "prices": crate::prices::estimate(&fleet.stack, &region, &[], &prices).provenance(),
+                "prices": crate::prices::estimate(&fleet.stack, &region, &[], &prices, false).provenance(),
             })
         ),
         Output::Text => {
@@ -1028,7 +1035,7 @@ pub async fn fleet_status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
                 "fleet: about {} so far, {}/h now ({})",
                 crate::prices::dollars(total_so_far),
                 crate::prices::dollars(total_per_hour),
-                crate::prices::estimate(&fleet.stack, &region, &[], &prices).provenance()
+                crate::prices::estimate(&fleet.stack, &region, &[], &prices, false).provenance()
             );
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
-use super::checks::{gate, read_checks, QuotaGroup};
+use super::checks::{check_kubernetes, gate, read_checks, QuotaGroup};
 use super::state::{location, read_journal};
 use super::{
     connect, find, load_stack, offline_region, offline_zones, preflight, selection, stage_file,
@@ -88,9 +88,19 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    // Whether EKS creates the version at the price the stack agreed to; refused before the
+    // plan is shown when it does not (as `up` refuses before any write).
+    let support = if args.destroy {
+        None
+    } else {
+        check_kubernetes(cx.aws.as_ref(), &stack, &selected).await?
+    };
+    let extended = support
+        .as_ref()
+        .is_some_and(|s| s.status == crate::versions::SupportStatus::Extended);
     let estimate = (!args.destroy).then(|| {
         let ids: Vec<&str> = selected.to_vec();
-        crate::prices::estimate(&stack, &region, &ids, &prices)
+        crate::prices::estimate(&stack, &region, &ids, &prices, extended)
     });
     let expiry = match (&cx.journal, stack.expires_in) {
         (Some(j), _)
@@ -155,6 +165,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 "api_calls": calls,
                 "quotas": checks.as_ref().map(|(c, _)| c),
                 "cost": estimate,
+                "kubernetes": support,
+                "charts": stack.chart_pins(),
                 "expires_at": expiry.as_ref().map(|(at, _)| at),
             });
             writeln!(out, "{doc}")?;
@@ -182,6 +194,12 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
             let zone_names: Vec<&str> = cx.zones.iter().map(|z| z.name.as_str()).collect();
             writeln!(out, "  zones: {}", zone_names.join(", "))?;
+            if let Some(s) = &support {
+                writeln!(out, "  {} (per {})", s.summary(), s.source)?;
+            }
+            for pin in stack.chart_pins() {
+                writeln!(out, "  {pin}")?;
+            }
             for p in &plans {
                 writeln!(out)?;
                 if p.changes.is_empty() {

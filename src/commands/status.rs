@@ -102,7 +102,18 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
         .map(|a| a.region.clone())
         .or_else(|| stack.region().map(str::to_string))
         .unwrap_or_else(|| super::offline_region(&stack).0);
-    let estimate = crate::prices::estimate(&stack, &region, &built, &prices);
+    // The cluster's version on EKS today (EKS's own calendar where it answers).
+    let support =
+        super::checks::kubernetes_support(cx.as_ref().and_then(|c| c.aws.as_ref()), &stack)
+            .await?
+            .unwrap_or_else(|e| {
+                // Not creatable any more: still show where the running cluster stands.
+                let mut s = crate::versions::builtin_support(stack.kubernetes_minor());
+                s.version = format!("{} ({})", s.version, e.message);
+                s
+            });
+    let extended = support.status == crate::versions::SupportStatus::Extended;
+    let estimate = crate::prices::estimate(&stack, &region, &built, &prices, extended);
     let now = crate::engine::store::unix_now_ms() / 1000;
     let now = u64::try_from(now).unwrap_or(u64::MAX);
     let uptime = since
@@ -131,6 +142,7 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "cost_so_far": cost_so_far,
                 "prices": estimate.provenance(),
                 "expires_at": expires_at,
+                "kubernetes": support,
             })
         ),
         Output::Text => {
@@ -155,6 +167,7 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
                     r["state"].as_str().unwrap_or("")
                 );
             }
+            println!("{} (per {})", support.summary(), support.source);
             match (since, uptime, cost_so_far) {
                 (Some(t), Some(u), Some(cost)) => println!(
                     "up since {} ({}); cost so far about {} at {}/h, {}/day for what is built \

@@ -1022,6 +1022,55 @@ pub fn lb_address(svc: &Service) -> Readiness<String> {
         )
 }
 
+/// Hands the CRDs of the API groups `groups` (exact, or `*.suffix`) that no helm release owns
+/// to helm release `release` in `namespace`, the way helm itself marks what it owns (label
+/// `app.kubernetes.io/managed-by: Helm`, annotations `meta.helm.sh/release-name` and
+/// `-namespace`), so that a chart that now templates CRDs a chart's `crds/` folder installed
+/// earlier can take them over instead of stopping at "invalid ownership metadata". This is the
+/// migration Karpenter's upgrade guide gives for its `karpenter-crd` chart and Istio's for the
+/// base chart from 1.24. A CRD another release owns is left alone (helm then names it).
+/// Returns the names adopted.
+///
+/// # Errors
+/// Listing or patching the CRDs fails.
+pub async fn adopt_crds(
+    client: &Client,
+    groups: &[&str],
+    release: &str,
+    namespace: &str,
+) -> Result<Vec<String>, ApplyError> {
+    const RELEASE_NAME: &str = "meta.helm.sh/release-name";
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let matches = |group: &str| {
+        groups.iter().any(|g| match g.strip_prefix('*') {
+            Some(suffix) => group.ends_with(suffix),
+            None => group == *g,
+        })
+    };
+    let mut adopted = Vec::new();
+    for crd in list_all(&api, None).await? {
+        let owned = crd
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(RELEASE_NAME));
+        if owned || !matches(&crd.spec.group) {
+            continue;
+        }
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {RELEASE_NAME: release, "meta.helm.sh/release-namespace": namespace},
+        }});
+        let object = typed_ref::<CustomResourceDefinition>(None, &name);
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error("adopt", &object))?;
+        adopted.push(name);
+    }
+    Ok(adopted)
+}
+
 /// Wait until the CRD `name` is Established (its custom resources can then be applied).
 pub async fn wait_crd_established(
     client: &Client,

@@ -19,7 +19,8 @@ pub const MIN_HELM: (u64, u64) = (3, 8);
 /// Where a chart comes from, pinned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chart {
-    /// `https://...` repository URL, or an `oci://...` reference (then `name` is ignored).
+    /// `https://...` repository URL (holding `index.yaml`), or an `oci://...` prefix under
+    /// which the chart is `<repo>/<name>`.
     pub repo: String,
     pub name: String,
     pub version: String,
@@ -29,7 +30,7 @@ impl Chart {
     /// The chart argument of `helm upgrade --install` and, for HTTP repositories, `--repo`.
     fn install_args(&self) -> Vec<String> {
         if self.repo.starts_with("oci://") {
-            vec![self.repo.clone()]
+            vec![format!("{}/{}", self.repo, self.name)]
         } else {
             vec![self.name.clone(), "--repo".into(), self.repo.clone()]
         }
@@ -37,12 +38,7 @@ impl Chart {
 
     /// How `helm list` shows an installed chart: `<name>-<version>`.
     pub fn listed_as(&self) -> String {
-        let name = if self.repo.starts_with("oci://") {
-            self.repo.rsplit('/').next().unwrap_or(&self.name)
-        } else {
-            &self.name
-        };
-        format!("{name}-{}", self.version)
+        format!("{}-{}", self.name, self.version)
     }
 }
 
@@ -55,6 +51,9 @@ pub struct Release {
     /// The values, fully rendered (written to a private temp file for the call).
     pub values: String,
     pub timeout: Duration,
+    /// `--skip-crds`: the chart's `crds/` folder is left out, because another release (a
+    /// CRD chart) owns those CRDs and upgrades them, which helm never does for `crds/`.
+    pub skip_crds: bool,
 }
 
 impl Release {
@@ -211,6 +210,9 @@ pub fn upgrade_install_args(release: &Release, values: &Path) -> Vec<String> {
         "--timeout".into(),
         format!("{}s", release.timeout.as_secs()),
     ]);
+    if release.skip_crds {
+        args.push("--skip-crds".into());
+    }
     args
 }
 
@@ -398,6 +400,7 @@ mod tests {
 
     fn release() -> Release {
         Release {
+            skip_crds: false,
             name: "prom".into(),
             namespace: "prometheus".into(),
             chart: Chart {
@@ -435,7 +438,8 @@ mod tests {
             ]
         );
         let mut oci = release();
-        oci.chart.repo = "oci://public.ecr.aws/karpenter/karpenter".into();
+        oci.chart.repo = "oci://public.ecr.aws/karpenter".into();
+        oci.chart.name = "karpenter".into();
         let args = upgrade_install_args(&oci, Path::new("/v"));
         assert_eq!(
             &args[3..6],

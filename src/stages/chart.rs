@@ -9,10 +9,11 @@ use async_trait::async_trait;
 
 use super::kubernetes::{self, objects};
 use super::{deleted, outcome, Change, Context, Stage, StageError};
+use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ObjectRef, Wait};
-use crate::k8s::helm::{Chart, Release};
+use crate::k8s::helm::Release;
 use crate::render::RenderedFile;
 
 /// A stage that installs a chart, then applies manifests that need its CRDs.
@@ -27,10 +28,8 @@ pub struct ChartSpec {
     /// The helm release's name and namespace.
     pub release: &'static str,
     pub namespace: &'static str,
-    /// The chart: its repository, name and (pinned) version.
-    pub repo: &'static str,
+    /// The chart, a [`crate::charts::name`]: its repository and version are the stack's.
     pub chart: &'static str,
-    pub version: &'static str,
     /// The helm values, a rendered file.
     pub values: &'static str,
     /// helm's `--timeout`.
@@ -49,17 +48,14 @@ pub struct ChartSpec {
 
 impl ChartSpec {
     /// The helm release, with the rendered values.
-    pub fn release(&self, files: &[RenderedFile]) -> Result<Release, StageError> {
+    pub fn release(&self, stack: &Stack, files: &[RenderedFile]) -> Result<Release, StageError> {
         Ok(Release {
             name: self.release.into(),
             namespace: self.namespace.into(),
-            chart: Chart {
-                repo: self.repo.into(),
-                name: self.chart.into(),
-                version: self.version.into(),
-            },
+            chart: stack.chart(self.chart),
             values: kubernetes::file(files, self.values)?.to_string(),
             timeout: self.timeout,
+            skip_crds: false,
         })
     }
 }
@@ -85,7 +81,7 @@ impl<T: ChartStage> Stage for T {
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let spec = &T::SPEC;
         let files = cx.rendered().await?;
-        let mut changes = kubernetes::plan_release(cx, &spec.release(&files)?).await?;
+        let mut changes = kubernetes::plan_release(cx, &spec.release(&cx.stack, &files)?).await?;
         changes.extend(kubernetes::plan_objects(cx, &objects(&files, spec.manifests)?).await?);
         Ok(changes)
     }
@@ -94,14 +90,16 @@ impl<T: ChartStage> Stage for T {
         let spec = &T::SPEC;
         let files = cx.rendered().await?;
         let mut changes = kubernetes::plan_delete_objects(&objects(&files, spec.manifests)?);
-        changes.push(kubernetes::plan_delete_release(&spec.release(&files)?));
+        changes.push(kubernetes::plan_delete_release(
+            &spec.release(&cx.stack, &files)?,
+        ));
         Ok(changes)
     }
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
         let spec = &T::SPEC;
         let files = cx.rendered().await?;
-        let release = spec.release(&files)?;
+        let release = spec.release(&cx.stack, &files)?;
         let mut changes: Vec<Change> = kubernetes::ensure_release(cx, h, &release)
             .await?
             .into_iter()
@@ -137,7 +135,7 @@ impl<T: ChartStage> Stage for T {
             let refs: Vec<ObjectRef> = manifests.iter().map(ObjectRef::of).collect();
             apply::wait_gone(&kube.client, kube.resolver.as_ref(), &refs, wait).await?;
         }
-        if kubernetes::remove_release(cx, h, &spec.release(&files)?).await? {
+        if kubernetes::remove_release(cx, h, &spec.release(&cx.stack, &files)?).await? {
             removed += 1;
         }
         Ok(deleted(removed))

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_eks::types::{
-    AuthenticationMode, ClusterStatus, CreateAccessConfigRequest, VpcConfigRequest,
+    AuthenticationMode, ClusterStatus, CreateAccessConfigRequest, UpgradePolicyRequest,
+    VpcConfigRequest,
 };
 
 use super::iam;
@@ -605,6 +606,13 @@ async fn create_cluster(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Resu
             CreateAccessConfigRequest::builder()
                 .authentication_mode(AuthenticationMode::ApiAndConfigMap)
                 .bootstrap_cluster_creator_admin_permissions(true)
+                .build(),
+        )
+        // Without it EKS defaults to EXTENDED: a cluster left running past the end of standard
+        // support would be billed at six times the price without anyone choosing that.
+        .upgrade_policy(
+            UpgradePolicyRequest::builder()
+                .support_type(stack.cluster.support.api_value().into())
                 .build(),
         )
         .set_tags(Some(tags));

@@ -23,23 +23,28 @@ use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ObjectRef, Wait};
-use crate::k8s::helm::{Chart, Release};
+use crate::k8s::helm::Release;
 use crate::render::RenderedFile;
 
 pub const ID: StageId = "istio";
 pub const NAMESPACE: &str = crate::names::namespace::ISTIO;
-/// Istio's official chart repository (the charts are versioned like Istio itself).
-pub const REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 /// The ingress gateway's release, and the name of its Deployment and LoadBalancer Service
 /// (the `name` in `stacks/istio/gateway-values.yaml`).
 pub const GATEWAY: &str = "istio-ingressgateway";
 /// The journal output holding the ingress gateway's load balancer address (a hostname on AWS).
 pub const INGRESS_ADDRESS: &str = "ingress_address";
 
+/// The base chart's release, which owns Istio's CRDs.
+const BASE_RELEASE: &str = "istio-base";
+
+/// The first Istio whose base chart templates its CRDs (istio/istio 1.24 release notes,
+/// "base chart: CRDs are now templated"); earlier ones ship them in `crds/`.
+const TEMPLATED_CRDS: crate::config::ReleaseVersion = crate::config::ReleaseVersion::new(1, 24, 0);
+
 /// The releases, in install order: (release, chart, values file, helm `--timeout`).
 const RELEASES: [(&str, &str, &str, u64); 3] = [
     (
-        "istio-base",
+        BASE_RELEASE,
         "base",
         "stacks/istio/base-values.yaml",
         5 * 60,
@@ -70,13 +75,10 @@ pub fn releases(stack: &Stack, files: &[RenderedFile]) -> Result<Vec<Release>, S
             Ok(Release {
                 name: (*name).into(),
                 namespace: NAMESPACE.into(),
-                chart: Chart {
-                    repo: REPO.into(),
-                    name: (*chart).into(),
-                    version: stack.istio.version.to_string(),
-                },
+                chart: stack.chart(chart),
                 values: kubernetes::file(files, values)?.to_string(),
                 timeout: Duration::from_secs(*timeout),
+                skip_crds: false,
             })
         })
         .collect()
@@ -151,11 +153,24 @@ impl Stage for Istio {
         }
         let files = cx.rendered().await?;
         let mut changes = Vec::new();
+        let kube = cx.kube().await?;
+        // From 1.24 the base chart templates its CRDs; those an older base installed from its
+        // `crds/` folder belong to no release, and helm would refuse to take them over. Istio's
+        // upgrade notes give this one-time adoption ("CRDs ... label/annotate").
+        if cx.stack.istio.version >= TEMPLATED_CRDS {
+            let adopted =
+                apply::adopt_crds(&kube.client, &["*.istio.io"], BASE_RELEASE, NAMESPACE).await?;
+            if !adopted.is_empty() {
+                h.step(format!(
+                    "handed {} Istio CRDs to helm release {NAMESPACE}/{BASE_RELEASE}",
+                    adopted.len()
+                ));
+            }
+        }
         // In order: istiod needs base's CRDs, the gateway needs istiod's injection webhook.
         for release in releases(&cx.stack, &files)? {
             changes.extend(kubernetes::ensure_release(cx, h, &release).await?);
         }
-        let kube = cx.kube().await?;
         let progress = |line: &str| h.step(line.to_string());
         let wait = Wait {
             backoff: cx.waits.kubernetes,
@@ -241,7 +256,9 @@ mod tests {
                 ],
                 "{extra}"
             );
-            assert!(releases.iter().all(|r| r.chart.repo == REPO));
+            assert!(releases
+                .iter()
+                .all(|r| r.chart == stack.chart(&r.chart.name)));
             assert!(releases[1].values.contains("zipkin.istio-system:9411"));
             assert!(releases[2].values.contains("type: LoadBalancer"));
         }

@@ -43,11 +43,11 @@ use serde_yaml::{Mapping, Value as Yaml};
 
 use super::kubernetes::{self, objects};
 use super::{karpenter_infra, nodegroup, outcome, Action, Change, Context, Stage, StageError};
-use crate::config::{ReleaseVersion, Stack};
+use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, ApplyError, ObjectRef, Wait};
-use crate::k8s::helm::{Chart, Release};
+use crate::k8s::helm::Release;
 use crate::names::Role;
 use crate::render::RenderedFile;
 use crate::versions::KarpenterApi;
@@ -57,8 +57,6 @@ pub const RELEASE: &str = "karpenter";
 /// Where the controller runs: its service account `karpenter/karpenter` is the one the
 /// `cluster` stage's IRSA trust names ([`crate::names::KARPENTER_SERVICE_ACCOUNT`]).
 pub const NAMESPACE: &str = crate::names::namespace::KARPENTER;
-/// The chart, published only as an OCI artifact.
-pub const CHART: &str = "oci://public.ecr.aws/karpenter/karpenter";
 const VALUES: &str = "karpenter/values.yaml";
 
 /// The ConfigMap that maps IAM roles to Kubernetes users.
@@ -108,28 +106,37 @@ pub fn manifests(api: KarpenterApi) -> Result<Manifests, StageError> {
     }
 }
 
-/// The chart's version tag: Karpenter dropped the `v` prefix of its chart versions in 0.35.
-pub fn chart_version(version: ReleaseVersion) -> String {
-    if version < ReleaseVersion::new(0, 35, 0) {
-        format!("v{version}")
-    } else {
-        version.to_string()
-    }
-}
-
 /// The helm release, with the rendered values.
 pub fn release(stack: &Stack, files: &[RenderedFile]) -> Result<Release, StageError> {
     Ok(Release {
         name: RELEASE.into(),
         namespace: NAMESPACE.into(),
-        chart: Chart {
-            repo: CHART.into(),
-            name: "karpenter".into(),
-            version: chart_version(stack.karpenter.version),
-        },
+        chart: stack.chart(crate::charts::name::KARPENTER),
         values: kubernetes::file(files, VALUES)?.to_string(),
         timeout: Duration::from_secs(10 * 60),
+        // The CRDs come from the `karpenter-crd` release, which upgrades them with the
+        // controller; helm never upgrades a chart's `crds/`.
+        skip_crds: true,
     })
+}
+
+/// The release of Karpenter's CRD chart, installed before the controller's so that a change
+/// of `karpenter.version` upgrades the CRDs too (Karpenter's upgrade guide recommends it).
+pub const CRD_RELEASE: &str = "karpenter-crd";
+
+/// The API groups of Karpenter's CRDs.
+const CRD_GROUPS: [&str; 2] = ["karpenter.sh", "karpenter.k8s.aws"];
+
+/// The `karpenter-crd` release: the chart's defaults, no values.
+pub fn crd_release(stack: &Stack) -> Release {
+    Release {
+        name: CRD_RELEASE.into(),
+        namespace: NAMESPACE.into(),
+        chart: stack.chart(crate::charts::name::KARPENTER_CRD),
+        values: "{}\n".into(),
+        timeout: Duration::from_secs(5 * 60),
+        skip_crds: false,
+    }
 }
 
 /// The ARN of the role Karpenter's nodes run as (the `iam` stage's node role).
@@ -362,6 +369,7 @@ impl Stage for Karpenter {
             .await?
             .into_iter()
             .collect();
+        changes.extend(kubernetes::plan_release(cx, &crd_release(&cx.stack)).await?);
         changes.extend(kubernetes::plan_release(cx, &release(&cx.stack, &files)?).await?);
         changes.extend(kubernetes::plan_objects(cx, &objects(&files, manifests.paths)?).await?);
         Ok(changes)
@@ -374,6 +382,7 @@ impl Stage for Karpenter {
         changes.push(kubernetes::plan_delete_release(&release(
             &cx.stack, &files,
         )?));
+        changes.push(kubernetes::plan_delete_release(&crd_release(&cx.stack)));
         changes.push(
             Change::new(
                 Action::Delete,
@@ -408,6 +417,16 @@ impl Stage for Karpenter {
             changes.push(c);
         }
 
+        // CRDs an earlier meshstack installed from the controller chart's `crds/` belong to
+        // no release: hand them to `karpenter-crd` first, or helm refuses to take them over.
+        let adopted = apply::adopt_crds(&kube.client, &CRD_GROUPS, CRD_RELEASE, NAMESPACE).await?;
+        if !adopted.is_empty() {
+            h.step(format!(
+                "handed Karpenter's CRDs ({}) to helm release {NAMESPACE}/{CRD_RELEASE}",
+                adopted.join(", ")
+            ));
+        }
+        changes.extend(kubernetes::ensure_release(cx, h, &crd_release(&cx.stack)).await?);
         changes.extend(kubernetes::ensure_release(cx, h, &release(&cx.stack, &files)?).await?);
 
         kubernetes::wait_crds(cx, h, manifests.crds).await?;
@@ -438,6 +457,10 @@ impl Stage for Karpenter {
         apply::wait_nodes_gone(&kube.client, &KARPENTER_NODE_LABELS, wait).await?;
 
         if kubernetes::remove_release(cx, h, &release(&cx.stack, &files)?).await? {
+            removed += 1;
+        }
+        // The CRDs last: uninstalling their chart deletes them, and every custom resource.
+        if kubernetes::remove_release(cx, h, &crd_release(&cx.stack)).await? {
             removed += 1;
         }
         let arn = node_role_arn(cx);
@@ -597,19 +620,6 @@ mod tests {
     }
 
     #[test]
-    fn chart_versions_lost_their_v_in_0_35() {
-        let v = ReleaseVersion::new;
-        for (version, tag) in [
-            (v(1, 8, 1), "1.8.1"),
-            (v(0, 35, 0), "0.35.0"),
-            (v(0, 34, 9), "v0.34.9"),
-            (v(0, 32, 10), "v0.32.10"),
-        ] {
-            assert_eq!(chart_version(version), tag);
-        }
-    }
-
-    #[test]
     fn the_namespace_is_the_one_the_irsa_trust_names() {
         assert_eq!(
             format!("system:serviceaccount:{NAMESPACE}:karpenter"),
@@ -634,7 +644,7 @@ mod tests {
         // so the stack is edited after validation.
         let mut legacy = default.clone();
         legacy.kubernetes_version = "1.27".into();
-        legacy.karpenter.version = ReleaseVersion::new(0, 32, 10);
+        legacy.karpenter.version = crate::config::ReleaseVersion::new(0, 32, 10);
         let m = manifests(crate::versions::karpenter_api(legacy.karpenter.version)).unwrap();
         assert_eq!(m.paths, ["karpenter/provisioner.yaml"]);
         assert_eq!(

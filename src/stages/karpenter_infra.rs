@@ -14,7 +14,7 @@ use crate::aws::{resource_tags, same_json, sdk_err, tags, Answer, AwsClients, ST
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
-use crate::{names, policies};
+use crate::{names, policies, versions};
 
 pub const ID: StageId = "karpenter-infra";
 pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
@@ -30,6 +30,20 @@ pub fn queue_name(stack: &Stack) -> String {
 
 /// The EventBridge rules: (name suffix, event pattern).
 pub fn rules(stack: &Stack) -> Vec<(String, serde_json::Value)> {
+    let mut all = every_rule(stack);
+    if !versions::capacity_reservation_interruptions(stack.karpenter.version) {
+        all.retain(|(name, _)| *name != names::interruption_rule(stack, CAPACITY_RESERVATION));
+    }
+    all
+}
+
+/// The suffix of the rule Karpenter 1.11 added: capacity-reservation interruption warnings
+/// (upstream's CloudFormation `CapacityReservationInterruptionRule`, from 1.11).
+const CAPACITY_RESERVATION: &str = "capacity-reservation";
+
+/// Every rule any Karpenter release gets: what `down` removes, whichever release the stack
+/// names now (a stack moved from 1.14 to 1.10 still has the fifth rule until then).
+pub fn every_rule(stack: &Stack) -> Vec<(String, serde_json::Value)> {
     let rule = |suffix: &str, source: &str, detail: &str| {
         (
             names::interruption_rule(stack, suffix),
@@ -53,6 +67,11 @@ pub fn rules(stack: &Stack) -> Vec<(String, serde_json::Value)> {
             "EC2 Instance State-change Notification",
         ),
         rule("scheduled-change", "aws.health", "AWS Health Event"),
+        rule(
+            CAPACITY_RESERVATION,
+            "aws.ec2",
+            "EC2 Capacity Reservation Instance Interruption Warning",
+        ),
     ]
 }
 
@@ -257,7 +276,7 @@ async fn observe(cx: &Context) -> Result<Seen, StageError> {
         queue: find_queue(aws, stack).await?,
         ..Seen::default()
     };
-    for (name, _) in rules(stack) {
+    for (name, _) in every_rule(stack) {
         if let Some(rule) = find_rule(aws, stack, &name).await? {
             seen.rules.insert(name, rule);
         }
@@ -425,7 +444,7 @@ impl Stage for KarpenterInfra {
         let stack = &cx.stack;
         h.step("observing");
         let mut deleted = 0;
-        for (name, _) in rules(stack) {
+        for (name, _) in every_rule(stack) {
             let Some(rule) = find_rule(aws, stack, &name).await? else {
                 continue;
             };
@@ -544,9 +563,37 @@ mod tests {
     }
 
     #[test]
+    fn karpenter_1_11_and_later_get_the_capacity_reservation_rule() {
+        let stack = |karpenter: &str, k8s: &str| {
+            Stack::parse(
+                &format!(
+                    "name: x\nkubernetes_version: '{k8s}'\nkarpenter: {{version: {karpenter}}}\n"
+                ),
+                "t.yaml",
+            )
+            .unwrap()
+        };
+        let details = |s: &Stack| -> Vec<String> {
+            rules(s)
+                .iter()
+                .map(|(_, p)| p["detail-type"][0].as_str().unwrap().to_string())
+                .collect()
+        };
+        let new = stack("1.14.1", "1.36");
+        assert_eq!(rules(&new).len(), 5);
+        assert!(details(&new)
+            .contains(&"EC2 Capacity Reservation Instance Interruption Warning".to_string()));
+        assert_eq!(rules(&stack("1.11.0", "1.34")).len(), 5);
+        let old = stack("1.10.2", "1.34");
+        assert_eq!(rules(&old).len(), 4);
+        // `down` removes all five whatever the release says now.
+        assert_eq!(every_rule(&old).len(), 5);
+    }
+
+    #[test]
     fn rule_names_fit_eventbridge_limits() {
         let s = Stack::parse("name: abcdefghijklmnopqrstuvwx\n", "t.yaml").unwrap();
-        for (name, _) in rules(&s) {
+        for (name, _) in every_rule(&s) {
             assert!(name.len() <= 64, "{name}");
         }
         assert!(queue_name(&s).len() <= 80);

@@ -24,11 +24,6 @@ pub const RELEASE: &str = "kiali-operator";
 pub const OPERATOR_NAMESPACE: &str = crate::names::namespace::KIALI_OPERATOR;
 /// Where the Kiali CR, and so Kiali itself, lives.
 pub const NAMESPACE: &str = istio::NAMESPACE;
-/// The kiali-operator chart, pinned to the Kiali 1.73 line: kiali.io's documentation pairs
-/// Istio 1.18 with Kiali 1.73 ("v1.73 [istio v1.18]"), and 1.73.2 is the last chart of that
-/// line in https://kiali.org/helm-charts (Kiali 2.x dropped `accessible_namespaces`, which
-/// `observability/kiali.yaml` uses).
-pub const CHART_VERSION: &str = "1.73.2";
 /// The CRD the CR needs; the chart installs it (from its `crds/`, which helm never upgrades or
 /// deletes).
 pub const CRD: &str = "kialis.kiali.io";
@@ -49,9 +44,7 @@ impl ChartStage for Kiali {
         depends_on: &[istio::ID, prometheus::ID, jaeger::ID],
         release: RELEASE,
         namespace: OPERATOR_NAMESPACE,
-        repo: "https://kiali.org/helm-charts",
-        chart: "kiali-operator",
-        version: CHART_VERSION,
+        chart: crate::charts::name::KIALI_OPERATOR,
         values: VALUES,
         timeout: Duration::from_secs(10 * 60),
         crds: &[CRD],

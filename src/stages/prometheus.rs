@@ -14,8 +14,6 @@ use crate::engine::graph::StageId;
 pub const ID: StageId = "prometheus";
 pub const RELEASE: &str = crate::names::PROMETHEUS_RELEASE;
 pub const NAMESPACE: &str = crate::names::namespace::PROMETHEUS;
-/// kube-prometheus-stack, pinned (Prometheus Operator 0.85; supports Kubernetes >= 1.19).
-pub const CHART_VERSION: &str = "77.1.1";
 const VALUES: &str = "observability/prometheus-values.yaml";
 const MONITORS: &str = "observability/monitoring.yaml";
 /// The CRDs the monitors need; the chart installs them.
@@ -33,9 +31,7 @@ impl ChartStage for Prometheus {
         depends_on: &[nodegroup::ID],
         release: RELEASE,
         namespace: NAMESPACE,
-        repo: "https://prometheus-community.github.io/helm-charts",
-        chart: "kube-prometheus-stack",
-        version: CHART_VERSION,
+        chart: crate::charts::name::PROMETHEUS,
         values: VALUES,
         timeout: Duration::from_secs(15 * 60),
         crds: &CRDS,

@@ -14,7 +14,7 @@ use crate::support::{describe, Meshstack, Moto, REGION};
 const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 
 fn stack_yaml(name: &str) -> String {
-    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n")
+    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n")
 }
 
 fn read_yaml(path: &Path) -> Value {
@@ -111,7 +111,7 @@ fn token_needs_credentials_but_no_network() {
     // Or the stack names the cluster and its region, as for every other command.
     let stack = ms.stack_file(
         "tok.yaml",
-        "name: tok\nregion: ap-southeast-2\nkubernetes_version: \"1.34\"\n",
+        "name: tok\nregion: ap-southeast-2\nkubernetes_version: \"1.36\"\n",
     );
     let url = check_exec_credential(&ms.run(&["token", "--stack", stack.to_str().unwrap()]));
     assert!(

@@ -35,7 +35,7 @@ const ALL_STAGES: [&str; 12] = [
 ];
 
 fn stack_yaml(name: &str) -> String {
-    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n")
+    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n")
 }
 
 fn stderr(out: &Output) -> String {

@@ -30,7 +30,7 @@ fn has_row(text: &str, stage: &str, state: &str) -> bool {
 }
 
 fn stack(ms: &Meshstack, name: &str) -> String {
-    let yaml = format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n");
+    let yaml = format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n");
     ms.stack_file(&format!("{name}.yaml"), &yaml)
         .to_str()
         .unwrap()

@@ -712,7 +712,7 @@ async fn the_binary_runs_up_and_down_through_the_proxy_untouched() {
     let ms = Meshstack::new(Some(proxy.endpoint()));
     let stack = ms.stack_file(
         "stack.yaml",
-        "name: proxied\nregion: us-east-1\nkubernetes_version: \"1.34\"\n",
+        "name: proxied\nregion: us-east-1\nkubernetes_version: \"1.36\"\n",
     );
     let stack = stack.to_str().unwrap();
     let stages = "network,iam,cluster,nodegroup,karpenter-infra";

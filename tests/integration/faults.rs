@@ -16,7 +16,7 @@ use crate::support::{api_calls, describe, expected_full_inventory, Clients, Mesh
 const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
 
 fn stack_yaml(name: &str) -> String {
-    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n")
+    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n")
 }
 
 /// moto, the proxy in front of it, the binary talking through the proxy with its waits

@@ -22,7 +22,7 @@ const EXPIRES_TAG: &str = "meshstack.io/expires-at";
 
 fn stack_yaml(name: &str, nat: &str) -> String {
     format!(
-        "name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\nnetwork:\n  nat: {nat}\n"
+        "name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\nnetwork:\n  nat: {nat}\n"
     )
 }
 

@@ -130,7 +130,7 @@ async fn prometheus_installs_the_chart_then_the_monitors_idempotently_and_remove
             "--repo",
             "https://prometheus-community.github.io/helm-charts",
             "--version",
-            prometheus::CHART_VERSION,
+            meshstack::charts::PROMETHEUS_VERSION,
             "--namespace"
         ]
     );

@@ -21,7 +21,7 @@ async fn spot_roles(aws: &crate::support::Clients) -> usize {
 }
 
 fn stack_yaml(name: &str) -> String {
-    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n")
+    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,3 +24,4 @@ mod render;
 mod state;
 mod sweep;
 mod verify_page;
+mod versions;

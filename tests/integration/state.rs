@@ -20,7 +20,7 @@ const BUCKET: &str = "team-state";
 const URL: &str = "s3://team-state/meshstack";
 
 fn stack_yaml(name: &str) -> String {
-    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.34\"\nstate: {URL}\n")
+    format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\nstate: {URL}\n")
 }
 
 fn stderr(out: &Output) -> String {
@@ -498,7 +498,7 @@ async fn state_migrates_local_to_s3_and_back_byte_for_byte_and_no_version_holds_
     // Local state: no `state:` in the stack file.
     let stack = ms.stack_file(
         "stack.yaml",
-        "name: moved\nregion: us-east-1\nkubernetes_version: \"1.34\"\n",
+        "name: moved\nregion: us-east-1\nkubernetes_version: \"1.36\"\n",
     );
     let stack = stack.to_str().unwrap();
     let local = ms.state_dir().join("moved").join("state.json");
@@ -713,7 +713,7 @@ fn a_local_lock_naming_a_live_pid_with_another_start_time_is_stale() {
     let ms = Meshstack::with_moto(&moto);
     let stack = ms.stack_file(
         "stack.yaml",
-        "name: reused\nregion: us-east-1\nkubernetes_version: \"1.34\"\n",
+        "name: reused\nregion: us-east-1\nkubernetes_version: \"1.36\"\n",
     );
     let stack = stack.to_str().unwrap();
     let dir = ms.state_dir().join("reused");

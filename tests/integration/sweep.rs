@@ -234,7 +234,7 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
     let mut ms = Meshstack::with_moto(&moto);
     let stack = ms.stack_file(
         "stack.yaml",
-        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n"),
+        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
     );
     let stack = stack.to_str().unwrap();
 
@@ -557,7 +557,7 @@ async fn down_names_what_it_could_not_sweep_and_a_rerun_finishes() {
     let ms = Meshstack::with_moto(&moto);
     let stack = ms.stack_file(
         "stack.yaml",
-        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.34\"\n"),
+        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
     );
     let stack = stack.to_str().unwrap();
     let out = ms.run(&["up", "--stack", stack, "--only", AWS_STAGES]);

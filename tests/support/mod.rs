@@ -143,6 +143,24 @@ impl Moto {
             .collect()
     }
 
+    /// The recorded requests as moto's recorder wrote them (method, url, headers, body), with
+    /// the body decoded.
+    pub fn recorded_requests(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                if let (Some(b), Some(true)) = (v["body"].as_str(), v["body_encoded"].as_bool()) {
+                    v["body"] = String::from_utf8_lossy(&base64_decode(b))
+                        .into_owned()
+                        .into();
+                }
+                v
+            })
+            .collect()
+    }
+
     /// Just the writes.
     pub fn recorded_writes(&self) -> Vec<String> {
         self.recorded()
@@ -510,7 +528,7 @@ pub fn expected_full_inventory() -> BTreeMap<&'static str, usize> {
         ("eks-cluster", 1),
         ("eks-nodegroup", 1),
         ("sqs-queue", 1),
-        ("eventbridge-rule", 4),
+        ("eventbridge-rule", 5),
     ])
 }
 
