@@ -527,14 +527,14 @@ mod tests {
                 .iter()
                 .filter(|s| matches!(s, Step::PutRule(_)))
                 .count(),
-            4
+            5
         );
         assert_eq!(
             empty
                 .iter()
                 .filter(|s| matches!(s, Step::PutTarget(_)))
                 .count(),
-            4
+            5
         );
         assert_eq!(empty[0], Step::CreateQueue);
 
