@@ -7,9 +7,12 @@ package main
 // directory for the "cluster" egress. kube-apiserver dials everything "in the cluster"
 // through it: webhook Services (it asks CONNECT istiod.istio-system.svc:443, the Service's DNS
 // name, because --enable-aggregator-routing is off) and kubelets (CONNECT <node>:10250, for
-// pods/log, pods/exec, pods/portforward). This proxy answers
-//   - istiod*.istio-system.svc:443  -> the admission stand-in, served in this process over TLS
-//     with a certificate for that name signed by the cluster CA;
+// pods/log, pods/exec, pods/portforward). With --enable-aggregator-routing off (the default)
+// kube-apiserver resolves a webhook Service to its ClusterIP, so the CONNECT names
+// <clusterIP>:<port>; the proxy looks the ClusterIP up in its Service informer. It answers
+//   - a Service istiod* in istio-system (by ClusterIP, or by its DNS name istiod*.istio-system.svc)
+//     -> the admission stand-in, served in this process over TLS with a certificate for
+//     istiod.istio-system.svc (and *.istio-system.svc) signed by the cluster CA;
 //   - <anything>:<kubelet port>     -> kwok's kubelet server (one per cluster, on a free port);
 //   - everything else               -> 503, so webhooks of other charts fail as their Service
 //     would with no reachable endpoints (their failurePolicy decides).
@@ -40,6 +43,7 @@ import (
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -70,6 +74,18 @@ func runEgress(ctx context.Context, args []string) error {
 		return err
 	}
 	go patchIstioWebhooks(ctx, cs, ca)
+	factory := informers.NewSharedInformerFactory(cs, 10*time.Minute)
+	services := factory.Core().V1().Services().Informer()
+	factory.Start(ctx.Done())
+	// serviceAt names the Service whose ClusterIP is ip ("" if none).
+	serviceAt := func(ip string) (namespace, name string) {
+		for _, o := range services.GetStore().List() {
+			if svc, ok := o.(*corev1.Service); ok && svc.Spec.ClusterIP == ip {
+				return svc.Namespace, svc.Name
+			}
+		}
+		return "", ""
+	}
 
 	// The admission stand-in: an HTTPS server fed with the connections CONNECT hands over.
 	admission := newChanListener()
@@ -117,8 +133,13 @@ func runEgress(ctx context.Context, args []string) error {
 			return
 		}
 		var upstream net.Conn
+		istiod := isIstiod(host)
+		if net.ParseIP(host) != nil {
+			ns, name := serviceAt(host)
+			istiod = ns == "istio-system" && strings.HasPrefix(name, "istiod")
+		}
 		switch {
-		case isIstiod(host) && port == "443":
+		case istiod:
 			// served in-process below
 		case port == *kubeletPort && kubeletAddr() != "":
 			upstream, err = net.DialTimeout("tcp", kubeletAddr(), 5*time.Second)

@@ -345,6 +345,24 @@ func (s *smoke) istioWebhooks(ctx context.Context) error {
 			AdmissionReviewVersions: []string{"v1beta1", "v1"},
 		}},
 	}
+	// The Service the webhooks name, as istiod's chart makes it (443 -> 15017); kube-apiserver
+	// resolves it to its ClusterIP.
+	svcName := "istiod-smoke-" + s.ns
+	for _, wh := range mwc.Webhooks {
+		wh.ClientConfig.Service.Name = svcName
+	}
+	vwc.Webhooks[0].ClientConfig.Service.Name = svcName
+	if _, err := s.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	if _, err := s.cs.CoreV1().Services("istio-system").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: svcName},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "istiod"}, Ports: []corev1.ServicePort{
+			{Name: "https-webhook", Port: 443, TargetPort: intstr.FromInt32(15017)}}},
+	}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	defer s.cs.CoreV1().Services("istio-system").Delete(context.Background(), svcName, metav1.DeleteOptions{})
 	if _, err := s.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
 		return err
 	}
