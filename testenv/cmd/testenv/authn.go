@@ -8,13 +8,15 @@ package main
 //     given here), path "/", only the allow-listed query parameters, each once;
 //   - Action=GetCallerIdentity, x-k8s-aws-id among X-Amz-SignedHeaders,
 //     0 <= X-Amz-Expires <= 900, X-Amz-Date present and not older than 15 minutes;
-//   - then a GET of that URL, sent to --sts-endpoint instead of AWS, with
-//     x-k8s-aws-id: <--cluster-name> (so STS, checking the signature, binds the token to the
+//   - then a GET of that URL, sent to --sts-endpoint instead of AWS (the Host header stays the
+//     signed STS host), with x-k8s-aws-id: <--cluster-name> (so STS, checking the signature, binds the token to the
 //     cluster) and Accept: application/json; the ARN of the answer (JSON or STS's XML) is
 //     canonicalized (assumed-role -> role) and mapped to a user in system:masters, as EKS
 //     maps the cluster creator.
 // What it does not model: no aws-auth ConfigMap or access entries (every identity STS
-// vouches for is a cluster admin), no caching, no metrics. moto does not check SigV4
+// vouches for is a cluster admin), no caching, no metrics. moto answers only requests whose
+// Authorization header names the service, so by default (--moto-compat) the presigned
+// credential is also sent in header form. moto does not check SigV4
 // signatures, so the cluster binding would go unchecked; with --aws-secret-access-key this
 // program recomputes the signature itself (with the cluster name as the header's value) and
 // refuses a token signed for another cluster or with another key.
@@ -57,11 +59,12 @@ var allowedParams = map[string]bool{
 }
 
 type verifier struct {
-	cluster   string
-	sts       *url.URL
-	secretKey string
-	client    *http.Client
-	now       func() time.Time
+	cluster    string
+	sts        *url.URL
+	secretKey  string
+	motoCompat bool
+	client     *http.Client
+	now        func() time.Time
 }
 
 type identity struct {
@@ -144,6 +147,18 @@ func (v *verifier) verify(token string) (*identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The Host header stays the signed STS host: the signature covers it, and moto picks the
+	// service (STS) by it.
+	req.Host = u.Host
+	if v.motoCompat {
+		// moto routes a request to a service by its Authorization header (or body), never by a
+		// presigned query, and takes the caller from that header's access key; so the same
+		// credential and signature also go in header form. Real STS would refuse a request
+		// with two signatures: --moto-compat=false against anything but moto.
+		req.Header.Set("Authorization", fmt.Sprintf("AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s",
+			lower.Get("x-amz-credential"), lower.Get("x-amz-signedheaders"), lower.Get("x-amz-signature")))
+		req.Header.Set("X-Amz-Date", lower.Get("x-amz-date"))
+	}
 	req.Header.Set(clusterIDHeader, v.cluster)
 	req.Header.Set("Accept", "application/json")
 	resp, err := v.client.Do(req)
@@ -197,6 +212,10 @@ func canonicalARN(a string) (string, error) {
 		return fmt.Sprintf("arn:%s:iam::%s:role/%s", parts[1], parts[4], res[1]), nil
 	case parts[2] == "sts" && strings.HasPrefix(parts[5], "federated-user/"):
 		return a, nil
+	case parts[2] == "sts" && strings.HasPrefix(parts[5], "user/"):
+		// moto's identity for credentials it did not issue (arn:aws:sts::ACCOUNT:user/moto);
+		// aws-iam-authenticator would refuse it, real STS never returns it.
+		return a, nil
 	}
 	return "", fmt.Errorf("service %q in arn %q is not a valid service for identities", parts[2], a)
 }
@@ -231,15 +250,26 @@ func checkSignature(u *url.URL, q url.Values, cluster, secret string) error {
 		}
 	}
 	empty := sha256.Sum256(nil)
-	creq := strings.Join([]string{"GET", "/", strings.Join(cq, "&"), ch.String(), strings.Join(signedHeaders, ";"), hex.EncodeToString(empty[:])}, "\n")
+	// The payload hash of a presigned GET: SDKs sign the empty body's hash (aws-sdk-go,
+	// aws-sigv4); some sign UNSIGNED-PAYLOAD. Either is accepted.
+	for _, payload := range []string{hex.EncodeToString(empty[:]), "UNSIGNED-PAYLOAD"} {
+		creq := strings.Join([]string{"GET", "/", strings.Join(cq, "&"), ch.String(), strings.Join(signedHeaders, ";"), payload}, "\n")
+		if ok, err := signatureMatches(creq, q, secret); err != nil || ok {
+			return err
+		}
+	}
+	return fmt.Errorf("signature does not match: token not signed for cluster %q with this key", cluster)
+}
+
+func signatureMatches(creq string, q url.Values, secret string) (bool, error) {
 	cred := strings.SplitN(q.Get("X-Amz-Credential"), "/", 2)
 	if len(cred) != 2 {
-		return errors.New("malformed X-Amz-Credential")
+		return false, errors.New("malformed X-Amz-Credential")
 	}
 	scope := cred[1]
 	sp := strings.Split(scope, "/")
 	if len(sp) != 4 {
-		return errors.New("malformed credential scope")
+		return false, errors.New("malformed credential scope")
 	}
 	h := sha256.Sum256([]byte(creq))
 	sts := strings.Join([]string{"AWS4-HMAC-SHA256", q.Get("X-Amz-Date"), scope, hex.EncodeToString(h[:])}, "\n")
@@ -253,10 +283,7 @@ func checkSignature(u *url.URL, q url.Values, cluster, secret string) error {
 	k = mac(k, sp[2])
 	k = mac(k, sp[3])
 	want := hex.EncodeToString(mac(k, sts))
-	if !hmac.Equal([]byte(want), []byte(q.Get("X-Amz-Signature"))) {
-		return fmt.Errorf("signature does not match: token not signed for cluster %q with this key", cluster)
-	}
-	return nil
+	return hmac.Equal([]byte(want), []byte(q.Get("X-Amz-Signature"))), nil
 }
 
 func runAuthn(ctx context.Context, args []string) error {
@@ -264,6 +291,7 @@ func runAuthn(ctx context.Context, args []string) error {
 	cluster := fs.String("cluster-name", "", "EKS cluster name the tokens must be signed for")
 	stsEndpoint := fs.String("sts-endpoint", "", "STS endpoint the presigned GET is sent to (moto)")
 	secret := fs.String("aws-secret-access-key", "", "if set, check the SigV4 signature locally with this key")
+	motoCompat := fs.Bool("moto-compat", true, "also send the presigned credential as an Authorization header (moto needs it to route to STS)")
 	cert := fs.String("cert", "", "serving certificate (PEM)")
 	key := fs.String("key", "", "its key")
 	addrFile := fs.String("addr-file", "", "file to write 127.0.0.1:PORT to")
@@ -274,7 +302,7 @@ func runAuthn(ctx context.Context, args []string) error {
 	if err != nil || sts.Host == "" {
 		return fmt.Errorf("--sts-endpoint %q: want a URL like http://127.0.0.1:5000", *stsEndpoint)
 	}
-	v := &verifier{cluster: *cluster, sts: sts, secretKey: *secret, client: &http.Client{Timeout: 10 * time.Second}, now: time.Now}
+	v := &verifier{cluster: *cluster, sts: sts, secretKey: *secret, motoCompat: *motoCompat, client: &http.Client{Timeout: 10 * time.Second}, now: time.Now}
 	l, err := listenAndRecord(*addrFile)
 	if err != nil {
 		return err
@@ -333,5 +361,64 @@ func runAuthn(ctx context.Context, args []string) error {
 	if err := srv.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	return nil
+}
+
+// runEKSToken prints an EKS bearer token for --cluster-name, presigned the way
+// aws-iam-authenticator's generator does (GET sts.<region>.amazonaws.com/?Action=
+// GetCallerIdentity&Version=2011-06-15, x-k8s-aws-id signed, X-Amz-Expires 60). For tests of
+// the authenticator: --age makes a token signed that long ago.
+func runEKSToken(_ context.Context, args []string) error {
+	fs := newFlags("eks-token")
+	cluster := fs.String("cluster-name", "", "cluster name (x-k8s-aws-id)")
+	region := fs.String("region", "us-east-1", "AWS region")
+	accessKey := fs.String("aws-access-key-id", "test", "access key id")
+	secret := fs.String("aws-secret-access-key", "test", "secret access key")
+	sessionToken := fs.String("aws-session-token", "", "session token, if any")
+	age := fs.Duration("age", 0, "sign as if this long ago")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	now := time.Now().UTC().Add(-*age)
+	date := now.Format("20060102T150405Z")
+	scope := now.Format("20060102") + "/" + *region + "/sts/aws4_request"
+	host := "sts." + *region + ".amazonaws.com"
+	q := url.Values{}
+	q.Set("Action", "GetCallerIdentity")
+	q.Set("Version", "2011-06-15")
+	q.Set("X-Amz-Algorithm", "AWS4-HMAC-SHA256")
+	q.Set("X-Amz-Credential", *accessKey+"/"+scope)
+	q.Set("X-Amz-Date", date)
+	q.Set("X-Amz-Expires", "60")
+	q.Set("X-Amz-SignedHeaders", "host;"+clusterIDHeader)
+	if *sessionToken != "" {
+		q.Set("X-Amz-Security-Token", *sessionToken)
+	}
+	enc := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+	var keys []string
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var cq []string
+	for _, k := range keys {
+		cq = append(cq, enc(k)+"="+enc(q.Get(k)))
+	}
+	empty := sha256.Sum256(nil)
+	creq := strings.Join([]string{"GET", "/", strings.Join(cq, "&"),
+		"host:" + host + "\n" + clusterIDHeader + ":" + *cluster + "\n", "host;" + clusterIDHeader, hex.EncodeToString(empty[:])}, "\n")
+	h := sha256.Sum256([]byte(creq))
+	sts := strings.Join([]string{"AWS4-HMAC-SHA256", date, scope, hex.EncodeToString(h[:])}, "\n")
+	mac := func(key []byte, data string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(data))
+		return m.Sum(nil)
+	}
+	k := mac([]byte("AWS4"+*secret), now.Format("20060102"))
+	k = mac(k, *region)
+	k = mac(k, "sts")
+	k = mac(k, "aws4_request")
+	u := "https://" + host + "/?" + strings.Join(cq, "&") + "&X-Amz-Signature=" + hex.EncodeToString(mac(k, sts))
+	fmt.Println(tokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(u)))
 	return nil
 }

@@ -10,6 +10,7 @@
 //	egress                the API server's "cluster" egress (HTTP CONNECT on a Unix socket):
 //	                      kubelet traffic to kwok, istiod webhook calls to an admission stand-in
 //	authn                 EKS-style token authentication webhook (aws-iam-authenticator rules)
+//	eks-token             print an EKS bearer token (presigned GetCallerIdentity) for tests
 //	smoke                 the Kubernetes half of scripts/lib/local-cluster/smoke
 package main
 
@@ -43,6 +44,7 @@ func main() {
 		"lb-controller": runLBController,
 		"egress":        runEgress,
 		"authn":         runAuthn,
+		"eks-token":     runEKSToken,
 		"smoke":         runSmoke,
 	}
 	run, ok := cmds[os.Args[1]]
