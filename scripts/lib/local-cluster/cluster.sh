@@ -32,11 +32,15 @@ lc_proc_id() {
 	printf '%s %s\n' "$pid" "$(awk '{print $20}' <<<"$stat")"
 }
 
-lc_alive() { # NAME: true if DIR/pids/NAME.pid names a live process
-	local f=$LC_DIR/pids/$1.pid rec
+lc_alive() { # NAME: true if DIR/pids/NAME.pid names a live process (not a zombie)
+	local f=$LC_DIR/pids/$1.pid rec stat
 	[[ -f $f ]] || return 1
 	rec=$(<"$f")
-	[[ $(lc_proc_id "${rec%% *}" 2>/dev/null) == "$rec" ]]
+	[[ $(lc_proc_id "${rec%% *}" 2>/dev/null) == "$rec" ]] || return 1
+	# An exited process stays a zombie until its parent (init, once start has returned) reaps it.
+	stat=$(cat "/proc/${rec%% *}/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z ]]
 }
 
 # lc_spawn NAME CMD...: runs CMD in its own session/process group (setsid: pid = pgid),
@@ -365,10 +369,14 @@ lc_stop_dir() {
 			pid=${rec%% *}
 			kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
 			live+=("$name")
-			# etcd last, after the API server is gone
+			# etcd last, after the API server is gone. kube-apiserver's graceful shutdown waits
+			# up to 60 s for requests still in flight (long-running ones from clients already
+			# stopped); the cluster is disposable, so it gets 2 s, then SIGKILL.
 			if [[ $name == kube-apiserver ]]; then
 				local i
-				for ((i = 0; i < 50; i++)); do lc_alive kube-apiserver || break; sleep 0.1; done
+				for ((i = 0; i < 20; i++)); do lc_alive kube-apiserver || break; sleep 0.1; done
+				lc_alive kube-apiserver && { kill -KILL -- "-$pid" 2>/dev/null || true; }
+				for ((i = 0; i < 20; i++)); do lc_alive kube-apiserver || break; sleep 0.1; done
 			fi
 		else
 			rm -f "$f"

@@ -51,7 +51,7 @@ func runServeCharts(ctx context.Context, args []string) error {
 // runNodes creates the fake nodes kwok manages: --per-zone nodes in each of --zones, labelled
 // as EKS/Karpenter nodes are, with allocatable large enough for kube-prometheus-stack, istio
 // and the app. Existing nodes are left alone.
-func runNodes(ctx context.Context, args []string) error {
+func runNodes(ctx context.Context, args []string) (err error) {
 	fs := newFlags("nodes")
 	kubeconfig := fs.String("kubeconfig", "", "admin kubeconfig")
 	zones := fs.String("zones", "us-east-1a,us-east-1b,us-east-1c", "comma-separated zones")
@@ -64,11 +64,32 @@ func runNodes(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	want := map[string]bool{}
+	defer func() {
+		// A restart with other zones or fewer nodes (etcd's data is kept across stop/start)
+		// removes the kwok nodes no longer wanted.
+		if err != nil {
+			return
+		}
+		nodes, lerr := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "type=kwok"})
+		if lerr != nil {
+			err = lerr
+			return
+		}
+		for _, n := range nodes.Items {
+			if !want[n.Name] && n.Annotations["kwok.x-k8s.io/node"] == "fake" {
+				if derr := cs.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); derr != nil && !apierrors.IsNotFound(derr) {
+					err = derr
+				}
+			}
+		}
+	}()
 	for zi, zone := range strings.Split(*zones, ",") {
 		zone = strings.TrimSpace(zone)
 		region := strings.TrimRight(zone, "abcdefghijklmnopqrstuvwxyz")
 		for i := 0; i < *perZone; i++ {
 			name := fmt.Sprintf("kwok-%s-%d", zone, i)
+			want[name] = true
 			ip := fmt.Sprintf("10.0.%d.%d", zi, 10+i)
 			res := corev1.ResourceList{
 				corev1.ResourceCPU:              resource.MustParse("64"),
@@ -110,9 +131,8 @@ func runNodes(ctx context.Context, args []string) error {
 					},
 				},
 			}
-			_, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-			if err != nil && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("create node %s: %w", name, err)
+			if _, cerr := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); cerr != nil && !apierrors.IsAlreadyExists(cerr) {
+				return fmt.Errorf("create node %s: %w", name, cerr)
 			}
 		}
 	}
