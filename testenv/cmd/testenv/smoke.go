@@ -35,6 +35,8 @@ type smoke struct {
 	cfg *rest.Config
 	dyn *dynamic.DynamicClient
 	ns  string
+	// envoyPort: a local HTTP server standing in for a pod's Envoy admin (port 15000).
+	envoyPort int
 }
 
 func runSmoke(ctx context.Context, args []string) error {
@@ -52,7 +54,18 @@ func runSmoke(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s := &smoke{cs: cs, cfg: cfg, dyn: dyn, ns: fmt.Sprintf("smoke-%d", time.Now().UnixNano()%100000)}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	go func() {
+		_ = http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "envoy stand-in %s\n", r.URL.Path)
+		}))
+	}()
+	s := &smoke{cs: cs, cfg: cfg, dyn: dyn, ns: fmt.Sprintf("smoke-%d", time.Now().UnixNano()%100000),
+		envoyPort: l.Addr().(*net.TCPAddr).Port}
 	checks := []struct {
 		name string
 		fn   func(context.Context) error
@@ -61,6 +74,7 @@ func runSmoke(ctx context.Context, args []string) error {
 		{"deployment spread over zones, pods Running/Ready on kwok nodes", func(ctx context.Context) error { return s.deployment(ctx, *zones) }},
 		{"endpointslice endpoints carry nodeName and zone", s.endpointSlices},
 		{"pods/portforward reaches the address a PortForward names", s.portForward},
+		{"pods/portforward over WebSocket (kube-rs's protocols)", s.portForwardWebSocket},
 		{"LoadBalancer service gets an address", s.loadBalancer},
 		{"istiod stand-in: caBundle patched, pod injected, validating webhook Fail", s.istioWebhooks},
 		{"deployment delete garbage-collects replicaset and pods", s.garbageCollect},
@@ -207,25 +221,15 @@ func (s *smoke) endpointSlices(ctx context.Context) error {
 	})
 }
 
-// portForward stands up an "Envoy admin" on a free local port, registers it with a kwok
-// PortForward for one smoke pod's port 15000, and reads /clusters through pods/portforward.
+// portForward registers the stand-in "Envoy admin" with a kwok PortForward for one smoke
+// pod's port 15000, and reads /clusters through pods/portforward (SPDY, as client-go).
 func (s *smoke) portForward(ctx context.Context) error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	go func() {
-		_ = http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "envoy stand-in %s\n", r.URL.Path)
-		}))
-	}()
 	pods, err := s.cs.CoreV1().Pods(s.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=smoke"})
 	if err != nil || len(pods.Items) == 0 {
 		return fmt.Errorf("no smoke pod: %v", err)
 	}
 	pod := pods.Items[0].Name
-	port := l.Addr().(*net.TCPAddr).Port
+	port := s.envoyPort
 	pf := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
 		"metadata": map[string]any{"name": pod, "namespace": s.ns},
@@ -416,6 +420,8 @@ func (s *smoke) istioWebhooks(ctx context.Context) error {
 }
 
 func strPtr(s string) *string { return &s }
+
+func metav1ListSmoke() metav1.ListOptions { return metav1.ListOptions{LabelSelector: "app=smoke"} }
 
 func (s *smoke) garbageCollect(ctx context.Context) error {
 	if err := s.cs.AppsV1().Deployments(s.ns).Delete(ctx, "smoke", metav1.DeleteOptions{}); err != nil {
