@@ -227,6 +227,30 @@ pub enum Value {
     Json(serde_json::Value),
 }
 
+/// The Kiali CR's `spec.deployment` for the stack's Kiali: the namespaces Kiali may see and
+/// where it runs. Kiali 2 removed `accessible_namespaces` (kiali-operator 2.x CRD docs:
+/// `cluster_wide_access: false` with `discovery_selectors` instead), so the shape follows the
+/// kiali-operator the stack's Istio gets ([`crate::versions::kiali_operator`]).
+fn kiali_deployment(stack: &Stack) -> serde_json::Value {
+    let kiali =
+        crate::versions::kiali_operator(stack.istio.version).expect("validated with the stack");
+    let node_selector = serde_json::json!({"meshstack.io/pool": "system"});
+    if kiali.major >= 2 {
+        serde_json::json!({
+            "cluster_wide_access": false,
+            "discovery_selectors": {"default": [
+                {"matchLabels": {"kubernetes.io/metadata.name": names::namespace::APP}}
+            ]},
+            "node_selector": node_selector,
+        })
+    } else {
+        serde_json::json!({
+            "accessible_namespaces": [names::namespace::APP],
+            "node_selector": node_selector,
+        })
+    }
+}
+
 /// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for GovCloud, else `aws`.
 pub fn partition_for_region(region: &str) -> &'static str {
     if region.starts_with("cn-") {
@@ -338,6 +362,7 @@ pub fn variables(
             Value::Scalar(decimal(stack.istio.tracing_sampling.get())),
         ),
         ("ORDERS_LOCALITY_LB_SETTING", Value::Json(orders_lb.setting)),
+        ("KIALI_DEPLOYMENT", Value::Json(kiali_deployment(stack))),
         (
             "ORDERS_HTTP2_MAX_REQUESTS",
             Value::Scalar(locality.connection_pool.http2_max_requests.to_string()),

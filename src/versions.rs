@@ -715,6 +715,30 @@ pub fn istio_support_warning(istio: ReleaseVersion, kubernetes_minor: u32) -> Op
     }
 }
 
+/// The Kubernetes minors a helm release supports, by Helm's version-skew policy: a release
+/// supports the minor of the client-go it is built with and the three before it
+/// (helm.sh/docs/topics/version_skew, 2026-12-06: "3.20.x: 1.35.x - 1.32.x"; Helm 4 "n-3").
+/// The client-go minor of each release line, from its go.mod: 3.19 -> 1.34, 3.20 -> 1.35, 3.21
+/// (v3.21.4: client-go v0.36.2) -> 1.36; 4.0 -> 1.34 (the docs' example), 4.1 -> 1.35, 4.2 ->
+/// 1.36, 4.3 (v4.3.2: client-go v0.37.2) -> 1.37. `None` for a line this table does not know.
+pub fn helm_kubernetes_range(major: u64, minor: u64) -> Option<(u32, u32)> {
+    let newest = match (major, minor) {
+        (3, m @ 12..=21) => 15 + m as u32,
+        (4, m @ 0..=3) => 34 + m as u32,
+        _ => return None,
+    };
+    Some((newest - 3, newest))
+}
+
+/// Istio `istio`'s supported Kubernetes minors, from istio.io's "Supported Releases" table;
+/// `None` for a release line the table does not have.
+pub fn istio_kubernetes_range(istio: ReleaseVersion) -> Option<(u32, u32)> {
+    ISTIO_KUBERNETES
+        .iter()
+        .find(|(minor, _, _)| istio.major == 1 && *minor == istio.minor)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
 /// The kiali-operator chart for each Istio minor meshstack installs Kiali with: 1.73.2 for
 /// Istio 1.18 (kiali.io's compatibility table: Kiali 1.73 with Istio 1.18), 2.26.0 for Istio
 /// 1.30 (kiali.io's release menu labels v2.26 "istio v1.30"; istio/istio PR #60183 sets Istio

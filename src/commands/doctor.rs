@@ -1,15 +1,32 @@
-//! `meshstack doctor`: credentials, region and the tools the stages need.
+//! `meshstack doctor`: credentials, region and the tools the stages need; the version matrix
+//! of the stack (Kubernetes on EKS today, Karpenter, Istio, Kiali, helm — each with what it
+//! supports); and whether every chart repository answers and holds the pinned version.
 
 use std::process::ExitCode;
 
 use super::{connect, helm_version, load_stack_path};
-use crate::aws::account;
+use crate::aws::{account, AwsClients};
 use crate::cli::{DoctorArgs, Output};
+use crate::config::Stack;
+use crate::k8s::helm::{self, HelmCli};
+use crate::versions::{self, SupportStatus};
+
+/// One row of the version matrix.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    component: &'static str,
+    version: String,
+    /// Whether this pair is supported; `false` is a warning (Istio 1.18 on 1.36) or an error
+    /// (a Kubernetes version EKS will not create), as `detail` says.
+    supported: bool,
+    detail: String,
+}
 
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let text = args.output == Output::Text;
     let mut checks: Vec<(bool, &str, String)> = Vec::new();
     let mut report = |good: bool, what: &'static str, detail: String| {
-        if args.output == Output::Text {
+        if text {
             println!("{} {what}: {detail}", if good { "ok  " } else { "FAIL" });
         }
         checks.push((good, what, detail));
@@ -24,11 +41,12 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let mut aws: Option<AwsClients> = None;
     if let Some(stack) = &stack {
         match connect(stack).await {
-            Ok(aws) => {
-                report(true, "region", aws.region.clone());
-                match account::identify(&aws, stack).await {
+            Ok(clients) => {
+                report(true, "region", clients.region.clone());
+                match account::identify(&clients, stack).await {
                     Ok(id) => report(
                         true,
                         "credentials",
@@ -36,6 +54,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                     ),
                     Err(e) => report(false, "credentials", e.to_string()),
                 }
+                aws = Some(clients);
             }
             Err(e) => report(
                 false,
@@ -44,9 +63,58 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    match helm_version().await {
-        Ok(v) => report(true, "helm", v),
-        Err(why) => report(false, "helm", why),
+    let helm = helm_version().await;
+    match &helm {
+        Ok(v) => report(true, "helm", v.clone()),
+        Err(why) => report(false, "helm", why.clone()),
+    }
+
+    let mut rows = Vec::new();
+    let mut charts = Vec::new();
+    if let Some(stack) = &stack {
+        rows = matrix(aws.as_ref(), stack, helm.as_deref().ok()).await?;
+        if let Some(k8s) = rows.first() {
+            report(k8s.supported, "kubernetes version", k8s.detail.clone());
+        }
+        if text {
+            println!();
+            println!("versions:");
+            for r in &rows {
+                println!(
+                    "  {:<11} {:<8} {} {}",
+                    r.component,
+                    r.version,
+                    if r.supported { "ok  " } else { "WARN" },
+                    r.detail
+                );
+            }
+        }
+        if helm.is_ok() {
+            charts = chart_checks(stack).await;
+            if text {
+                println!();
+                println!("chart repositories:");
+            }
+            for (pin, problem) in &charts {
+                if text {
+                    match problem {
+                        None => println!("  ok   {pin}"),
+                        Some(why) => println!("  FAIL {pin}: {why}"),
+                    }
+                }
+            }
+            let missing: Vec<String> = charts
+                .iter()
+                .filter(|(_, p)| p.is_some())
+                .map(|(pin, _)| format!("{} {}", pin.chart, pin.version))
+                .collect();
+            let detail = if missing.is_empty() {
+                format!("{} charts found at their pinned versions", charts.len())
+            } else {
+                format!("not found: {}", missing.join(", "))
+            };
+            checks.push((missing.is_empty(), "charts", detail));
+        }
     }
     let ok = checks.iter().all(|(good, _, _)| *good);
     if args.output == Output::Json {
@@ -54,11 +122,141 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(good, what, detail)| serde_json::json!({"check": what, "ok": good, "detail": detail}))
             .collect();
-        println!("{}", serde_json::json!({"ok": ok, "checks": checks}));
+        let charts: Vec<_> = charts
+            .iter()
+            .map(|(pin, problem)| serde_json::json!({"chart": pin, "ok": problem.is_none(), "problem": problem}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"ok": ok, "checks": checks, "versions": rows, "charts": charts})
+        );
     }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The stack's versions, each with what it supports: Kubernetes first (its support on EKS
+/// today, from EKS where it answers), then Karpenter, Istio, Kiali and helm.
+async fn matrix(
+    aws: Option<&AwsClients>,
+    stack: &Stack,
+    helm: Option<&str>,
+) -> anyhow::Result<Vec<Row>> {
+    let minor = stack.kubernetes_minor();
+    let prices = crate::prices::PriceTable::builtin();
+    let region = aws
+        .map(|a| a.region.clone())
+        .or_else(|| stack.region().map(str::to_string))
+        .unwrap_or_else(|| crate::prices::FALLBACK_REGION.to_string());
+    let price = |extended: bool| {
+        let p = prices
+            .regions
+            .get(&region)
+            .or_else(|| prices.regions.get(crate::prices::FALLBACK_REGION));
+        let hourly = p.and_then(|p| {
+            if extended {
+                p.eks_cluster_extended
+            } else {
+                Some(p.eks_cluster)
+            }
+        });
+        hourly.map_or_else(
+            || "price unknown".to_string(),
+            |h| format!("{}/h", crate::prices::dollars(h)),
+        )
+    };
+    let mut rows = Vec::new();
+    let k8s = match super::checks::kubernetes_support(aws, stack).await? {
+        Ok(s) => Row {
+            component: "kubernetes",
+            version: s.version.clone(),
+            supported: true,
+            detail: format!(
+                "{}, {} (per {})",
+                s.summary(),
+                price(s.status == SupportStatus::Extended),
+                s.source
+            ),
+        },
+        Err(e) => Row {
+            component: "kubernetes",
+            version: stack.kubernetes_version.clone(),
+            supported: false,
+            detail: e.message,
+        },
+    };
+    rows.push(k8s);
+    let karpenter = stack.karpenter.version;
+    rows.push(Row {
+        component: "karpenter",
+        version: karpenter.to_string(),
+        supported: versions::karpenter_maximum(karpenter).is_some_and(|max| minor <= max),
+        detail: match versions::karpenter_maximum(karpenter) {
+            Some(max) => format!("its controller accepts Kubernetes up to 1.{max}"),
+            None => "meshstack does not know which Kubernetes it accepts".into(),
+        },
+    });
+    let istio = stack.istio.version;
+    rows.push(Row {
+        component: "istio",
+        version: istio.to_string(),
+        supported: stack.istio_support_warning().is_none(),
+        detail: match versions::istio_kubernetes_range(istio) {
+            Some((lo, hi)) => format!("supports Kubernetes 1.{lo} to 1.{hi} (istio.io)"),
+            None => "meshstack does not know which Kubernetes it supports".into(),
+        },
+    });
+    let kiali = versions::kiali_operator(istio).expect("validated with the stack");
+    rows.push(Row {
+        component: "kiali",
+        version: kiali.to_string(),
+        supported: true,
+        detail: format!("kiali-operator paired with Istio 1.{}", istio.minor),
+    });
+    if let Some(v) = helm {
+        let (major, helm_minor) = helm::major_minor(v);
+        let range = versions::helm_kubernetes_range(major, helm_minor);
+        rows.push(Row {
+            component: "helm",
+            version: v.to_string(),
+            supported: range.is_some_and(|(lo, hi)| (lo..=hi).contains(&minor)),
+            detail: match range {
+                Some((lo, hi)) => format!(
+                    "helm {major}.{helm_minor} supports Kubernetes 1.{lo} to 1.{hi} (Helm's \
+                     version-skew policy){}",
+                    if (lo..=hi).contains(&minor) {
+                        String::new()
+                    } else {
+                        format!("; the stack's 1.{minor} is outside it")
+                    }
+                ),
+                None => format!("meshstack does not know helm {major}.{helm_minor}'s skew"),
+            },
+        });
+    }
+    Ok(rows)
+}
+
+/// Each chart the stack installs, asked of its repository (`helm show chart`), with what is
+/// wrong when the repository does not answer or lacks the pinned version.
+async fn chart_checks(stack: &Stack) -> Vec<(crate::charts::Pin, Option<String>)> {
+    let helm = HelmCli::from_env(None);
+    let checks = stack.chart_pins().into_iter().map(|pin| {
+        let helm = helm.clone();
+        async move {
+            let problem = match helm.show_chart(&pin.clone().chart()).await {
+                Ok(_) => None,
+                Err(e) => Some(first_line(&e.to_string())),
+            };
+            (pin, problem)
+        }
+    });
+    futures::future::join_all(checks).await
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
 }

@@ -180,6 +180,19 @@ impl HelmCli {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `helm show chart`: whether the chart's repository answers and holds the pinned version
+    /// (its Chart.yaml, which names the version).
+    ///
+    /// # Errors
+    /// [`HelmError::Failed`] with helm's own words when the repository does not answer or
+    /// has no such chart or version.
+    pub async fn show_chart(&self, chart: &Chart) -> Result<String, HelmError> {
+        let mut args = vec!["show".to_string(), "chart".into()];
+        args.extend(chart.install_args());
+        args.extend(["--version".into(), chart.version.clone()]);
+        self.run(&args).await
+    }
+
     /// `helm version --short`.
     pub async fn version(&self) -> Result<String, HelmError> {
         Ok(self
@@ -384,6 +397,12 @@ pub fn values_matter(release: &Release, listed: Option<&Listed>) -> bool {
 
 /// `v3.14.2+gc309b6f` >= (3, 8)?
 pub fn version_at_least(version: &str, min: (u64, u64)) -> bool {
+    major_minor(version) >= min
+}
+
+/// `(major, minor)` of a version as `helm version --short` prints it (`v3.21.4+g5a1b...`);
+/// `(0, 0)` for text without numbers.
+pub fn major_minor(version: &str) -> (u64, u64) {
     let v = version.trim().trim_start_matches('v');
     let mut parts = v
         .split(|c: char| !c.is_ascii_digit())
@@ -391,7 +410,7 @@ pub fn version_at_least(version: &str, min: (u64, u64)) -> bool {
         .map(|p| p.parse::<u64>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
-    (major, minor) >= min
+    (major, minor)
 }
 
 #[cfg(test)]

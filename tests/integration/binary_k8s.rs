@@ -259,11 +259,12 @@ fn rendered_objects(c: &Cluster) -> BTreeSet<String> {
 }
 
 /// The releases meshstack installs, as `namespace/name`.
-const RELEASES: [&str; 6] = [
+const RELEASES: [&str; 7] = [
     "istio-system/istio-base",
     "istio-system/istio-ingressgateway",
     "istio-system/istiod",
     "karpenter/karpenter",
+    "karpenter/karpenter-crd",
     "kiali-operator/kiali-operator",
     "prometheus/prom",
 ];

@@ -326,7 +326,8 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
         plan,
         [
             format!("~ aws-auth kube-system/aws-auth (map node role {NODE_ROLE})"),
-            "+ helm-release karpenter/karpenter (karpenter-1.8.1)".into(),
+            "+ helm-release karpenter/karpenter-crd (karpenter-crd-1.14.1)".into(),
+            "+ helm-release karpenter/karpenter (karpenter-1.14.1)".into(),
             "+ k8s-object EC2NodeClass ecommerce".into(),
             "+ k8s-object NodePool ecommerce".into(),
         ]
@@ -355,8 +356,18 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
 
     let calls = helm_calls(dir.path());
     let installs: Vec<&Vec<String>> = calls.iter().filter(|c| c[0] == "upgrade").collect();
-    assert_eq!(installs.len(), 1, "{calls:?}");
-    let mut args = installs[0].clone();
+    assert_eq!(installs.len(), 2, "{calls:?}");
+    // The CRDs' chart first, then the controller's without its `crds/`.
+    assert_eq!(
+        installs[0][2..6],
+        [
+            "karpenter-crd",
+            "oci://public.ecr.aws/karpenter/karpenter-crd",
+            "--version",
+            "1.14.1"
+        ]
+    );
+    let mut args = installs[1].clone();
     assert!(
         args[10].ends_with("karpenter-karpenter.yaml"),
         "values from a private file: {args:?}"
@@ -370,7 +381,7 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
             "karpenter",
             "oci://public.ecr.aws/karpenter/karpenter",
             "--version",
-            "1.8.1",
+            "1.14.1",
             "--namespace",
             "karpenter",
             "--create-namespace",
@@ -378,9 +389,28 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
             "VALUES",
             "--wait",
             "--timeout",
-            "600s"
+            "600s",
+            "--skip-crds"
         ]
     );
+    // The CRDs the test seeded stand for an older meshstack's, from the controller chart's
+    // `crds/`: handed to the karpenter-crd release before it was installed.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["nodepools.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws"] {
+        let crd = crds.get(name).await.unwrap();
+        let annotations = crd.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get("meta.helm.sh/release-name")
+                .map(String::as_str),
+            Some("karpenter-crd"),
+            "{name}"
+        );
+        assert_eq!(
+            crd.metadata.labels.unwrap_or_default()["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+    }
 
     let pools = cluster_scoped(&client, "nodepools");
     let classes = cluster_scoped(&client, "ec2nodeclasses");

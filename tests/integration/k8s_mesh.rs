@@ -42,7 +42,7 @@ use crate::support::{describe, Meshstack};
 
 custom_resource!(KialiCr, "kiali.io", "v1alpha1", "Kiali", "kialis", Namespaced);
 
-const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
+const ISTIO_REPO: &str = meshstack::charts::ISTIO_REPO;
 const LB_HOSTNAME: &str = "a1b2c3-istio-ingressgateway.elb.us-east-1.amazonaws.com";
 
 /// What the stand-in charts do besides recording.

@@ -187,3 +187,88 @@ fn versions_that_cannot_be_created_are_refused_naming_what_works() {
         }
     }
 }
+
+/// With credentials, EKS's own calendar wins over the built-in one: `DescribeClusterVersions`
+/// (which moto lacks; the fault proxy answers it as AWS's API reference shows) says 1.33 is
+/// still in standard support, so a plain stack may have it at the standard price, and the
+/// plan says where that came from. When EKS says a version is past extended support, that
+/// refusal names EKS as the source.
+#[test]
+fn eks_own_calendar_decides_when_it_answers() {
+    use crate::support::fault_proxy::{FaultProxy, Faults};
+    let moto = Moto::start();
+    // Dates as epoch seconds, as the restJson protocol sends timestamps.
+    let day = |y: i32, m: u32, d: u32| -> i64 {
+        let days_before_year: i64 = (1970..y).map(|y| if y % 4 == 0 { 366 } else { 365 }).sum();
+        let month_days = [
+            31,
+            if y % 4 == 0 { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let days: i64 = month_days[..(m - 1) as usize].iter().sum::<i64>() + (d - 1) as i64;
+        (days_before_year + days) * 86_400
+    };
+    let version = |v: &str, std: i64, ext: i64| {
+        serde_json::json!({"clusterVersion": v, "clusterType": "eks", "status": "STANDARD_SUPPORT",
+            "versionStatus": "STANDARD_SUPPORT", "defaultVersion": false,
+            "endOfStandardSupportDate": std, "endOfExtendedSupportDate": ext})
+    };
+    let calendar = serde_json::json!({"clusterVersions": [
+        version("1.33", day(2027, 1, 15), day(2028, 1, 15)),
+        version("1.36", day(2027, 8, 2), day(2028, 8, 2)),
+        // 1.35's windows closed early, in this made-up calendar.
+        version("1.35", day(2026, 1, 1), day(2026, 6, 1)),
+    ]});
+    let faults = Faults {
+        answers: [(
+            "eks:DescribeClusterVersions".to_string(),
+            calendar.to_string(),
+        )]
+        .into(),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start(&moto.endpoint(), faults);
+    let ms = on_the_day(Meshstack::new(Some(proxy.endpoint())));
+    let file = ms.stack_file(
+        "live.yaml",
+        "name: live\nregion: us-east-1\nkubernetes_version: \"1.33\"\nkarpenter: {version: 1.14.1}\n",
+    );
+    let out = ms.run(&["plan", "--stack", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    for part in [
+        "Kubernetes 1.33: standard support until 2027-01-15",
+        "per EKS DescribeClusterVersions in us-east-1",
+        "$0.10",
+    ] {
+        assert!(text.contains(part), "want {part:?} in\n{text}");
+    }
+    assert!(proxy
+        .stats()
+        .ops
+        .contains_key("eks:DescribeClusterVersions"));
+
+    let file = ms.stack_file(
+        "gone.yaml",
+        "name: gone\nregion: us-east-1\nkubernetes_version: \"1.35\"\n",
+    );
+    let out = ms.run(&["plan", "--stack", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = stderr(&out);
+    for part in [
+        "reached the end of EKS extended support on 2026-06-01",
+        "per EKS DescribeClusterVersions in us-east-1",
+        "use \"1.33\" or \"1.36\" (standard support)",
+    ] {
+        assert!(err.contains(part), "want {part:?} in {err}");
+    }
+}

@@ -71,6 +71,11 @@ pub struct Faults {
     /// (mutating actions: 200 tokens, refilled at 5 a second). Many stacks in one account
     /// share them, as a workshop fleet does.
     pub buckets: Vec<RateBucket>,
+    /// Operation -> answer every call with HTTP 200 and this JSON body instead of forwarding
+    /// it: an operation moto does not implement, answered the way AWS's API reference shows
+    /// (EKS `DescribeClusterVersions`, whose calendar moto has no notion of). Only the body
+    /// given is modelled: no paging, no filtering by the request's parameters.
+    pub answers: BTreeMap<String, String>,
 }
 
 /// One request token bucket: the calls of `service` (writes only, or every call) each take a
@@ -352,6 +357,8 @@ enum Verdict {
     Error,
     /// An error from `Faults::matched_errors` (its index).
     Matched(usize),
+    /// A canned success from `Faults::answers`.
+    Answer,
 }
 
 impl Shared {
@@ -400,6 +407,18 @@ impl Shared {
             Verdict::Matched(i) => {
                 let m = self.state().faults.matched_errors[i].clone();
                 error_answer(&req, &m.code, &m.message)
+            }
+            Verdict::Answer => {
+                let body = self.state().faults.answers[&req.op].clone();
+                Answer::new(
+                    200,
+                    "OK",
+                    &[
+                        ("Content-Type", "application/json"),
+                        ("x-amzn-RequestId", &req.request_id()),
+                    ],
+                    body,
+                )
             }
             Verdict::Forward => match self.forward(&head, &raw_body) {
                 Ok(mut answer) => {
@@ -455,6 +474,9 @@ impl Shared {
         let verdict = if let Some(i) = matched {
             st.stats.injected += 1;
             Verdict::Matched(i)
+        } else if st.faults.answers.contains_key(&req.op) {
+            st.stats.injected += 1;
+            Verdict::Answer
         } else if first_n(&st.faults.throttles)
             || draw < st.faults.throttle_rate
             || !take_token(&st.faults.buckets, &mut st.buckets, &req.op)
@@ -788,6 +810,7 @@ fn eks_operation(method: &str, path: &str) -> &'static str {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
         ("GET", ["clusters"]) => "ListClusters",
+        ("GET", ["cluster-versions"]) => "DescribeClusterVersions",
         ("POST", ["clusters"]) => "CreateCluster",
         ("GET", ["clusters", _]) => "DescribeCluster",
         ("DELETE", ["clusters", _]) => "DeleteCluster",

@@ -44,10 +44,12 @@ pub type CrdSpec = (
     bool,
 );
 
-/// The CRDs of each chart meshstack installs, as far as meshstack uses them.
+/// The CRDs of each chart meshstack installs, as far as meshstack uses them. The karpenter
+/// chart installs none: meshstack installs it with `--skip-crds`, its CRDs coming from the
+/// `karpenter-crd` chart (whose templates they are: see [`templated_crds`]).
 pub fn chart_crds(release: &str) -> &'static [CrdSpec] {
     match release {
-        "karpenter" => &[
+        "karpenter-crd" => &[
             ("karpenter.sh", &["v1"], "NodePool", "nodepools", false),
             (
                 "karpenter.k8s.aws",
@@ -219,8 +221,9 @@ async fn charts(shared: &Shared) -> Result<Option<BTreeSet<String>>> {
             }
             continue;
         }
+        let owner = templated_crds(name).then_some((name.as_str(), ns.as_str()));
         for crd in chart_crds(name) {
-            ensure_crd(client, crd).await?;
+            ensure_crd(client, crd, owner).await?;
         }
         if name == GATEWAY_RELEASE {
             let svc: Service = serde_json::from_value(json!({
@@ -281,7 +284,21 @@ where
     }
 }
 
-async fn ensure_crd(client: &kube::Client, spec: &CrdSpec) -> Result<()> {
+/// Whether a chart's CRDs are templates (helm stamps its ownership on them: label
+/// `app.kubernetes.io/managed-by: Helm`, annotations `meta.helm.sh/release-name` and
+/// `-namespace`, as helm's install action does for every templated resource) rather than files
+/// of its `crds/` folder (which helm creates as they are, unowned). karpenter-crd templates
+/// them; the other charts of the versions these tests install ship `crds/` (Istio's base
+/// templates its CRDs only from 1.24).
+fn templated_crds(release: &str) -> bool {
+    release == "karpenter-crd"
+}
+
+async fn ensure_crd(
+    client: &kube::Client,
+    spec: &CrdSpec,
+    owner: Option<(&str, &str)>,
+) -> Result<()> {
     let (group, versions, kind, plural, namespaced) = *spec;
     let name = format!("{plural}.{group}");
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -298,8 +315,15 @@ async fn ensure_crd(client: &kube::Client, spec: &CrdSpec) -> Result<()> {
                    "subresources": {"status": {}}})
         })
         .collect();
+    let metadata = match owner {
+        Some((release, namespace)) => json!({"name": name,
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": release,
+                            "meta.helm.sh/release-namespace": namespace}}),
+        None => json!({"name": name}),
+    };
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": metadata,
         "spec": {"group": group, "scope": if namespaced { "Namespaced" } else { "Cluster" },
                  "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
                            "listKind": format!("{kind}List")},
