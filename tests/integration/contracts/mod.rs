@@ -812,8 +812,9 @@ fn custom_resources_fit_their_crds() {
 
 #[test]
 fn the_default_stack_is_checked_against_the_default_karpenters_files() {
-    // The CRDs and values the default stack is held to are the default Karpenter's: a NodePool
-    // field 1.14 added (and 1.8 did not have) fits 1.14.1's CRD and not 1.8.1's.
+    // The CRDs and chart the default stack is held to are the default Karpenter's, not the
+    // older line's: an EC2NodeClass field 1.14 has and 1.8 did not (placementGroupSelector)
+    // fits 1.14.1's CRD and is named against 1.8.1's.
     let up = upstream();
     let default = default_stack();
     let karpenter = default.karpenter();
@@ -823,16 +824,47 @@ fn the_default_stack_is_checked_against_the_default_karpenters_files() {
     );
     let crds = Crds::load(up, karpenter);
     let old = Crds::load(up, karpenter_files("1.8.1"));
-    let nodepool = |crds: &Crds| {
-        crds.0[&("karpenter.sh".to_owned(), "NodePool".to_owned())]["v1"]
+    let source = |crds: &Crds, group: &str, kind: &str| {
+        crds.0[&(group.to_owned(), kind.to_owned())]["v1"]
             .source
             .clone()
     };
-    assert_eq!(nodepool(&crds), "crds/karpenter.sh_nodepools-1.14.1.yaml");
-    assert_eq!(nodepool(&old), "crds/karpenter.sh_nodepools.yaml");
-    assert!(crds
-        .0
-        .contains_key(&("karpenter.sh".to_owned(), "NodeClaim".to_owned())));
+    assert_eq!(
+        source(&crds, "karpenter.sh", "NodePool"),
+        "crds/karpenter.sh_nodepools-1.14.1.yaml"
+    );
+    assert_eq!(
+        source(&crds, "karpenter.k8s.aws", "EC2NodeClass"),
+        "crds/karpenter.k8s.aws_ec2nodeclasses-1.14.1.yaml"
+    );
+    assert_eq!(
+        source(&crds, "karpenter.sh", "NodeClaim"),
+        "crds/karpenter.sh_nodeclaims-1.14.1.yaml"
+    );
+    assert_eq!(
+        source(&old, "karpenter.sh", "NodePool"),
+        "crds/karpenter.sh_nodepools.yaml"
+    );
+    let mut rendered = default.files;
+    mutate_yaml(&mut rendered, "karpenter/ec2nodeclass.yaml", "", |v| {
+        v["spec"]["placementGroupSelector"] = json!({"name": "meshstack"});
+    });
+    assert_none(
+        "a 1.14 field against 1.14.1's CRD",
+        &check_custom_resources(&crds, &rendered),
+    );
+    let found = check_custom_resources(&old, &rendered);
+    eprintln!("{}", show(&found));
+    assert!(
+        names(
+            &found,
+            "karpenter/ec2nodeclass.yaml",
+            "EC2NodeClass ecommerce",
+            "spec.placementGroupSelector"
+        ),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
     let charts = charts(up, karpenter);
     assert_eq!(charts["karpenter/values.yaml"].name, "karpenter 1.14.1");
 }
