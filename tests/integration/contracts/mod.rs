@@ -14,7 +14,7 @@
 //! Karpenter's files are chosen by the Karpenter release the rendered stack installs
 //! ([`karpenter_files`]): the default stack (1.14.1) against 1.14.1's, and a stack on
 //! `karpenter.version: 1.8.1` and Kubernetes 1.34 against 1.8.1's, so both lines stay pinned.
-//! [`pins_equal_the_upstream_files_they_are_compared_with`] holds each product pin to the
+//! `pins_equal_the_upstream_files_they_are_compared_with` holds each product pin to the
 //! release of the files its checks read, so a bump cannot pass against the old files.
 //!
 //! The checkers are pure functions from rendered files and upstream files to [`Violation`]s
