@@ -24,7 +24,7 @@ use meshstack::stages::kubernetes::objects;
 use meshstack::stages::{app, locality, Context};
 use serde_json::{json, Value};
 
-use crate::contracts::Crds;
+use crate::contracts::{karpenter_files, Crds};
 use crate::support::k8s::{
     custom_resource, fake_cluster, outcome, placement, run_stage, run_stage_with, stage_context,
 };
@@ -49,7 +49,10 @@ async fn cluster() -> kube::Client {
 /// from a `kube::Client`, so the test checks what the stage stored.)
 fn istio_schema() -> &'static Crds {
     static CRDS: OnceLock<Crds> = OnceLock::new();
-    CRDS.get_or_init(|| Crds::load(upstream()))
+    CRDS.get_or_init(|| {
+        let karpenter = meshstack::versions::DEFAULT_KARPENTER_VERSION.to_string();
+        Crds::load(upstream(), karpenter_files(&karpenter))
+    })
 }
 
 /// Checks `rule`'s spec (with `apiVersion`, `kind` and the name added: the test's typed

@@ -359,27 +359,39 @@ impl Substitutions {
 /// The parts of upstream's getting-started CloudFormation meshstack mirrors, resolved.
 #[derive(Debug)]
 pub struct Upstream {
-    /// Every `AWS::IAM::ManagedPolicy`'s document, merged into one (meshstack carries one
-    /// inline policy).
+    /// The logical ids of the controller's `AWS::IAM::ManagedPolicy` resources, in template
+    /// order: one (`KarpenterControllerPolicy`) in 1.8.1, six in 1.14.1 (NodeLifecycle,
+    /// IAMIntegration, EKSIntegration, Interruption, ZonalShift, ResourceDiscovery).
+    pub controller_policy_names: Vec<String>,
+    /// Every `AWS::IAM::ManagedPolicy`'s statements, merged into one policy in template order
+    /// (meshstack carries one inline policy).
     pub controller_policy: Value,
     pub queue_policy: Value,
     pub node_trust: Value,
     /// The node role's managed policies, by name.
     pub node_managed_policies: BTreeSet<String>,
-    /// The EventBridge rules' event patterns.
-    pub rule_patterns: Vec<Value>,
+    /// The EventBridge rules: (logical id, event pattern), in template order.
+    pub rules: Vec<(String, Value)>,
 }
 
 /// Parses upstream's CloudFormation template.
+///
+/// # Panics
+/// When the template has no queue policy, not exactly one role (the node role), or a
+/// resource of a type the contracts do not know how to read among the IAM ones.
 pub fn upstream_cfn(text: &str, subs: &Substitutions) -> Upstream {
     let cfn: Yaml = serde_yaml::from_str(text).expect("upstream's CloudFormation parses");
     let resources = cfn["Resources"].as_mapping().expect("Resources");
+    let mut controller_policy_names = Vec::new();
     let mut statements = Vec::new();
     let mut queue_policy = None;
     let mut node_trust = None;
     let mut node_managed_policies = BTreeSet::new();
-    let mut rule_patterns = Vec::new();
-    for (_, resource) in resources {
+    let mut rules = Vec::new();
+    // serde_yaml's Mapping keeps the template's order, so the merged policy lists upstream's
+    // statements as a reader of the template sees them.
+    for (id, resource) in resources {
+        let id = id.as_str().expect("logical ids are strings").to_owned();
         let props = &resource["Properties"];
         match resource["Type"].as_str().unwrap_or("") {
             "AWS::IAM::ManagedPolicy" => {
@@ -388,10 +400,19 @@ pub fn upstream_cfn(text: &str, subs: &Substitutions) -> Upstream {
                         .expect("the ManagedPolicy's document is JSON once substituted"),
                     doc => doc,
                 };
-                statements.extend(doc["Statement"].as_array().cloned().unwrap_or_default());
+                let own = doc["Statement"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{id}: a policy without statements"));
+                statements.extend(own.iter().cloned());
+                controller_policy_names.push(id);
             }
             "AWS::SQS::QueuePolicy" => queue_policy = Some(subs.resolve(&props["PolicyDocument"])),
             "AWS::IAM::Role" => {
+                assert!(
+                    node_trust.is_none(),
+                    "upstream's CloudFormation has a second role, {id}: the contracts read \
+                     only the node role's"
+                );
                 node_trust = Some(subs.resolve(&props["AssumeRolePolicyDocument"]));
                 for arn in props["ManagedPolicyArns"]
                     .as_sequence()
@@ -403,17 +424,80 @@ pub fn upstream_cfn(text: &str, subs: &Substitutions) -> Upstream {
                     node_managed_policies.insert(name);
                 }
             }
-            "AWS::Events::Rule" => rule_patterns.push(subs.resolve(&props["EventPattern"])),
+            "AWS::Events::Rule" => rules.push((id, subs.resolve(&props["EventPattern"]))),
+            "AWS::IAM::Policy" | "AWS::IAM::InstanceProfile" | "AWS::IAM::User" => {
+                panic!(
+                    "upstream's CloudFormation has {id}, an IAM resource the contracts do not read"
+                )
+            }
             _ => {}
         }
     }
     Upstream {
+        controller_policy_names,
         controller_policy: json!({"Version": "2012-10-17", "Statement": statements}),
         queue_policy: queue_policy.expect("an AWS::SQS::QueuePolicy"),
         node_trust: node_trust.expect("an AWS::IAM::Role"),
         node_managed_policies,
-        rule_patterns,
+        rules,
     }
+}
+
+/// The Sids of a policy's statements, in order (`#i` for a statement without one).
+pub fn sids(policy: &Value) -> Vec<String> {
+    statements(policy).into_iter().map(|s| s.sid).collect()
+}
+
+/// The controller policy lists upstream's statements in upstream's order, so that a reader
+/// can diff the two; one violation at the first place they part.
+pub fn compare_sid_order(file: &str, ours: &Value, upstream: &Value) -> Vec<Violation> {
+    let (mine, theirs) = (sids(ours), sids(upstream));
+    if mine == theirs {
+        return vec![];
+    }
+    let at = mine
+        .iter()
+        .zip(&theirs)
+        .position(|(a, b)| a != b)
+        .unwrap_or(mine.len().min(theirs.len()));
+    vec![Violation::new(
+        file,
+        "the policy",
+        format!("Statement[{at}].Sid"),
+        format!(
+            "meshstack's statements are {mine:?}, upstream's (its managed policies in template \
+             order) {theirs:?}: they part at {:?} vs {:?}",
+            mine.get(at),
+            theirs.get(at)
+        ),
+    )]
+}
+
+/// meshstack's EventBridge rule patterns against upstream's, both ways: each upstream rule
+/// has a meshstack rule with the same pattern, and each meshstack rule an upstream one.
+pub fn compare_rules(ours: &[(String, Value)], upstream: &[(String, Value)]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (id, pattern) in upstream {
+        if !ours.iter().any(|(_, p)| p == pattern) {
+            out.push(Violation::new(
+                "EventBridge rules",
+                &format!("upstream rule {id}"),
+                "EventPattern",
+                format!("meshstack has no rule with the pattern {pattern}"),
+            ));
+        }
+    }
+    for (name, pattern) in ours {
+        if !upstream.iter().any(|(_, p)| p == pattern) {
+            out.push(Violation::new(
+                "EventBridge rules",
+                &format!("rule {name}"),
+                "EventPattern",
+                format!("upstream has no rule with the pattern {pattern}"),
+            ));
+        }
+    }
+    out
 }
 
 /// Every action a policy allows, lower-case.
