@@ -155,8 +155,8 @@ lc_curl_api() { # PATH: GET on the API server as admin
 lc_readyz() { [[ $(lc_curl_api /readyz) == ok ]]; }
 
 lc_start() {
-	local zones=us-east-1a,us-east-1b,us-east-1c per_zone=2 cluster_name="" sts_endpoint="" aws_secret=""
-	[[ $# -ge 1 ]] || lc_die "usage: local-cluster start DIR [--zones a,b,c] [--nodes-per-zone N] [--cluster-name NAME --sts-endpoint URL]"
+	local zones=us-east-1a,us-east-1b,us-east-1c per_zone=2 system_per_zone=1 node_labels="" cluster_name="" sts_endpoint="" aws_secret=""
+	[[ $# -ge 1 ]] || lc_die "usage: local-cluster start DIR [--zones a,b,c] [--nodes-per-zone N] [--system-nodes-per-zone N] [--node-labels k=v,...] [--cluster-name NAME --sts-endpoint URL [--aws-secret-access-key KEY]]"
 	local dir=$1
 	shift
 	while [[ $# -gt 0 ]]; do
@@ -165,6 +165,10 @@ lc_start() {
 		--zones=*) zones=${1#*=}; shift ;;
 		--nodes-per-zone) per_zone=$2; shift 2 ;;
 		--nodes-per-zone=*) per_zone=${1#*=}; shift ;;
+		--system-nodes-per-zone) system_per_zone=$2; shift 2 ;;
+		--system-nodes-per-zone=*) system_per_zone=${1#*=}; shift ;;
+		--node-labels) node_labels=$2; shift 2 ;;
+		--node-labels=*) node_labels=${1#*=}; shift ;;
 		--cluster-name) cluster_name=$2; shift 2 ;;
 		--cluster-name=*) cluster_name=${1#*=}; shift ;;
 		--sts-endpoint) sts_endpoint=$2; shift 2 ;;
@@ -175,6 +179,7 @@ lc_start() {
 		esac
 	done
 	[[ $per_zone =~ ^[1-9][0-9]?$ ]] || lc_die "--nodes-per-zone: want 1..99"
+	[[ $system_per_zone =~ ^[0-9]$ ]] || lc_die "--system-nodes-per-zone: want 0..9"
 	[[ -n $cluster_name && -z $sts_endpoint || -z $cluster_name && -n $sts_endpoint ]] &&
 		lc_die "--cluster-name and --sts-endpoint go together"
 	local helm_major=${MESHSTACK_HELM_MAJOR:-3}
@@ -296,14 +301,18 @@ EOC
 	lc_spawn kube-scheduler "$LC_BIN_kube_scheduler" --kubeconfig="$LC_DIR/kubeconfig" --secure-port=0 --leader-elect=false
 	lc_spawn lb-controller "$LC_BIN_testenv" lb-controller --kubeconfig="$LC_DIR/kubeconfig"
 
-	# --- kwok: its port-forward CRDs, then the controller for nodes annotated kwok.x-k8s.io/node=fake
+	# --- kwok: its port-forward CRDs, then the controller for nodes annotated kwok.x-k8s.io/node=fake.
+	# --node-lease-duration-seconds must be given: with --config, kwok's default (40) is not
+	# applied, no node Lease is renewed, and the node lifecycle controller marks every node
+	# NotReady after 50 s (then kwok's node-initialize stage makes it Ready again: flapping).
 	local kwok_share=${LC_BIN_kwok%/*}
 	"$LC_BIN_testenv" apply --kubeconfig="$LC_DIR/kubeconfig" "$kwok_share/crds.yaml" >&2
 	lc_spawn kwok "$LC_BIN_kwok" --kubeconfig="$LC_DIR/kubeconfig" --config="$kwok_share/stages.yaml" \
 		--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
 		--node-port="$LC_KUBELET_PORT" --server-address="127.0.0.1:$kwok_port" \
 		--tls-cert-file="$LC_DIR/pki/kubelet.crt" --tls-private-key-file="$LC_DIR/pki/kubelet.key" \
-		--cidr=10.244.255.1/24 --enable-crds=PortForward,ClusterPortForward
+		--cidr=10.244.255.1/24 --enable-crds=PortForward,ClusterPortForward \
+		--node-lease-duration-seconds=40
 
 	# --- chart repository
 	local charts=$LC_REPO/../shared/charts mirror=""
@@ -318,8 +327,9 @@ EOC
 	# --- nodes, and wait for them
 	local nzones
 	IFS=, read -ra nzones <<<"$zones"
-	"$LC_BIN_testenv" nodes --kubeconfig="$LC_DIR/kubeconfig" --zones="$zones" --per-zone="$per_zone" >&2
-	"$LC_BIN_testenv" wait-ready --kubeconfig="$LC_DIR/kubeconfig" --nodes=$((${#nzones[@]} * per_zone)) --timeout=120s >&2 ||
+	"$LC_BIN_testenv" nodes --kubeconfig="$LC_DIR/kubeconfig" --zones="$zones" --per-zone="$per_zone" \
+		--system-per-zone="$system_per_zone" --node-labels="$node_labels" >&2
+	"$LC_BIN_testenv" wait-ready --kubeconfig="$LC_DIR/kubeconfig" --nodes=$((${#nzones[@]} * (per_zone + system_per_zone))) --timeout=120s >&2 ||
 		lc_die "nodes not Ready; see $LC_DIR/logs/kwok.log and kube-controller-manager.log"
 
 	# --- bin/ and env
@@ -344,7 +354,7 @@ EOC
 	chmod 0600 "$tmp"
 	mv "$tmp" "$LC_DIR/env"
 	trap - EXIT
-	lc_log "cluster up in $LC_DIR: API $LC_API, ${#nzones[@]} zones x $per_zone nodes, helm $helm_major${mirror:+, charts $mirror}"
+	lc_log "cluster up in $LC_DIR: API $LC_API, ${#nzones[@]} zones x ($system_per_zone system + $per_zone app) nodes, helm $helm_major${mirror:+, charts $mirror}"
 	lc_log "timing: build/cache check $((t_built - t_start))s, API ready $((t_api - t_built))s, nodes Ready $((SECONDS - t_built))s after build"
 	printf '%s\n' "$LC_DIR/env"
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/restmapper"
 )
 
@@ -55,7 +56,9 @@ func runNodes(ctx context.Context, args []string) (err error) {
 	fs := newFlags("nodes")
 	kubeconfig := fs.String("kubeconfig", "", "admin kubeconfig")
 	zones := fs.String("zones", "us-east-1a,us-east-1b,us-east-1c", "comma-separated zones")
-	perZone := fs.Int("per-zone", 2, "nodes per zone")
+	perZone := fs.Int("per-zone", 2, "app nodes (as Karpenter's NodePool \"ecommerce\" would launch them) per zone")
+	systemPerZone := fs.Int("system-per-zone", 1, "system nodes (as the managed node group, meshstack.io/pool=system) per zone")
+	extraLabels := fs.String("node-labels", "", "extra labels for every node: k=v,k2=v2")
 	instanceType := fs.String("instance-type", "m5.large", "node.kubernetes.io/instance-type label")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,57 +87,100 @@ func runNodes(ctx context.Context, args []string) (err error) {
 			}
 		}
 	}()
+	extra := map[string]string{}
+	for _, kv := range strings.Split(*extraLabels, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			extra[k] = v
+		} else if kv != "" {
+			return fmt.Errorf("--node-labels: %q is not k=v", kv)
+		}
+	}
+	// Two pools, as a meshstack cluster has them: the managed node group's system nodes
+	// (the platform's pods select meshstack.io/pool=system) and the app nodes Karpenter's
+	// NodePool "ecommerce" launches (the app's pods select managedBy=karpenter and
+	// billing-team=ecommerce). Karpenter itself runs as a kwok pod and launches nothing.
+	type pool struct {
+		prefix string
+		count  int
+		labels map[string]string
+	}
+	pools := []pool{
+		{"kwok-system-", *systemPerZone, map[string]string{
+			"meshstack.io/pool":              "system",
+			"eks.amazonaws.com/nodegroup":    "system",
+			"eks.amazonaws.com/capacityType": "ON_DEMAND",
+		}},
+		{"kwok-", *perZone, map[string]string{
+			"managedBy":                      "karpenter",
+			"billing-team":                   "ecommerce",
+			"karpenter.sh/nodepool":          "ecommerce",
+			"karpenter.sh/registered":        "true",
+			"karpenter.sh/initialized":       "true",
+			"karpenter.k8s.aws/ec2nodeclass": "ecommerce",
+		}},
+	}
 	for zi, zone := range strings.Split(*zones, ",") {
 		zone = strings.TrimSpace(zone)
 		region := strings.TrimRight(zone, "abcdefghijklmnopqrstuvwxyz")
-		for i := 0; i < *perZone; i++ {
-			name := fmt.Sprintf("kwok-%s-%d", zone, i)
-			want[name] = true
-			ip := fmt.Sprintf("10.0.%d.%d", zi, 10+i)
-			res := corev1.ResourceList{
-				corev1.ResourceCPU:              resource.MustParse("64"),
-				corev1.ResourceMemory:           resource.MustParse("256Gi"),
-				corev1.ResourcePods:             resource.MustParse("250"),
-				corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
-			}
-			node := &corev1.Node{
-				ObjectMeta: metav1.ObjectMeta{
-					Name: name,
-					Labels: map[string]string{
-						"kubernetes.io/hostname":           name,
-						"kubernetes.io/os":                 "linux",
-						"kubernetes.io/arch":               "amd64",
-						"topology.kubernetes.io/zone":      zone,
-						"topology.kubernetes.io/region":    region,
-						"node.kubernetes.io/instance-type": *instanceType,
-						"karpenter.sh/capacity-type":       "on-demand",
-						"type":                             "kwok",
-					},
-					Annotations: map[string]string{
-						"kwok.x-k8s.io/node":                                     "fake",
-						"node.alpha.kubernetes.io/ttl":                           "0",
-						"meshstack.local/stand-in":                               "kwok node: no kubelet, no containers run",
-						"volumes.kubernetes.io/controller-managed-attach-detach": "true",
-					},
-				},
-				Spec: corev1.NodeSpec{
-					PodCIDR:    fmt.Sprintf("10.244.%d.0/24", zi*16+i),
-					PodCIDRs:   []string{fmt.Sprintf("10.244.%d.0/24", zi*16+i)},
-					ProviderID: fmt.Sprintf("kwok:///%s/%s", zone, name),
-				},
-				Status: corev1.NodeStatus{
-					Allocatable: res,
-					Capacity:    res,
-					Addresses: []corev1.NodeAddress{
-						{Type: corev1.NodeInternalIP, Address: ip},
-						{Type: corev1.NodeHostName, Address: name},
-					},
-				},
-			}
-			if _, cerr := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); cerr != nil && !apierrors.IsAlreadyExists(cerr) {
-				return fmt.Errorf("create node %s: %w", name, cerr)
+		n := 0
+		for _, p := range pools {
+			for i := 0; i < p.count; i++ {
+				it := map[string]string{"node.kubernetes.io/instance-type": *instanceType}
+				if err := createNode(ctx, cs, fmt.Sprintf("%s%s-%d", p.prefix, zone, i), zone, region, zi, n, it, p.labels, extra); err != nil {
+					return err
+				}
+				want[fmt.Sprintf("%s%s-%d", p.prefix, zone, i)] = true
+				n++
 			}
 		}
+	}
+	return nil
+}
+
+// createNode creates one kwok node, the n-th of zone zi, unless it exists.
+func createNode(ctx context.Context, cs *kubernetes.Clientset, name, zone, region string, zi, n int, labels ...map[string]string) error {
+	res := corev1.ResourceList{
+		corev1.ResourceCPU:              resource.MustParse("64"),
+		corev1.ResourceMemory:           resource.MustParse("256Gi"),
+		corev1.ResourcePods:             resource.MustParse("250"),
+		corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
+	}
+	cidr := fmt.Sprintf("10.244.%d.0/24", zi*16+n)
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name,
+			Labels: map[string]string{
+				"kubernetes.io/hostname":        name,
+				"kubernetes.io/os":              "linux",
+				"kubernetes.io/arch":            "amd64",
+				"topology.kubernetes.io/zone":   zone,
+				"topology.kubernetes.io/region": region,
+				"karpenter.sh/capacity-type":    "on-demand",
+				"type":                          "kwok",
+			},
+			Annotations: map[string]string{
+				"kwok.x-k8s.io/node":           "fake",
+				"node.alpha.kubernetes.io/ttl": "0",
+				"meshstack.local/stand-in":     "kwok node: no kubelet, no containers run",
+			},
+		},
+		Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}, ProviderID: fmt.Sprintf("kwok:///%s/%s", zone, name)},
+		Status: corev1.NodeStatus{
+			Allocatable: res,
+			Capacity:    res,
+			Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("10.0.%d.%d", zi, 10+n)},
+				{Type: corev1.NodeHostName, Address: name},
+			},
+		},
+	}
+	for _, l := range labels {
+		for k, v := range l {
+			node.Labels[k] = v
+		}
+	}
+	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create node %s: %w", name, err)
 	}
 	return nil
 }
