@@ -358,7 +358,10 @@ pub enum ReleaseStep {
     Install,
     /// A killed run left it pending: roll back (it had a good revision) and install.
     RollbackThenInstall,
-    /// A killed first install left it pending with no good revision: uninstall and install.
+    /// A killed first install left it pending with no good revision, or a killed `helm
+    /// uninstall` left it `uninstalling` (helm then refuses to upgrade it: "has no deployed
+    /// releases", pkg/action/upgrade.go; a second `helm uninstall` finishes the job,
+    /// pkg/action/uninstall.go): uninstall and install.
     UninstallThenInstall,
 }
 
@@ -379,14 +382,40 @@ pub fn decide(
                 ReleaseStep::RollbackThenInstall
             }
         }
+        Some(l) if l.status == "uninstalling" => ReleaseStep::UninstallThenInstall,
+        // Helm never leaves `unknown` in its own flows; treat it as an interrupted one.
+        Some(l) if l.status == "unknown" && l.revision == "1" => ReleaseStep::UninstallThenInstall,
+        Some(l) if l.status == "unknown" => ReleaseStep::RollbackThenInstall,
         Some(l)
             if l.status == "deployed"
                 && l.chart == release.chart.listed_as()
-                && live_values == Some(wanted_values) =>
+                && live_values.is_some_and(|live| same_values(live, wanted_values)) =>
         {
             ReleaseStep::Skip
         }
         Some(_) => ReleaseStep::Install,
+    }
+}
+
+/// Values equal as helm holds them: helm decodes values into Go's `interface{}` (every
+/// number a float64) and `helm get values -o json` prints `100` for the `100.0` meshstack
+/// wrote, so numbers compare by value, in both directions; everything else exactly.
+pub fn same_values(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_values(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_values(v, w)))
+        }
+        _ => a == b,
     }
 }
 
@@ -472,6 +501,36 @@ mod tests {
     }
 
     #[test]
+    fn values_compare_by_value_as_helm_stores_them() {
+        // istiod's `sampling: 100.0`, as helm prints it back (`100`), and the other way.
+        let ours: serde_json::Value = serde_yaml::from_str(
+            "meshConfig:\n  defaultConfig:\n    tracing:\n      sampling: 100.0\n",
+        )
+        .unwrap();
+        let helms: serde_json::Value = serde_json::from_str(
+            r#"{"meshConfig":{"defaultConfig":{"tracing":{"sampling":100}}}}"#,
+        )
+        .unwrap();
+        assert_ne!(ours, helms, "serde_json tells 100 from 100.0");
+        assert!(same_values(&ours, &helms));
+        assert!(same_values(&helms, &ours));
+        let half: serde_json::Value = serde_json::json!({"a": [1, 2.5, "x"]});
+        assert!(same_values(
+            &half,
+            &serde_json::json!({"a": [1.0, 2.5, "x"]})
+        ));
+        assert!(!same_values(&half, &serde_json::json!({"a": [1, 2.5]})));
+        assert!(!same_values(
+            &half,
+            &serde_json::json!({"a": [1, 2.5, "x"], "b": 1})
+        ));
+        assert!(!same_values(
+            &serde_json::json!("100"),
+            &serde_json::json!(100)
+        ));
+    }
+
+    #[test]
     fn decisions_follow_what_helm_holds() {
         let r = release();
         let wanted = r.values_data().unwrap();
@@ -527,6 +586,17 @@ mod tests {
         assert_eq!(
             decide(&r, Some(&first), None, &wanted),
             ReleaseStep::UninstallThenInstall
+        );
+        // A `down` killed inside `helm uninstall`.
+        let uninstalling = listed("uninstalling", "kube-prometheus-stack-75.0.0", "3");
+        assert_eq!(
+            decide(&r, Some(&uninstalling), Some(&wanted), &wanted),
+            ReleaseStep::UninstallThenInstall
+        );
+        let unknown = listed("unknown", "kube-prometheus-stack-75.0.0", "2");
+        assert_eq!(
+            decide(&r, Some(&unknown), Some(&wanted), &wanted),
+            ReleaseStep::RollbackThenInstall
         );
         // No user-supplied values: helm says null, meshstack's empty file is {}.
         let mut bare = release();

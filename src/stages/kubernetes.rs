@@ -420,7 +420,10 @@ pub async fn ensure_release(
                 .await?;
         }
         ReleaseStep::UninstallThenInstall => {
-            h.warn(format!("helm release {name} was left pending-install by an interrupted run; uninstalling it"));
+            h.warn(format!(
+                "helm release {name} was left half-installed or half-uninstalled by an \
+                 interrupted run; uninstalling it first"
+            ));
             kube.helm
                 .uninstall(&release.name, &release.namespace)
                 .await?;

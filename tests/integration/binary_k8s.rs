@@ -1138,3 +1138,57 @@ fn karpenter_and_istio_move_to_newer_releases_on_a_live_environment() {
     assert_converged_view(&c);
     up_changes_nothing(&c, &objects, "an up after the versions moved");
 }
+
+/// Issue 20, defect 2: a `down` killed inside `helm uninstall` (the whole process group, as a
+/// Ctrl-C or a closed terminal does) leaves the release `uninstalling`, which helm refuses to
+/// upgrade ("has no deployed releases"). The next `up` finishes the uninstall and installs it
+/// again; every release ends deployed, and a further `up` changes nothing.
+#[test]
+fn a_down_killed_inside_helm_uninstall_does_not_block_the_next_up() {
+    let mut c = Cluster::start("halfdown", Options::default());
+    c.up();
+    // Each uninstall "takes" three seconds (scaled), so the kill lands inside one.
+    c.ms.extra_env
+        .push(("MESHSTACK_FAKE_HELM_UNINSTALL_DELAYS".into(), "*=60".into()));
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        c.ms.command(&["down", "--stack", &c.stack, "-o", "json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    wait_until(&mut child, "a release uninstalling", || {
+        release_states(&c).values().any(|s| s == "uninstalling")
+    });
+    send_group(&child, "KILL");
+    let _ = child.wait();
+    let left = release_states(&c);
+    let stuck: Vec<&String> = left
+        .iter()
+        .filter(|(_, s)| *s == "uninstalling")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(stuck.len(), 1, "{left:?}");
+    let stuck = stuck[0].clone();
+
+    c.ms.extra_env
+        .retain(|(k, _)| k != "MESHSTACK_FAKE_HELM_UNINSTALL_DELAYS");
+    let before = helm_calls(&c.helm_dir).len();
+    let out = c.run("up", &["--force-unlock"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let states = release_states(&c);
+    assert_eq!(states.len(), RELEASES.len(), "{states:?}");
+    assert!(states.values().all(|s| s == "deployed"), "{states:?}");
+    let calls: Vec<Vec<String>> = helm_calls(&c.helm_dir).split_off(before);
+    let at = |verb: &str| {
+        calls
+            .iter()
+            .position(|call| call[0] == verb && call[..].contains(&stuck))
+            .unwrap_or_else(|| panic!("no {verb} of {stuck} in {calls:?}"))
+    };
+    assert!(at("uninstall") < at("upgrade"), "{calls:?}");
+    let objects = c.server.objects();
+    up_changes_nothing(&c, &objects, "an up after the recovery");
+}

@@ -2,9 +2,19 @@
 # A recording stand-in for the helm CLI, for the Kubernetes stage tests. It appends every
 # call's arguments to calls.log (one line, tab-separated) and keeps each release's `helm list`
 # entry in releases/<namespace>.<name> and the values it was last given in
-# values/<namespace>.<name> (answered by `get values` as given, YAML — meshstack reads helm's
-# JSON with a YAML parser), so idempotence can be observed: a second `up` must find the release
-# deployed with the same values and call nothing but `list` and `get values`.
+# values/<namespace>.<name>, so idempotence can be observed: a second `up` must find the release
+# deployed with the same values and call nothing but `list` and `get values`. `get values`
+# answers as helm does: helm decodes the values file into Go's interface{} (every number a
+# float64) and `-o json` marshals that back, so `sampling: 100.0` comes back as `100` (with
+# @PYTHON@, which has PyYAML, doing the round trip).
+#
+# Like helm, `uninstall` first records the release `uninstalling`, then "deletes" for
+# MESHSTACK_FAKE_HELM_UNINSTALL_DELAYS (same format as the install delays), then forgets it: a
+# run killed meanwhile leaves it `uninstalling`, and `upgrade` then fails as helm's does ("has
+# no deployed releases", pkg/action/upgrade.go) until an `uninstall` finishes the job. An
+# `upgrade` of a pending release fails as helm's does too ("another operation ... is in
+# progress"). Not modelled: chart contents, hooks, `--skip-crds` (the API server's chart
+# controller decides which CRDs a chart makes), `--wait`'s readiness checks.
 #
 # Like helm, `upgrade --install` first records the release as pending (pending-install at
 # revision 1, pending-upgrade at the next revision), then "waits" and records it deployed. The
@@ -30,7 +40,7 @@ arg() {
 
 # The configured wait for a chart, in seconds (may be fractional), scaled.
 delay_for() {
-  local chart="$1" spec="${MESHSTACK_FAKE_HELM_DELAYS:-}" d="0" entry
+  local chart="$1" spec="${2-${MESHSTACK_FAKE_HELM_DELAYS:-}}" d="0" entry
   IFS=',' read -ra entries <<< "$spec"
   for entry in "${entries[@]}"; do
     case "$entry" in
@@ -62,6 +72,12 @@ case "$1" in
     ver=$(arg --version "$@"); ns=$(arg --namespace "$@")
     file="$dir/releases/$ns.$name"
     if [ -f "$file" ]; then
+      case "$(field "$file" status)" in
+        uninstalling)
+          echo "Error: UPGRADE FAILED: \"$name\" has no deployed releases" >&2; exit 1 ;;
+        pending-*)
+          echo "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress" >&2; exit 1 ;;
+      esac
       rev=$(( $(field "$file" revision) + 1 )); pending=pending-upgrade
       cp "$file" "$dir/last/$ns.$name"
     else
@@ -76,9 +92,24 @@ case "$1" in
   get)
     [ "$2" = values ] || { echo "fake helm: unexpected get $2" >&2; exit 1; }
     ns=$(arg --namespace "$@")
-    if [ -f "$dir/releases/$ns.$3" ]; then cat "$dir/values/$ns.$3"
+    if [ -f "$dir/releases/$ns.$3" ]; then
+      '@PYTHON@' -c 'import json, sys, yaml
+def go(v):
+    if isinstance(v, dict): return {k: go(x) for k, x in v.items()}
+    if isinstance(v, list): return [go(x) for x in v]
+    if isinstance(v, float) and v.is_integer(): return int(v)
+    return v
+print(json.dumps(go(yaml.safe_load(open(sys.argv[1])))))' "$dir/values/$ns.$3"
     else echo "Error: release: not found" >&2; exit 1; fi ;;
-  uninstall) ns=$(arg --namespace "$@"); rm -f "$dir/releases/$ns.$2" "$dir/last/$ns.$2" "$dir/values/$ns.$2" ;;
+  uninstall)
+    ns=$(arg --namespace "$@"); file="$dir/releases/$ns.$2"
+    if [ -f "$file" ]; then
+      entry "$2" "$ns" "$(field "$file" revision)" uninstalling "$(field "$file" chart)" > "$file.tmp"
+      mv "$file.tmp" "$file"
+      delay=$(delay_for "$(field "$file" chart | sed 's/-[0-9][0-9.]*$//')" "${MESHSTACK_FAKE_HELM_UNINSTALL_DELAYS:-}")
+      [ "$delay" = "0.000" ] || sleep "$delay"
+    fi
+    rm -f "$file" "$dir/last/$ns.$2" "$dir/values/$ns.$2" ;;
   rollback)
     ns=$(arg --namespace "$@"); file="$dir/releases/$ns.$2"
     if [ -f "$dir/last/$ns.$2" ]; then mv "$dir/last/$ns.$2" "$file"; fi ;;

@@ -293,7 +293,13 @@ fn only_paths_of_namespaces_themselves_are_routed() {
 /// A recording stand-in `helm` in `dir` (see `tests/support/fake-helm.sh`); returns its path.
 pub fn fake_helm(dir: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let script = include_str!("fake-helm.sh").replace("@DIR@", &dir.display().to_string());
+    // The venv's python (scripts/test's, beside the moto server) has PyYAML for `get values`.
+    let moto = std::env::var("MESHSTACK_MOTO_SERVER")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/moto_server", env!("CARGO_MANIFEST_DIR")));
+    let python = std::path::Path::new(&moto).with_file_name("python");
+    let script = include_str!("fake-helm.sh")
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@PYTHON@", &python.display().to_string());
     let path = dir.join("helm");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
