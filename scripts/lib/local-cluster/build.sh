@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# LC_BIN_* are read by cluster.sh and the local-cluster script.
+# shellcheck disable=SC2034
 # Builds (once) and caches the pinned binaries of the local control plane.
 #
 # Every binary is built from Go modules with the Go toolchain (no release downloads, no
@@ -32,7 +34,7 @@ lc_build() {
 		printf '%s\n' "$dest"
 		return 0
 	fi
-	mkdir -p -m 0700 "$root"
+	(umask 077 && mkdir -p "$root")
 	local lockfd
 	exec {lockfd}>>"$root/.build.lock"
 	flock "$lockfd"

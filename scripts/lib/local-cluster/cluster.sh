@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# LC_BIN_* and LC_REPO come from build.sh (lc_build_all) and the local-cluster script.
+# shellcheck disable=SC2154
 # start/stop of one local cluster in a directory. Layout of DIR:
 #   kubeconfig        admin kubeconfig (client certificate in system:masters), 0600
 #   env               sourceable: KUBECONFIG, PATH, MESHSTACK_CHART_MIRROR, MESHSTACK_KUBE_API,
@@ -50,6 +52,7 @@ lc_spawn() {
 	shift
 	setsid "$@" </dev/null >>"$LC_DIR/logs/$name.log" 2>&1 &
 	local pid=$!
+	disown "$pid" # no job-control notices when stop kills it
 	lc_proc_id "$pid" >"$LC_DIR/pids/$name.pid.tmp" || lc_die "$name exited at once; see $LC_DIR/logs/$name.log: $(tail -5 "$LC_DIR/logs/$name.log")"
 	mv "$LC_DIR/pids/$name.pid.tmp" "$LC_DIR/pids/$name.pid"
 	LC_STARTED+=("$name")
@@ -85,7 +88,7 @@ lc_openssl_cert() { # NAME SUBJ EXT: key + certificate signed by the cluster CA
 
 lc_pki() {
 	local pki=$LC_DIR/pki
-	mkdir -p -m 0700 "$pki"
+	(umask 077 && mkdir -p "$pki")
 	if [[ ! -s $pki/ca.crt ]]; then
 		openssl genrsa -out "$pki/ca.key" 2048 2>/dev/null
 		openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=meshstack-local-cluster-ca" -days 3650 -sha256 \
@@ -180,12 +183,14 @@ lc_start() {
 	done
 	[[ $per_zone =~ ^[1-9][0-9]?$ ]] || lc_die "--nodes-per-zone: want 1..99"
 	[[ $system_per_zone =~ ^[0-9]$ ]] || lc_die "--system-nodes-per-zone: want 0..9"
+	[[ -z $node_labels || $node_labels =~ ^[^=,]+=[^=,]*(,[^=,]+=[^=,]*)*$ ]] || lc_die "--node-labels: want k=v,k2=v2"
+	[[ $zones =~ ^[a-z0-9-]+(,[a-z0-9-]+)*$ ]] || lc_die "--zones: want a comma-separated list like us-east-1a,us-east-1b"
 	[[ -n $cluster_name && -z $sts_endpoint || -z $cluster_name && -n $sts_endpoint ]] &&
 		lc_die "--cluster-name and --sts-endpoint go together"
 	local helm_major=${MESHSTACK_HELM_MAJOR:-3}
 	[[ $helm_major == 3 || $helm_major == 4 ]] || lc_die "MESHSTACK_HELM_MAJOR must be 3 or 4"
 
-	mkdir -p -m 0700 "$dir"
+	(umask 077 && mkdir -p "$dir")
 	LC_DIR=$(cd "$dir" && pwd)
 	local n
 	for n in "$LC_DIR"/pids/*.pid; do
@@ -200,7 +205,7 @@ lc_start() {
 	local t_built=$SECONDS
 
 	rm -rf "$LC_DIR/pids" "$LC_DIR/run" "$LC_DIR/env"
-	mkdir -p -m 0700 "$LC_DIR"/{pids,logs,run,bin,helm,etcd}
+	(umask 077 && mkdir -p "$LC_DIR"/{pids,logs,run,bin,helm,etcd})
 	LC_STARTED=()
 	# Any failure from here on stops what was started.
 	trap 'rc=$?; if ((rc != 0)); then lc_log "start failed; stopping what was started"; lc_stop_dir; fi' EXIT
@@ -337,12 +342,13 @@ EOC
 	ln -sfn "$LC_BIN_helm4" "$LC_DIR/bin/helm4"
 	ln -sfn "$LC_BIN_testenv" "$LC_DIR/bin/testenv"
 	if [[ $helm_major == 4 ]]; then ln -sfn "$LC_BIN_helm4" "$LC_DIR/bin/helm"; else ln -sfn "$LC_BIN_helm3" "$LC_DIR/bin/helm"; fi
-	mkdir -p -m 0700 "$LC_DIR/helm/config" "$LC_DIR/helm/cache" "$LC_DIR/helm/data"
+	(umask 077 && mkdir -p "$LC_DIR/helm/config" "$LC_DIR/helm/cache" "$LC_DIR/helm/data")
 	local tmp
 	tmp=$(mktemp "$LC_DIR/.env.XXXXXX")
 	{
 		printf '# local-cluster %s: source this file\n' "$LC_DIR"
 		printf 'export KUBECONFIG=%q\n' "$LC_DIR/kubeconfig"
+		# shellcheck disable=SC2016 # $PATH expands when env is sourced
 		printf 'export PATH=%q:"$PATH"\n' "$LC_DIR/bin"
 		[[ -n $mirror ]] && printf 'export MESHSTACK_CHART_MIRROR=%q\n' "$mirror"
 		printf 'export MESHSTACK_KUBE_API=%q\n' "$LC_API"

@@ -16,6 +16,7 @@ import (
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -76,6 +77,7 @@ func runSmoke(ctx context.Context, args []string) error {
 		{"pods/portforward reaches the address a PortForward names", s.portForward},
 		{"pods/portforward over WebSocket (kube-rs's protocols)", s.portForwardWebSocket},
 		{"LoadBalancer service gets an address", s.loadBalancer},
+		{"a Job's pod completes (helm hooks wait for Jobs)", s.job},
 		{"istiod stand-in: caBundle patched, pod injected, validating webhook Fail", s.istioWebhooks},
 		{"deployment delete garbage-collects replicaset and pods", s.garbageCollect},
 		{"namespace delete runs finalizers and terminates", s.deleteNamespace},
@@ -420,6 +422,31 @@ func (s *smoke) istioWebhooks(ctx context.Context) error {
 }
 
 func strPtr(s string) *string { return &s }
+
+func (s *smoke) job(ctx context.Context) error {
+	j := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "smoke-job", Namespace: s.ns},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers:    []corev1.Container{{Name: "job", Image: "job:local"}},
+		}}},
+	}
+	if _, err := s.cs.BatchV1().Jobs(s.ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	return poll(ctx, "Job Complete", func() (bool, error) {
+		j, err := s.cs.BatchV1().Jobs(s.ns).Get(ctx, "smoke-job", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range j.Status.Conditions {
+			if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("succeeded %d", j.Status.Succeeded)
+	})
+}
 
 func metav1ListSmoke() metav1.ListOptions { return metav1.ListOptions{LabelSelector: "app=smoke"} }
 
