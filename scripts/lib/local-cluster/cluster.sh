@@ -76,6 +76,24 @@ $(tail -15 "$LC_DIR/logs/$name.log")"
 
 lc_wait_file() { [[ -s $1 ]]; }
 
+# lc_wait_bound WHAT SECONDS NAME CMD...: lc_wait, except that it returns 1 when process NAME
+# exited because its port was taken in the meantime (another cluster starting got it between
+# `testenv freeport` and the bind), so the caller can pick other ports.
+lc_wait_bound() {
+	local what=$1 secs=$2 name=$3
+	shift 3
+	local deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		if ! lc_alive "$name"; then
+			tail -20 "$LC_DIR/logs/$name.log" | grep -q 'address already in use' && return 1
+			lc_die "$name exited while waiting for $what; last lines of $LC_DIR/logs/$name.log:
+$(tail -15 "$LC_DIR/logs/$name.log")"
+		fi
+		((SECONDS < deadline)) || lc_die "timed out after ${secs}s waiting for $what (logs in $LC_DIR/logs)"
+		sleep 0.2
+	done
+}
+
 lc_openssl_cert() { # NAME SUBJ EXT: key + certificate signed by the cluster CA
 	local name=$1 subj=$2 ext=$3 pki=$LC_DIR/pki
 	[[ -s $pki/$name.crt && -s $pki/$name.key ]] && return 0
@@ -226,31 +244,19 @@ lc_start() {
 	fi
 
 	# --- etcd
-	lc_spawn etcd "$LC_BIN_etcd" --name=default --data-dir="$LC_DIR/etcd" \
-		--listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-		--listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
-		--initial-cluster="default=http://127.0.0.1:$peer_port" --unsafe-no-fsync=true --log-level=warn \
-		--quota-backend-bytes=$((2 * 1024 * 1024 * 1024))
-	lc_wait "etcd" 30 etcd curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health"
-
-	lc_write_kubeconfig "$LC_DIR/kubeconfig" "$LC_API"
-
-	# --- the "cluster" egress: istiod stand-in + kubelet (kwok) routing; see testenv/cmd/testenv/egress.go
-	lc_spawn egress "$LC_BIN_testenv" egress --socket="$sock" --kubeconfig="$LC_DIR/kubeconfig" \
-		--kubelet-port="$LC_KUBELET_PORT" --kubelet-target="127.0.0.1:$kwok_port" \
-		--cert="$LC_DIR/pki/istiod.crt" --key="$LC_DIR/pki/istiod.key" --ca="$LC_DIR/pki/ca.crt"
-	cat >"$LC_DIR/run/egress-selector.yaml" <<EOC
-apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      uds:
-        udsName: $sock
-EOC
-	lc_wait "egress socket" 10 egress test -S "$sock"
+	local attempt
+	for attempt in 1 2 3; do
+		lc_spawn etcd "$LC_BIN_etcd" --name=default --data-dir="$LC_DIR/etcd" \
+			--listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+			--listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+			--initial-cluster="default=http://127.0.0.1:$peer_port" --unsafe-no-fsync=true --log-level=warn \
+			--quota-backend-bytes=$((2 * 1024 * 1024 * 1024))
+		lc_wait_bound "etcd" 30 etcd curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health" && break
+		((attempt < 3)) || lc_die "etcd: its ports were taken three times"
+		lc_log "etcd: port taken meanwhile; trying others"
+		mapfile -t ports < <("$LC_BIN_testenv" freeport 2)
+		etcd_port=${ports[0]} peer_port=${ports[1]}
+	done
 
 	# --- EKS-style token authentication (optional)
 	local -a authn_flags=()
@@ -279,21 +285,48 @@ EOC
 			--authentication-token-webhook-version=v1 --authentication-token-webhook-cache-ttl=10s)
 	fi
 
-	# --- kube-apiserver
-	lc_spawn kube-apiserver "$LC_BIN_kube_apiserver" \
-		--etcd-servers="http://127.0.0.1:$etcd_port" \
-		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-		--endpoint-reconciler-type=none \
-		--tls-cert-file="$LC_DIR/pki/apiserver.crt" --tls-private-key-file="$LC_DIR/pki/apiserver.key" \
-		--client-ca-file="$LC_DIR/pki/ca.crt" --token-auth-file="$LC_DIR/pki/tokens.csv" \
-		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
-		--service-account-key-file="$LC_DIR/pki/sa.pub" --service-account-signing-key-file="$LC_DIR/pki/sa.key" \
-		--service-cluster-ip-range="$LC_SERVICE_CIDR" \
-		--authorization-mode=Node,RBAC --allow-privileged=true \
-		--egress-selector-config-file="$LC_DIR/run/egress-selector.yaml" \
-		--kubelet-client-certificate="$LC_DIR/pki/admin.crt" --kubelet-client-key="$LC_DIR/pki/admin.key" \
-		--profiling=false "${authn_flags[@]}"
-	lc_wait "kube-apiserver /readyz" 90 kube-apiserver lc_readyz
+	cat >"$LC_DIR/run/egress-selector.yaml" <<EOC
+apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: $sock
+EOC
+
+	# --- kube-apiserver (its "cluster" egress socket is served by the egress process started
+	# next; the API server dials it only when it calls a webhook Service or a kubelet)
+	for attempt in 1 2 3; do
+		LC_API=https://127.0.0.1:$api_port
+		lc_write_kubeconfig "$LC_DIR/kubeconfig" "$LC_API"
+		lc_spawn kube-apiserver "$LC_BIN_kube_apiserver" \
+			--etcd-servers="http://127.0.0.1:$etcd_port" \
+			--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+			--endpoint-reconciler-type=none \
+			--tls-cert-file="$LC_DIR/pki/apiserver.crt" --tls-private-key-file="$LC_DIR/pki/apiserver.key" \
+			--client-ca-file="$LC_DIR/pki/ca.crt" --token-auth-file="$LC_DIR/pki/tokens.csv" \
+			--service-account-issuer=https://kubernetes.default.svc.cluster.local \
+			--service-account-key-file="$LC_DIR/pki/sa.pub" --service-account-signing-key-file="$LC_DIR/pki/sa.key" \
+			--service-cluster-ip-range="$LC_SERVICE_CIDR" \
+			--authorization-mode=Node,RBAC --allow-privileged=true \
+			--egress-selector-config-file="$LC_DIR/run/egress-selector.yaml" \
+			--kubelet-client-certificate="$LC_DIR/pki/admin.crt" --kubelet-client-key="$LC_DIR/pki/admin.key" \
+			--profiling=false "${authn_flags[@]}"
+		lc_wait_bound "kube-apiserver /readyz" 90 kube-apiserver lc_readyz && break
+		((attempt < 3)) || lc_die "kube-apiserver: its port was taken three times"
+		lc_log "kube-apiserver: port taken meanwhile; trying another"
+		api_port=$("$LC_BIN_testenv" freeport)
+	done
+
+	# --- the "cluster" egress: istiod stand-in + kubelet (kwok) routing; see testenv/cmd/testenv/egress.go
+	lc_spawn egress "$LC_BIN_testenv" egress --socket="$sock" --kubeconfig="$LC_DIR/kubeconfig" \
+		--kubelet-port="$LC_KUBELET_PORT" --kubelet-target-file="$LC_DIR/run/kwok.addr" \
+		--cert="$LC_DIR/pki/istiod.crt" --key="$LC_DIR/pki/istiod.key" --ca="$LC_DIR/pki/ca.crt"
+	lc_wait "egress socket" 10 egress test -S "$sock"
+
 	local t_api=$SECONDS
 
 	# --- controllers
@@ -312,12 +345,20 @@ EOC
 	# NotReady after 50 s (then kwok's node-initialize stage makes it Ready again: flapping).
 	local kwok_share=${LC_BIN_kwok%/*}
 	"$LC_BIN_testenv" apply --kubeconfig="$LC_DIR/kubeconfig" "$kwok_share/crds.yaml" >&2
-	lc_spawn kwok "$LC_BIN_kwok" --kubeconfig="$LC_DIR/kubeconfig" --config="$kwok_share/stages.yaml" \
-		--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-		--node-port="$LC_KUBELET_PORT" --server-address="127.0.0.1:$kwok_port" \
-		--tls-cert-file="$LC_DIR/pki/kubelet.crt" --tls-private-key-file="$LC_DIR/pki/kubelet.key" \
-		--cidr=10.244.255.1/24 --enable-crds=PortForward,ClusterPortForward \
-		--node-lease-duration-seconds=40
+	for attempt in 1 2 3; do
+		printf '127.0.0.1:%s\n' "$kwok_port" >"$LC_DIR/run/kwok.addr.tmp"
+		mv "$LC_DIR/run/kwok.addr.tmp" "$LC_DIR/run/kwok.addr"
+		lc_spawn kwok "$LC_BIN_kwok" --kubeconfig="$LC_DIR/kubeconfig" --config="$kwok_share/stages.yaml" \
+			--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+			--node-port="$LC_KUBELET_PORT" --server-address="127.0.0.1:$kwok_port" \
+			--tls-cert-file="$LC_DIR/pki/kubelet.crt" --tls-private-key-file="$LC_DIR/pki/kubelet.key" \
+			--cidr=10.244.255.1/24 --enable-crds=PortForward,ClusterPortForward \
+			--node-lease-duration-seconds=40
+		lc_wait_bound "kwok's kubelet server" 30 kwok curl -fsSk --max-time 2 -o /dev/null "https://127.0.0.1:$kwok_port/healthz" && break
+		((attempt < 3)) || lc_die "kwok: its port was taken three times"
+		lc_log "kwok: port taken meanwhile; trying another"
+		kwok_port=$("$LC_BIN_testenv" freeport)
+	done
 
 	# --- chart repository
 	local charts=$LC_REPO/../shared/charts mirror=""
