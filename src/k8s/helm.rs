@@ -8,6 +8,7 @@
 //! what `up` sees. A converged `up` runs `helm list` and `helm get values` and nothing else.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -144,7 +145,49 @@ pub struct HelmCli {
     /// The kubeconfig helm uses (meshstack writes one whose user runs `meshstack token`, so no
     /// secret is on disk or in helm's argument list).
     pub kubeconfig: Option<PathBuf>,
+    /// The private folder the kubeconfig is in, removed when the last clone goes.
+    pub workdir: Option<Arc<tempfile::TempDir>>,
 }
+
+/// A fresh private folder: mode 0700, an unpredictable name, created exclusively (so nothing
+/// another local user planted is followed or reused), removed when dropped.
+///
+/// # Errors
+/// The folder cannot be created.
+pub fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    // tempfile's default is 0777 less the umask: 0755 for most users.
+    tempfile::Builder::new()
+        .prefix("meshstack-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+}
+
+/// Writes `content` to a new file `name` in `dir` (mode 0600, created exclusively: an
+/// existing file or symlink there is an error, never followed — `O_CREAT|O_EXCL` does not
+/// follow a symlink in the last component).
+///
+/// # Errors
+/// The file exists or cannot be written.
+pub fn write_new_private(dir: &Path, name: &str, content: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    Ok(path)
+}
+
+/// Registries whose charts are public: pulled anonymously, with an empty registry config, so
+/// that a stale login of the user's (an expired `public.ecr.aws` token is the classic case,
+/// answered 403) cannot break the pull. Karpenter's own scripts log out of it first; this
+/// leaves the user's logins alone instead.
+const ANONYMOUS_REGISTRIES: [&str; 1] = ["oci://public.ecr.aws/"];
 
 impl HelmCli {
     /// `MESHSTACK_HELM`, else `helm` from PATH.
@@ -152,6 +195,7 @@ impl HelmCli {
         HelmCli {
             binary: std::env::var("MESHSTACK_HELM").unwrap_or_else(|_| "helm".into()),
             kubeconfig,
+            workdir: None,
         }
     }
 
@@ -160,6 +204,21 @@ impl HelmCli {
         cmd.args(args);
         if let Some(k) = &self.kubeconfig {
             cmd.arg("--kubeconfig").arg(k);
+        }
+        // Kept until helm is done: the empty registry config of an anonymous pull.
+        let mut _anonymous = None;
+        if args
+            .iter()
+            .any(|a| ANONYMOUS_REGISTRIES.iter().any(|r| a.starts_with(r)))
+        {
+            let output = |e: std::io::Error| HelmError::Output {
+                args: args.join(" "),
+                reason: format!("cannot write an empty registry config: {e}"),
+            };
+            let dir = private_dir().map_err(output)?;
+            let config = write_new_private(dir.path(), "registry.json", "{}\n").map_err(output)?;
+            cmd.arg("--registry-config").arg(config);
+            _anonymous = Some(dir);
         }
         // `--wait` can take many minutes: an interrupted run stops waiting (and helm with it;
         // a release it leaves pending is recovered by the next `up`).
@@ -299,22 +358,18 @@ impl Helm for HelmCli {
 
     async fn upgrade_install(&self, release: &Release) -> Result<(), HelmError> {
         // Values go to a private file: helm reads files, and `--set` would put them in argv.
-        // One folder per call: calls for the same release may overlap (tests in one process).
-        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("meshstack-helm-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| HelmError::Output {
+        // One fresh private folder per call (calls for the same release may overlap), removed
+        // when the call is done, however it ends.
+        let output = |e: std::io::Error| HelmError::Output {
             args: "upgrade".into(),
-            reason: format!("cannot create {}: {e}", dir.display()),
-        })?;
-        let path = dir.join(format!("{}-{}.yaml", release.namespace, release.name));
-        write_private(&path, &release.values).map_err(|e| HelmError::Output {
-            args: "upgrade".into(),
-            reason: format!("cannot write {}: {e}", path.display()),
-        })?;
-        let res = self.run(&upgrade_install_args(release, &path)).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        res.map(|_| ())
+            reason: format!("cannot write the values file: {e}"),
+        };
+        let dir = private_dir().map_err(output)?;
+        let name = format!("{}-{}.yaml", release.namespace, release.name);
+        let path = write_new_private(dir.path(), &name, &release.values).map_err(output)?;
+        self.run(&upgrade_install_args(release, &path))
+            .await
+            .map(|_| ())
     }
 
     async fn rollback(&self, name: &str, namespace: &str) -> Result<(), HelmError> {
@@ -335,18 +390,6 @@ impl Helm for HelmCli {
             .collect();
         self.run(&args).await.map(|_| ())
     }
-}
-
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(content.as_bytes())
 }
 
 /// What `up` must do for a release, given what helm reports of it.

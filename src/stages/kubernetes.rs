@@ -125,14 +125,20 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
         exec: kubeconfig::ExecPlugin::meshstack_token(exe, &facts.name, &aws.region),
     };
     let text = kubeconfig::merge(None, &entry).map_err(|e| StageError::Conflict(e.to_string()))?;
-    let dir = std::env::temp_dir().join(format!("meshstack-{}", std::process::id()));
-    let path = dir.join("kubeconfig");
-    kubeconfig::write_atomic(&path, &text).map_err(|e| StageError::Conflict(e.to_string()))?;
+    // helm's kubeconfig: in a fresh private folder (0700, unpredictable name, created
+    // exclusively), removed when the run is done; never a path another user could plant.
+    let private = |e: std::io::Error| {
+        StageError::Conflict(format!("cannot write helm's private kubeconfig: {e}"))
+    };
+    let dir = helm::private_dir().map_err(private)?;
+    let path = helm::write_new_private(dir.path(), "kubeconfig", &text).map_err(private)?;
+    let mut cli = HelmCli::from_env(Some(path));
+    cli.workdir = Some(Arc::new(dir));
 
     Ok(KubeAccess {
         resolver: Arc::new(apply::DiscoveryResolver::new(client.clone())),
         client,
-        helm: Arc::new(HelmCli::from_env(Some(path))),
+        helm: Arc::new(cli),
     })
 }
 

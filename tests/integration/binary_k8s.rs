@@ -176,6 +176,11 @@ impl Cluster {
             .push(("MESHSTACK_HELM".into(), helm.display().to_string()));
         ms.extra_env
             .push(("MESHSTACK_WAIT_SCALE".into(), WAIT_SCALE.into()));
+        // The binary's own temp folder, to see what it leaves there.
+        let tmp = ms.dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        ms.extra_env
+            .push(("TMPDIR".into(), tmp.display().to_string()));
         let stack = ms
             .stack_file(
                 "stack.yaml",
@@ -275,6 +280,48 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     let started = std::time::Instant::now();
     c.up();
     let full = started.elapsed();
+    // helm's kubeconfig, values and registry config lived in private folders (0700, the
+    // recording helm checked each), all removed: nothing left in the temp folder.
+    let tmp = c.ms.dir.path().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    let calls = helm_calls(&c.helm_dir);
+    let private: Vec<&Vec<String>> = calls
+        .iter()
+        .filter(|call| call[0] == "private-files")
+        .collect();
+    assert!(!private.is_empty(), "{calls:?}");
+    for call in &private {
+        assert!(
+            call[1..].iter().all(|m| m == "700"),
+            "{call:?} in {calls:?}"
+        );
+    }
+    // Karpenter's chart (public ECR) is pulled with an empty registry config: a stale login of
+    // the user's cannot break it.
+    let karpenter = calls
+        .iter()
+        .find(|call| call[0] == "upgrade" && call[2] == "karpenter")
+        .unwrap();
+    let at = karpenter
+        .iter()
+        .position(|a| a == "--registry-config")
+        .unwrap_or_else(|| panic!("{karpenter:?}"));
+    assert!(
+        karpenter[at + 1].ends_with("registry.json"),
+        "{karpenter:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|call| call[0] == "upgrade" && call[2] == "istiod")
+            .all(|call| !call.contains(&"--registry-config".to_string())),
+        "only public registries are pulled anonymously"
+    );
 
     // Every manifest's object is in the cluster, and every release: recorded by helm and
     // stored as helm stores it.

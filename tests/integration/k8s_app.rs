@@ -368,6 +368,15 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
         ]
     );
     let mut args = installs[1].clone();
+    // Public ECR is pulled with an empty registry config of its own (a stale login of the
+    // user's cannot break it), in a private folder removed after the call.
+    let config = args.pop().unwrap();
+    assert_eq!(args.pop().as_deref(), Some("--registry-config"), "{args:?}");
+    assert!(config.ends_with("/registry.json"), "{config}");
+    assert!(
+        !std::path::Path::new(&config).exists(),
+        "{config} left behind"
+    );
     assert!(
         args[10].ends_with("karpenter-karpenter.yaml"),
         "values from a private file: {args:?}"

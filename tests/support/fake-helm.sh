@@ -28,6 +28,15 @@ set -eu
 dir='@DIR@'
 mkdir -p "$dir/releases" "$dir/values" "$dir/last"
 (IFS=$'\t'; printf '%s\n' "$*") >> "$dir/calls.log"
+# The mode of the folder of every file meshstack hands over (kubeconfig, values, registry
+# config), as a pseudo-call: meshstack must keep them private (0700).
+modes=()
+prev=""
+for a in "$@"; do
+  case "$prev" in --kubeconfig|--values|--registry-config) modes+=("$(stat -c %a "$(dirname "$a")")") ;; esac
+  prev="$a"
+done
+if [ ${#modes[@]} -gt 0 ]; then (IFS=$'\t'; printf 'private-files\t%s\n' "${modes[*]}") >> "$dir/calls.log"; fi
 
 # The value after a flag.
 arg() {

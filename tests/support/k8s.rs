@@ -318,7 +318,10 @@ pub fn helm_calls(dir: &std::path::Path) -> Vec<Vec<String>> {
 /// Whether a recorded helm call only reads what helm holds (`list`, `get values`): all a
 /// converged `up` may call.
 pub fn is_read(call: &[String]) -> bool {
-    matches!(call.first().map(String::as_str), Some("list") | Some("get"))
+    matches!(
+        call.first().map(String::as_str),
+        Some("list") | Some("get") | Some("private-files")
+    )
 }
 
 /// Run one stage's `up` (Forward) or `down` (Reverse) through the engine, which hands it its
@@ -388,6 +391,7 @@ pub fn stage_context(
     let helm = meshstack::k8s::helm::HelmCli {
         binary: fake_helm(dir).display().to_string(),
         kubeconfig: None,
+        workdir: None,
     };
     let mut cx = meshstack::stages::Context::new(stack, None, None, Vec::new(), Some(journal))
         .with_kube(meshstack::stages::kubernetes::KubeAccess {
