@@ -7,6 +7,7 @@
 //	wait-ready            wait until nodes are Ready and the default ServiceAccount exists
 //	apply                 create-or-replace the objects of YAML files (kwok's CRDs)
 //	lb-controller         give type: LoadBalancer Services an address (stand-in for a cloud LB)
+//	karpenter             delete/recreate the app nodes when their NodePool goes/comes back
 //	egress                the API server's "cluster" egress (HTTP CONNECT on a Unix socket):
 //	                      kubelet traffic to kwok, istiod webhook calls to an admission stand-in
 //	authn                 EKS-style token authentication webhook (aws-iam-authenticator rules)
@@ -42,6 +43,7 @@ func main() {
 		"wait-ready":    runWaitReady,
 		"apply":         runApply,
 		"lb-controller": runLBController,
+		"karpenter":     runKarpenter,
 		"egress":        runEgress,
 		"authn":         runAuthn,
 		"eks-token":     runEKSToken,
