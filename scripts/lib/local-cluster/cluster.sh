@@ -384,6 +384,14 @@ EOC
 	"$LC_BIN_testenv" wait-ready --kubeconfig="$LC_DIR/kubeconfig" --nodes=$((${#nzones[@]} * (per_zone + system_per_zone))) --timeout=120s >&2 ||
 		lc_die "nodes not Ready; see $LC_DIR/logs/kwok.log and kube-controller-manager.log"
 
+	# --- a watchdog: if DIR is deleted without `stop` (a test's temporary directory removed
+	# after a panic), it stops the cluster's process groups instead of leaving them running.
+	local pgids="" f
+	for f in "$LC_DIR"/pids/*.pid; do
+		pgids+="${pgids:+,}$(cut -d' ' -f1 "$f")"
+	done
+	lc_spawn watchdog "$LC_BIN_testenv" watchdog --watch="$LC_DIR/kubeconfig" --pgids="$pgids"
+
 	# --- bin/ and env
 	ln -sfn "$LC_BIN_helm3" "$LC_DIR/bin/helm3"
 	ln -sfn "$LC_BIN_helm4" "$LC_DIR/bin/helm4"
@@ -415,7 +423,7 @@ EOC
 # Stops every process recorded in LC_DIR/pids, newest first: SIGTERM to its process group,
 # then SIGKILL after 10 s. Idempotent.
 lc_stop_dir() {
-	local order=(kwok charts karpenter lb-controller kube-scheduler kube-controller-manager kube-apiserver authn egress etcd)
+	local order=(watchdog kwok charts karpenter lb-controller kube-scheduler kube-controller-manager kube-apiserver authn egress etcd)
 	local name f rec pid
 	for f in "$LC_DIR"/pids/*.pid; do
 		[[ -e $f ]] || continue

@@ -12,6 +12,7 @@
 //	                      kubelet traffic to kwok, istiod webhook calls to an admission stand-in
 //	authn                 EKS-style token authentication webhook (aws-iam-authenticator rules)
 //	eks-token             print an EKS bearer token (presigned GetCallerIdentity) for tests
+//	watchdog              stop a cluster whose directory was deleted without stop
 //	smoke                 the Kubernetes half of scripts/lib/local-cluster/smoke
 package main
 
@@ -44,6 +45,7 @@ func main() {
 		"apply":         runApply,
 		"lb-controller": runLBController,
 		"karpenter":     runKarpenter,
+		"watchdog":      runWatchdog,
 		"egress":        runEgress,
 		"authn":         runAuthn,
 		"eks-token":     runEKSToken,
