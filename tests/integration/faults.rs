@@ -490,3 +490,57 @@ async fn one_ctrl_c_during_a_long_wait_stops_the_wait() {
         .clone();
     assert_eq!(cluster["journal"], "interrupted", "{cluster}");
 }
+
+/// Issue 21, item 2: a signal in the preflight (lock taken, STS/zone/quota/version calls in
+/// flight, no stage started) releases the lock and exits with the signal's code; the next run
+/// goes ahead without `--force-unlock`. Before the fix, SIGTERM there took its default action
+/// and left the lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_during_the_preflight_releases_the_lock() {
+    for (name, command, sig, code) in [
+        ("preterm", "up", "TERM", 143),
+        ("preint", "up", "INT", 130),
+        ("predown", "down", "TERM", 143),
+    ] {
+        let scenario = Scenario::start(
+            name,
+            Faults {
+                // Each preflight call takes this long: the signal lands inside one.
+                latency: Duration::from_millis(100),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let (proxy, ms) = (&scenario.proxy, &scenario.ms);
+        let mut child = ms
+            .command(&[command, "--only", "network", "--stack", &scenario.stack])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock_exists(ms, name) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{command}: ended ({status}) before taking the lock");
+            }
+            assert!(Instant::now() < deadline, "{command}: no lock within 30 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{sig}: {}", describe(&out));
+        assert!(!lock_exists(ms, name), "{sig}: the lock was left behind");
+        let ops = proxy.stats().ops;
+        assert!(
+            !ops.contains_key("ec2:CreateVpc") && !ops.contains_key("ec2:DeleteVpc"),
+            "{sig}: the signal came after the preflight: {ops:?}"
+        );
+        let out = ms.run(&["up", "--only", "network", "--stack", &scenario.stack]);
+        assert!(out.status.success(), "{sig}: {}", describe(&out));
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("taking over the lock"),
+            "{sig}: {}",
+            describe(&out)
+        );
+    }
+}
