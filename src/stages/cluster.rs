@@ -622,9 +622,18 @@ async fn create_cluster(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Resu
     // A role created moments ago (by the `iam` stage) may not be assumable by EKS yet: EKS then
     // answers InvalidParameterException "... could not be assumed". The same request, with the
     // same client token, succeeds once IAM has propagated the role.
+    // Likewise the policy attached to it (on a rerun whose `iam` stage has just attached it):
+    // "The provided role doesn't have the Amazon EKS Managed Policies associated with it".
     let propagating = |e: &AwsError| {
-        (e.is("InvalidParameterException") && e.message.contains("could not be assumed"))
-            .then(|| "the cluster role is not assumable yet".to_string())
+        if !e.is("InvalidParameterException") {
+            None
+        } else if e.message.contains("could not be assumed") {
+            Some("the cluster role is not assumable yet".to_string())
+        } else if e.message.contains("Amazon EKS Managed Policies") {
+            Some("the cluster role's managed policy has not propagated yet".to_string())
+        } else {
+            None
+        }
     };
     let created = retry_while(
         cx.waits.iam_propagation,
