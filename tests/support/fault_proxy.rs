@@ -826,6 +826,7 @@ fn eks_operation(method: &str, path: &str) -> &'static str {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
         ("GET", ["clusters"]) => "ListClusters",
+        ("GET", ["cluster-versions"]) => "DescribeClusterVersions",
         ("POST", ["clusters"]) => "CreateCluster",
         ("GET", ["clusters", _]) => "DescribeCluster",
         ("DELETE", ["clusters", _]) => "DeleteCluster",
