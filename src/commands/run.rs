@@ -152,31 +152,41 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
     check_helm(&all, &selected).await?;
+    // Signals are caught from before the lock is taken: one during the preflight releases it.
+    let interrupts = Interrupts::watch();
     let (lock, mut journal, s3) =
         take_state(&args.stack, &stack, "up", &unlock(&args.force_unlock))?;
+    interrupts.register(&lock);
     check_up(&graph, &selected, &journal)?;
-    // Only now the first API calls: everything above is input checking.
-    let aws = connect(&stack).await.map_err(usage)?;
-    let (identity, zones) = preflight(&aws, &stack).await?;
-    // Quotas for what is still to be built: stages the journal has done need nothing more,
-    // and are not even looked at (a resumed or converged `up` starts its stages at once).
-    let pending = not_done(&selected, &journal);
-    check_kubernetes(Some(&aws), &stack, &pending).await?;
-    check_quotas(
-        &[QuotaGroup {
-            aws: &aws,
-            account: &identity.account,
-            stacks: vec![&stack],
-            zones: zones.iter().map(|z| z.name.clone()).collect(),
-        }],
-        &pending,
-        args.ignore_quotas,
-    )
-    .await?;
-    let expires = settle_expiry(&mut stack, &mut journal, &aws).await?;
-    if let (Some(at), Output::Text) = (&expires, args.stack.output) {
-        eprintln!("expires at {at} (`meshstack reap` removes it after that)");
-    }
+    let prepared = interrupts.unless_signalled(async {
+        // Only now the first API calls: everything above is input checking.
+        let aws = connect(&stack).await.map_err(usage)?;
+        let (identity, zones) = preflight(&aws, &stack).await?;
+        // Quotas for what is still to be built: stages the journal has done need nothing more,
+        // and are not even looked at (a resumed or converged `up` starts its stages at once).
+        let pending = not_done(&selected, &journal);
+        check_kubernetes(Some(&aws), &stack, &pending).await?;
+        check_quotas(
+            &[QuotaGroup {
+                aws: &aws,
+                account: &identity.account,
+                stacks: vec![&stack],
+                zones: zones.iter().map(|z| z.name.clone()).collect(),
+            }],
+            &pending,
+            args.ignore_quotas,
+        )
+        .await?;
+        let expires = settle_expiry(&mut stack, &mut journal, &aws).await?;
+        if let (Some(at), Output::Text) = (&expires, args.stack.output) {
+            eprintln!("expires at {at} (`meshstack reap` removes it after that)");
+        }
+        anyhow::Ok((aws, identity, zones))
+    });
+    let Some(prepared) = prepared.await else {
+        return Ok(interrupts.stop_before_stages(&lock));
+    };
+    let (aws, identity, zones) = prepared?;
     let journal = Arc::new(Mutex::new(journal));
     let mut cx = Context::new(
         stack,
@@ -192,8 +202,6 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     cx.allow_unsafe_locality = args.allow_unsafe_locality || args.force;
-    let interrupts = Interrupts::watch();
-    interrupts.register(&lock);
     let reporter = progress::reporter(mode(args.stack.output), "meshstack up", &selected);
     let ran = execute(
         &cx,
@@ -237,12 +245,21 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
+    let interrupts = Interrupts::watch();
     let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &unlock(&args.force_unlock))?;
+    interrupts.register(&lock);
     check_down(&graph, &selected, &journal)?;
-    let aws = connect(&stack).await.map_err(usage)?;
-    let identity = account::identify(&aws, &stack)
-        .await
-        .map_err(preflight_error)?;
+    let prepared = interrupts.unless_signalled(async {
+        let aws = connect(&stack).await.map_err(usage)?;
+        let identity = account::identify(&aws, &stack)
+            .await
+            .map_err(preflight_error)?;
+        anyhow::Ok((aws, identity))
+    });
+    let Some(prepared) = prepared.await else {
+        return Ok(interrupts.stop_before_stages(&lock));
+    };
+    let (aws, identity) = prepared?;
     let journal = Arc::new(Mutex::new(journal));
     let cx = Context::new(
         stack,
@@ -251,8 +268,6 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         Vec::new(),
         Some(journal.clone()),
     );
-    let interrupts = Interrupts::watch();
-    interrupts.register(&lock);
     let reporter = progress::reporter(mode(args.stack.output), "meshstack down", &selected);
     let ran = execute(
         &cx,
@@ -488,14 +503,19 @@ pub(crate) struct Interrupts {
 
 impl Interrupts {
     /// Starts watching.
+    ///
+    /// # Guarantees
+    /// The handlers are installed when this returns (not when the watching task first runs):
+    /// from then on a signal never takes its default action, which would leave a lock behind.
     pub(crate) fn watch() -> Interrupts {
         let cancel = CancelToken::new();
         let code = Arc::new(AtomicU8::new(0));
         let locks: Arc<Mutex<Vec<Weak<LockGuard>>>> = Arc::default();
+        let signals = Signals::new();
         let task = tokio::spawn({
             let (cancel, code, locks) = (cancel.clone(), code.clone(), locks.clone());
             async move {
-                let Ok(mut signals) = Signals::new() else {
+                let Ok(mut signals) = signals else {
                     return;
                 };
                 let (what, first) = signals.next().await;
@@ -517,6 +537,27 @@ impl Interrupts {
             locks,
             task,
         }
+    }
+
+    /// `work`, unless a signal comes first (or came already): then `None`, and `work` is
+    /// dropped where it stands (a call in flight is found by tag on the next run).
+    pub(crate) async fn unless_signalled<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            out = work => Some(out),
+        }
+    }
+
+    /// After a signal before any stage started: releases `lock`, says so, and gives the
+    /// signal's exit code.
+    pub(crate) fn stop_before_stages(&self, lock: &LockGuard) -> ExitCode {
+        lock.release();
+        eprintln!("stopped before any stage started; the lock is released");
+        ExitCode::from(self.signalled().unwrap_or(130))
     }
 
     /// The token the runs stop on.

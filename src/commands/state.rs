@@ -10,6 +10,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::run::Interrupts;
 use super::{load_stack, load_stack_path, usage};
 use crate::aws::state::{Encryption, S3Store, Versioning};
 use crate::cli::{
@@ -324,7 +325,9 @@ pub async fn state_push(args: StatePushArgs) -> anyhow::Result<ExitCode> {
     let loc = location(&args.stack, &stack);
     let opened = open_for_writing(&args.stack, &stack, &loc)?;
     let store = opened.store;
-    let _lock = store.lock(LockInfo::me("state push"), &Unlock::No)?;
+    let interrupts = Interrupts::watch();
+    let lock = Arc::new(store.lock(LockInfo::me("state push"), &Unlock::No)?);
+    interrupts.register(&lock);
     let current = store.read_journal()?;
     let expected = current.as_ref().and_then(|c| c.version.clone());
     match store.write_journal(&body, expected.as_deref())? {
@@ -346,7 +349,8 @@ pub async fn state_push(args: StatePushArgs) -> anyhow::Result<ExitCode> {
             "the first journal there"
         }
     );
-    Ok(ExitCode::SUCCESS)
+    drop(lock);
+    Ok(finished(&interrupts))
 }
 
 pub async fn state_migrate(args: StateMigrateArgs) -> anyhow::Result<ExitCode> {
@@ -365,8 +369,11 @@ pub async fn state_migrate(args: StateMigrateArgs) -> anyhow::Result<ExitCode> {
     }
     let src = open_for_writing(&args.stack, &stack, &from)?.store;
     let dst = open_for_writing(&args.stack, &stack, &to)?.store;
-    let _src_lock = src.lock(LockInfo::me("state migrate"), &Unlock::No)?;
-    let _dst_lock = dst.lock(LockInfo::me("state migrate"), &Unlock::No)?;
+    let interrupts = Interrupts::watch();
+    let src_lock = Arc::new(src.lock(LockInfo::me("state migrate"), &Unlock::No)?);
+    interrupts.register(&src_lock);
+    let dst_lock = Arc::new(dst.lock(LockInfo::me("state migrate"), &Unlock::No)?);
+    interrupts.register(&dst_lock);
     let Some(stored) = src.read_journal()? else {
         anyhow::bail!(
             "no journal for stack `{}` in {from}: nothing to migrate",
@@ -424,7 +431,17 @@ pub async fn state_migrate(args: StateMigrateArgs) -> anyhow::Result<ExitCode> {
              on every machine, finds the state there"
         ),
     }
-    Ok(ExitCode::SUCCESS)
+    drop((src_lock, dst_lock));
+    Ok(finished(&interrupts))
+}
+
+/// A locking state verb's exit, its lock released: the code of a signal that came while it
+/// ran (its one write had been made; a second signal exits at once, releasing the lock),
+/// else success.
+fn finished(interrupts: &Interrupts) -> ExitCode {
+    interrupts
+        .signalled()
+        .map_or(ExitCode::SUCCESS, ExitCode::from)
 }
 
 /// The state verbs' arguments with the stack arguments every helper here takes.

@@ -304,6 +304,21 @@ impl StateDir {
                         holder: Box::new(holder),
                     })
                 }
+                // A local holder provably gone (this host, and its pid dead or another
+                // process's): nobody can be working on the stack, so no --force-unlock is
+                // asked for. A lock naming a lease is a shared one's; it keeps its rules.
+                (Ok(holder), Unlock::No) if holder.lease_expires_at.is_none() => {
+                    eprintln!(
+                        "warning: taking over the lock on stack `{}` from {holder}: that \
+                         process is gone (killed or crashed)",
+                        self.stack
+                    );
+                    match fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err("remove stale lock file", path)(e)),
+                    }
+                }
                 (Ok(holder), Unlock::No) => {
                     return Err(StateError::StaleLock {
                         holder: Box::new(holder),
@@ -1217,29 +1232,31 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_lock_needs_force_unlock() {
+    fn a_dead_local_holder_is_taken_over_without_force_unlock() {
+        let lock_file = |dir: &StateDir| dir.path().join(LOCK_FILE);
+        for unlock in [Unlock::No, Unlock::Stale] {
+            let (_tmp, dir) = open();
+            write_lock(&dir, &holder(DEAD_PID, &hostname()));
+            let guard = lock(&dir, "down", unlock).unwrap();
+            let now: LockInfo =
+                serde_json::from_slice(&fs::read(lock_file(&dir)).unwrap()).unwrap();
+            assert_eq!(now.pid, std::process::id());
+            assert_eq!(now.command, "down");
+            assert_eq!(now.pid_start, store::process_start(std::process::id()));
+            assert_eq!(mode(&lock_file(&dir)), 0o600);
+            drop(guard);
+            assert!(!lock_file(&dir).exists());
+        }
+        // A lock with a lease is a shared store's: only the lease decides, never the pid.
         let (_tmp, dir) = open();
-        let lock_file = dir.path().join(LOCK_FILE);
-        write_lock(&dir, &holder(DEAD_PID, &hostname()));
+        let leased = LockInfo {
+            lease_expires_at: Some(1),
+            ..holder(DEAD_PID, &hostname())
+        };
+        write_lock(&dir, &leased);
         let err = lock(&dir, "up", Unlock::No).unwrap_err();
         assert!(matches!(err, StateError::StaleLock { ref holder } if holder.pid == DEAD_PID));
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "stale lock: stack is locked by pid {DEAD_PID} on host {} (meshstack up, started 2026-11-28 17:40:00 UTC), \
-                 but that process is gone; if no other meshstack is working on this stack, re-run with `--force-unlock`",
-                hostname()
-            )
-        );
-
-        let guard = lock(&dir, "down", Unlock::Stale).unwrap();
-        let now: LockInfo = serde_json::from_slice(&fs::read(&lock_file).unwrap()).unwrap();
-        assert_eq!(now.pid, std::process::id());
-        assert_eq!(now.command, "down");
-        assert_eq!(now.pid_start, store::process_start(std::process::id()));
-        assert_eq!(mode(&lock_file), 0o600);
-        drop(guard);
-        assert!(!lock_file.exists());
+        assert!(err.to_string().contains("--force-unlock"), "{err}");
     }
 
     #[test]
@@ -1264,7 +1281,7 @@ mod tests {
     }
 
     #[test]
-    fn a_live_pid_with_another_start_time_is_a_stale_lock() {
+    fn a_live_pid_with_another_start_time_is_a_stale_lock_taken_over() {
         let (_tmp, dir) = open();
         let me = std::process::id();
         let Some(start) = store::process_start(me) else {
@@ -1276,12 +1293,9 @@ mod tests {
             ..holder(me, &hostname())
         };
         write_lock(&dir, &reused);
-        let err = lock(&dir, "up", Unlock::No).unwrap_err();
-        assert!(
-            matches!(err, StateError::StaleLock { ref holder } if holder.pid == me),
-            "{err}"
-        );
-        assert!(err.to_string().contains("that process is gone"), "{err}");
+        let guard = lock(&dir, "up", Unlock::No).unwrap();
+        assert_eq!(guard.info().pid_start, Some(start));
+        drop(guard);
         // The same pid with its real start time is live.
         write_lock(
             &dir,

@@ -68,6 +68,8 @@ pub struct Seen {
     pub cluster: Option<SeenCluster>,
     /// `Some(ours)` when the OIDC provider for the issuer exists.
     pub oidc_provider: Option<bool>,
+    /// The stack its tag names, when it exists and is not ours (for the refusal).
+    pub oidc_owner: Option<String>,
     /// The Karpenter role's current trust document, if the role exists.
     pub karpenter_trust: Option<String>,
 }
@@ -142,11 +144,7 @@ pub fn plan(stack: &Stack, seen: &Seen, wanted_trust: Option<&serde_json::Value>
     }
     match seen.oidc_provider {
         None => steps.push(Step::CreateOidcProvider),
-        Some(false) => steps.conflict(
-            RESOURCE,
-            name,
-            "the IAM OIDC provider for this cluster's issuer exists without the stack tag",
-        ),
+        Some(false) => steps.conflict(RESOURCE, name, foreign_oidc(seen.oidc_owner.as_deref())),
         Some(true) => {}
     }
     let trusted = match (seen.karpenter_trust.as_deref(), wanted_trust) {
@@ -248,10 +246,34 @@ async fn find_oidc_provider(
     stack: &Stack,
     arn: &str,
 ) -> Result<Option<bool>, StageError> {
+    let owner = oidc_provider_owner(aws, arn).await?;
+    Ok(owner.map(|o| o.as_deref() == Some(stack.name.as_str())))
+}
+
+/// If the OIDC provider `arn` exists: the stack its stack tag names (`None` without one).
+async fn oidc_provider_owner(
+    aws: &AwsClients,
+    arn: &str,
+) -> Result<Option<Option<String>>, StageError> {
     let req = aws.iam.get_open_id_connect_provider();
     let req = req.open_id_connect_provider_arn(arn);
     let out = req.send().await.lookup("iam:GetOpenIDConnectProvider")?;
-    Ok(out.map(|o| tags::of_stack(stack, o.tags())))
+    Ok(out.map(|o| tags::map(o.tags()).remove(crate::aws::STACK_TAG)))
+}
+
+/// Why an OIDC provider that is not the stack's is refused, naming its owner if it has one.
+/// Clusters that share an issuer (moto gives every cluster the same) would share it, and one
+/// stack's `down` would delete it under the other.
+fn foreign_oidc(owner: Option<&str>) -> String {
+    match owner {
+        Some(owner) => format!(
+            "the IAM OIDC provider for this cluster's issuer belongs to stack `{owner}` (its {} \
+             tag); meshstack does not adopt another stack's provider",
+            crate::aws::STACK_TAG
+        ),
+        None => "the IAM OIDC provider for this cluster's issuer exists without the stack tag"
+            .to_string(),
+    }
 }
 
 async fn observe(cx: &Context) -> Result<(Seen, Option<ClusterFacts>), StageError> {
@@ -263,7 +285,11 @@ async fn observe(cx: &Context) -> Result<(Seen, Option<ClusterFacts>), StageErro
     let described = describe(aws, stack).await?;
     if let Some(issuer) = described.as_ref().and_then(|d| d.seen.oidc_issuer.clone()) {
         let arn = oidc_provider_arn(cx.partition(), cx.account(), &issuer);
-        seen.oidc_provider = find_oidc_provider(aws, stack, &arn).await?;
+        let owner = oidc_provider_owner(aws, &arn).await?;
+        seen.oidc_provider = owner
+            .as_ref()
+            .map(|o| o.as_deref() == Some(stack.name.as_str()));
+        seen.oidc_owner = owner.flatten().filter(|o| *o != stack.name);
     }
     seen.karpenter_trust = iam::find_role(aws, stack, &Role::Karpenter.name(stack))
         .await?
@@ -391,16 +417,26 @@ impl Stage for Cluster {
                         .send()
                         .await
                         .map_err(sdk_err("iam:CreateOpenIDConnectProvider"));
+                    let arn = oidc_provider_arn(cx.partition(), cx.account(), &issuer);
                     match res {
                         Ok(_) => {}
-                        Err(e) if e.is("EntityAlreadyExists") => {}
+                        // Ours if a killed run created it; another stack's (an issuer shared
+                        // by clusters) is refused here as observe refuses it on the next run.
+                        Err(e) if e.is("EntityAlreadyExists") => {
+                            match oidc_provider_owner(aws, &arn).await? {
+                                Some(Some(owner)) if owner == stack.name => {}
+                                Some(owner) => {
+                                    return Err(StageError::Conflict(format!(
+                                        "{arn}: {}",
+                                        foreign_oidc(owner.as_deref())
+                                    )))
+                                }
+                                None => return Err(e.into()),
+                            }
+                        }
                         Err(e) => return Err(e.into()),
                     }
-                    cx.complete(
-                        ID,
-                        key,
-                        &oidc_provider_arn(cx.partition(), cx.account(), &issuer),
-                    )?;
+                    cx.complete(ID, key, &arn)?;
                 }
                 Step::TrustKarpenterRole => {
                     let issuer = current_issuer(&facts)?;
@@ -622,9 +658,18 @@ async fn create_cluster(cx: &Context, aws: &AwsClients, h: &StageHandle) -> Resu
     // A role created moments ago (by the `iam` stage) may not be assumable by EKS yet: EKS then
     // answers InvalidParameterException "... could not be assumed". The same request, with the
     // same client token, succeeds once IAM has propagated the role.
+    // Likewise the policy attached to it (on a rerun whose `iam` stage has just attached it):
+    // "The provided role doesn't have the Amazon EKS Managed Policies associated with it".
     let propagating = |e: &AwsError| {
-        (e.is("InvalidParameterException") && e.message.contains("could not be assumed"))
-            .then(|| "the cluster role is not assumable yet".to_string())
+        if !e.is("InvalidParameterException") {
+            None
+        } else if e.message.contains("could not be assumed") {
+            Some("the cluster role is not assumable yet".to_string())
+        } else if e.message.contains("Amazon EKS Managed Policies") {
+            Some("the cluster role's managed policy has not propagated yet".to_string())
+        } else {
+            None
+        }
     };
     let created = retry_while(
         cx.waits.iam_propagation,
@@ -719,6 +764,7 @@ mod tests {
                 oidc_issuer: Some(ISSUER.into()),
             }),
             oidc_provider: Some(true),
+            oidc_owner: None,
             karpenter_trust: Some(karpenter_trust("aws", "1", ISSUER).to_string()),
         }
     }

@@ -225,6 +225,9 @@ pub struct Waits {
     pub kubernetes: Backoff,
     /// Retrying calls that fail while a new IAM role or OIDC provider propagates.
     pub iam_propagation: Backoff,
+    /// Retrying EC2 calls that name a resource created moments ago and are answered
+    /// `*.NotFound` ("Eventual consistency in the Amazon EC2 API").
+    pub ec2_consistency: Backoff,
 }
 
 impl Waits {
@@ -238,6 +241,7 @@ impl Waits {
             dependency: scale(self.dependency),
             kubernetes: scale(self.kubernetes),
             iam_propagation: scale(self.iam_propagation),
+            ec2_consistency: scale(self.ec2_consistency),
         }
     }
 
@@ -259,6 +263,9 @@ impl Default for Waits {
             // IAM is eventually consistent; changes usually show within seconds, at most a
             // couple of minutes.
             iam_propagation: Backoff::new(s(2), s(10), s(3 * 60)),
+            // EC2's reads and writes on a new resource usually agree within seconds; AWS
+            // gives no bound, so a generous one.
+            ec2_consistency: Backoff::new(s(1), s(8), s(2 * 60)),
         }
     }
 }

@@ -6,11 +6,12 @@
 //! The binary runs with `MESHSTACK_WAIT_SCALE=20` (poll intervals and deadlines / 20), so a
 //! wait that takes minutes against AWS takes seconds here.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::fault_proxy::{FaultProxy, Faults};
+use crate::support::fault_proxy::{AfterCreate, FaultProxy, Faults};
 use crate::support::{api_calls, describe, expected_full_inventory, Clients, Meshstack, Moto};
 
 const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
@@ -489,4 +490,184 @@ async fn one_ctrl_c_during_a_long_wait_stops_the_wait() {
         .unwrap()
         .clone();
     assert_eq!(cluster["journal"], "interrupted", "{cluster}");
+}
+
+/// Issue 21, item 2: a signal in the preflight (lock taken, STS/zone/quota/version calls in
+/// flight, no stage started) releases the lock and exits with the signal's code; the next run
+/// goes ahead without `--force-unlock`. Before the fix, SIGTERM there took its default action
+/// and left the lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_during_the_preflight_releases_the_lock() {
+    for (name, command, sig, code) in [
+        ("preterm", "up", "TERM", 143),
+        ("preint", "up", "INT", 130),
+        ("predown", "down", "TERM", 143),
+    ] {
+        let scenario = Scenario::start(
+            name,
+            Faults {
+                // Each preflight call takes this long: the signal lands inside one.
+                latency: Duration::from_millis(100),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let (proxy, ms) = (&scenario.proxy, &scenario.ms);
+        let mut child = ms
+            .command(&[command, "--only", "network", "--stack", &scenario.stack])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock_exists(ms, name) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{command}: ended ({status}) before taking the lock");
+            }
+            assert!(Instant::now() < deadline, "{command}: no lock within 30 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{sig}: {}", describe(&out));
+        assert!(!lock_exists(ms, name), "{sig}: the lock was left behind");
+        let ops = proxy.stats().ops;
+        assert!(
+            !ops.contains_key("ec2:CreateVpc") && !ops.contains_key("ec2:DeleteVpc"),
+            "{sig}: the signal came after the preflight: {ops:?}"
+        );
+        let out = ms.run(&["up", "--only", "network", "--stack", &scenario.stack]);
+        assert!(out.status.success(), "{sig}: {}", describe(&out));
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("taking over the lock"),
+            "{sig}: {}",
+            describe(&out)
+        );
+    }
+}
+
+/// Issue 21, item 3: EC2 is eventually consistent ("Eventual consistency in the Amazon EC2
+/// API"): a call naming a resource created moments ago may be answered `*.NotFound`. Each such
+/// call of the network stage is answered so twice after its create; `up --only network` still
+/// succeeds, with one of everything (the NAT gateways' retried create reuses its client token).
+#[tokio::test(flavor = "multi_thread")]
+async fn ec2_not_found_right_after_a_create_is_retried() {
+    let not_found = |create: &str, op: &str, code: &str| AfterCreate {
+        create: create.into(),
+        op: op.into(),
+        n: 2,
+        code: code.into(),
+        message: format!("The resource named by {op} does not exist (yet)"),
+    };
+    let scenario = Scenario::start(
+        "consistent",
+        Faults {
+            after_create: vec![
+                not_found(
+                    "ec2:CreateVpc",
+                    "ec2:ModifyVpcAttribute",
+                    "InvalidVpcID.NotFound",
+                ),
+                not_found(
+                    "ec2:CreateRouteTable",
+                    "ec2:CreateRoute",
+                    "InvalidRouteTableID.NotFound",
+                ),
+                not_found(
+                    "ec2:CreateRouteTable",
+                    "ec2:AssociateRouteTable",
+                    "InvalidRouteTableID.NotFound",
+                ),
+                not_found(
+                    "ec2:AllocateAddress",
+                    "ec2:CreateNatGateway",
+                    "InvalidAllocationID.NotFound",
+                ),
+                not_found(
+                    "ec2:CreateNatGateway",
+                    "ec2:DescribeNatGateways",
+                    "NatGatewayNotFound",
+                ),
+            ],
+            // moto's NAT gateways are available at once; AWS's are pending, and waited for
+            // by ID right after the create.
+            rewrites: [(
+                "ec2:CreateNatGateway".to_string(),
+                (
+                    3,
+                    "<state>available</state>".to_string(),
+                    "<state>pending</state>".to_string(),
+                ),
+            )]
+            .into(),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
+    let out = ms.run(&["up", "--only", "network", "--stack", &scenario.stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(proxy.stats().injected, 10, "every fault was answered");
+    let network: BTreeMap<_, _> = expected_full_inventory()
+        .into_iter()
+        .filter(|(kind, _)| {
+            [
+                "vpc",
+                "subnet",
+                "internet-gateway",
+                "nat-gateway",
+                "elastic-ip",
+                "route-table",
+            ]
+            .contains(kind)
+        })
+        .collect();
+    assert_eq!(aws.inventory("consistent").await, network);
+}
+
+/// Issue 21, item 4: EKS refuses CreateCluster while the cluster role's managed policy
+/// propagates ("doesn't have the Amazon EKS Managed Policies", likely on a rerun whose network
+/// is built already, so the cluster is asked for right after `iam`); retried until it passes,
+/// with the same client token, and one cluster results.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_cluster_is_retried_while_the_roles_managed_policy_propagates() {
+    let s = Scenario::start(
+        "policy",
+        Faults {
+            errors: [(
+                "eks:CreateCluster".to_string(),
+                (
+                    2,
+                    "InvalidParameterException".to_string(),
+                    "The provided role doesn't have the Amazon EKS Managed Policies associated \
+                     with it. Please ensure the following policy is attached: \
+                     arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"
+                        .to_string(),
+                ),
+            )]
+            .into(),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let out = s.ms.run(&["up", "--only", "network", "--stack", &s.stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = s.ms.run(&[
+        "up",
+        "--only",
+        "iam,cluster",
+        "--stack",
+        &s.stack,
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stats = s.proxy.stats();
+    assert_eq!(stats.ops["eks:CreateCluster"], 3, "{stats:?}");
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events.contains("create EKS cluster: the cluster role's managed policy has not propagated"),
+        "{events}"
+    );
+    assert_eq!(s.aws.inventory("policy").await.get("eks-cluster"), Some(&1));
 }

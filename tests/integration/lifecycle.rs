@@ -323,3 +323,66 @@ fn real_aws_full_up_then_down() {
         }
     }
 }
+
+/// Issue 21, item 9: moto gives every cluster the same OIDC issuer, so a second stack's
+/// cluster finds the first stack's IAM OIDC provider already there. Creating it (first run)
+/// and observing it (every later run) must agree: both refuse it, naming its owner, and leave
+/// it as it is. (On AWS each cluster has its own issuer; this guards the logic, not a setup.)
+#[tokio::test(flavor = "multi_thread")]
+async fn another_stacks_oidc_provider_is_refused_on_the_first_run_too_naming_its_owner() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let ms = Meshstack::with_moto(&moto);
+    let first = ms.stack_file("first.yaml", &stack_yaml("first"));
+    let second = ms.stack_file("second.yaml", &stack_yaml("second"));
+    let only = "network,iam,cluster";
+    let out = ms.run(&["up", "--only", only, "--stack", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let providers = || async {
+        let list = aws
+            .iam
+            .list_open_id_connect_providers()
+            .send()
+            .await
+            .unwrap();
+        let mut tagged = Vec::new();
+        for p in list.open_id_connect_provider_list() {
+            let got = aws
+                .iam
+                .get_open_id_connect_provider()
+                .open_id_connect_provider_arn(p.arn().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let stack = got
+                .tags()
+                .iter()
+                .find(|t| t.key() == "meshstack.io/stack")
+                .map(|t| t.value().to_string());
+            tagged.push(stack);
+        }
+        tagged
+    };
+    assert_eq!(providers().await, [Some("first".to_string())]);
+    for run in ["first run", "second run"] {
+        // Two stacks' Elastic IPs exceed the default quota of 5; not what this is about.
+        let second = second.to_str().unwrap();
+        let out = ms.run(&["up", "--only", only, "--stack", second, "--ignore-quotas"]);
+        assert_eq!(out.status.code(), Some(1), "{run}: {}", describe(&out));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("belongs to stack `first`"),
+            "{run}: {}",
+            describe(&out)
+        );
+        assert_eq!(
+            providers().await,
+            [Some("first".to_string())],
+            "{run}: the provider was changed"
+        );
+    }
+}

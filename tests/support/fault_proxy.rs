@@ -76,6 +76,20 @@ pub struct Faults {
     /// (EKS `DescribeClusterVersions`, whose calendar moto has no notion of). Only the body
     /// given is modelled: no paging, no filtering by the request's parameters.
     pub answers: BTreeMap<String, String>,
+    /// Errors for the calls that follow a create: EC2's eventual consistency, where a call
+    /// naming a resource created moments ago is answered `*.NotFound`.
+    pub after_create: Vec<AfterCreate>,
+}
+
+/// Answer the first `n` calls of `op` made after `create` was first called with
+/// `(code, message)`, in `op`'s protocol (calls of `op` before it go through untouched).
+#[derive(Clone, Debug)]
+pub struct AfterCreate {
+    pub create: String,
+    pub op: String,
+    pub n: u32,
+    pub code: String,
+    pub message: String,
 }
 
 /// One request token bucket: the calls of `service` (writes only, or every call) each take a
@@ -227,6 +241,7 @@ impl FaultProxy {
             .collect();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
         let addr = listener.local_addr().unwrap();
+        let after_create_used = vec![0; faults.after_create.len()];
         let shared = Arc::new(Shared {
             upstream,
             log: std::env::var_os("MESHSTACK_PROXY_LOG").is_some(),
@@ -237,6 +252,7 @@ impl FaultProxy {
                 calls: BTreeMap::new(),
                 ready_answers: BTreeMap::new(),
                 first_ready: BTreeMap::new(),
+                after_create_used,
                 buckets,
             }),
         });
@@ -327,6 +343,8 @@ struct State {
     first_ready: BTreeMap<String, Instant>,
     /// Tokens left in each of `faults.buckets`, and when they were last counted.
     buckets: Vec<(f64, Instant)>,
+    /// Errors answered so far for each of `faults.after_create`.
+    after_create_used: Vec<u32>,
 }
 
 /// Takes a token for `op` from the bucket that applies to it, refilled for the time since it
@@ -359,6 +377,8 @@ enum Verdict {
     Matched(usize),
     /// A canned success from `Faults::answers`.
     Answer,
+    /// An error from `Faults::after_create` (its index).
+    AfterCreate(usize),
 }
 
 impl Shared {
@@ -419,6 +439,10 @@ impl Shared {
                     ],
                     body,
                 )
+            }
+            Verdict::AfterCreate(i) => {
+                let a = self.state().faults.after_create[i].clone();
+                error_answer(&req, &a.code, &a.message)
             }
             Verdict::Forward => match self.forward(&head, &raw_body) {
                 Ok(mut answer) => {
@@ -494,6 +518,20 @@ impl Shared {
         {
             st.stats.injected += 1;
             Verdict::Error
+        } else if let Some(i) = st
+            .faults
+            .after_create
+            .iter()
+            .enumerate()
+            .position(|(i, a)| {
+                a.op == req.op
+                    && st.calls.get(&a.create).is_some_and(|n| *n > 0)
+                    && st.after_create_used[i] < a.n
+            })
+        {
+            st.after_create_used[i] += 1;
+            st.stats.injected += 1;
+            Verdict::AfterCreate(i)
         } else {
             st.stats.forwarded += 1;
             Verdict::Forward

@@ -11,7 +11,9 @@ use super::plan::{
     resource_name, Seen, SeenIgw, SeenNat, SeenRouteTable, SeenSubnet, SeenVpc, Step, Target,
 };
 use super::ID;
-use crate::aws::{resource_tags, sdk_err, wait_for, Answer, AwsClients, AwsError, Backoff};
+use crate::aws::{
+    resource_tags, retry_codes, sdk_err, wait_for, Answer, AwsClients, AwsError, Backoff,
+};
 use crate::config::{Ipv4Cidr, Stack};
 use crate::engine::run::StageHandle;
 use crate::stages::{Context, StageError};
@@ -29,13 +31,13 @@ pub(super) async fn execute(
     let ec2 = &aws.ec2;
     match step {
         Step::CreateVpc => create_vpc(cx, ec2, seen).await,
-        Step::EnableDns => enable_dns(ec2, &vpc_id(seen)?).await,
+        Step::EnableDns => enable_dns(cx, ec2, &vpc_id(seen)?, h).await,
         Step::CreateIgw => create_igw(cx, ec2, seen).await,
-        Step::AttachIgw => attach_igw(ec2, seen).await,
+        Step::AttachIgw => attach_igw(cx, ec2, seen, h).await,
         Step::CreateSubnet {
             key, zone, cidr, ..
         } => create_subnet(cx, ec2, seen, key, zone, cidr).await,
-        Step::MapPublicIp { key } => map_public_ip(ec2, &subnet_id(seen, key)?).await,
+        Step::MapPublicIp { key } => map_public_ip(cx, ec2, &subnet_id(seen, key)?, h).await,
         Step::CreateRouteTable { key } => create_route_table(cx, ec2, seen, key).await,
         Step::DefaultRoute {
             table,
@@ -43,12 +45,32 @@ pub(super) async fn execute(
             replace,
         } => {
             let target_id = route_target(cx, aws, target, seen, h).await?;
-            default_route(ec2, seen, table, target, target_id, *replace).await
+            default_route(cx, ec2, seen, table, target, target_id, *replace, h).await
         }
-        Step::Associate { table, subnet } => associate(ec2, seen, table, subnet).await,
+        Step::Associate { table, subnet } => associate(cx, ec2, seen, table, subnet, h).await,
         Step::AllocateEip { key } => allocate_eip(cx, ec2, seen, key).await,
-        Step::CreateNat { key, subnet, eip } => create_nat(cx, ec2, seen, key, subnet, eip).await,
+        Step::CreateNat { key, subnet, eip } => {
+            create_nat(cx, ec2, seen, key, subnet, eip, h).await
+        }
     }
+}
+
+/// `op`, a call naming resources created moments ago, retried while EC2 answers one of
+/// `codes` (`InvalidVpcID.NotFound`, ...): EC2 is eventually consistent, and a resource its
+/// create call returned may be unknown to the next call for a while ("Eventual consistency in
+/// the Amazon EC2 API"). Bounded by `cx.waits.ec2_consistency`; any other error at once.
+async fn after_create<T, F, Fut>(
+    cx: &Context,
+    h: &StageHandle,
+    what: &str,
+    codes: &[&str],
+    op: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
+    retry_codes(cx.waits.ec2_consistency, codes, h, what, op).await
 }
 
 async fn create_vpc(cx: &Context, ec2: &Ec2, seen: &mut Seen) -> Result<(), StageError> {
@@ -77,21 +99,32 @@ async fn create_vpc(cx: &Context, ec2: &Ec2, seen: &mut Seen) -> Result<(), Stag
     Ok(())
 }
 
-async fn enable_dns(ec2: &Ec2, vpc: &str) -> Result<(), StageError> {
+async fn enable_dns(cx: &Context, ec2: &Ec2, vpc: &str, h: &StageHandle) -> Result<(), StageError> {
     let on = || AttributeBooleanValue::builder().value(true).build();
+    let codes = &["InvalidVpcID.NotFound"];
     // One attribute per call: the API refuses both at once.
-    let support = ec2.modify_vpc_attribute().vpc_id(vpc);
-    support
-        .enable_dns_support(on())
-        .send()
-        .await
-        .ack("ec2:ModifyVpcAttribute")?;
-    let hostnames = ec2.modify_vpc_attribute().vpc_id(vpc);
-    hostnames
-        .enable_dns_hostnames(on())
-        .send()
-        .await
-        .ack("ec2:ModifyVpcAttribute")?;
+    after_create(cx, h, "enable DNS support", codes, || {
+        let support = ec2.modify_vpc_attribute().vpc_id(vpc);
+        async move {
+            support
+                .enable_dns_support(on())
+                .send()
+                .await
+                .ack("ec2:ModifyVpcAttribute")
+        }
+    })
+    .await?;
+    after_create(cx, h, "enable DNS hostnames", codes, || {
+        let hostnames = ec2.modify_vpc_attribute().vpc_id(vpc);
+        async move {
+            hostnames
+                .enable_dns_hostnames(on())
+                .send()
+                .await
+                .ack("ec2:ModifyVpcAttribute")
+        }
+    })
+    .await?;
     Ok(())
 }
 
@@ -114,17 +147,26 @@ async fn create_igw(cx: &Context, ec2: &Ec2, seen: &mut Seen) -> Result<(), Stag
     Ok(())
 }
 
-async fn attach_igw(ec2: &Ec2, seen: &mut Seen) -> Result<(), StageError> {
+async fn attach_igw(
+    cx: &Context,
+    ec2: &Ec2,
+    seen: &mut Seen,
+    h: &StageHandle,
+) -> Result<(), StageError> {
     let vpc = vpc_id(seen)?;
     let igw = seen
         .igw
         .as_mut()
         .ok_or_else(|| StageError::Missing("internet gateway".into()))?;
-    let req = ec2
-        .attach_internet_gateway()
-        .internet_gateway_id(&igw.id)
-        .vpc_id(&vpc);
-    let res = req.send().await.ack("ec2:AttachInternetGateway");
+    let codes = &["InvalidInternetGatewayID.NotFound", "InvalidVpcID.NotFound"];
+    let res = after_create(cx, h, "attach internet gateway", codes, || {
+        let req = ec2
+            .attach_internet_gateway()
+            .internet_gateway_id(&igw.id)
+            .vpc_id(&vpc);
+        async move { req.send().await.ack("ec2:AttachInternetGateway") }
+    })
+    .await;
     done_already(res, "Resource.AlreadyAssociated")?;
     igw.attached_to.push(vpc);
     Ok(())
@@ -163,12 +205,21 @@ async fn create_subnet(
     Ok(())
 }
 
-async fn map_public_ip(ec2: &Ec2, subnet: &str) -> Result<(), StageError> {
-    let req = ec2
-        .modify_subnet_attribute()
-        .subnet_id(subnet)
-        .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build());
-    Ok(req.send().await.ack("ec2:ModifySubnetAttribute")?)
+async fn map_public_ip(
+    cx: &Context,
+    ec2: &Ec2,
+    subnet: &str,
+    h: &StageHandle,
+) -> Result<(), StageError> {
+    let codes = &["InvalidSubnetID.NotFound"];
+    let res = after_create(cx, h, "map public IPs", codes, || {
+        let req = ec2
+            .modify_subnet_attribute()
+            .subnet_id(subnet)
+            .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build());
+        async move { req.send().await.ack("ec2:ModifySubnetAttribute") }
+    });
+    Ok(res.await?)
 }
 
 async fn create_route_table(
@@ -201,19 +252,27 @@ async fn create_route_table(
 }
 
 /// Create (or, with `replace`, repoint) the default route of route table `table`.
+#[allow(clippy::too_many_arguments)]
 async fn default_route(
+    cx: &Context,
     ec2: &Ec2,
     seen: &mut Seen,
     table: &str,
     target: &Target,
     target_id: String,
     replace: bool,
+    h: &StageHandle,
 ) -> Result<(), StageError> {
     let table_id = table_id(seen, table)?;
     let (nat, gateway) = match target {
         Target::Nat(_) => (Some(target_id.clone()), None),
         Target::Igw => (None, Some(target_id.clone())),
     };
+    let codes = &[
+        "InvalidRouteTableID.NotFound",
+        "InvalidNatGatewayID.NotFound",
+        "InvalidGatewayID.NotFound",
+    ];
     if replace {
         let req = ec2
             .replace_route()
@@ -223,13 +282,16 @@ async fn default_route(
             .set_gateway_id(gateway);
         req.send().await.ack("ec2:ReplaceRoute")?;
     } else {
-        let req = ec2
-            .create_route()
-            .route_table_id(&table_id)
-            .destination_cidr_block("0.0.0.0/0")
-            .set_nat_gateway_id(nat)
-            .set_gateway_id(gateway);
-        let res = req.send().await.ack("ec2:CreateRoute");
+        let res = after_create(cx, h, "create the default route", codes, || {
+            let req = ec2
+                .create_route()
+                .route_table_id(&table_id)
+                .destination_cidr_block("0.0.0.0/0")
+                .set_nat_gateway_id(nat.clone())
+                .set_gateway_id(gateway.clone());
+            async move { req.send().await.ack("ec2:CreateRoute") }
+        })
+        .await;
         done_already(res, "RouteAlreadyExists")?;
     }
     if let Some(t) = seen.route_tables.get_mut(table) {
@@ -239,18 +301,24 @@ async fn default_route(
 }
 
 async fn associate(
+    cx: &Context,
     ec2: &Ec2,
     seen: &mut Seen,
     table: &str,
     subnet: &str,
+    h: &StageHandle,
 ) -> Result<(), StageError> {
     let table_id = table_id(seen, table)?;
     let subnet_id = subnet_id(seen, subnet)?;
-    let req = ec2
-        .associate_route_table()
-        .route_table_id(&table_id)
-        .subnet_id(&subnet_id);
-    let res = req.send().await.ack("ec2:AssociateRouteTable");
+    let codes = &["InvalidRouteTableID.NotFound", "InvalidSubnetID.NotFound"];
+    let res = after_create(cx, h, "associate the route table", codes, || {
+        let req = ec2
+            .associate_route_table()
+            .route_table_id(&table_id)
+            .subnet_id(&subnet_id);
+        async move { req.send().await.ack("ec2:AssociateRouteTable") }
+    })
+    .await;
     done_already(res, "Resource.AlreadyAssociated")?;
     if let Some(t) = seen.route_tables.get_mut(table) {
         t.subnets.push(subnet_id);
@@ -286,6 +354,7 @@ async fn create_nat(
     key: &str,
     subnet: &str,
     eip: &str,
+    h: &StageHandle,
 ) -> Result<(), StageError> {
     let allocation = seen
         .eips
@@ -295,16 +364,19 @@ async fn create_nat(
     let subnet = subnet_id(seen, subnet)?;
     let mut available = false;
     let state = &mut available;
+    let codes = &["InvalidAllocationID.NotFound", "InvalidSubnetID.NotFound"];
     let id = create(cx, key, |token| async move {
-        let out = ec2
-            .create_nat_gateway()
-            .subnet_id(subnet)
-            .allocation_id(allocation)
-            .tag_specifications(tag_spec(&cx.stack, ResourceType::Natgateway, key))
-            .set_client_token(token)
-            .send()
-            .await
-            .map_err(sdk_err("ec2:CreateNatGateway"))?;
+        // The same client token on every try: one NAT gateway, however many tries.
+        let out = after_create(cx, h, "create NAT gateway", codes, || {
+            let req = ec2
+                .create_nat_gateway()
+                .subnet_id(&subnet)
+                .allocation_id(&allocation)
+                .tag_specifications(tag_spec(&cx.stack, ResourceType::Natgateway, key))
+                .set_client_token(token.clone());
+            async move { req.send().await.map_err(sdk_err("ec2:CreateNatGateway")) }
+        })
+        .await?;
         let nat = out.nat_gateway();
         *state = nat.and_then(|n| n.state()) == Some(&NatGatewayState::Available);
         let id = nat.and_then(|n| n.nat_gateway_id());
@@ -383,7 +455,7 @@ async fn route_target(
                     "waiting for NAT gateway {} to become available",
                     nat.id
                 ));
-                wait_nat_available(aws, &nat.id, cx.waits.nat).await?;
+                wait_nat_available(aws, &nat.id, cx.waits.nat, cx.waits.ec2_consistency).await?;
                 nat.available = true;
             }
             Ok(nat.id.clone())
@@ -426,11 +498,16 @@ fn subnet_tags(stack: &Stack, key: &str) -> TagSpecification {
     spec
 }
 
+/// Polls NAT gateway `id` until it is available. Asked for by ID moments after its create,
+/// EC2 may answer `NatGatewayNotFound` (eventual consistency): that counts as "not yet" for
+/// the first `consistency.deadline`, an error after it.
 async fn wait_nat_available(
     aws: &AwsClients,
     id: &str,
     backoff: Backoff,
+    consistency: Backoff,
 ) -> Result<(), StageError> {
+    let started = std::time::Instant::now();
     let ready = wait_for(backoff, || async {
         let out = aws
             .ec2
@@ -438,7 +515,13 @@ async fn wait_nat_available(
             .nat_gateway_ids(id)
             .send()
             .await
-            .map_err(sdk_err("ec2:DescribeNatGateways"))?;
+            .map_err(sdk_err("ec2:DescribeNatGateways"));
+        let out = match out {
+            Err(e) if e.is("NatGatewayNotFound") && started.elapsed() < consistency.deadline => {
+                return Ok(None)
+            }
+            other => other?,
+        };
         match out.nat_gateways().first().and_then(|n| n.state()) {
             Some(NatGatewayState::Available) => Ok(Some(())),
             Some(NatGatewayState::Failed) => Err(AwsError::new(
