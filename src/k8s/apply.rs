@@ -330,7 +330,9 @@ impl DiscoveryResolver {
         };
         match kube::discovery::pinned_kind(&self.client, gvk).await {
             Ok((ar, caps)) => Ok((ar, caps.scope)),
-            Err(kube::Error::Api(s)) if s.is_not_found() => {
+            // A group-version nobody serves: kube-apiserver answers a plain-text "404 page not
+            // found" (no Status, so no reason), which kube reports as a failure with code 404.
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 404 => {
                 Err(unknown(format!("{} is not served", gvk.api_version())))
             }
             Err(kube::Error::Discovery(e)) => Err(unknown(e.to_string())),
@@ -1493,6 +1495,8 @@ metadata:
                         vec![resource("virtualservices", "VirtualService", true)],
                     ),
                 ),
+                // What kube-apiserver answers for a group-version it does not serve.
+                "/apis/kiali.io/v1alpha1" => (404, Value::String("404 page not found\n".into())),
                 "/apis/broken.example.com/v1" => (
                     500,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"}),
@@ -1516,10 +1520,14 @@ metadata:
 
         fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
             let (status, body) = self.answer(req.uri().path());
+            let (content_type, body) = match body {
+                Value::String(text) => ("text/plain; charset=utf-8", text),
+                json => ("application/json", json.to_string()),
+            };
             let response = http::Response::builder()
                 .status(status)
-                .header("content-type", "application/json")
-                .body(body.to_string())
+                .header("content-type", content_type)
+                .body(body)
                 .unwrap();
             std::future::ready(Ok(response))
         }
@@ -1575,14 +1583,19 @@ metadata:
     async fn discovery_reports_unknown_kinds_and_failures_apart() {
         let (client, paths) = Discovery::client(1);
         let r = quick_retry(client);
-        for (api_version, kind) in [("v1", "Widget"), ("example.com/v1", "Widget")] {
+        for (api_version, kind) in [
+            ("v1", "Widget"),
+            ("example.com/v1", "Widget"),
+            // A CRD never installed, as a real API server says it: plain text, no Status.
+            ("kiali.io/v1alpha1", "Kiali"),
+        ] {
             let err = r.resolve(api_version, kind).await.unwrap_err();
             assert!(matches!(err, ApplyError::UnknownKind { .. }), "{err}");
         }
-        assert_eq!(paths.lock().unwrap().len(), 4, "each asked twice");
+        assert_eq!(paths.lock().unwrap().len(), 6, "each asked twice");
         // Unknown kinds are not remembered: the next call asks again.
         r.resolve("v1", "Widget").await.unwrap_err();
-        assert_eq!(paths.lock().unwrap().len(), 6);
+        assert_eq!(paths.lock().unwrap().len(), 8);
         let err = r
             .resolve("broken.example.com/v1", "Thing")
             .await

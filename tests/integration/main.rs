@@ -20,6 +20,7 @@ mod k8s_mesh;
 mod k8s_stages;
 mod k8s_verify;
 mod lifecycle;
+mod real_cluster;
 mod render;
 mod scripts;
 mod state;

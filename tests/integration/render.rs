@@ -303,31 +303,48 @@ fn rendered_manifests_are_well_formed_objects() {
         true
     );
 
-    // Every node that runs a products client must run products: the clients require it.
-    for deployment in ["graphql", "orders-2"] {
-        let terms = get("Deployment", deployment)["spec"]["template"]["spec"]["affinity"]
-            ["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    // Every node that runs a products client must run products: orders-2 requires a products
+    // pod on its node, and graphql requires orders-2's node. Each in ONE term: the scheduler
+    // counts a node for required pod affinity only where one pod matches every term, so a
+    // second term (say "app=products" beside "app=orders") could never be met.
+    let required_terms = |deployment: &str| -> Vec<serde_yaml::Value> {
+        get("Deployment", deployment)["spec"]["template"]["spec"]["affinity"]["podAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]
             .as_sequence()
             .unwrap_or_else(|| panic!("{deployment}: no required podAffinity"))
-            .clone();
-        assert!(
-            terms.iter().any(|t| {
-                t["topologyKey"] == "kubernetes.io/hostname"
-                    && t["labelSelector"]["matchExpressions"]
-                        .as_sequence()
-                        .is_some_and(|m| {
-                            m.iter().any(|e| {
-                                e["key"] == "app"
-                                    && e["operator"] == "In"
-                                    && e["values"]
-                                        .as_sequence()
-                                        .is_some_and(|v| v.iter().any(|x| x == "products"))
-                            })
-                        })
-            }),
-            "{deployment} does not require a products pod on its node: {terms:?}"
-        );
-    }
+            .clone()
+    };
+    let selects = |term: &serde_yaml::Value, key: &str, value: &str| {
+        term["topologyKey"] == "kubernetes.io/hostname"
+            && term["labelSelector"]["matchExpressions"]
+                .as_sequence()
+                .is_some_and(|m| {
+                    m.iter().any(|e| {
+                        e["key"] == key
+                            && e["operator"] == "In"
+                            && e["values"]
+                                .as_sequence()
+                                .is_some_and(|v| v.iter().any(|x| x == value))
+                    })
+                })
+    };
+    let orders2 = required_terms("orders-2");
+    assert_eq!(orders2.len(), 1, "{orders2:?}");
+    assert!(selects(&orders2[0], "app", "products"), "{orders2:?}");
+    let graphql = required_terms("graphql");
+    assert_eq!(graphql.len(), 1, "{graphql:?}");
+    let orders2_labels = &get("Deployment", "orders-2")["spec"]["template"]["metadata"]["labels"];
+    assert!(selects(&graphql[0], "app", "orders"), "{graphql:?}");
+    assert!(
+        selects(
+            &graphql[0],
+            "version",
+            orders2_labels["version"].as_str().unwrap()
+        ),
+        "graphql follows orders-2 (whose node has products), not any orders: {graphql:?}"
+    );
+    let orders1_labels = &get("Deployment", "orders-1")["spec"]["template"]["metadata"]["labels"];
+    assert_ne!(orders1_labels["version"], orders2_labels["version"]);
     // ... and products-1 and products-2 are in different zones.
     for deployment in ["products-1", "products-2"] {
         let spec = &get("Deployment", deployment)["spec"];

@@ -10,6 +10,7 @@ pub mod apiserver;
 pub mod browser;
 pub mod fault_proxy;
 pub mod k8s;
+pub mod local_cluster;
 pub mod upstream;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,282 @@
+//! The Kubernetes half on a real control plane (`tests/support/local_cluster.rs`): a real
+//! kube-apiserver, controller manager and scheduler with kwok nodes in three zones, the real
+//! pinned helm (3 and 4), the real charts of `../shared/charts` served as a chart repository
+//! (`MESHSTACK_CHART_MIRROR`), and meshstack's EKS token checked by the API server against the
+//! test's moto, as EKS checks it. AWS is moto; the cluster meshstack creates there is the one
+//! whose name the token carries, and `MESHSTACK_KUBE_API` points the binary at this API server.
+//!
+//! What the stand-ins do not model is in `testenv/README.md`; the ones these tests meet: pods
+//! run no containers (kwok marks them Running and Ready), an admission stand-in plays istiod's
+//! webhooks, a controller gives LoadBalancer Services an address, and the Kiali operator is a
+//! stand-in when `testenv` has one (without it the `kiali` stage is skipped and says so).
+
+use std::collections::BTreeMap;
+use std::process::Output;
+
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::discovery::{ApiResource, Discovery};
+
+use crate::support::local_cluster::LocalCluster;
+use crate::support::{describe, Meshstack, Moto};
+
+/// The stages that run on a kwok cluster: all twelve, or all but `kiali` while the cluster
+/// has no Kiali operator stand-in (then the test says so on stderr).
+fn selection(cluster: &LocalCluster) -> Vec<String> {
+    let operator = cluster.dir.path().join("logs/kiali-operator.log");
+    if operator.exists() {
+        Vec::new()
+    } else {
+        eprintln!("no Kiali operator stand-in in this local cluster: `kiali` skipped");
+        vec!["--skip".into(), "kiali".into()]
+    }
+}
+
+struct Env {
+    moto: Moto,
+    cluster: LocalCluster,
+    ms: Meshstack,
+    stack: String,
+    extra: Vec<String>,
+}
+
+impl Env {
+    fn start(name: &str, helm_major: u8) -> Env {
+        let moto = Moto::start();
+        let cluster = LocalCluster::start_for_eks(name, &moto.endpoint(), helm_major);
+        let mut ms = Meshstack::with_moto(&moto);
+        for key in [
+            "PATH",
+            "MESHSTACK_CHART_MIRROR",
+            "MESHSTACK_KUBE_API",
+            "MESHSTACK_KUBE_CA_FILE",
+            "HELM_CONFIG_HOME",
+            "HELM_CACHE_HOME",
+            "HELM_DATA_HOME",
+        ] {
+            ms.extra_env
+                .push((key.to_string(), cluster.var(key).to_string()));
+        }
+        // meshstack's own waits (not helm's), scaled: a Kubernetes wait gives up after 30 s.
+        ms.extra_env
+            .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
+        let stack = ms
+            .stack_file(
+                "stack.yaml",
+                &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
+            )
+            .display()
+            .to_string();
+        let extra = selection(&cluster);
+        Env {
+            moto,
+            cluster,
+            ms,
+            stack,
+            extra,
+        }
+    }
+
+    fn run(&self, verb: &str, more: &[&str]) -> Output {
+        let mut args: Vec<&str> = vec![verb, "--stack", &self.stack, "-o", "json"];
+        args.extend(self.extra.iter().map(String::as_str));
+        args.extend_from_slice(more);
+        self.ms.run(&args)
+    }
+
+    fn ok(&self, verb: &str, more: &[&str]) -> Output {
+        let out = self.run(verb, more);
+        assert!(out.status.success(), "{verb}: {}", describe(&out));
+        out
+    }
+}
+
+/// `kind namespace/name` -> resourceVersion of every object the rendered manifests name.
+async fn versions(env: &Env) -> BTreeMap<String, String> {
+    let out_dir = env.ms.dir.path().join("rendered");
+    let out = env.ms.run(&[
+        "render",
+        "--stack",
+        &env.stack,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let client = env.cluster.admin().await;
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![out_dir];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !name.ends_with(".yaml") || name.ends_with("values.yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for o in meshstack::k8s::apply::parse_manifests(&text, &name).unwrap() {
+                let types = o.types.clone().unwrap();
+                let Some((ar, _)) =
+                    discovery.resolve_gvk(&kube::core::GroupVersionKind::try_from(&types).unwrap())
+                else {
+                    continue; // a kind whose CRD this stack does not install (Karpenter's v1alpha5)
+                };
+                let ns = o.metadata.namespace.clone();
+                let api: Api<DynamicObject> = match &ns {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::all_with(client.clone(), &ar),
+                };
+                let name = o.metadata.name.clone().unwrap();
+                if let Some(live) = api.get_opt(&name).await.unwrap() {
+                    found.insert(
+                        format!("{} {}/{}", types.kind, ns.unwrap_or_default(), name),
+                        live.metadata.resource_version.unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Whether any namespace in `names` still exists.
+async fn namespaces_left(env: &Env, names: &[&str]) -> Vec<String> {
+    let client = env.cluster.admin().await;
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    let all = api.list(&ListParams::default()).await.unwrap();
+    all.items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .filter(|n| names.contains(&n.as_str()))
+        .collect()
+}
+
+/// The namespaces meshstack makes (through helm's `--create-namespace` or its manifests).
+const NAMESPACES: [&str; 4] = ["ecommerce", "karpenter", "prometheus", "kiali-operator"];
+
+/// Issue 20, done-when: for each helm major, the whole graph goes up on the real control plane
+/// with the real charts; a second `up` makes no helm install or upgrade (every release still
+/// at revision 1) and no API write (resourceVersions unchanged), `plan` and `status` are clean,
+/// and the same holds with the journal deleted; `down` leaves no release and none of
+/// meshstack's namespaces; `up` again works.
+fn converges_and_tears_down(helm_major: u8) {
+    let env = Env::start(&format!("real{helm_major}"), helm_major);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let started = std::time::Instant::now();
+    env.ok("up", &[]);
+    let full = started.elapsed();
+    let releases = env.cluster.releases();
+    assert!(releases.len() >= 6, "{releases:?}");
+    for (name, (status, revision, _)) in &releases {
+        assert_eq!(status, "deployed", "{name}: {releases:?}");
+        assert_eq!(revision, "1", "{name}: {releases:?}");
+    }
+    let before = rt.block_on(versions(&env));
+    assert!(before.len() > 20, "{before:?}");
+
+    // Converged: nothing written anywhere.
+    let check_converged = |what: &str| {
+        env.moto.start_recording();
+        let started = std::time::Instant::now();
+        env.ok("up", &[]);
+        let took = started.elapsed();
+        assert_eq!(env.moto.recorded_writes(), Vec::<String>::new(), "{what}");
+        assert_eq!(env.cluster.releases(), releases, "{what}: helm changed");
+        assert_eq!(
+            rt.block_on(versions(&env)),
+            before,
+            "{what}: objects changed"
+        );
+        let plan = env.ok("plan", &[]);
+        let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+        assert_eq!(plan["summary"]["create"], 0, "{what}: {plan}");
+        assert_eq!(plan["summary"]["update"], 0, "{what}: {plan}");
+        let status = env.run("status", &[]);
+        assert_eq!(
+            status.status.code(),
+            Some(0),
+            "{what}: {}",
+            describe(&status)
+        );
+        took
+    };
+    let converged = check_converged("a converged up");
+    std::fs::remove_dir_all(env.ms.state_dir()).unwrap();
+    check_converged("an up with the journal lost");
+
+    let started = std::time::Instant::now();
+    env.ok("down", &[]);
+    let down = started.elapsed();
+    assert_eq!(env.cluster.releases(), BTreeMap::new());
+    // Namespaces terminate through their finalizers (the namespace controller runs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = rt.block_on(namespaces_left(&env, &NAMESPACES));
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespaces still there: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    env.ok("up", &[]);
+    eprintln!(
+        "helm {helm_major}: full up {full:?}, converged up {converged:?}, down {down:?} \
+         on the real control plane"
+    );
+}
+
+#[test]
+fn the_kubernetes_half_converges_and_tears_down_on_a_real_control_plane_with_helm_3() {
+    converges_and_tears_down(3);
+}
+
+#[test]
+fn the_kubernetes_half_converges_and_tears_down_on_a_real_control_plane_with_helm_4() {
+    converges_and_tears_down(4);
+}
+
+/// The API server checks meshstack's EKS token as EKS does: a token for another cluster is
+/// refused, so the whole graph above ran on tokens the server verified against moto.
+#[test]
+fn the_api_server_refuses_a_token_for_another_cluster() {
+    let moto = Moto::start();
+    let cluster = LocalCluster::start_for_eks("mine", &moto.endpoint(), 3);
+    let ms = Meshstack::with_moto(&moto);
+    let out = ms.run(&["token", "--cluster", "theirs", "--region", "us-east-1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = cred["status"]["token"].as_str().unwrap().to_string();
+    let ca = std::fs::read(cluster.var("MESHSTACK_KUBE_CA_FILE")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let code = rt.block_on(async {
+        let mut config = kube::Config::new(cluster.var("MESHSTACK_KUBE_API").parse().unwrap());
+        config.root_cert = Some(vec![pem_der(&ca)]);
+        config.auth_info.token = Some(token.into());
+        let client = kube::Client::try_from(config).unwrap();
+        let api: Api<DynamicObject> = Api::all_with(
+            client,
+            &ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
+        );
+        match api.list(&ListParams::default()).await {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(e) => panic!("{e}"),
+        }
+    });
+    assert_eq!(code, 401, "a token for another cluster must be refused");
+}
+
+fn pem_der(pem: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(pem);
+    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap()
+}

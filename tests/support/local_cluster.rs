@@ -1,0 +1,185 @@
+//! The real local control plane of `scripts/local-cluster` (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok nodes in three zones, the pinned helm 3 and 4,
+//! a chart repository serving `../shared/charts`), started for one test and stopped when the
+//! [`LocalCluster`] is dropped.
+//!
+//! What it does not run (kwok starts no containers) and the stand-ins it has instead are
+//! listed in `testenv/README.md`: an istiod admission stand-in, a LoadBalancer address
+//! controller, EKS token authentication checked against the test's moto.
+//!
+//! The binaries are built from pinned Go modules and cached by version (needs Go, which the
+//! project's machines have): the first test to start a cluster builds what is missing, once
+//! per test run (about 17 minutes cold on two cores, nothing when cached); `start` then takes
+//! seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running local control plane in a private folder.
+pub struct LocalCluster {
+    pub dir: tempfile::TempDir,
+    /// What `source DIR/env` exports, `PATH` expanded: the pinned helm first.
+    pub env: Vec<(String, String)>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-cluster")
+}
+
+/// `scripts/local-cluster build`, once per test process: tests that start clusters at the same
+/// time must not build the same binaries twice.
+fn ensure_built() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let started = std::time::Instant::now();
+        let out = Command::new(script())
+            .arg("build")
+            .output()
+            .map_err(|e| format!("cannot run scripts/local-cluster: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        eprintln!(
+            "local control plane binaries ready in {:?} (built or found in the cache)",
+            started.elapsed()
+        );
+        Ok(())
+    });
+    if let Err(why) = built {
+        panic!(
+            "scripts/local-cluster build failed (it needs Go 1.26 and the Go module proxy):\n{why}"
+        );
+    }
+}
+
+impl LocalCluster {
+    /// Starts a cluster whose API server accepts the EKS tokens meshstack signs for cluster
+    /// `cluster_name`, checking each against the STS of `moto_endpoint`; `helm_major` picks
+    /// which pinned helm is `helm` on the `PATH` it exports.
+    pub fn start_for_eks(cluster_name: &str, moto_endpoint: &str, helm_major: u8) -> LocalCluster {
+        ensure_built();
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(script())
+            .arg("start")
+            .arg(dir.path())
+            .args([
+                "--cluster-name",
+                cluster_name,
+                "--sts-endpoint",
+                moto_endpoint,
+                "--aws-secret-access-key",
+                "testing",
+            ])
+            .env("MESHSTACK_HELM_MAJOR", helm_major.to_string())
+            .output()
+            .expect("scripts/local-cluster runs");
+        assert!(
+            out.status.success(),
+            "scripts/local-cluster start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let env = parse_env(&text, &std::env::var("PATH").unwrap_or_default());
+        LocalCluster { dir, env }
+    }
+
+    /// The value `DIR/env` exports for `key`.
+    pub fn var(&self, key: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{key} is not in the cluster's env"))
+    }
+
+    /// An admin client (the cluster's own admin kubeconfig), for reading what meshstack did.
+    pub async fn admin(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.dir.path().join("kubeconfig")).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// `helm` (the pinned one this cluster put first on its PATH) with `args`, against this
+    /// cluster; its stdout.
+    pub fn helm(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(self.dir.path().join("bin/helm"));
+        cmd.args(args)
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("the pinned helm runs");
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every release helm holds, any state: `namespace/name` -> (status, revision, chart).
+    pub fn releases(&self) -> std::collections::BTreeMap<String, (String, String, String)> {
+        let out = self.helm(&["list", "--all", "--all-namespaces", "--output", "json"]);
+        let list: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
+        list.iter()
+            .map(|r| {
+                let s = |k: &str| match &r[k] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (
+                    format!("{}/{}", s("namespace"), s("name")),
+                    (s("status"), s("revision"), s("chart")),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The `export K=V ...` lines of `DIR/env`, with `"$PATH"` replaced by `path`.
+fn parse_env(text: &str, path: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("export ") else {
+            continue;
+        };
+        for assignment in rest.split_whitespace() {
+            let Some((k, v)) = assignment.split_once('=') else {
+                continue;
+            };
+            let v = v.replace("\"$PATH\"", path).replace('"', "");
+            out.push((k.to_string(), v));
+        }
+    }
+    out
+}
+
+#[test]
+fn env_files_parse_as_the_shell_reads_them() {
+    let env = parse_env(
+        "# comment\nexport KUBECONFIG=/d/kubeconfig\nexport PATH=/d/bin:\"$PATH\"\nexport A=/a B=/b\n",
+        "/usr/bin",
+    );
+    assert_eq!(
+        env,
+        [
+            ("KUBECONFIG".to_string(), "/d/kubeconfig".to_string()),
+            ("PATH".into(), "/d/bin:/usr/bin".into()),
+            ("A".into(), "/a".into()),
+            ("B".into(), "/b".into()),
+        ]
+    );
+}
