@@ -8,7 +8,7 @@
 #   admin-token       a static bearer token for the same admin user (curl -H "Authorization: Bearer ...")
 #   pki/              ca.crt (= MESHSTACK_KUBE_CA_FILE), ca.key, serving/client certificates
 #   bin/              helm (the chosen major), helm3, helm4, testenv
-#   logs/<name>.log   each process's output
+#   logs/<name>.log   each process's output (kiali-operator.log: the Kiali operator stand-in)
 #   pids/<name>.pid   "PID STARTTIME" of each process; each runs in its own process group
 #   run/              addresses (*.addr), the egress socket, generated configs
 #   etcd/             etcd's data (kept across stop/start)
@@ -344,6 +344,9 @@ EOC
 	lc_spawn lb-controller "$LC_BIN_testenv" lb-controller --kubeconfig="$LC_DIR/kubeconfig"
 	# Karpenter's effect on its nodes: a deleted NodePool's nodes go, and come back with it.
 	lc_spawn karpenter "$LC_BIN_testenv" karpenter --kubeconfig="$LC_DIR/kubeconfig"
+	# The Kiali operator's effect: a Kiali CR's Deployment/Service and finalizer, while the
+	# kiali-operator chart's Deployment is Available (kwok runs no operator).
+	lc_spawn kiali-operator "$LC_BIN_testenv" kiali-operator --kubeconfig="$LC_DIR/kubeconfig"
 
 	# --- kwok: its port-forward CRDs, then the controller for nodes annotated kwok.x-k8s.io/node=fake.
 	# --node-lease-duration-seconds must be given: with --config, kwok's default (40) is not
@@ -423,7 +426,7 @@ EOC
 # Stops every process recorded in LC_DIR/pids, newest first: SIGTERM to its process group,
 # then SIGKILL after 10 s. Idempotent.
 lc_stop_dir() {
-	local order=(watchdog kwok charts karpenter lb-controller kube-scheduler kube-controller-manager kube-apiserver authn egress etcd)
+	local order=(watchdog kwok charts kiali-operator karpenter lb-controller kube-scheduler kube-controller-manager kube-apiserver authn egress etcd)
 	local name f rec pid
 	for f in "$LC_DIR"/pids/*.pid; do
 		[[ -e $f ]] || continue

@@ -8,6 +8,8 @@
 //	apply                 create-or-replace the objects of YAML files (kwok's CRDs)
 //	lb-controller         give type: LoadBalancer Services an address (stand-in for a cloud LB)
 //	karpenter             delete/recreate the app nodes when their NodePool goes/comes back
+//	kiali-operator        what the Kiali operator makes of a Kiali CR (Deployment, Service,
+//	                      finalizer), while the operator's chart is installed
 //	egress                the API server's "cluster" egress (HTTP CONNECT on a Unix socket):
 //	                      kubelet traffic to kwok, istiod webhook calls to an admission stand-in
 //	authn                 EKS-style token authentication webhook (aws-iam-authenticator rules)
@@ -38,18 +40,19 @@ func main() {
 		os.Exit(2)
 	}
 	cmds := map[string]func(context.Context, []string) error{
-		"freeport":      runFreePort,
-		"serve-charts":  runServeCharts,
-		"nodes":         runNodes,
-		"wait-ready":    runWaitReady,
-		"apply":         runApply,
-		"lb-controller": runLBController,
-		"karpenter":     runKarpenter,
-		"watchdog":      runWatchdog,
-		"egress":        runEgress,
-		"authn":         runAuthn,
-		"eks-token":     runEKSToken,
-		"smoke":         runSmoke,
+		"freeport":       runFreePort,
+		"serve-charts":   runServeCharts,
+		"nodes":          runNodes,
+		"wait-ready":     runWaitReady,
+		"apply":          runApply,
+		"lb-controller":  runLBController,
+		"karpenter":      runKarpenter,
+		"kiali-operator": runKialiOperator,
+		"watchdog":       runWatchdog,
+		"egress":         runEgress,
+		"authn":          runAuthn,
+		"eks-token":      runEKSToken,
+		"smoke":          runSmoke,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {
