@@ -262,8 +262,18 @@ impl HelmCli {
     }
 }
 
-/// The argument list of `helm upgrade --install` for a release whose values are in `values`.
-pub fn upgrade_install_args(release: &Release, values: &Path) -> Vec<String> {
+/// The argument list of `helm upgrade --install` for a release whose values are in `values`,
+/// for helm major version `major`.
+///
+/// The apply method, conflict handling and wait are chosen explicitly, so that helm 3 and 4
+/// behave alike. Helm 4 applies server-side and, by default, stops at a conflict; a field a
+/// controller took over since (istiod sets its validating webhook's `failurePolicy` at run time)
+/// would then fail every later upgrade, where helm 3's three-way merge simply puts the chart's
+/// value back. So helm 4 gets `--server-side=true --force-conflicts` (the chart's values win,
+/// as with helm 3), and `--wait=watcher` (kstatus readiness; helm 3's `--wait` checks the same
+/// kinds of readiness), and never the deprecated `--atomic` (pkg/cmd/upgrade.go, flags.go at
+/// helm v4.3.2).
+pub fn upgrade_install_args(release: &Release, values: &Path, major: u64) -> Vec<String> {
     let mut args = vec![
         "upgrade".to_string(),
         "--install".into(),
@@ -278,7 +288,17 @@ pub fn upgrade_install_args(release: &Release, values: &Path) -> Vec<String> {
         "--create-namespace".into(),
         "--values".into(),
         values.display().to_string(),
-        "--wait".into(),
+    ]);
+    if major >= 4 {
+        args.extend([
+            "--server-side=true".into(),
+            "--force-conflicts".into(),
+            "--wait=watcher".into(),
+        ]);
+    } else {
+        args.push("--wait".into());
+    }
+    args.extend([
         "--timeout".into(),
         format!("{}s", release.timeout.as_secs()),
     ]);
@@ -289,10 +309,20 @@ pub fn upgrade_install_args(release: &Release, values: &Path) -> Vec<String> {
 }
 
 /// The argument list of `helm list` narrowed to one release, in every state.
+///
+/// Every state by name, not `--all`: helm 4 dropped `--all` (its default is every state,
+/// helm 3's is deployed and failed only; pkg/cmd/list.go at v3.21.4 and v4.3.2), while the
+/// state flags mean the same in both. (`unknown`, which helm never sets itself, is the one
+/// state they leave out.)
 pub fn list_args(name: &str, namespace: &str) -> Vec<String> {
     [
         "list",
-        "--all",
+        "--deployed",
+        "--failed",
+        "--pending",
+        "--uninstalling",
+        "--superseded",
+        "--uninstalled",
         "--namespace",
         namespace,
         "--filter",
@@ -367,7 +397,8 @@ impl Helm for HelmCli {
         let dir = private_dir().map_err(output)?;
         let name = format!("{}-{}.yaml", release.namespace, release.name);
         let path = write_new_private(dir.path(), &name, &release.values).map_err(output)?;
-        self.run(&upgrade_install_args(release, &path))
+        let (major, _) = major_minor(&self.version().await?);
+        self.run(&upgrade_install_args(release, &path, major))
             .await
             .map(|_| ())
     }
@@ -506,7 +537,7 @@ mod tests {
 
     #[test]
     fn upgrade_install_arguments_are_pinned_and_waited() {
-        let args = upgrade_install_args(&release(), Path::new("/tmp/v.yaml"));
+        let args = upgrade_install_args(&release(), Path::new("/tmp/v.yaml"), 3);
         assert_eq!(
             args,
             [
@@ -531,7 +562,7 @@ mod tests {
         let mut oci = release();
         oci.chart.repo = "oci://public.ecr.aws/karpenter".into();
         oci.chart.name = "karpenter".into();
-        let args = upgrade_install_args(&oci, Path::new("/v"));
+        let args = upgrade_install_args(&oci, Path::new("/v"), 3);
         assert_eq!(
             &args[3..6],
             [
@@ -541,6 +572,13 @@ mod tests {
             ]
         );
         assert_eq!(oci.chart.listed_as(), "karpenter-75.0.0");
+        // Helm 4: server-side apply chosen outright, conflicts forced, kstatus wait.
+        let four = upgrade_install_args(&release(), Path::new("/v"), 4);
+        for flag in ["--server-side=true", "--force-conflicts", "--wait=watcher"] {
+            assert!(four.contains(&flag.to_string()), "{four:?}");
+        }
+        assert!(!four.contains(&"--wait".to_string()), "{four:?}");
+        assert!(!four.iter().any(|a| a == "--atomic"), "{four:?}");
     }
 
     #[test]

@@ -436,12 +436,114 @@ pub async fn ensure_release(
         }
         ReleaseStep::Install => {}
     }
+    if create_namespace(&kube.client, &release.namespace, &cx.stack.name).await? {
+        h.step(format!("+ namespace {}", release.namespace));
+    }
     h.step(format!(
         "helm upgrade --install {name} ({})",
         release.chart.listed_as()
     ));
     kube.helm.upgrade_install(release).await?;
     Ok(Some(release_change(release)))
+}
+
+/// The annotation on a namespace meshstack created for a release's chart (helm's
+/// `--create-namespace` would make one nobody owns, which `helm uninstall` leaves behind):
+/// the stack's name. `down` deletes such a namespace, and only such a one, once no release is
+/// left in it; a namespace that was there before is never touched.
+pub const NAMESPACE_OWNER: &str = "meshstack.io/created-by-stack";
+
+/// Creates `namespace` for `stack` if it does not exist; whether it did.
+async fn create_namespace(
+    client: &kube::Client,
+    namespace: &str,
+    stack: &str,
+) -> Result<bool, StageError> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let object = apply::ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: namespace.into(),
+    };
+    let api_error = |action: &'static str| {
+        let object = object.clone();
+        move |e: kube::Error| {
+            StageError::from(apply::ApplyError::Api {
+                action,
+                object,
+                source: Box::new(e),
+            })
+        }
+    };
+    if api
+        .get_opt(namespace)
+        .await
+        .map_err(api_error("read"))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": namespace, "annotations": {NAMESPACE_OWNER: stack}}
+    }))
+    .expect("a valid Namespace");
+    match api.create(&kube::api::PostParams::default(), &ns).await {
+        Ok(_) => Ok(true),
+        // Created meanwhile by someone else: theirs, not ours.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(api_error("create")(e)),
+    }
+}
+
+/// Deletes `namespace` when this stack created it and no helm release is left in it.
+async fn remove_namespace(
+    client: &kube::Client,
+    h: &StageHandle,
+    namespace: &str,
+    stack: &str,
+) -> Result<(), StageError> {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let Ok(Some(ns)) = api.get_opt(namespace).await else {
+        return Ok(());
+    };
+    let owner = ns
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NAMESPACE_OWNER));
+    if owner.map(String::as_str) != Some(stack) || ns.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    // helm keeps each release as Secrets labelled owner=helm in the release's namespace.
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let releases = secrets
+        .list(&kube::api::ListParams::default().labels("owner=helm"))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(1);
+    if releases > 0 {
+        return Ok(());
+    }
+    match api.delete(namespace, &Default::default()).await {
+        Ok(_) => {
+            h.step(format!("- namespace {namespace}"));
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(StageError::from(apply::ApplyError::Api {
+            action: "delete",
+            object: apply::ObjectRef {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: namespace.into(),
+            },
+            source: Box::new(e),
+        })),
+    }
 }
 
 /// Uninstall `release` (a missing one is fine); whether it existed.
@@ -457,6 +559,8 @@ pub async fn remove_release(
         .await?
         .is_none()
     {
+        // A killed `down` may have uninstalled it and not yet removed the namespace.
+        remove_namespace(&kube.client, h, &release.namespace, &cx.stack.name).await?;
         return Ok(false);
     }
     h.step(format!(
@@ -466,6 +570,7 @@ pub async fn remove_release(
     kube.helm
         .uninstall(&release.name, &release.namespace)
         .await?;
+    remove_namespace(&kube.client, h, &release.namespace, &cx.stack.name).await?;
     Ok(true)
 }
 

@@ -510,8 +510,12 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
     );
     assert_eq!(
         log.iter().filter(|l| l.starts_with("delete")).count(),
-        2,
-        "NodePool and EC2NodeClass: {log:?}"
+        3,
+        "NodePool, EC2NodeClass and the namespace meshstack made for the charts: {log:?}"
+    );
+    assert!(
+        at("delete /karpenter") > uninstall,
+        "the namespace goes after its last release: {log:?} {calls:?}"
     );
     let cm = aws_auth(&client).await;
     assert_eq!(

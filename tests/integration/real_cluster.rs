@@ -155,7 +155,13 @@ async fn namespaces_left(env: &Env, names: &[&str]) -> Vec<String> {
 }
 
 /// The namespaces meshstack makes (through helm's `--create-namespace` or its manifests).
-const NAMESPACES: [&str; 4] = ["ecommerce", "karpenter", "prometheus", "kiali-operator"];
+const NAMESPACES: [&str; 5] = [
+    "ecommerce",
+    "karpenter",
+    "prometheus",
+    "kiali-operator",
+    "istio-system",
+];
 
 /// Issue 20, done-when: for each helm major, the whole graph goes up on the real control plane
 /// with the real charts; a second `up` makes no helm install or upgrade (every release still
@@ -255,6 +261,7 @@ fn the_api_server_refuses_a_token_for_another_cluster() {
     let ca = std::fs::read(cluster.var("MESHSTACK_KUBE_CA_FILE")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let code = rt.block_on(async {
+        meshstack::k8s::client::install_crypto_provider();
         let mut config = kube::Config::new(cluster.var("MESHSTACK_KUBE_API").parse().unwrap());
         config.root_cert = Some(vec![pem_der(&ca)]);
         config.auth_info.token = Some(token.into());

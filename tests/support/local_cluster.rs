@@ -94,6 +94,7 @@ impl LocalCluster {
 
     /// An admin client (the cluster's own admin kubeconfig), for reading what meshstack did.
     pub async fn admin(&self) -> kube::Client {
+        meshstack::k8s::client::install_crypto_provider();
         let kubeconfig =
             kube::config::Kubeconfig::read_from(self.dir.path().join("kubeconfig")).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -123,7 +124,18 @@ impl LocalCluster {
 
     /// Every release helm holds, any state: `namespace/name` -> (status, revision, chart).
     pub fn releases(&self) -> std::collections::BTreeMap<String, (String, String, String)> {
-        let out = self.helm(&["list", "--all", "--all-namespaces", "--output", "json"]);
+        let out = self.helm(&[
+            "list",
+            "--deployed",
+            "--failed",
+            "--pending",
+            "--uninstalling",
+            "--superseded",
+            "--uninstalled",
+            "--all-namespaces",
+            "--output",
+            "json",
+        ]);
         let list: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
         list.iter()
             .map(|r| {
