@@ -287,3 +287,98 @@ fn pem_der(pem: &[u8]) -> Vec<u8> {
         .decode(b64.trim())
         .unwrap()
 }
+
+/// Issue 19, on the real control plane with helm 4: a live environment built with Karpenter
+/// 1.8.1 and Istio 1.18.7 (Kubernetes 1.34 in extended support, which the stack accepts) moves
+/// to Karpenter 1.14.1 and Istio 1.30.3. Real helm refuses to take over objects another owner
+/// holds ("invalid ownership metadata"), and Istio 1.18's base chart left its CRDs unowned
+/// (they came from `crds/`), so this passes only if meshstack hands them to `istio-base`
+/// first; helm 4 applies server-side, where istiod's run-time `failurePolicy` on its webhook
+/// would conflict unless meshstack forces it. Then `status` is clean and a rerun changes
+/// nothing.
+#[test]
+fn versions_move_on_a_live_environment_with_real_helm() {
+    let mut env = Env::start("moving", 4);
+    env.ms
+        .extra_env
+        .push(("MESHSTACK_TODAY".into(), "2026-12-06".into()));
+    let stack = |karpenter: &str, istio: &str| {
+        format!(
+            "name: moving\nregion: us-east-1\nkubernetes_version: \"1.34\"\n\
+             cluster: {{support: extended}}\nkarpenter: {{version: {karpenter}}}\n\
+             istio: {{version: {istio}}}\n"
+        )
+    };
+    env.stack = env
+        .ms
+        .stack_file("old.yaml", &stack("1.8.1", "1.18.7"))
+        .display()
+        .to_string();
+    env.ok("up", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let owners = || {
+        rt.block_on(async {
+            let client = env.cluster.admin().await;
+            let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+                Api::all(client);
+            api.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|c| c.spec.group.ends_with(".istio.io"))
+                .map(|c| {
+                    let owner = c
+                        .metadata
+                        .annotations
+                        .unwrap_or_default()
+                        .get("meta.helm.sh/release-name")
+                        .cloned();
+                    (c.metadata.name.unwrap_or_default(), owner)
+                })
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
+    let before = owners();
+    assert!(!before.is_empty());
+    assert!(
+        before.values().all(Option::is_none),
+        "Istio 1.18's CRDs come from crds/, unowned: {before:?}"
+    );
+
+    env.stack = env
+        .ms
+        .stack_file("new.yaml", &stack("1.14.1", "1.30.3"))
+        .display()
+        .to_string();
+    env.ok("up", &[]);
+    let releases = env.cluster.releases();
+    for (release, chart) in [
+        ("istio-system/istio-base", "base-1.30.3"),
+        ("istio-system/istiod", "istiod-1.30.3"),
+        ("karpenter/karpenter-crd", "karpenter-crd-1.14.1"),
+        ("karpenter/karpenter", "karpenter-1.14.1"),
+    ] {
+        let (status, _, listed) = &releases[release];
+        assert_eq!(
+            (status.as_str(), listed.as_str()),
+            ("deployed", chart),
+            "{releases:?}"
+        );
+    }
+    let after = owners();
+    assert!(
+        after.values().all(|o| o.as_deref() == Some("istio-base")),
+        "{after:?}"
+    );
+    let status = env.run("status", &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+    let versions_before = rt.block_on(versions(&env));
+    env.ok("up", &[]);
+    assert_eq!(env.cluster.releases(), releases, "a rerun changed helm");
+    assert_eq!(
+        rt.block_on(versions(&env)),
+        versions_before,
+        "a rerun changed objects"
+    );
+}
