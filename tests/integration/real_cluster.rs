@@ -382,3 +382,62 @@ fn versions_move_on_a_live_environment_with_real_helm() {
         "a rerun changed objects"
     );
 }
+
+/// Issue 19: `doctor` shows the version matrix and asks each chart's repository, with the real
+/// helm, for the pinned version: against the real charts (the local repository of
+/// `../shared/charts`) every chart of the default stack is found; a stack pinning a version
+/// that repository lacks is named, and doctor fails.
+#[test]
+fn doctor_shows_the_version_matrix_and_finds_each_pinned_chart() {
+    let env = Env::start("doctored", 3);
+    let out = env.ms.run(&["doctor", "--stack", &env.stack, "-o", "json"]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(&out)));
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    let rows: BTreeMap<String, serde_json::Value> = doc["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["component"].as_str().unwrap().to_string(), r.clone()))
+        .collect();
+    assert_eq!(rows["kubernetes"]["version"], "1.36", "{doc}");
+    assert!(
+        rows["kubernetes"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("standard support until 2027-08-02"),
+        "{doc}"
+    );
+    assert!(rows["karpenter"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("up to 1.36"));
+    assert_eq!(
+        rows["istio"]["supported"], false,
+        "Istio 1.18 on 1.36: {doc}"
+    );
+    assert_eq!(rows["kiali"]["version"], "1.73.2");
+    assert_eq!(rows["helm"]["supported"], true, "helm 3.21 on 1.36: {doc}");
+    let charts = doc["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 7, "{doc}");
+    assert!(charts.iter().all(|c| c["ok"] == true), "{doc}");
+
+    // A pin the repository does not hold.
+    let stack = env.ms.stack_file(
+        "other.yaml",
+        "name: doctored\nregion: us-east-1\nkubernetes_version: \"1.36\"\nistio: {version: 1.30.2}\n",
+    );
+    let out = env
+        .ms
+        .run(&["doctor", "--stack", stack.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing: Vec<&str> = doc["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["chart"]["chart"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing, ["base", "istiod", "gateway"], "{doc}");
+}
