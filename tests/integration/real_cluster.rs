@@ -7,8 +7,8 @@
 //!
 //! What the stand-ins do not model is in `testenv/README.md`; the ones these tests meet: pods
 //! run no containers (kwok marks them Running and Ready), an admission stand-in plays istiod's
-//! webhooks, a controller gives LoadBalancer Services an address, and the Kiali operator is a
-//! stand-in when `testenv` has one (without it the `kiali` stage is skipped and says so).
+//! webhooks, a controller gives LoadBalancer Services an address, and a stand-in does what the
+//! Kiali operator does for meshstack (a Deployment per Kiali CR, its finalizer).
 
 use std::collections::BTreeMap;
 use std::process::Output;
@@ -19,24 +19,11 @@ use kube::discovery::{ApiResource, Discovery};
 use crate::support::local_cluster::LocalCluster;
 use crate::support::{describe, Meshstack, Moto};
 
-/// The stages that run on a kwok cluster: all twelve, or all but `kiali` while the cluster
-/// has no Kiali operator stand-in (then the test says so on stderr).
-fn selection(cluster: &LocalCluster) -> Vec<String> {
-    let operator = cluster.dir.path().join("logs/kiali-operator.log");
-    if operator.exists() {
-        Vec::new()
-    } else {
-        eprintln!("no Kiali operator stand-in in this local cluster: `kiali` skipped");
-        vec!["--skip".into(), "kiali".into()]
-    }
-}
-
 struct Env {
     moto: Moto,
     cluster: LocalCluster,
     ms: Meshstack,
     stack: String,
-    extra: Vec<String>,
 }
 
 impl Env {
@@ -46,7 +33,6 @@ impl Env {
         let mut ms = Meshstack::with_moto(&moto);
         for key in [
             "PATH",
-            "MESHSTACK_CHART_MIRROR",
             "MESHSTACK_KUBE_API",
             "MESHSTACK_KUBE_CA_FILE",
             "HELM_CONFIG_HOME",
@@ -55,6 +41,17 @@ impl Env {
         ] {
             ms.extra_env
                 .push((key.to_string(), cluster.var(key).to_string()));
+        }
+        // The pinned charts of ../shared/charts, served locally; a clone without them (and
+        // with internet) installs the same versions from the charts' own repositories.
+        match cluster.var_opt("MESHSTACK_CHART_MIRROR") {
+            Some(mirror) => ms
+                .extra_env
+                .push(("MESHSTACK_CHART_MIRROR".into(), mirror.to_string())),
+            None => eprintln!(
+                "no ../shared/charts beside the repository: charts come from their own \
+                 repositories"
+            ),
         }
         // meshstack's own waits (not helm's), scaled: a Kubernetes wait gives up after 30 s.
         ms.extra_env
@@ -66,19 +63,16 @@ impl Env {
             )
             .display()
             .to_string();
-        let extra = selection(&cluster);
         Env {
             moto,
             cluster,
             ms,
             stack,
-            extra,
         }
     }
 
     fn run(&self, verb: &str, more: &[&str]) -> Output {
         let mut args: Vec<&str> = vec![verb, "--stack", &self.stack, "-o", "json"];
-        args.extend(self.extra.iter().map(String::as_str));
         args.extend_from_slice(more);
         self.ms.run(&args)
     }
@@ -172,10 +166,21 @@ fn converges_and_tears_down(helm_major: u8) {
     let env = Env::start(&format!("real{helm_major}"), helm_major);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let started = std::time::Instant::now();
-    env.ok("up", &[]);
+    let out = env.ok("up", &[]);
     let full = started.elapsed();
+    let summary = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["event"] == "summary")
+        .unwrap();
+    let results = summary["results"].as_array().unwrap();
+    assert_eq!(results.len(), 12, "all twelve stages: {summary}");
+    assert!(
+        results.iter().all(|r| r["status"] == "succeeded"),
+        "{summary}"
+    );
     let releases = env.cluster.releases();
-    assert!(releases.len() >= 6, "{releases:?}");
+    assert_eq!(releases.len(), 7, "{releases:?}");
     for (name, (status, revision, _)) in &releases {
         assert_eq!(status, "deployed", "{name}: {releases:?}");
         assert_eq!(revision, "1", "{name}: {releases:?}");

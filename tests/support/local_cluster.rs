@@ -83,6 +83,14 @@ impl LocalCluster {
         LocalCluster { dir, env }
     }
 
+    /// The value `DIR/env` exports for `key`, if it does.
+    pub fn var_opt(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The value `DIR/env` exports for `key`.
     pub fn var(&self, key: &str) -> &str {
         self.env
