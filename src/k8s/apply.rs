@@ -1155,6 +1155,34 @@ pub async fn wait_gone(
     .await
 }
 
+/// Wait until namespace `name` is not terminating: absent, or there without a deletion
+/// timestamp. A namespace being deleted refuses new objects ("unable to create new content in
+/// namespace ... because it is being terminated"), so an `up` right after a `down` (or after a
+/// killed one) waits for the namespace controller to finish, then creates it anew.
+pub async fn wait_namespace_usable(
+    client: &Client,
+    name: &str,
+    wait: Wait<'_>,
+) -> Result<(), ApplyError> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: Api<Namespace> = Api::all(client.clone());
+    let object = &typed_ref::<Namespace>(None, name);
+    let api = &api;
+    wait_until(object.to_string(), wait, move || async move {
+        let ns = api
+            .get_opt(name)
+            .await
+            .map_err(api_error("read", object))?;
+        Ok(match ns {
+            Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
+                Readiness::Pending(format!("namespace {name} is still being deleted"))
+            }
+            _ => Readiness::Ready(()),
+        })
+    })
+    .await
+}
+
 fn typed_ref<K: k8s_openapi::Resource>(namespace: Option<&str>, name: &str) -> ObjectRef {
     ObjectRef {
         api_version: K::API_VERSION.into(),

@@ -182,6 +182,24 @@ pub async fn apply_as(
     field_manager: &str,
 ) -> Result<Vec<Change>, StageError> {
     let kube = cx.kube().await?;
+    // Namespaces a `down` is still deleting take no new objects: wait them out first.
+    let mut namespaces: Vec<String> = objects
+        .iter()
+        .filter_map(|o| match o.types.as_ref().map(|t| t.kind.as_str()) {
+            Some("Namespace") => o.metadata.name.clone(),
+            _ => o.metadata.namespace.clone(),
+        })
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    for ns in &namespaces {
+        let progress = |line: &str| h.step(line.to_string());
+        let wait = apply::Wait {
+            backoff: cx.waits.kubernetes,
+            progress: &progress,
+        };
+        apply::wait_namespace_usable(&kube.client, ns, wait).await?;
+    }
     let applied =
         apply::apply_all(&kube.client, kube.resolver.as_ref(), objects, field_manager).await?;
     let changes: Vec<Change> = applied.iter().filter_map(applied_change).collect();
@@ -435,6 +453,14 @@ pub async fn ensure_release(
                 .await?;
         }
         ReleaseStep::Install => {}
+    }
+    {
+        let progress = |line: &str| h.step(line.to_string());
+        let wait = apply::Wait {
+            backoff: cx.waits.kubernetes,
+            progress: &progress,
+        };
+        apply::wait_namespace_usable(&kube.client, &release.namespace, wait).await?;
     }
     if create_namespace(&kube.client, &release.namespace, &cx.stack.name).await? {
         h.step(format!("+ namespace {}", release.namespace));

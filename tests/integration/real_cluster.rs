@@ -446,3 +446,77 @@ fn doctor_shows_the_version_matrix_and_finds_each_pinned_chart() {
         .collect();
     assert_eq!(missing, ["base", "istiod", "gateway"], "{doc}");
 }
+
+/// Issue 20: kill -9 (the whole process group: meshstack and the helm it runs) while real
+/// helm is installing a chart, and while `down`'s `helm uninstall` runs; each rerun converges
+/// with every release deployed once (no duplicate, none stuck pending or uninstalling), and
+/// the final `down` leaves nothing.
+#[test]
+fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
+    let env = Env::start("killed", 3);
+    let spawn = |verb: &str| {
+        use std::os::unix::process::CommandExt;
+        env.ms
+            .command(&[verb, "--stack", &env.stack, "-o", "json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let kill_when = |mut child: std::process::Child, what: &str, state: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let hit = env
+                .cluster
+                .releases()
+                .values()
+                .any(|(status, _, _)| state(status));
+            if hit {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before {what}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} in 2 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // `--`: util-linux kill would read a bare "-PGID" as an option.
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL of the group");
+        let _ = child.wait();
+    };
+
+    kill_when(spawn("up"), "a release pending", &|s| {
+        s.starts_with("pending")
+    });
+    let left = env.cluster.releases();
+    assert!(
+        left.values().any(|(s, _, _)| s.starts_with("pending")),
+        "{left:?}"
+    );
+    env.ok("up", &["--force-unlock"]);
+    let releases = env.cluster.releases();
+    assert_eq!(releases.len(), 7, "{releases:?}");
+    assert!(
+        releases.values().all(|(s, _, _)| s == "deployed"),
+        "left {left:?}, now {releases:?}"
+    );
+
+    kill_when(spawn("down"), "a release uninstalling", &|s| {
+        s == "uninstalling"
+    });
+    env.ok("up", &["--force-unlock"]);
+    let again = env.cluster.releases();
+    assert_eq!(again.len(), 7, "{again:?}");
+    assert!(again.values().all(|(s, _, _)| s == "deployed"), "{again:?}");
+    env.ok("down", &[]);
+    assert_eq!(env.cluster.releases(), BTreeMap::new());
+}
