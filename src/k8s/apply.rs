@@ -1169,10 +1169,7 @@ pub async fn wait_namespace_usable(
     let object = &typed_ref::<Namespace>(None, name);
     let api = &api;
     wait_until(object.to_string(), wait, move || async move {
-        let ns = api
-            .get_opt(name)
-            .await
-            .map_err(api_error("read", object))?;
+        let ns = api.get_opt(name).await.map_err(api_error("read", object))?;
         Ok(match ns {
             Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
                 Readiness::Pending(format!("namespace {name} is still being deleted"))
