@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
-use meshstack::k8s::apply::{parse_manifests, ApplyError, DiscoveryResolver, ObjectRef, Resolver};
+use meshstack::k8s::apply::{ApplyError, DiscoveryResolver, ObjectRef, Resolver};
 use serde_json::json;
 
 use crate::support::apiserver::pods::ORDERS_CLUSTER;
@@ -230,35 +230,16 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
 /// `Kind namespace/name` of every object in the manifests `meshstack render` writes (the
 /// helm values files aside): what a full `up` must leave in the cluster.
 fn rendered_objects(c: &Cluster) -> BTreeSet<String> {
-    let out_dir = c.ms.dir.path().join("rendered");
-    let out = c.ms.run(&[
-        "render",
-        "--stack",
-        &c.stack,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let mut objects = BTreeSet::new();
-    let mut stack = vec![out_dir.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = e.path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if path.is_dir() {
-                stack.push(path);
-            } else if name.ends_with(".yaml") && !name.ends_with("values.yaml") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                for o in parse_manifests(&text, &name).unwrap() {
-                    let o = ObjectRef::of(&o);
-                    objects.insert(match o.namespace {
-                        Some(ns) => format!("{} {ns}/{}", o.kind, o.name),
-                        None => format!("{} {}", o.kind, o.name),
-                    });
-                }
+    let objects: BTreeSet<String> = crate::support::rendered_manifests(&c.ms, &c.stack)
+        .iter()
+        .map(|o| {
+            let o = ObjectRef::of(o);
+            match o.namespace {
+                Some(ns) => format!("{} {ns}/{}", o.kind, o.name),
+                None => format!("{} {}", o.kind, o.name),
             }
-        }
-    }
+        })
+        .collect();
     assert!(objects.len() > 20, "{objects:?}");
     objects
 }

@@ -86,51 +86,27 @@ impl Env {
 
 /// `kind namespace/name` -> resourceVersion of every object the rendered manifests name.
 async fn versions(env: &Env) -> BTreeMap<String, String> {
-    let out_dir = env.ms.dir.path().join("rendered");
-    let out = env.ms.run(&[
-        "render",
-        "--stack",
-        &env.stack,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
     let client = env.cluster.admin().await;
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     let mut found = BTreeMap::new();
-    let mut dirs = vec![out_dir];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = e.path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            if !name.ends_with(".yaml") || name.ends_with("values.yaml") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            for o in meshstack::k8s::apply::parse_manifests(&text, &name).unwrap() {
-                let types = o.types.clone().unwrap();
-                let Some((ar, _)) =
-                    discovery.resolve_gvk(&kube::core::GroupVersionKind::try_from(&types).unwrap())
-                else {
-                    continue; // a kind whose CRD this stack does not install (Karpenter's v1alpha5)
-                };
-                let ns = o.metadata.namespace.clone();
-                let api: Api<DynamicObject> = match &ns {
-                    Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                    None => Api::all_with(client.clone(), &ar),
-                };
-                let name = o.metadata.name.clone().unwrap();
-                if let Some(live) = api.get_opt(&name).await.unwrap() {
-                    found.insert(
-                        format!("{} {}/{}", types.kind, ns.unwrap_or_default(), name),
-                        live.metadata.resource_version.unwrap_or_default(),
-                    );
-                }
-            }
+    for o in crate::support::rendered_manifests(&env.ms, &env.stack) {
+        let types = o.types.clone().unwrap();
+        let Some((ar, _)) =
+            discovery.resolve_gvk(&kube::core::GroupVersionKind::try_from(&types).unwrap())
+        else {
+            continue; // a kind whose CRD this stack does not install (Karpenter's v1alpha5)
+        };
+        let ns = o.metadata.namespace.clone();
+        let api: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let name = o.metadata.name.clone().unwrap();
+        if let Some(live) = api.get_opt(&name).await.unwrap() {
+            found.insert(
+                format!("{} {}/{}", types.kind, ns.unwrap_or_default(), name),
+                live.metadata.resource_version.unwrap_or_default(),
+            );
         }
     }
     found
@@ -376,6 +352,26 @@ fn versions_move_on_a_live_environment_with_real_helm() {
         after.values().all(|o| o.as_deref() == Some("istio-base")),
         "{after:?}"
     );
+    // Server-side apply on the real API server removes what meshstack owned and no longer
+    // applies: Kiali 1's `accessible_namespaces` goes, Kiali 2's discovery selectors come.
+    let kiali = rt.block_on(async {
+        let client = env.cluster.admin().await;
+        let ar = ApiResource {
+            group: "kiali.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "kiali.io/v1alpha1".into(),
+            kind: "Kiali".into(),
+            plural: "kialis".into(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client, "istio-system", &ar);
+        api.get("kiali").await.unwrap()
+    });
+    let deployment = &kiali.data["spec"]["deployment"];
+    assert!(
+        deployment.get("accessible_namespaces").is_none(),
+        "{deployment}"
+    );
+    assert_eq!(deployment["cluster_wide_access"], false, "{deployment}");
     let status = env.run("status", &[]);
     assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
     let versions_before = rt.block_on(versions(&env));

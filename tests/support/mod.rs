@@ -625,6 +625,35 @@ impl Meshstack {
     }
 }
 
+/// Every object of the manifests `meshstack render --stack STACK` writes (the helm values files
+/// aside), rendered by the binary in `ms`'s folder.
+pub fn rendered_manifests(ms: &Meshstack, stack: &str) -> Vec<kube::api::DynamicObject> {
+    let out_dir = ms.dir.path().join("rendered");
+    let out = ms.run(&[
+        "render",
+        "--stack",
+        stack,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut objects = Vec::new();
+    let mut dirs = vec![out_dir];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if name.ends_with(".yaml") && !name.ends_with("values.yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                objects.extend(meshstack::k8s::apply::parse_manifests(&text, &name).unwrap());
+            }
+        }
+    }
+    objects
+}
+
 /// Exit code, stdout and stderr, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(
