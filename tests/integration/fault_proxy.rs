@@ -355,7 +355,9 @@ async fn a_request_bucket_throttles_writes_past_its_capacity_until_it_refills() 
             service: "ec2".into(),
             writes_only: true,
             capacity: 3.0,
-            refill_per_sec: 1.0,
+            // One token every 8 s: slow enough that five calls on a loaded machine still find
+            // the bucket empty (at 1 a second they did not, under three concurrent builds).
+            refill_per_sec: 0.125,
         }],
         ..Faults::default()
     };
@@ -396,8 +398,8 @@ async fn a_request_bucket_throttles_writes_past_its_capacity_until_it_refills() 
     // Reads and other services pass while the bucket is empty.
     assert!(sdk.aws.ec2.describe_vpcs().send().await.is_ok());
     assert!(sdk.aws.iam.list_roles().send().await.is_ok());
-    // A token comes back within a second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A token comes back within eight seconds.
+    tokio::time::sleep(Duration::from_millis(8200)).await;
     assert_ne!(tag(9).await.as_deref(), Some("RequestLimitExceeded"));
     assert_eq!(proxy.stats().throttled as usize, throttled);
 }
