@@ -75,11 +75,7 @@ func runKialiOperator(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cs, cfg, err := clientset(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	cs, dyn, _, err := clients(*kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -83,6 +84,17 @@ func clientset(kubeconfig string) (*kubernetes.Clientset, *rest.Config, error) {
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	return cs, cfg, err
+}
+
+// clients is clientset plus a dynamic client on the same config, for the controllers that
+// handle custom resources.
+func clients(kubeconfig string) (*kubernetes.Clientset, *dynamic.DynamicClient, *rest.Config, error) {
+	cs, cfg, err := clientset(kubeconfig)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	return cs, dyn, cfg, err
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same directory.

@@ -47,11 +47,7 @@ func runSmoke(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cs, cfg, err := clientset(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	cs, dyn, cfg, err := clients(*kubeconfig)
 	if err != nil {
 		return err
 	}
