@@ -56,6 +56,13 @@ struct Fleet {
 
 fn load_fleet(args: &FleetArgs) -> anyhow::Result<Fleet> {
     let stack = load_stack(&args.stack)?;
+    if stack.existing_cluster().is_some() {
+        return Err(usage(
+            "a fleet builds one cluster per environment; `cluster.existing` names one cluster \
+             that is already there: use `meshstack up` with this stack, or remove \
+             cluster.existing for a fleet",
+        ));
+    }
     let members = match (&args.count, &args.names) {
         (Some(n), None) => Members::Count(*n),
         (None, Some(names)) => Members::Names(model::parse_names(names)),

@@ -393,6 +393,21 @@ pub struct ClusterSpec {
     /// `extended`), sent as `upgradePolicy.supportType`; a Kubernetes version past standard
     /// support is refused unless this says `extended`.
     pub support: versions::SupportType,
+    /// `existing:`: run the Kubernetes half on a cluster meshstack does not build (and never
+    /// removes); then the AWS stages are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing: Option<ExistingCluster>,
+}
+
+/// A cluster meshstack did not build, reached through a kubeconfig (exec plugins work).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExistingCluster {
+    /// The kubeconfig context; `None`: the kubeconfig's current context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The kubeconfig file; `None`: `KUBECONFIG`, else `~/.kube/config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// Karpenter, installed by the `karpenter` stage.
@@ -692,6 +707,11 @@ impl Stack {
     }
 
     /// The EKS cluster name, which is the stack name.
+    /// The existing cluster the stack runs on, if it names one (`cluster.existing`).
+    pub fn existing_cluster(&self) -> Option<&ExistingCluster> {
+        self.cluster.existing.as_ref()
+    }
+
     pub fn cluster_name(&self) -> &str {
         &self.name
     }

@@ -41,6 +41,14 @@ impl RawStack {
                 .transpose()?,
             zones,
         };
+        if stack.cluster.existing.is_some() && stack.expires_in.is_some() {
+            return Err(invalid(
+                "expires_in",
+                "applies to stacks meshstack builds in AWS (`meshstack reap` finds them by tag); \
+                 an existing cluster (`cluster.existing`) is never removed by meshstack: remove \
+                 the key",
+            ));
+        }
         // The version rules that span several settings, so that a pair that cannot work is
         // refused now, not after 20 billable minutes of VPC, cluster and node group.
         let minor = stack.kubernetes_minor();
@@ -492,12 +500,52 @@ impl RawCluster {
                 .map(|(i, text)| parse_network(&format!("cluster.public_access_cidrs[{i}]"), text))
                 .collect::<Check<_>>()?,
         };
+        let existing = self.existing.map(RawExisting::resolve).transpose()?;
         Ok(ClusterSpec {
             endpoint_public_access,
             endpoint_private_access,
             public_access_cidrs,
             support: self.support.unwrap_or_default(),
+            existing,
         })
+    }
+}
+
+impl RawExisting {
+    fn resolve(self) -> Check<ExistingCluster> {
+        let context = match self.context {
+            Some(c) if c.trim().is_empty() => {
+                return Err(invalid(
+                    "cluster.existing.context",
+                    "is empty; name a context of the kubeconfig, or remove the key to use its \
+                     current context",
+                ))
+            }
+            other => other,
+        };
+        let kubeconfig = match self.kubeconfig {
+            Some(k) if k.trim().is_empty() => {
+                return Err(invalid(
+                    "cluster.existing.kubeconfig",
+                    "is empty; give the kubeconfig's path, or remove the key to use \
+                     KUBECONFIG (else ~/.kube/config)",
+                ))
+            }
+            Some(k) => Some(expand_home(&k)),
+            None => None,
+        };
+        Ok(ExistingCluster {
+            context,
+            kubeconfig,
+        })
+    }
+}
+
+/// `~/x` -> `$HOME/x`, as a shell would; anything else as written.
+fn expand_home(path: &str) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
+        _ => std::path::PathBuf::from(path),
     }
 }
 

@@ -40,6 +40,7 @@ fn minimal_file_gets_every_default() {
                 endpoint_private_access: true,
                 public_access_cidrs: vec![cidr("0.0.0.0/0")],
                 support: crate::versions::SupportType::Standard,
+                existing: None,
             },
             allowed_account_ids: vec![],
             tags: BTreeMap::new(),
@@ -1034,5 +1035,52 @@ fn per_chart_repository_beats_the_mirror() {
         let base = stack.chart_pin(crate::charts::name::ISTIO_BASE);
         assert_eq!(base.repository, "oci://registry.example/mirror");
         assert_eq!(base.origin, crate::charts::Origin::StackMirror);
+    }
+}
+
+#[test]
+fn an_existing_cluster_names_its_kubeconfig_and_context() {
+    let s = Stack::parse(
+        "name: t\ncluster:\n  existing:\n    context: kind-demo\n    kubeconfig: /k/config\n",
+        "t",
+    )
+    .unwrap();
+    let e = s.existing_cluster().unwrap();
+    assert_eq!(e.context.as_deref(), Some("kind-demo"));
+    assert_eq!(
+        e.kubeconfig.as_deref(),
+        Some(std::path::Path::new("/k/config"))
+    );
+    let bare = Stack::parse("name: t\ncluster:\n  existing: {}\n", "t").unwrap();
+    assert_eq!(
+        bare.existing_cluster(),
+        Some(&ExistingCluster {
+            context: None,
+            kubeconfig: None
+        })
+    );
+    assert!(Stack::parse("name: t\n", "t")
+        .unwrap()
+        .existing_cluster()
+        .is_none());
+}
+
+#[test]
+fn an_existing_cluster_refuses_what_only_a_built_stack_has() {
+    for (yaml, field) in [
+        (
+            "cluster:\n  existing:\n    context: \"\"\n",
+            "cluster.existing.context",
+        ),
+        (
+            "cluster:\n  existing:\n    kubeconfig: \" \"\n",
+            "cluster.existing.kubeconfig",
+        ),
+        ("cluster:\n  existing: {}\nexpires_in: 8h\n", "expires_in"),
+        ("cluster:\n  existing:\n    server: x\n", "server"),
+    ] {
+        let err = Stack::parse(&format!("name: t\n{yaml}"), "t").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains(field), "{yaml}: {text}");
     }
 }

@@ -832,3 +832,87 @@ async fn after_up_status_is_done_and_down_of_a_needed_stage_is_refused() {
     assert_eq!(moto.recorded(), Vec::<(String, bool)>::new());
     assert_eq!(aws.inventory("built").await, expected_full_inventory());
 }
+
+/// An existing-cluster stack whose kubeconfig is not there: `plan` still plans (the
+/// Kubernetes half, all creates) and says why `up` would stop; `up`, `down` and `status` need
+/// no AWS and fail on the kubeconfig alone (exit 2 for `up`/`down`, before anything is
+/// written); the commands that only make sense for a cluster meshstack builds refuse.
+#[test]
+fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
+    // A helm that answers `version` (up checks it before anything else); never run further.
+    let helm = fake_helm("v3.21.4");
+    let mut ms = Meshstack::new(None);
+    ms.extra_env.push((
+        "MESHSTACK_HELM".into(),
+        helm.path().join("helm").display().to_string(),
+    ));
+    let stack = stack_file(
+        &ms,
+        "existing.yaml",
+        "name: rehearsal\ncluster:\n  existing:\n    kubeconfig: /nonexistent/kubeconfig\n",
+    );
+    let plan = ms.run(&["plan", "--stack", &stack, "-o", "json"]);
+    assert!(plan.status.success(), "{}", describe(&plan));
+    let doc = json_doc(&plan);
+    assert_eq!(
+        doc["existing_cluster"]["stages_off"],
+        serde_json::json!([
+            "network",
+            "iam",
+            "cluster",
+            "nodegroup",
+            "karpenter-infra",
+            "karpenter"
+        ])
+    );
+    assert!(
+        doc["existing_cluster"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the kubeconfig /nonexistent/kubeconfig"),
+        "{doc}"
+    );
+    let stages: Vec<&str> = doc["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["prometheus", "istio", "jaeger", "kiali", "app", "locality"]
+    );
+    assert_eq!(
+        doc["cost"],
+        Value::Null,
+        "no AWS cost is meshstack's: {doc}"
+    );
+    for verb in ["up", "down"] {
+        let out = ms.run(&[verb, "--stack", &stack]);
+        assert_eq!(out.status.code(), Some(2), "{verb}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains("cannot read the kubeconfig"),
+            "{verb}: {}",
+            describe(&out)
+        );
+        assert!(
+            !stderr(&out).contains("credentials"),
+            "{verb} asked for AWS: {}",
+            describe(&out)
+        );
+    }
+    let fleet = ms.run(&["fleet", "up", "--stack", &stack, "--count", "2"]);
+    assert_eq!(fleet.status.code(), Some(2), "{}", describe(&fleet));
+    assert!(
+        stderr(&fleet).contains("cluster.existing"),
+        "{}",
+        describe(&fleet)
+    );
+    let kubeconfig = ms.run(&["kubeconfig", "--stack", &stack]);
+    assert_eq!(
+        kubeconfig.status.code(),
+        Some(2),
+        "{}",
+        describe(&kubeconfig)
+    );
+}

@@ -20,21 +20,51 @@ use crate::support::local_cluster::LocalCluster;
 use crate::support::{describe, Meshstack, Moto};
 
 struct Env {
-    moto: Moto,
+    /// The AWS half's moto; `None` for a stack on an existing cluster, which uses no AWS.
+    moto: Option<Moto>,
     cluster: LocalCluster,
     ms: Meshstack,
     stack: String,
+    helm_major: u8,
 }
 
 impl Env {
+    /// The whole graph: moto for AWS, this control plane as the EKS cluster's API.
     fn start(name: &str, helm_major: u8) -> Env {
         let moto = Moto::start();
         let cluster = LocalCluster::start_for_eks(name, &moto.endpoint(), helm_major);
         let mut ms = Meshstack::with_moto(&moto);
+        for key in ["MESHSTACK_KUBE_API", "MESHSTACK_KUBE_CA_FILE"] {
+            ms.extra_env
+                .push((key.to_string(), cluster.var(key).to_string()));
+        }
+        let yaml = format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n");
+        Env::with(Some(moto), cluster, ms, &yaml, helm_major)
+    }
+
+    /// A stack on this control plane as an existing cluster (`cluster.existing`): no AWS at
+    /// all (no credentials, no endpoint), reached through a kubeconfig of the user's whose
+    /// current context is elsewhere and whose user is an exec plugin ([`exec_kubeconfig`]).
+    fn existing(name: &str, helm_major: u8) -> Env {
+        let cluster = LocalCluster::start(helm_major);
+        let ms = Meshstack::new(None);
+        let kubeconfig = exec_kubeconfig(&cluster, ms.dir.path());
+        let yaml = format!(
+            "name: {name}\ncluster:\n  existing:\n    kubeconfig: {}\n    context: rehearsal\n",
+            kubeconfig.display()
+        );
+        Env::with(None, cluster, ms, &yaml, helm_major)
+    }
+
+    fn with(
+        moto: Option<Moto>,
+        cluster: LocalCluster,
+        mut ms: Meshstack,
+        yaml: &str,
+        helm_major: u8,
+    ) -> Env {
         for key in [
             "PATH",
-            "MESHSTACK_KUBE_API",
-            "MESHSTACK_KUBE_CA_FILE",
             "HELM_CONFIG_HOME",
             "HELM_CACHE_HOME",
             "HELM_DATA_HOME",
@@ -56,18 +86,13 @@ impl Env {
         // meshstack's own waits (not helm's), scaled: a Kubernetes wait gives up after 30 s.
         ms.extra_env
             .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
-        let stack = ms
-            .stack_file(
-                "stack.yaml",
-                &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
-            )
-            .display()
-            .to_string();
+        let stack = ms.stack_file("stack.yaml", yaml).display().to_string();
         Env {
             moto,
             cluster,
             ms,
             stack,
+            helm_major,
         }
     }
 
@@ -133,13 +158,14 @@ const NAMESPACES: [&str; 5] = [
     "istio-system",
 ];
 
-/// Issue 20, done-when: for each helm major, the whole graph goes up on the real control plane
-/// with the real charts; a second `up` makes no helm install or upgrade (every release still
-/// at revision 1) and no API write (resourceVersions unchanged), `plan` and `status` are clean,
-/// and the same holds with the journal deleted; `down` leaves no release and none of
-/// meshstack's namespaces; `up` again works.
-fn converges_and_tears_down(helm_major: u8) {
-    let env = Env::start(&format!("real{helm_major}"), helm_major);
+/// Issue 20, done-when: for each helm major, the stack goes up on the real control plane with
+/// the real charts (`stages` stages, `release_count` releases); a second `up` makes no helm
+/// install or upgrade (every release still at revision 1) and no API write (resourceVersions
+/// unchanged; no AWS write either), `plan` and `status` are clean, and the same holds with the
+/// journal deleted; `down` leaves no release and none of meshstack's namespaces; `up` again
+/// works.
+fn converges_and_tears_down(env: &Env, stages: usize, release_count: usize) {
+    let helm = env.helm_major;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let started = std::time::Instant::now();
     let out = env.ok("up", &[]);
@@ -150,30 +176,34 @@ fn converges_and_tears_down(helm_major: u8) {
         .find(|l| l["event"] == "summary")
         .unwrap();
     let results = summary["results"].as_array().unwrap();
-    assert_eq!(results.len(), 12, "all twelve stages: {summary}");
+    assert_eq!(results.len(), stages, "every stage: {summary}");
     assert!(
         results.iter().all(|r| r["status"] == "succeeded"),
         "{summary}"
     );
     let releases = env.cluster.releases();
-    assert_eq!(releases.len(), 7, "{releases:?}");
+    assert_eq!(releases.len(), release_count, "{releases:?}");
     for (name, (status, revision, _)) in &releases {
         assert_eq!(status, "deployed", "{name}: {releases:?}");
         assert_eq!(revision, "1", "{name}: {releases:?}");
     }
-    let before = rt.block_on(versions(&env));
+    let before = rt.block_on(versions(env));
     assert!(before.len() > 20, "{before:?}");
 
     // Converged: nothing written anywhere.
     let check_converged = |what: &str| {
-        env.moto.start_recording();
+        if let Some(moto) = &env.moto {
+            moto.start_recording();
+        }
         let started = std::time::Instant::now();
         env.ok("up", &[]);
         let took = started.elapsed();
-        assert_eq!(env.moto.recorded_writes(), Vec::<String>::new(), "{what}");
+        if let Some(moto) = &env.moto {
+            assert_eq!(moto.recorded_writes(), Vec::<String>::new(), "{what}");
+        }
         assert_eq!(env.cluster.releases(), releases, "{what}: helm changed");
         assert_eq!(
-            rt.block_on(versions(&env)),
+            rt.block_on(versions(env)),
             before,
             "{what}: objects changed"
         );
@@ -201,7 +231,7 @@ fn converges_and_tears_down(helm_major: u8) {
     // Namespaces terminate through their finalizers (the namespace controller runs).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let left = rt.block_on(namespaces_left(&env, &NAMESPACES));
+        let left = rt.block_on(namespaces_left(env, &NAMESPACES));
         if left.is_empty() {
             break;
         }
@@ -213,19 +243,196 @@ fn converges_and_tears_down(helm_major: u8) {
     }
     env.ok("up", &[]);
     eprintln!(
-        "helm {helm_major}: full up {full:?}, converged up {converged:?}, down {down:?} \
-         on the real control plane"
+        "helm {helm}: full up {full:?}, converged up {converged:?}, down {down:?} \
+         on the real control plane ({stages} stages)"
     );
 }
 
 #[test]
 fn the_kubernetes_half_converges_and_tears_down_on_a_real_control_plane_with_helm_3() {
-    converges_and_tears_down(3);
+    converges_and_tears_down(&Env::start("real3", 3), 12, 7);
 }
 
 #[test]
 fn the_kubernetes_half_converges_and_tears_down_on_a_real_control_plane_with_helm_4() {
-    converges_and_tears_down(4);
+    converges_and_tears_down(&Env::start("real4", 4), 12, 7);
+}
+
+/// A kubeconfig as a user's may be: two contexts, the current one for a cluster that does not
+/// answer, and `rehearsal` for `cluster`, whose user is an exec plugin handing out the admin's
+/// client certificate (as `aws eks get-token` hands out a token). meshstack and helm must
+/// both use `rehearsal`, and both must run the plugin.
+fn exec_kubeconfig(cluster: &LocalCluster, dir: &std::path::Path) -> std::path::PathBuf {
+    use base64::Engine as _;
+    let admin: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(cluster.dir.path().join("kubeconfig")).unwrap(),
+    )
+    .unwrap();
+    let pem = |key: &str| {
+        let b64 = admin["users"][0]["user"][key].as_str().unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let credential = serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {
+            "clientCertificateData": pem("client-certificate-data"),
+            "clientKeyData": pem("client-key-data"),
+        },
+    });
+    let credential_file = dir.join("credential.json");
+    std::fs::write(&credential_file, credential.to_string()).unwrap();
+    let cluster_entry = &admin["clusters"][0]["cluster"];
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {
+                "server": cluster_entry["server"].as_str().unwrap(),
+                "certificate-authority-data":
+                    cluster_entry["certificate-authority-data"].as_str().unwrap(),
+            }},
+            {"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1"}},
+        ],
+        "users": [{"name": "by-plugin", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "cat",
+            "args": [credential_file.display().to_string()],
+            "interactiveMode": "Never",
+        }}}],
+        "contexts": [
+            {"name": "elsewhere", "context": {"cluster": "nowhere", "user": "by-plugin"}},
+            {"name": "rehearsal", "context": {"cluster": "local", "user": "by-plugin"}},
+        ],
+        "current-context": "elsewhere",
+    });
+    let path = dir.join("user-kubeconfig");
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    path
+}
+
+/// Issue 20, for users: the Kubernetes half on an existing cluster, with no AWS at all —
+/// `plan` says the AWS stages are off, and a node layout that cannot run the demo is refused
+/// before any write; then up, converged (journal or not), down, up again, for each helm
+/// major. `down` removes what meshstack installed and never the cluster (its nodes stay).
+fn existing_cluster(helm_major: u8) {
+    let env = Env::existing(&format!("rehearse{helm_major}"), helm_major);
+    let plan = env.ok("plan", &[]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        plan["existing_cluster"]["stages_off"],
+        serde_json::json!([
+            "network",
+            "iam",
+            "cluster",
+            "nodegroup",
+            "karpenter-infra",
+            "karpenter"
+        ]),
+        "{plan}"
+    );
+    let zones: Vec<&str> = plan["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(zones.len(), 3, "the nodes' zones: {plan}");
+    assert_eq!(plan["account"], serde_json::Value::Null, "{plan}");
+    // doctor checks the cluster (no AWS credentials asked for) and the server's version.
+    let doctor = env.ms.run(&["doctor", "--stack", &env.stack, "-o", "json"]);
+    assert!(doctor.status.success(), "{}", describe(&doctor));
+    let doctor: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let cluster = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "cluster")
+        .unwrap_or_else(|| panic!("no cluster check: {doctor}"));
+    assert!(
+        cluster["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Kubernetes 1.36"),
+        "{doctor}"
+    );
+
+    // A zone without a platform node: refused before anything is installed.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let relabel = |value: Option<&str>| {
+        rt.block_on(async {
+            use k8s_openapi::api::core::v1::Node;
+            let nodes: Api<Node> = Api::all(env.cluster.admin().await);
+            let list = nodes.list(&ListParams::default()).await.unwrap();
+            let node = list
+                .items
+                .iter()
+                .find(|n| {
+                    let l = n.metadata.labels.clone().unwrap_or_default();
+                    l.get("topology.kubernetes.io/zone").map(String::as_str) == Some(zones[2])
+                        // Removing: a node that has it; restoring: the one without.
+                        && l.contains_key("meshstack.io/pool") == value.is_none()
+                })
+                .map(|n| n.metadata.name.clone().unwrap())
+                .unwrap();
+            let patch = serde_json::json!({"metadata": {"labels": {"meshstack.io/pool": value}}});
+            nodes
+                .patch(
+                    &node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        })
+    };
+    relabel(None);
+    let refused = env.run("up", &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains(&format!(
+            "{}: no system node (meshstack.io/pool=system)",
+            zones[2]
+        )),
+        "{text}"
+    );
+    assert_eq!(env.cluster.releases(), BTreeMap::new());
+    relabel(Some("system"));
+
+    let nodes = || {
+        rt.block_on(async {
+            let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.cluster.admin().await);
+            api.list(&ListParams::default()).await.unwrap().items.len()
+        })
+    };
+    let node_count = nodes();
+    // prometheus, istio-base, istiod, the gateway, kiali-operator; no Karpenter.
+    converges_and_tears_down(&env, 6, 5);
+    assert!(
+        !env.cluster
+            .releases()
+            .keys()
+            .any(|r| r.starts_with("karpenter/")),
+        "Karpenter is off on an existing cluster"
+    );
+    env.ok("down", &[]);
+    assert_eq!(nodes(), node_count, "the cluster and its nodes stay");
+}
+
+#[test]
+fn the_kubernetes_half_runs_on_an_existing_cluster_with_helm_3() {
+    existing_cluster(3);
+}
+
+#[test]
+fn the_kubernetes_half_runs_on_an_existing_cluster_with_helm_4() {
+    existing_cluster(4);
 }
 
 /// The API server checks meshstack's EKS token as EKS does: a token for another cluster is
@@ -444,12 +651,13 @@ fn doctor_shows_the_version_matrix_and_finds_each_pinned_chart() {
 }
 
 /// Issue 20: kill -9 (the whole process group: meshstack and the helm it runs) while real
-/// helm is installing a chart, and while `down`'s `helm uninstall` runs; each rerun converges
+/// helm is installing a chart, and while `down`'s `helm uninstall` runs, on an existing-cluster
+/// stack; each rerun converges
 /// with every release deployed once (no duplicate, none stuck pending or uninstalling), and
 /// the final `down` leaves nothing.
 #[test]
 fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
-    let env = Env::start("killed", 3);
+    let env = Env::existing("killed", 3);
     let spawn = |verb: &str| {
         use std::os::unix::process::CommandExt;
         env.ms
@@ -500,7 +708,7 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
     );
     env.ok("up", &["--force-unlock"]);
     let releases = env.cluster.releases();
-    assert_eq!(releases.len(), 7, "{releases:?}");
+    assert_eq!(releases.len(), 5, "{releases:?}");
     assert!(
         releases.values().all(|(s, _, _)| s == "deployed"),
         "left {left:?}, now {releases:?}"
@@ -511,7 +719,7 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
     });
     env.ok("up", &["--force-unlock"]);
     let again = env.cluster.releases();
-    assert_eq!(again.len(), 7, "{again:?}");
+    assert_eq!(again.len(), 5, "{again:?}");
     assert!(again.values().all(|(s, _, _)| s == "deployed"), "{again:?}");
     env.ok("down", &[]);
     assert_eq!(env.cluster.releases(), BTreeMap::new());

@@ -57,19 +57,32 @@ impl LocalCluster {
     /// `cluster_name`, checking each against the STS of `moto_endpoint`; `helm_major` picks
     /// which pinned helm is `helm` on the `PATH` it exports.
     pub fn start_for_eks(cluster_name: &str, moto_endpoint: &str, helm_major: u8) -> LocalCluster {
-        ensure_built();
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .args([
+        Self::start_with(
+            &[
                 "--cluster-name",
                 cluster_name,
                 "--sts-endpoint",
                 moto_endpoint,
                 "--aws-secret-access-key",
                 "testing",
-            ])
+            ],
+            helm_major,
+        )
+    }
+
+    /// Starts a cluster reached only through its admin kubeconfig (`DIR/kubeconfig`): an
+    /// existing cluster, as far as meshstack knows.
+    pub fn start(helm_major: u8) -> LocalCluster {
+        Self::start_with(&[], helm_major)
+    }
+
+    fn start_with(args: &[&str], helm_major: u8) -> LocalCluster {
+        ensure_built();
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(script())
+            .arg("start")
+            .arg(dir.path())
+            .args(args)
             .env("MESHSTACK_HELM_MAJOR", helm_major.to_string())
             .output()
             .expect("scripts/local-cluster runs");
