@@ -724,3 +724,150 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
     env.ok("down", &[]);
     assert_eq!(env.cluster.releases(), BTreeMap::new());
 }
+
+/// Issue 20: what meshstack relies on from server-side apply and CRD validation, on the real
+/// API server (the in-memory one removes no field and validates nothing).
+///
+/// - **Conflicts**: someone else's manager takes fields meshstack owns — `kubectl` applies
+///   `internalTrafficPolicy: Cluster` to products-service with `--force-conflicts`, and a
+///   merge patch drops the orders rule's `localityLbSetting`. `status` sees the drift (exit 3),
+///   `plan` names both objects, `up` takes the fields back (meshstack forces its conflicts, so
+///   the other manager loses them), and a rerun writes nothing.
+/// - **CEL**: the real Karpenter 1.14.1 CRDs enforce their `x-kubernetes-validations`: a
+///   NodePool edit their rules forbid is refused, so meshstack's own NodePool, which the
+///   server accepted, passed them.
+#[test]
+fn the_real_server_takes_back_drift_and_enforces_crd_rules() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+    let env = Env::start("drift", 3);
+    env.ok("up", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(env.cluster.admin());
+    let services: Api<Service> = Api::namespaced(client.clone(), "ecommerce");
+    let rules_ar = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1beta1".into(),
+        api_version: "networking.istio.io/v1beta1".into(),
+        kind: "DestinationRule".into(),
+        plural: "destinationrules".into(),
+    };
+    let rules: Api<DynamicObject> = Api::namespaced_with(client.clone(), "ecommerce", &rules_ar);
+    let policy = |s: &Service| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.internal_traffic_policy.clone())
+            .unwrap_or_default()
+    };
+    let locality = |r: &DynamicObject| {
+        r.data["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"].clone()
+    };
+    let (before_policy, before_rule) = rt.block_on(async {
+        (
+            policy(&services.get("products-service").await.unwrap()),
+            locality(&rules.get("orders-destination-rule").await.unwrap()),
+        )
+    });
+    assert_eq!(before_policy, "Local");
+    assert!(before_rule.is_object(), "{before_rule}");
+
+    rt.block_on(async {
+        let edit = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "products-service", "namespace": "ecommerce"},
+            "spec": {"internalTrafficPolicy": "Cluster"},
+        });
+        services
+            .patch(
+                "products-service",
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(&edit),
+            )
+            .await
+            .unwrap();
+        let drop = serde_json::json!({"spec": {"trafficPolicy": {"loadBalancer": {"localityLbSetting": null}}}});
+        rules
+            .patch(
+                "orders-destination-rule",
+                &PatchParams::default(),
+                &Patch::Merge(&drop),
+            )
+            .await
+            .unwrap();
+    });
+    let status = env.run("status", &[]);
+    assert_eq!(status.status.code(), Some(3), "{}", describe(&status));
+    let plan = env.ok("plan", &[]);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        plan.contains("products-service") && plan.contains("orders-destination-rule"),
+        "{plan}"
+    );
+
+    env.ok("up", &[]);
+    let (after_policy, after_rule, owners) = rt.block_on(async {
+        let s = services.get("products-service").await.unwrap();
+        let owners: Vec<String> = s
+            .metadata
+            .managed_fields
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| {
+                f.fields_v1
+                    .as_ref()
+                    .is_some_and(|v| v.0.pointer("/f:spec/f:internalTrafficPolicy").is_some())
+            })
+            .filter_map(|f| f.manager)
+            .collect();
+        (
+            policy(&s),
+            locality(&rules.get("orders-destination-rule").await.unwrap()),
+            owners,
+        )
+    });
+    assert_eq!(after_policy, "Local", "up takes the field back");
+    assert_eq!(after_rule, before_rule, "up puts the locality setting back");
+    assert!(
+        owners.contains(&"meshstack-locality".to_string()) && !owners.contains(&"kubectl".into()),
+        "the forced apply moves the field to meshstack: {owners:?}"
+    );
+    let settled = rt.block_on(versions(&env));
+    env.ok("up", &[]);
+    assert_eq!(
+        rt.block_on(versions(&env)),
+        settled,
+        "a rerun writes nothing"
+    );
+
+    // CEL: Karpenter's CRD refuses a NodePool whose template carries a restricted label.
+    let nodepools = ApiResource {
+        group: "karpenter.sh".into(),
+        version: "v1".into(),
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodePool".into(),
+        plural: "nodepools".into(),
+    };
+    let refused = rt.block_on(async {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &nodepools);
+        let name = api.list(&ListParams::default()).await.unwrap().items[0]
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        let edit = serde_json::json!({"spec": {"template": {"metadata": {"labels": {"kubernetes.io/hostname": "pinned"}}}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+    });
+    match refused {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(
+                s.message
+                    .contains("label \"kubernetes.io/hostname\" is restricted"),
+                "{s:?}"
+            );
+        }
+        other => panic!("the CRD's CEL rule must refuse it: {other:?}"),
+    }
+}
