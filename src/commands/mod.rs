@@ -258,6 +258,23 @@ async fn existing_zones(stack: &Stack) -> anyhow::Result<Vec<Zone>> {
     let zones = crate::stages::kubernetes::existing_zones(&cx)
         .await
         .map_err(|e| usage(format!("cluster.existing: {e}")))?;
+    if !stack.locality.mode.uses_destination_rule() {
+        // The stack's kubernetes_version says nothing here: the server's own does.
+        let kube = cx.kube().await?;
+        let info = kube.client.apiserver_version().await?;
+        let minor: String = info
+            .minor
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let minor = minor.parse().unwrap_or(0);
+        crate::versions::check_traffic_distribution(
+            minor,
+            stack.istio.version,
+            "the existing cluster's API server",
+        )
+        .map_err(|e| usage(format!("{}: {}", e.field, e.message)))?;
+    }
     Ok(zones
         .into_iter()
         .map(|name| Zone {

@@ -245,6 +245,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
             let zone_names: Vec<&str> = cx.zones.iter().map(|z| z.name.as_str()).collect();
             writeln!(out, "  zones: {}", zone_names.join(", "))?;
+            writeln!(out, "  locality: {}", stack.locality.mode.explain())?;
             if let Some(s) = &support {
                 writeln!(out, "  {} (per {})", s.summary(), s.source)?;
             }

@@ -463,6 +463,11 @@ pub enum LocalityMode {
     Failover,
     /// Keep `local_weight` percent in the caller's zone, spread the rest over the others.
     Distribute,
+    /// Kubernetes' own field instead of the 2023 pattern: `trafficDistribution:
+    /// PreferSameZone` on orders-service and `PreferSameNode` on products-service, no
+    /// DestinationRule and no `internalTrafficPolicy: Local`. Local endpoints are preferred
+    /// and others used when there are none (a fallback, where `Local` drops the call).
+    TrafficDistribution,
 }
 
 /// Istio `ConnectionPoolSettings.http` values for the orders rule.
@@ -767,11 +772,41 @@ impl fmt::Display for NatMode {
 }
 
 impl LocalityMode {
-    /// The stack-file spelling: `failover` or `distribute`.
+    /// What the mode does, in one line (for `plan`).
+    pub fn explain(self) -> &'static str {
+        match self {
+            LocalityMode::Failover => {
+                "failover — an orders DestinationRule keeps each zone's calls in the zone (Istio \
+                 fails over inside the region), internalTrafficPolicy: Local keeps products \
+                 calls on the node and DROPS a call from a node with no products pod, hence the \
+                 safety check"
+            }
+            LocalityMode::Distribute => {
+                "distribute — an orders DestinationRule keeps local_weight percent of each \
+                 zone's calls in it, internalTrafficPolicy: Local keeps products calls on the \
+                 node (dropping them where the node has no products pod: safety check)"
+            }
+            LocalityMode::TrafficDistribution => {
+                "traffic-distribution — Kubernetes' trafficDistribution: PreferSameZone on \
+                 orders, PreferSameNode on products; local endpoints preferred, others used \
+                 when there are none (a fallback, not a drop: no safety check), no Istio \
+                 failover priorities"
+            }
+        }
+    }
+
+    /// Whether the mode is the 2023 pattern (an orders DestinationRule with locality settings
+    /// and `internalTrafficPolicy: Local` on products-service), not `trafficDistribution`.
+    pub fn uses_destination_rule(self) -> bool {
+        self != LocalityMode::TrafficDistribution
+    }
+
+    /// The stack-file spelling: `failover`, `distribute` or `traffic-distribution`.
     pub fn as_str(self) -> &'static str {
         match self {
             LocalityMode::Failover => "failover",
             LocalityMode::Distribute => "distribute",
+            LocalityMode::TrafficDistribution => "traffic-distribution",
         }
     }
 }

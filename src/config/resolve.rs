@@ -55,6 +55,15 @@ impl RawStack {
         let version_error = |e: versions::VersionError| invalid(e.field, e.message);
         versions::check_karpenter(stack.karpenter.version, minor).map_err(version_error)?;
         versions::kiali_operator(stack.istio.version).map_err(version_error)?;
+        if !stack.locality.mode.uses_destination_rule() {
+            // An existing cluster's own version is checked when meshstack reaches it.
+            versions::check_traffic_distribution(
+                minor,
+                stack.istio.version,
+                "the stack's kubernetes_version",
+            )
+            .map_err(version_error)?;
+        }
         versions::node_ami_type(minor, &stack.node_group.instance_types).map_err(version_error)?;
         Ok(stack)
     }
@@ -706,7 +715,7 @@ impl RawIstio {
 impl RawLocality {
     pub(super) fn resolve(self, zones: &ZoneSpec) -> Check<LocalitySpec> {
         let mode = self.mode.unwrap_or_default();
-        if mode == LocalityMode::Failover {
+        if mode != LocalityMode::Distribute {
             for (key, set) in [
                 ("local_weight", self.local_weight.is_some()),
                 ("distribute", self.distribute.is_some()),
@@ -715,6 +724,21 @@ impl RawLocality {
                     return Err(invalid(
                         format!("locality.{key}"),
                         "applies only to `mode: distribute`; set the mode or remove the key",
+                    ));
+                }
+            }
+        }
+        if !mode.uses_destination_rule() {
+            for (key, set) in [
+                ("connection_pool", self.connection_pool.is_some()),
+                ("outlier_detection", self.outlier_detection.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("locality.{key}"),
+                        "belongs to the orders DestinationRule, which `mode: \
+                         traffic-distribution` does not use; remove the key or pick mode \
+                         failover or distribute",
                     ));
                 }
             }

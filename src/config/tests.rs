@@ -1084,3 +1084,43 @@ fn an_existing_cluster_refuses_what_only_a_built_stack_has() {
         assert!(text.contains(field), "{yaml}: {text}");
     }
 }
+
+#[test]
+fn traffic_distribution_needs_kubernetes_1_35_and_istio_1_27() {
+    let ok = Stack::parse(
+        "name: t\nistio: {version: 1.30.3}\nlocality: {mode: traffic-distribution}\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(ok.locality.mode, LocalityMode::TrafficDistribution);
+    assert!(!ok.locality.mode.uses_destination_rule());
+    for (yaml, wanted) in [
+        (
+            "kubernetes_version: \"1.34\"\ncluster: {support: extended}\nistio: {version: 1.30.3}\n",
+            "Kubernetes 1.35 or newer",
+        ),
+        ("", "Istio 1.27 or newer"),
+        ("", "istio.version: 1.30.3"),
+    ] {
+        let err = Stack::parse(
+            &format!("name: t\n{yaml}locality: {{mode: traffic-distribution}}\n"),
+            "t",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("locality.mode") && text.contains(wanted),
+            "{yaml}: {text}"
+        );
+    }
+    let err = Stack::parse(
+        "name: t\nistio: {version: 1.30.3}\nlocality:\n  mode: traffic-distribution\n  \
+         outlier_detection: {interval: 5s}\n",
+        "t",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("locality.outlier_detection"),
+        "{err:#}"
+    );
+}

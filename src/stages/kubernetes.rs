@@ -202,6 +202,7 @@ async fn connect_existing(
         .map_err(|e| StageError::Conflict(format!("cluster.existing: context {context}: {e}")))?;
     config.connect_timeout = Some(client::CONNECT_TIMEOUT);
     config.read_timeout = Some(client::READ_TIMEOUT);
+    client::identify(&mut config);
     let endpoint = config.cluster_url.to_string();
     let client = kube::Client::try_from(config)
         .map_err(|e| StageError::Conflict(format!("cluster.existing: context {context}: {e}")))?;

@@ -916,3 +916,43 @@ fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
         describe(&kubeconfig)
     );
 }
+
+/// Issue 24: `locality.mode: traffic-distribution` where it cannot work is refused before any
+/// write (exit 2), naming the versions that work; where it can, `plan` explains the mode.
+#[test]
+fn traffic_distribution_mode_is_refused_where_it_cannot_work() {
+    let ms = Meshstack::new(None);
+    for (yaml, wanted) in [
+        (
+            "kubernetes_version: \"1.34\"\ncluster: {support: extended}\nistio: {version: 1.30.3}\n",
+            "Kubernetes 1.35 or newer",
+        ),
+        ("", "Istio 1.27 or newer"),
+    ] {
+        let stack = stack_file(
+            &ms,
+            "td.yaml",
+            &format!("name: td\n{yaml}locality: {{mode: traffic-distribution}}\n"),
+        );
+        for verb in ["plan", "up"] {
+            let out = ms.run(&[verb, "--stack", &stack]);
+            assert_eq!(out.status.code(), Some(2), "{verb}: {}", describe(&out));
+            let text = stderr(&out);
+            assert!(text.contains("locality.mode") && text.contains(wanted), "{text}");
+        }
+    }
+    let stack = stack_file(
+        &ms,
+        "td.yaml",
+        "name: td\nistio: {version: 1.30.3}\nlocality: {mode: traffic-distribution}\n",
+    );
+    let plan = ms.run(&["plan", "--offline", "--stack", &stack]);
+    assert!(plan.status.success(), "{}", describe(&plan));
+    let text = stdout(&plan);
+    assert!(text.contains("locality: traffic-distribution"), "{text}");
+    assert!(
+        text.contains("trafficDistribution: PreferSameNode"),
+        "{text}"
+    );
+    assert!(!text.contains("orders-destination-rule"), "{text}");
+}

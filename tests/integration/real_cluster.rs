@@ -195,9 +195,35 @@ fn converges_and_tears_down(env: &Env, stages: usize, release_count: usize) {
         if let Some(moto) = &env.moto {
             moto.start_recording();
         }
+        let mark = env.cluster.audit_mark();
         let started = std::time::Instant::now();
         env.ok("up", &[]);
         let took = started.elapsed();
+        // What meshstack and helm asked of the API server (its audit log), by verb: reads only.
+        let asked = env.cluster.requests_since(mark);
+        let by = |product: &str| -> BTreeMap<String, usize> {
+            asked
+                .iter()
+                .filter(|((p, _), _)| p.eq_ignore_ascii_case(product))
+                .map(|((_, verb), n)| (verb.clone(), *n))
+                .collect()
+        };
+        let (ours, helms) = (by("meshstack"), by("helm"));
+        for (who, verbs) in [("meshstack", &ours), ("helm", &helms)] {
+            let writes: Vec<&String> = verbs
+                .keys()
+                .filter(|v| !matches!(v.as_str(), "get" | "list" | "watch"))
+                .collect();
+            assert!(writes.is_empty(), "{what}: {who} wrote: {verbs:?}");
+        }
+        assert!(
+            !ours.is_empty(),
+            "{what}: no request of meshstack's in the audit log"
+        );
+        eprintln!(
+            "{what} (helm {}): API requests by meshstack {ours:?}, by helm {helms:?}",
+            env.helm_major
+        );
         if let Some(moto) = &env.moto {
             assert_eq!(moto.recorded_writes(), Vec::<String>::new(), "{what}");
         }
@@ -870,4 +896,176 @@ fn the_real_server_takes_back_drift_and_enforces_crd_rules() {
         }
         other => panic!("the CRD's CEL rule must refuse it: {other:?}"),
     }
+}
+
+/// Issue 24 on the real control plane (an existing-cluster stack, Istio 1.30.3): the stack
+/// moves failover -> traffic-distribution -> failover on a live environment. In
+/// traffic-distribution mode the orders rule is gone, products-service is back at
+/// `internalTrafficPolicy: Cluster` (server-side apply removed the field the stage no longer
+/// applies), and the real EndpointSlice controller fills the hints Istio routes by —
+/// `forZones` with each orders endpoint's own zone, `forNodes` with each products endpoint's
+/// own node. Back in failover nothing of traffic-distribution is left; each rerun writes
+/// nothing; `down` leaves neither mode's policies.
+#[test]
+fn locality_modes_switch_on_a_live_environment_and_the_real_controller_fills_hints() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let mut env = Env::existing("modes", 3);
+    let existing = std::fs::read_to_string(&env.stack).unwrap();
+    let stack_for =
+        |mode: &str| format!("{existing}istio: {{version: 1.30.3}}\nlocality: {{mode: {mode}}}\n");
+    env.stack = env
+        .ms
+        .stack_file("failover.yaml", &stack_for("failover"))
+        .display()
+        .to_string();
+    let failover = env.stack.clone();
+    let distribution = env
+        .ms
+        .stack_file("distribution.yaml", &stack_for("traffic-distribution"))
+        .display()
+        .to_string();
+    env.ok("up", &[]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(env.cluster.admin());
+    let services: Api<Service> = Api::namespaced(client.clone(), "ecommerce");
+    let rule_ar = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: "DestinationRule".into(),
+        plural: "destinationrules".into(),
+    };
+    let rules: Api<DynamicObject> = Api::namespaced_with(client.clone(), "ecommerce", &rule_ar);
+    // (orders trafficDistribution, products trafficDistribution, products
+    // internalTrafficPolicy, whether the orders rule exists)
+    let policies = || {
+        rt.block_on(async {
+            let field =
+                |s: &Service, f: fn(&k8s_openapi::api::core::v1::ServiceSpec) -> Option<String>| {
+                    s.spec.as_ref().and_then(f).unwrap_or_default()
+                };
+            let orders = services.get("orders-service").await.unwrap();
+            let products = services.get("products-service").await.unwrap();
+            (
+                field(&orders, |s| s.traffic_distribution.clone()),
+                field(&products, |s| s.traffic_distribution.clone()),
+                field(&products, |s| s.internal_traffic_policy.clone()),
+                rules
+                    .get_opt("orders-destination-rule")
+                    .await
+                    .unwrap()
+                    .is_some(),
+            )
+        })
+    };
+    assert_eq!(policies(), ("".into(), "".into(), "Local".into(), true));
+
+    // To traffic-distribution: plan says what goes, up does it, a rerun writes nothing.
+    env.stack = distribution;
+    let plan = env.ok("plan", &[]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["summary"]["delete"], 1, "the orders rule: {plan}");
+    env.ok("up", &[]);
+    assert_eq!(
+        policies(),
+        (
+            "PreferSameZone".into(),
+            "PreferSameNode".into(),
+            "Cluster".into(),
+            false
+        )
+    );
+    // The hints, as the real EndpointSlice controller computed them (it may take a moment).
+    let hints = |service: &str| {
+        rt.block_on(async {
+            let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "ecommerce");
+            let params =
+                ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+            let mut out = Vec::new();
+            for slice in slices.list(&params).await.unwrap().items {
+                for e in slice.endpoints {
+                    let hints = e.hints.clone().unwrap_or_default();
+                    let zones: Vec<String> = hints
+                        .for_zones
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|z| z.name)
+                        .collect();
+                    let nodes: Vec<String> = hints
+                        .for_nodes
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| n.name)
+                        .collect();
+                    out.push((e.zone.clone(), e.node_name.clone(), zones, nodes));
+                }
+            }
+            out
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let orders = hints("orders-service");
+        let products = hints("products-service");
+        let zone_hinted = !orders.is_empty()
+            && orders.iter().all(|(zone, _, zones, _)| {
+                zone.as_ref()
+                    .is_some_and(|z| zones == std::slice::from_ref(z))
+            });
+        let node_hinted = !products.is_empty()
+            && products.iter().all(|(_, node, _, nodes)| {
+                node.as_ref()
+                    .is_some_and(|n| nodes == std::slice::from_ref(n))
+            });
+        if zone_hinted && node_hinted {
+            eprintln!(
+                "hints: {} orders endpoints forZones = own zone, {} products endpoints \
+                 forNodes = own node",
+                orders.len(),
+                products.len()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hints in 60 s: orders {orders:?}, products {products:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let settled = rt.block_on(versions(&env));
+    env.ok("up", &[]);
+    assert_eq!(
+        rt.block_on(versions(&env)),
+        settled,
+        "a rerun writes nothing"
+    );
+    let status = env.run("status", &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+
+    // Back to failover: nothing of traffic-distribution is left.
+    env.stack = failover;
+    env.ok("up", &[]);
+    assert_eq!(policies(), ("".into(), "".into(), "Local".into(), true));
+    let settled = rt.block_on(versions(&env));
+    env.ok("up", &[]);
+    assert_eq!(
+        rt.block_on(versions(&env)),
+        settled,
+        "a rerun writes nothing"
+    );
+
+    // down from traffic-distribution leaves neither mode's policies.
+    env.stack = env
+        .ms
+        .stack_file(
+            "distribution-again.yaml",
+            &stack_for("traffic-distribution"),
+        )
+        .display()
+        .to_string();
+    env.ok("up", &[]);
+    env.ok("down", &[]);
+    assert_eq!(env.cluster.releases(), BTreeMap::new());
 }

@@ -143,6 +143,32 @@ impl LocalCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Where the API server's audit log ends now (its size), for [`LocalCluster::requests_since`].
+    pub fn audit_mark(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("audit.log")).map_or(0, |m| m.len())
+    }
+
+    /// The requests the audit log recorded after `mark`, by client: `(user agent's product
+    /// — "meshstack", "Helm", "kube-controller-manager", ... — verb)` -> count.
+    pub fn requests_since(&self, mark: u64) -> std::collections::BTreeMap<(String, String), usize> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(self.dir.path().join("audit.log")).unwrap();
+        file.seek(std::io::SeekFrom::Start(mark)).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        let mut counts = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue; // a line being written as we read
+            };
+            let agent = event["userAgent"].as_str().unwrap_or("");
+            let product = agent.split('/').next().unwrap_or("").to_string();
+            let verb = event["verb"].as_str().unwrap_or("").to_string();
+            *counts.entry((product, verb)).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Every release helm holds, any state: `namespace/name` -> (status, revision, chart).
     pub fn releases(&self) -> std::collections::BTreeMap<String, (String, String, String)> {
         let out = self.helm(&[
