@@ -713,6 +713,7 @@ mod tests {
             });
         }
         let pods = PodsReport {
+            steering: Vec::new(),
             zones: zone_reports,
             unscheduled: Vec::new(),
             summary: PodsSummary {

@@ -45,13 +45,16 @@ pub struct Locality;
 
 /// Where the app's pods are: the cluster's nodes and the pods of the `ecommerce` namespace.
 pub async fn observe_placement(client: &kube::Client) -> Result<Placement, StageError> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     let nodes = Api::<Node>::all(client.clone());
     let pods = Api::<Pod>::namespaced(client.clone(), app::NAMESPACE);
-    let (nodes, pods) = futures::try_join!(
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), app::NAMESPACE);
+    let (nodes, pods, slices) = futures::try_join!(
         apply::list_all(&nodes, None),
         apply::list_all(&pods, Some(app::NAMESPACE)),
+        apply::list_all(&slices, Some(app::NAMESPACE)),
     )?;
-    Ok(Placement::from_objects(&nodes, &pods))
+    Ok(Placement::from_objects(&nodes, &pods).with_slices(&slices))
 }
 
 /// The zones to generate the rule for: those of the nodes the app runs on, else the stack's.

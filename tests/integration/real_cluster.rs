@@ -1034,6 +1034,23 @@ fn locality_modes_switch_on_a_live_environment_and_the_real_controller_fills_hin
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+    // `pods` shows where the hints steer callers, endpoint by endpoint.
+    let pods = env.ok("pods", &[]);
+    let pods: serde_json::Value = serde_json::from_slice(&pods.stdout).unwrap();
+    let steering = pods["steering"].as_array().unwrap();
+    for (service, key, own) in [
+        ("orders-service", "for_zones", "zone"),
+        ("products-service", "for_nodes", "node"),
+    ] {
+        let mine: Vec<&serde_json::Value> = steering
+            .iter()
+            .filter(|s| s["service"] == service)
+            .collect();
+        assert!(!mine.is_empty(), "{service}: {pods}");
+        for s in mine {
+            assert_eq!(s[key], serde_json::json!([s[own].clone()]), "{s}");
+        }
+    }
     let settled = rt.block_on(versions(&env));
     env.ok("up", &[]);
     assert_eq!(
@@ -1048,6 +1065,13 @@ fn locality_modes_switch_on_a_live_environment_and_the_real_controller_fills_hin
     env.stack = failover;
     env.ok("up", &[]);
     assert_eq!(policies(), ("".into(), "".into(), "Local".into(), true));
+    let pods = env.ok("pods", &[]);
+    let pods: serde_json::Value = serde_json::from_slice(&pods.stdout).unwrap();
+    assert_eq!(
+        pods.get("steering"),
+        None,
+        "no hints without trafficDistribution: {pods}"
+    );
     let settled = rt.block_on(versions(&env));
     env.ok("up", &[]);
     assert_eq!(
