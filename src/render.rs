@@ -326,6 +326,25 @@ fn render_file(
     })
 }
 
+/// The ingress gateway's `service` values: an NLB, open to the stack's
+/// `istio.ingress_source_ranges` only when it sets them (the key is left out otherwise, so
+/// that the values — compared by value — stay those of a stack without the setting).
+fn gateway_service(stack: &Stack) -> serde_json::Value {
+    let mut service = serde_json::json!({
+        "type": "LoadBalancer",
+        "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+    });
+    if !stack.istio.ingress_source_ranges.is_empty() {
+        service["loadBalancerSourceRanges"] = stack
+            .istio
+            .ingress_source_ranges
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+    }
+    service
+}
+
 /// Every placeholder's value for the stack and inputs.
 ///
 /// # Errors
@@ -382,6 +401,7 @@ pub fn variables(
         ),
         ("ORDERS_LOCALITY_LB_SETTING", Value::Json(orders_lb.setting)),
         ("KIALI_DEPLOYMENT", Value::Json(kiali_deployment(stack))),
+        ("GATEWAY_SERVICE", Value::Json(gateway_service(stack))),
         (
             "ORDERS_HTTP2_MAX_REQUESTS",
             Value::Scalar(locality.connection_pool.http2_max_requests.to_string()),

@@ -18,6 +18,33 @@ use crate::engine::graph::{Graph, StageId};
 use crate::engine::state::Journal;
 use crate::stages::{self, Action, Change, Context};
 
+/// What the stack leaves open to the whole internet, each as a warning with the setting that
+/// closes it.
+fn exposure(stack: &crate::config::Stack) -> Vec<String> {
+    let mut open = Vec::new();
+    let cluster = &stack.cluster;
+    let everywhere = cluster
+        .public_access_cidrs
+        .iter()
+        .any(|c| c.to_string() == "0.0.0.0/0");
+    if cluster.existing.is_none() && cluster.endpoint_public_access && everywhere {
+        open.push(
+            "the cluster's API endpoint is reachable from the whole internet (0.0.0.0/0; it \
+             still needs credentials); limit it with cluster.public_access_cidrs, like \
+             [203.0.113.7/32] for your own address"
+                .to_string(),
+        );
+    }
+    if stack.istio.ingress_source_ranges.is_empty() {
+        open.push(
+            "the ingress gateway's load balancer is reachable from the whole internet (plain \
+             HTTP, and GraphQL's playground); limit it with istio.ingress_source_ranges"
+                .to_string(),
+        );
+    }
+    open
+}
+
 #[derive(serde::Serialize)]
 struct StagePlan {
     stage: StageId,
@@ -194,6 +221,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 "kubernetes": support,
                 "charts": stack.chart_pins(),
                 "expires_at": expiry.as_ref().map(|(at, _)| at),
+                "exposure": exposure(&stack),
                 "existing_cluster": existing.as_ref().map(|e| serde_json::json!({
                     "context": e.context,
                     "kubeconfig": e.kubeconfig,
@@ -246,6 +274,9 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             let zone_names: Vec<&str> = cx.zones.iter().map(|z| z.name.as_str()).collect();
             writeln!(out, "  zones: {}", zone_names.join(", "))?;
             writeln!(out, "  locality: {}", stack.locality.mode.explain())?;
+            for warning in exposure(&stack) {
+                writeln!(out, "  warning: {warning}")?;
+            }
             if let Some(s) = &support {
                 writeln!(out, "  {} (per {})", s.summary(), s.source)?;
             }

@@ -204,6 +204,45 @@ pub struct Stack {
     pub expires_in: Option<Lifetime>,
 }
 
+/// How deep `[`/`{` may nest in a stack file: the deepest setting needs 3.
+pub const MAX_NESTING: usize = 32;
+
+/// The line where YAML flow brackets first nest deeper than [`MAX_NESTING`], if they do
+/// (brackets inside quotes and comments do not count).
+fn too_deep(yaml: &str) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    let mut chars = yaml.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, '\n') => {
+                line += 1;
+                comment = false;
+            }
+            _ if comment => {}
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(line);
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
 /// A lifetime such as `8h`, `90m`, `1h30m` or `2d` (`expires_in:`, `--expires-in`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Lifetime(std::time::Duration);
@@ -427,6 +466,10 @@ pub struct IstioSpec {
     pub version: ReleaseVersion,
     /// Share of requests the sidecars trace, in percent (0..=100).
     pub tracing_sampling: Percent,
+    /// `ingress_source_ranges`: who may reach the ingress gateway's load balancer (its
+    /// Service's `loadBalancerSourceRanges`); empty: anyone (`plan` warns).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ingress_source_ranges: Vec<Ipv4Cidr>,
 }
 
 /// The locality policies the `locality` stage applies and the shares `verify` demands.
@@ -554,6 +597,17 @@ impl Stack {
     /// not a mapping; [`ConfigError::Field`] for an unknown key, a wrong type or a value
     /// that breaks a rule. Only the first problem is reported.
     pub fn parse(yaml: &str, origin: &str) -> Result<Stack, ConfigError> {
+        // Refused before the YAML parser sees it: deep nesting costs that parser seconds per
+        // level-thousand before it gives up at its own recursion limit.
+        if let Some(line) = too_deep(yaml) {
+            return Err(ConfigError::File {
+                file: origin.to_owned(),
+                message: format!(
+                    "nests brackets more than {MAX_NESTING} deep (line {line}); a stack file \
+                     nests a few levels (see {DEFAULT_STACK_PATH})"
+                ),
+            });
+        }
         // A generic parse first: it reports syntax errors and duplicate keys (which a typed
         // parse would report as type errors, or silently merge inside `tags`).
         let doc: serde_yaml::Value =

@@ -105,6 +105,7 @@ pub(super) struct RawKarpenter {
 pub(super) struct RawIstio {
     pub(super) version: Option<RawRelease>,
     pub(super) tracing_sampling: Option<f64>,
+    pub(super) ingress_source_ranges: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -705,9 +705,25 @@ impl RawIstio {
                 )
             })?,
         };
+        let ingress_source_ranges = match self.ingress_source_ranges {
+            None => Vec::new(),
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    "istio.ingress_source_ranges",
+                    "is empty; list the CIDR blocks that may reach the ingress gateway, like \
+                     [203.0.113.0/24], or remove the key to leave it open",
+                ))
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, text)| parse_network(&format!("istio.ingress_source_ranges[{i}]"), text))
+                .collect::<Check<_>>()?,
+        };
         Ok(IstioSpec {
             version,
             tracing_sampling,
+            ingress_source_ranges,
         })
     }
 }

@@ -51,6 +51,7 @@ fn minimal_file_gets_every_default() {
             istio: IstioSpec {
                 version: ReleaseVersion::new(1, 18, 7),
                 tracing_sampling: Percent(100.0),
+                ingress_source_ranges: vec![],
             },
             locality: LocalitySpec {
                 mode: LocalityMode::Failover,
@@ -1123,4 +1124,25 @@ fn traffic_distribution_needs_kubernetes_1_35_and_istio_1_27() {
         format!("{err:#}").contains("locality.outlier_detection"),
         "{err:#}"
     );
+}
+
+#[test]
+fn deep_nesting_is_refused_before_the_yaml_parser() {
+    let deep = format!(
+        "name: t\ntags: {}{}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let err = Stack::parse(&deep, "t").unwrap_err();
+    assert!(
+        format!("{err:#}").contains("more than 32 deep (line 2)"),
+        "{err:#}"
+    );
+    // Quoted and commented brackets do not count; real settings nest a few levels.
+    let fine = format!(
+        "name: t # {}\ntags: {{note: \"{}\"}}\nlocality: {{mode: distribute, distribute: {{us-east-1a: {{us-east-1a: 100}}}}}}\n",
+        "[".repeat(100),
+        "{".repeat(100)
+    );
+    assert!(super::too_deep(&fine).is_none());
 }

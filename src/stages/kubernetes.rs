@@ -112,7 +112,10 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
     // server (`MESHSTACK_KUBE_API`, for tests); nothing after this depends on which.
     let (endpoint, ca_data) =
         match client::api_override().map_err(|e| StageError::Conflict(e.to_string()))? {
-            Some(o) => (o.endpoint, o.ca_data),
+            Some(o) => {
+                warn_override(&o.endpoint);
+                (o.endpoint, o.ca_data)
+            }
             None => (facts.endpoint.clone(), facts.certificate_authority.clone()),
         };
     let client = client::client(&endpoint, &ca_data, tokens)
@@ -144,6 +147,19 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
         client,
         helm: Arc::new(cli),
     })
+}
+
+/// Says, once per process, that the cluster's live EKS token goes to the endpoint
+/// `MESHSTACK_KUBE_API` names: a test setting in the shipped binary, easy to leave set.
+fn warn_override(endpoint: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "warning: {} is set: this run sends the cluster's EKS token to {endpoint}, not to \
+             the cluster's own API endpoint",
+            client::API_ENV
+        );
+    });
 }
 
 /// Connect to an existing cluster through its kubeconfig, as kubectl would (exec plugins and

@@ -956,3 +956,46 @@ fn traffic_distribution_mode_is_refused_where_it_cannot_work() {
     );
     assert!(!text.contains("orders-destination-rule"), "{text}");
 }
+
+/// Issue 23, exposure: `plan` warns about what the stack leaves open to the internet (the
+/// cluster API at 0.0.0.0/0, the ingress gateway's load balancer) and names the setting that
+/// closes each; with both set there is nothing to warn about and the gateway's Service gets
+/// `loadBalancerSourceRanges`.
+#[test]
+fn plan_warns_about_what_is_open_to_the_internet() {
+    let ms = Meshstack::new(None);
+    let open = stack_file(&ms, "open.yaml", "name: open\n");
+    let plan = ms.run(&["plan", "--offline", "--stack", &open, "-o", "json"]);
+    assert!(plan.status.success(), "{}", describe(&plan));
+    let doc = json_doc(&plan);
+    let warnings: Vec<&str> = doc["exposure"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{doc}");
+    assert!(warnings[0].contains("cluster.public_access_cidrs"), "{doc}");
+    assert!(warnings[1].contains("istio.ingress_source_ranges"), "{doc}");
+
+    let closed = stack_file(
+        &ms,
+        "closed.yaml",
+        "name: closed\ncluster: {public_access_cidrs: [203.0.113.7/32]}\n\
+         istio: {ingress_source_ranges: [203.0.113.0/24, 198.51.100.0/24]}\n",
+    );
+    let plan = ms.run(&["plan", "--offline", "--stack", &closed, "-o", "json"]);
+    assert_eq!(json_doc(&plan)["exposure"], serde_json::json!([]));
+    let out = ms.dir.path().join("rendered");
+    let rendered = ms.run(&["render", "--stack", &closed, "--out", out.to_str().unwrap()]);
+    assert!(rendered.status.success(), "{}", describe(&rendered));
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(out.join("stacks/istio/gateway-values.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        values["service"]["loadBalancerSourceRanges"],
+        serde_yaml::from_str::<serde_yaml::Value>("[203.0.113.0/24, 198.51.100.0/24]").unwrap()
+    );
+    assert_eq!(values["service"]["type"], "LoadBalancer");
+}

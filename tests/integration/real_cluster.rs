@@ -170,6 +170,17 @@ fn converges_and_tears_down(env: &Env, stages: usize, release_count: usize) {
     let started = std::time::Instant::now();
     let out = env.ok("up", &[]);
     let full = started.elapsed();
+    if env.moto.is_some() {
+        // The EKS token goes to the API MESHSTACK_KUBE_API names: said on every run.
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!(
+                "MESHSTACK_KUBE_API is set: this run sends the cluster's EKS token to {}",
+                env.cluster.var("MESHSTACK_KUBE_API")
+            )),
+            "{}",
+            describe(&out)
+        );
+    }
     let summary = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -912,8 +923,12 @@ fn locality_modes_switch_on_a_live_environment_and_the_real_controller_fills_hin
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     let mut env = Env::existing("modes", 3);
     let existing = std::fs::read_to_string(&env.stack).unwrap();
-    let stack_for =
-        |mode: &str| format!("{existing}istio: {{version: 1.30.3}}\nlocality: {{mode: {mode}}}\n");
+    let stack_for = |mode: &str| {
+        format!(
+            "{existing}istio: {{version: 1.30.3, ingress_source_ranges: [10.0.0.0/8]}}\n\
+             locality: {{mode: {mode}}}\n"
+        )
+    };
     env.stack = env
         .ms
         .stack_file("failover.yaml", &stack_for("failover"))
@@ -961,6 +976,15 @@ fn locality_modes_switch_on_a_live_environment_and_the_real_controller_fills_hin
         })
     };
     assert_eq!(policies(), ("".into(), "".into(), "Local".into(), true));
+    // istio.ingress_source_ranges reaches the gateway's Service through the chart.
+    let gateway = rt.block_on(async {
+        let api: Api<Service> = Api::namespaced(client.clone(), "istio-system");
+        api.get("istio-ingressgateway").await.unwrap()
+    });
+    assert_eq!(
+        gateway.spec.unwrap().load_balancer_source_ranges,
+        Some(vec!["10.0.0.0/8".to_string()])
+    );
 
     // To traffic-distribution: plan says what goes, up does it, a rerun writes nothing.
     env.stack = distribution;
