@@ -62,6 +62,45 @@ fn assert_policies_on(c: &Cluster) {
     assert!(out.status.success(), "status: {}", describe(&out));
 }
 
+/// What the stand-in mesh routed, from its counters: (orders calls that crossed zones,
+/// products calls that left the caller's node).
+fn routed(c: &Cluster) -> (u64, u64) {
+    use crate::support::apiserver::pods::{ORDERS_CLUSTER, PRODUCTS_CLUSTER};
+    let objects = c.server.objects();
+    let zone_of_node = |node: &str| {
+        objects[&format!("Node {node}")]["metadata"]["labels"]["topology.kubernetes.io/zone"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (mut node_of_ip, mut node_of_pod) = (
+        std::collections::BTreeMap::new(),
+        std::collections::BTreeMap::new(),
+    );
+    for (key, pod) in objects.range("Pod ecommerce/".to_string().."Pod ecommerce0".to_string()) {
+        let node = pod["spec"]["nodeName"].as_str().unwrap().to_string();
+        node_of_ip.insert(
+            pod["status"]["podIP"].as_str().unwrap().to_string(),
+            node.clone(),
+        );
+        node_of_pod.insert(key.trim_start_matches("Pod ecommerce/").to_string(), node);
+    }
+    let (mut orders_cross, mut products_off) = (0, 0);
+    for (caller, counters) in c.server.mesh().counters() {
+        let from = &node_of_pod[&caller];
+        for ((cluster, ip), n) in counters {
+            let to = &node_of_ip[&ip];
+            if cluster == ORDERS_CLUSTER && zone_of_node(to) != zone_of_node(from) {
+                orders_cross += n;
+            }
+            if cluster == PRODUCTS_CLUSTER && to != from {
+                products_off += n;
+            }
+        }
+    }
+    (orders_cross, products_off)
+}
+
 /// The three JSON objects `demo -o json` streams: before, after, difference.
 fn phases(out: &std::process::Output) -> (Value, Value, Value) {
     let lines = json_lines(out);
@@ -140,8 +179,18 @@ fn demo_shows_the_spread_before_and_the_locality_after_and_ends_with_the_policie
     let saving = c_["monthly_saving"].as_f64().unwrap();
     assert!((saving - want).abs() < 1e-6, "{saving} vs {want}: {c_}");
     assert_eq!(c_["profile"]["price"]["dollars_per_gb_each_way"], 0.01);
-    // Every sidecar read went through the port-forward: the wait saw each change.
     assert!(before["sidecars_showed_change_ms"].is_u64(), "{before}");
+    // The figures are the stand-in's routing: what its sidecars counted (this demo's traffic
+    // only, both phases), placed by the stored pods and nodes.
+    let (orders_cross, products_off) = routed(&c);
+    assert_eq!(
+        orders_cross, 30,
+        "orders calls the stand-in sent across zones"
+    );
+    assert_eq!(
+        products_off, off,
+        "products calls the stand-in sent off the node"
+    );
 
     // The page: both pictures, the difference.
     let html = std::fs::read_to_string(&page).unwrap();
@@ -451,7 +500,10 @@ async fn the_replay_from_fixture_dumps_gives_fixed_numbers_and_a_page_a_browser_
     );
     assert!(stdout.contains("2026-11-30"), "{stdout}");
 
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(README_PNG);
     let Some(mut browser) = Browser::start().await else {
+        // Skipped on purpose (MESHSTACK_NO_BROWSER=1); the committed picture is still checked.
+        check_png(&committed);
         return;
     };
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/verify-pages/demo.png");
@@ -475,6 +527,36 @@ async fn the_replay_from_fixture_dumps_gives_fixed_numbers_and_a_page_a_browser_
     );
     assert_eq!(probed["scripts"], 0, "{probed}");
     assert_eq!(probed["fits"], true, "{probed}");
+    // The README's picture is this page, as drawn here.
+    if std::env::var("MESHSTACK_BLESS").as_deref() == Ok("1") {
+        std::fs::copy(&shot, &committed).unwrap();
+    }
+    check_png(&committed);
+}
+
+/// The README's picture of the demo page, and its size limit.
+const README_PNG: &str = "docs/demo-page.png";
+const README_PNG_MAX: u64 = 300 * 1024;
+
+fn check_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `MESHSTACK_BLESS=1 cargo test --test integration demo::the_replay` \
+             to draw it",
+            path.display()
+        )
+    });
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    let size = bytes.len() as u64;
+    assert!(
+        (5_000..README_PNG_MAX).contains(&size),
+        "{} is {size} bytes; it must be under {README_PNG_MAX}",
+        path.display()
+    );
 }
 
 const PROBE: &str = r#"(() => {
