@@ -1021,7 +1021,20 @@ pub fn demo_page(
     meta: PageMeta<'_>,
 ) -> String {
     let region = meta.region.or(after.region_seen.as_deref());
-    let (missing_b, missing_a) = (page_missing(before), page_missing(after));
+    // Saved dumps hold the counters of their phase (deltas, when `demo --save-dumps` wrote
+    // them), not "everything since the sidecars started" as a bare `verify` read would.
+    let missing = |v: &Verification| -> Vec<String> {
+        page_missing(v)
+            .into_iter()
+            .map(|m| match m.starts_with("request outcomes") {
+                true => "request outcomes and latency: saved dumps hold only the sidecars' \
+                         counters"
+                    .to_string(),
+                false => m,
+            })
+            .collect()
+    };
+    let (missing_b, missing_a) = (missing(before), missing(after));
     let (load_b, load_a) = (load_lines(before), load_lines(after));
     fn page_of<'a>(
         v: &'a Verification,
@@ -1042,11 +1055,12 @@ pub fn demo_page(
         }
     }
     let text = crate::locality::demo::render_text(c);
-    // The table's notes: every line after the table (price, profile, verdict).
+    // The table's notes: the lines after the table (price, profile), the verdict aside (the
+    // page shows it above the table).
     let notes: Vec<String> = text
         .lines()
         .skip_while(|l| !l.is_empty())
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with("after: ") && !l.starts_with("  "))
         .map(str::to_string)
         .collect();
     page::render_pair(

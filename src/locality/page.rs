@@ -894,6 +894,63 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_page_puts_both_pictures_side_by_side_each_with_its_own_markers() {
+        let (spread, home) = (scenario(3, 400, 100), scenario(3, 1000, 0));
+        let (rb, ra) = (report(&spread, true, None), report(&home, true, None));
+        fn of<'a>(s: &'a Scenario, r: &'a Report) -> Page<'a> {
+            Page {
+                stack: "meshstack-demo",
+                region: Some("eu-west-1"),
+                measured_at: "2026-11-30 12:00:00 UTC",
+                version: "0.1.0",
+                pods: Some(&s.pods),
+                report: Some(r),
+                load: &[],
+                missing: &[],
+            }
+        }
+        let (before, after) = (of(&spread, &rb), of(&home, &ra));
+        let rows = vec![[
+            "orders calls across zones".to_string(),
+            "60.0%".into(),
+            "0.0%".into(),
+            "-60.0 pts".into(),
+        ]];
+        let html = render_pair(
+            "meshstack-demo",
+            &before,
+            &after,
+            &rows,
+            &["at $0.01 <per GB>".into()],
+            false,
+        );
+        assert_self_contained(&html);
+        let b = html.find("data-phase=\"before\"").unwrap();
+        let a = html.find("data-phase=\"after\"").unwrap();
+        assert!(b < a);
+        assert_eq!(html.matches("<section class=\"phase\"").count(), 2);
+        // Each picture's arrows, in order, as its own page draws them.
+        let mut want = labels(&render(&before));
+        want.extend(labels(&render(&after)));
+        assert_eq!(labels(&html), want);
+        // Every SVG marker is defined once, and every arrow points at a defined one.
+        let ids: Vec<&str> = html
+            .split("id=\"")
+            .skip(1)
+            .map(|r| &r[..r.find('"').unwrap()])
+            .collect();
+        let unique: std::collections::BTreeSet<&&str> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        for r in html.split("url(#").skip(1) {
+            let id = &r[..r.find(')').unwrap()];
+            assert!(ids.contains(&id), "{id} not defined");
+        }
+        assert!(html.contains("<tr data-row=\"0\"><td>orders calls across zones</td>"));
+        assert!(html.contains("at $0.01 &lt;per GB&gt;"));
+        assert!(html.contains("after: FAIL"));
+    }
+
+    #[test]
     fn pages_for_2_3_and_4_zones_show_each_zone_node_and_arrow() {
         for n in [2, 3, 4] {
             // Failover: everything stays home.

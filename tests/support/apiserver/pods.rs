@@ -14,12 +14,19 @@
 //! node's own products endpoints under `Local`. Where pods run is read from the store too (the
 //! controllers' placement).
 //!
+//! Istio honours `internalTrafficPolicy: Local` in what it pushes to each sidecar since 1.17
+//! (istio/istio#42551: only the endpoints on the proxy's node), which is what the `/clusters`
+//! here shows.
+//!
 //! Not modelled: Envoy's real load balancers (a shared round-robin counter and a weighted
 //! round-robin over `distribute`'s percentages stand in for them), outlier detection and
 //! ejection, failover to a zone other than the caller's when its zone still has endpoints,
 //! health checks, connection pools, retries, Istio's propagation delay (a stored change is seen
 //! by every sidecar at once), `Sidecar` resources and mesh-wide `meshConfig.localityLbSetting`
-//! (taken as Istio's default: enabled), sub-zones and regions (one region).
+//! (taken as Istio's default: enabled), sub-zones and regions (one region). And one liberty
+//! with the app: orders-2 calls products for the order it returns to graphql (the real
+//! orders 0.3.7-alpha does so only on `/v1/orders/products`), so that a products client off
+//! graphql's node is exercised; port 3003 is not served.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
