@@ -45,6 +45,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !args.before_dump.is_empty() {
         return replay(&args, &stack);
     }
+    if !stack.locality.mode.uses_destination_rule() {
+        return Err(usage(format!(
+            "locality.mode: {}: the live demo switches the 2023 pattern (the orders \
+             DestinationRule and internalTrafficPolicy: Local) off and on, which this mode does \
+             not use; run it with `locality.mode: failover` or `distribute`, or replay saved \
+             dumps with --before-dump/--after-dump",
+            stack.locality.mode
+        )));
+    }
     let cx = read_only_context(stack.clone()).await?;
     let kube = cx.kube().await.context("connecting to the cluster")?;
     let http = PortForward {
@@ -120,7 +129,7 @@ fn on(stack: &Stack) -> Expected {
     Expected {
         orders: match stack.locality.mode {
             LocalityMode::Failover => OrdersSeen::Failover,
-            LocalityMode::Distribute => OrdersSeen::Unseen,
+            LocalityMode::Distribute | LocalityMode::TrafficDistribution => OrdersSeen::Unseen,
         },
         products_local: true,
     }

@@ -608,9 +608,10 @@ fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_coun
 
 /// The stand-in mesh routes by what is stored: without the orders DestinationRule, graphql's
 /// orders calls spread over both zones and `verify` fails naming the zone; with
-/// products-service back at `internalTrafficPolicy: Cluster`, products calls leave the node.
+/// products-service back at `internalTrafficPolicy: Cluster`, products calls leave the node;
+/// with the Services' `trafficDistribution` instead, both stay home again.
 #[test]
-fn verify_fails_once_the_stored_policies_are_gone() {
+fn verify_follows_the_stored_policies_and_fails_once_they_are_gone() {
     use kube::api::{
         ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     };
@@ -662,6 +663,28 @@ fn verify_fails_once_the_stored_policies_are_gone() {
     assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
     let on_node = v["totals"]["products_on_node_pct"].as_f64().unwrap();
     assert!(on_node < 100.0 && on_node > 0.0, "{v}");
+
+    // Kubernetes' own field instead (locality.mode: traffic-distribution): no rule, no
+    // `Local`, and the traffic stays home again.
+    c.server
+        .block_on(rules.delete("orders-destination-rule", &DeleteParams::default()))
+        .unwrap();
+    for (service, preference) in [
+        ("orders-service", "PreferSameZone"),
+        ("products-service", "PreferSameNode"),
+    ] {
+        c.server
+            .block_on(services.patch(
+                service,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"trafficDistribution": preference}})),
+            ))
+            .unwrap();
+    }
+    let (code, v) = verify("trafficDistribution");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
+    assert_eq!(v["totals"]["products_on_node_pct"], 100.0, "{v}");
 }
 
 /// The objects with what differs between two equal clusters taken out: identities,

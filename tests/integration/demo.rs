@@ -576,3 +576,26 @@ const PROBE: &str = r#"(() => {
     fits: document.documentElement.scrollWidth <= window.innerWidth,
   };
 })()"#;
+
+/// The live demo switches the 2023 pattern; a stack on Kubernetes' own field is told so before
+/// anything is read or written (its saved dumps still replay).
+#[test]
+fn a_traffic_distribution_stack_is_refused_live_and_replays() {
+    let ms = Meshstack::new(None);
+    let stack = ms.stack_file(
+        "td.yaml",
+        "name: td\nistio: {version: 1.30.3}\nlocality: {mode: traffic-distribution}\n",
+    );
+    let stack = stack.to_str().unwrap();
+    let out = ms.run(&["demo", "--stack", stack]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locality.mode: traffic-distribution"), "{err}");
+    assert!(err.contains("--before-dump"), "{err}");
+    let page = ms.dir.path().join("td.html");
+    let mut args = replay_args(&page);
+    args.extend(["--stack".to_string(), stack.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ms.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}

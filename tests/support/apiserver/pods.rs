@@ -8,7 +8,10 @@
 //! calls products itself, and graphql calls products twice, each products call chosen by the
 //! products Service's stored `internalTrafficPolicy` ([`ProductsRouting`]: `Local` keeps it on
 //! the caller's node and fails it when the node has no products endpoint, as kube-proxy and
-//! Istio drop it; `Cluster` takes any products endpoint). Every sidecar counts per endpoint as
+//! Istio drop it; `Cluster` takes any products endpoint). Without a rule that turns locality
+//! on, `trafficDistribution` on the Services counts as Kubernetes and Istio 1.27+ apply it:
+//! `PreferSameZone` on orders-service keeps orders calls in the zone while it has endpoints,
+//! `PreferSameNode` on products-service keeps products calls on the node while it has one. Every sidecar counts per endpoint as
 //! Envoy does and serves the counters in Envoy's `/clusters` text format, with what Istio would
 //! push: orders endpoints of other zones at priority 1 under locality failover, and only the
 //! node's own products endpoints under `Local`. Where pods run is read from the store too (the
@@ -81,6 +84,9 @@ pub enum ProductsRouting {
     Local,
     /// Any products endpoint (also when the Service or the field is missing: the default).
     Cluster,
+    /// `trafficDistribution: PreferSameNode` (without `Local`): the caller's node while it has
+    /// an endpoint, else any; every endpoint listed, the node's own at priority 0.
+    PreferNode,
 }
 
 /// The two policies as the store holds them now.
@@ -147,20 +153,36 @@ impl Policies {
                     .is_some_and(|h| hosts.iter().any(|x| x == h))
             })
         });
-        let products = match Api::<Service>::namespaced(store.clone(), namespace)
-            .get_opt("products-service")
-            .await
-        {
-            Ok(Some(s)) => s.spec.and_then(|s| s.internal_traffic_policy),
-            _ => None,
+        // `spec` as JSON: `trafficDistribution` may be newer than the Kubernetes types.
+        let services = Api::<Service>::namespaced(store.clone(), namespace);
+        let spec = |name: &'static str| {
+            let services = services.clone();
+            async move {
+                match services.get_opt(name).await {
+                    Ok(Some(s)) => serde_json::to_value(s.spec).unwrap_or_default(),
+                    _ => serde_json::Value::Null,
+                }
+            }
         };
-        Policies {
-            orders: Policies::orders_from_rule(rule.as_ref().map(|r| &r.data["spec"])),
-            products: match products.as_deref() {
-                Some("Local") => ProductsRouting::Local,
-                _ => ProductsRouting::Cluster,
-            },
+        let (orders_svc, products_svc) =
+            (spec("orders-service").await, spec("products-service").await);
+        let mut orders = Policies::orders_from_rule(rule.as_ref().map(|r| &r.data["spec"]));
+        // Kubernetes' own field, which Istio follows too (1.27+): zone first, then any.
+        let prefers = |spec: &serde_json::Value, values: &[&str]| {
+            spec["trafficDistribution"]
+                .as_str()
+                .is_some_and(|v| values.contains(&v))
+        };
+        if orders == OrdersRouting::Even && prefers(&orders_svc, &["PreferSameZone", "PreferClose"])
+        {
+            orders = OrdersRouting::Failover;
         }
+        let products = match products_svc["internalTrafficPolicy"].as_str() {
+            Some("Local") => ProductsRouting::Local,
+            _ if prefers(&products_svc, &["PreferSameNode"]) => ProductsRouting::PreferNode,
+            _ => ProductsRouting::Cluster,
+        };
+        Policies { orders, products }
     }
 }
 
@@ -203,7 +225,7 @@ impl Mesh {
     ) -> Vec<&'a MeshPod> {
         pods.iter()
             .filter(|p| p.deployment.starts_with("products"))
-            .filter(|p| routing == ProductsRouting::Cluster || p.node == caller.node)
+            .filter(|p| routing != ProductsRouting::Local || p.node == caller.node)
             .collect()
     }
 
@@ -214,7 +236,10 @@ impl Mesh {
         pods: &[MeshPod],
         routing: ProductsRouting,
     ) -> Result<(), String> {
-        let seen = Mesh::products_seen(caller, pods, routing);
+        let mut seen = Mesh::products_seen(caller, pods, routing);
+        if routing == ProductsRouting::PreferNode && seen.iter().any(|p| p.node == caller.node) {
+            seen.retain(|p| p.node == caller.node);
+        }
         if seen.is_empty() {
             // Dropped: nothing listens behind the Service's address for this node.
             return Err("connect ECONNREFUSED products-service:3004".into());
@@ -342,8 +367,11 @@ impl Mesh {
                     .unwrap_or(0);
                 // Locality failover puts the other zones at priority 1; distribute weighs
                 // localities instead, at one priority.
-                let priority = match (&policies.orders, cluster == ORDERS_CLUSTER) {
-                    (OrdersRouting::Failover, true) if p.zone != caller.zone => 1,
+                let priority = match (&policies.orders, policies.products, cluster) {
+                    (OrdersRouting::Failover, _, ORDERS_CLUSTER) if p.zone != caller.zone => 1,
+                    (_, ProductsRouting::PreferNode, PRODUCTS_CLUSTER) if p.node != caller.node => {
+                        1
+                    }
                     _ => 0,
                 };
                 let host = format!("{cluster}::{}:{port}", p.ip);
