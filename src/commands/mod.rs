@@ -6,6 +6,7 @@
 //! set-up ([`connect`], [`credentials`]) and the preflight.
 
 mod checks;
+mod demo;
 mod doctor;
 mod fleet;
 mod inspect;
@@ -17,6 +18,7 @@ mod run;
 mod state;
 mod status;
 
+pub use demo::demo;
 pub use doctor::doctor;
 pub use fleet::{fleet_down, fleet_handout, fleet_plan, fleet_status, fleet_up};
 pub use inspect::{pods, verify};

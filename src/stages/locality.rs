@@ -181,6 +181,51 @@ fn reverted(policy: &DynamicObject) -> DynamicObject {
     object
 }
 
+/// The locality policies as this stage applies them, split, with the same objects turned off:
+/// what `meshstack demo` switches between.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    /// The orders DestinationRule with its generated `localityLbSetting` (policies on).
+    pub rule_on: Vec<DynamicObject>,
+    /// products-service's `internalTrafficPolicy: Local`.
+    pub service_on: Vec<DynamicObject>,
+    /// The same rule with `localityLbSetting: {enabled: false}`: Istio enables locality load
+    /// balancing by default wherever a rule sets outlier detection (which the rule keeps), so
+    /// leaving the setting out would not turn it off.
+    pub rule_off: Vec<DynamicObject>,
+    /// products-service back at `internalTrafficPolicy: Cluster`.
+    pub service_off: Vec<DynamicObject>,
+    /// The zones the rule was generated for.
+    pub zones: Vec<String>,
+}
+
+/// [`Switch`] for the app's current `placement`, rendered exactly as [`Locality`]'s `up` does.
+///
+/// # Errors
+/// The stack's manifests cannot be rendered or parsed.
+pub async fn switch(cx: &Context, placement: &Placement) -> Result<Switch, StageError> {
+    let zones = zones(cx, Some(placement), None);
+    let objs = policies(cx, zones.clone()).await?;
+    let (service_on, rule_on): (Vec<_>, Vec<_>) = objs.into_iter().partition(is_service);
+    let rule_off = rule_on
+        .iter()
+        .map(|r| {
+            let mut off = r.clone();
+            off.data["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"] =
+                json!({ "enabled": false });
+            off
+        })
+        .collect();
+    let service_off = service_on.iter().map(reverted).collect();
+    Ok(Switch {
+        rule_on,
+        service_on,
+        rule_off,
+        service_off,
+        zones,
+    })
+}
+
 fn is_service(object: &DynamicObject) -> bool {
     ObjectRef::of(object).kind == "Service"
 }
