@@ -1143,6 +1143,121 @@ mod tests {
     }
 
     #[test]
+    fn target_groups_are_the_clusters_load_balancers_by_the_same_tags() {
+        let service = (
+            "kubernetes.io/service-name",
+            "istio-system/istio-ingressgateway",
+        );
+        for (case, t, ours) in [
+            (
+                "in-tree NLB's",
+                vec![("kubernetes.io/cluster/demo", "owned"), service],
+                true,
+            ),
+            (
+                "lb controller's",
+                vec![
+                    ("elbv2.k8s.aws/cluster", "demo"),
+                    ("service.k8s.aws/stack", "istio-system/istio-ingressgateway"),
+                ],
+                true,
+            ),
+            ("only a service name", vec![service], false),
+            (
+                "shared",
+                vec![("kubernetes.io/cluster/demo", "shared")],
+                false,
+            ),
+            (
+                "another cluster's",
+                vec![("kubernetes.io/cluster/other", "owned"), service],
+                false,
+            ),
+            (
+                "another stack's",
+                vec![
+                    ("kubernetes.io/cluster/demo", "owned"),
+                    (STACK_TAG, "other"),
+                ],
+                false,
+            ),
+            ("untagged", vec![], false),
+        ] {
+            assert_eq!(
+                OWNER.target_group(&tags(&t)).is_some(),
+                ours,
+                "{case}: {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_and_their_groups_only_in_the_stacks_vpc() {
+        let e = |vpc: &str, state: &str, t: &[(&str, &str)]| Endpoint {
+            id: "vpce-1".into(),
+            vpc_id: vpc.into(),
+            state: state.into(),
+            service: "com.amazonaws.us-east-1.guardduty-data".into(),
+            tags: tags(t),
+        };
+        let guardduty = [("GuardDutyManaged", "true")];
+        for (case, endpoint, ours) in [
+            ("GuardDuty's", e("vpc-ours", "available", &guardduty), true),
+            ("untagged", e("vpc-ours", "available", &[]), true),
+            ("pending", e("vpc-ours", "pending", &[]), true),
+            ("failed", e("vpc-ours", "failed", &[]), true),
+            (
+                "another VPC's",
+                e("vpc-other", "available", &guardduty),
+                false,
+            ),
+            ("deleting already", e("vpc-ours", "deleting", &[]), false),
+            ("deleted", e("vpc-ours", "deleted", &[]), false),
+            (
+                "another stack's",
+                e("vpc-ours", "available", &[(STACK_TAG, "other")]),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                OWNER.vpc_endpoint("vpc-ours", &endpoint).is_some(),
+                ours,
+                "{case}: {endpoint:?}"
+            );
+        }
+        let g = |name: &str, vpc: &str, t: &[(&str, &str)]| Group {
+            id: "sg-1".into(),
+            name: name.into(),
+            vpc_id: vpc.into(),
+            tags: tags(t),
+        };
+        for (case, group, ours) in [
+            (
+                "GuardDuty's",
+                g(
+                    "GuardDutyManagedSecurityGroup-vpc-ours",
+                    "vpc-ours",
+                    &guardduty,
+                ),
+                true,
+            ),
+            ("default", g("default", "vpc-ours", &[]), false),
+            ("another VPC's", g("x", "vpc-other", &[]), false),
+            (
+                "another cluster's",
+                g("x", "vpc-ours", &[("kubernetes.io/cluster/other", "owned")]),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                OWNER.endpoint_group("vpc-ours", &group).is_some(),
+                ours,
+                "{case}: {group:?}"
+            );
+        }
+    }
+
+    #[test]
     fn labels_name_what_people_recognise() {
         let f = |id: &str, name: &str| Found {
             kind: SECURITY_GROUP,
