@@ -10,6 +10,9 @@
 //! the policies back on, as `up` left them; `--reset` puts the "before" state back.
 //!
 //! Offline (`--before-dump`/`--after-dump`), the same report from saved `/clusters` dumps.
+//!
+//! `--compare` ([`super::compare`]): no policy, the 2023 pattern and `trafficDistribution` on
+//! the same environment, plus both policies with one node's products pod scaled away.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

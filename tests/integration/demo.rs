@@ -282,14 +282,20 @@ struct Paused {
 
 impl Paused {
     fn start(c: &Cluster, requests: &str) -> Paused {
-        let mut cmd = c.ms.command(&[
+        Paused::start_with(c, requests, &[])
+    }
+
+    fn start_with(c: &Cluster, requests: &str, extra: &[&str]) -> Paused {
+        let mut args = vec![
             "demo",
             "--stack",
             &c.stack,
             "--pause",
             "--requests",
             requests,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = c.ms.command(&args);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -539,6 +545,10 @@ const README_PNG: &str = "docs/demo-page.png";
 const README_PNG_MAX: u64 = 300 * 1024;
 
 fn check_png(path: &Path) {
+    check_png_under(path, README_PNG_MAX);
+}
+
+fn check_png_under(path: &Path, max: u64) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; run `MESHSTACK_BLESS=1 cargo test --test integration demo::the_replay` \
@@ -553,8 +563,8 @@ fn check_png(path: &Path) {
     );
     let size = bytes.len() as u64;
     assert!(
-        (5_000..README_PNG_MAX).contains(&size),
-        "{} is {size} bytes; it must be under {README_PNG_MAX}",
+        (5_000..max).contains(&size),
+        "{} is {size} bytes; it must be under {max}",
         path.display()
     );
 }
@@ -804,9 +814,11 @@ fn compare_measures_the_three_modes_and_the_node_without_products_and_ends_as_up
     // The page, in a browser: five pictures, the three modes in one row.
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("data-phase=\"traffic-distribution\""));
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(COMPARE_PNG);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let Some(mut browser) = Browser::start().await else {
+            check_png_under(&committed, COMPARE_PNG_MAX);
             return;
         };
         let shot =
@@ -836,8 +848,17 @@ fn compare_measures_the_three_modes_and_the_node_without_products_and_ends_as_up
         );
         assert_eq!(probed["scripts"], 0, "{probed}");
         assert_eq!(probed["fits"], true, "{probed}");
+        // The README's picture is this page, as drawn here.
+        if std::env::var("MESHSTACK_BLESS").as_deref() == Ok("1") {
+            std::fs::copy(&shot, &committed).unwrap();
+        }
+        check_png_under(&committed, COMPARE_PNG_MAX);
     });
 }
+
+/// The README's picture of the `--compare` page (five pictures: a larger limit).
+const COMPARE_PNG: &str = "docs/compare-page.png";
+const COMPARE_PNG_MAX: u64 = 400 * 1024;
 
 /// A traffic-distribution stack compares too, and ends in its own mode: no rule, no `Local`,
 /// both Services' `trafficDistribution` back.
@@ -894,4 +915,52 @@ fn compare_is_refused_where_traffic_distribution_cannot_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Istio 1.27"), "{err}");
     assert!(err.contains("1.18.7"), "{err}");
+}
+
+/// Ctrl-C while a node's products pod is scaled away: the pod comes back and the stack's
+/// policies go on again, `status` clean.
+#[test]
+fn ctrl_c_while_the_products_pod_is_gone_brings_it_back() {
+    let c = Cluster::start("compare-stopped", Options::default());
+    std::fs::write(
+        &c.stack,
+        "name: compare-stopped\nregion: us-east-1\nkubernetes_version: \"1.36\"\n\
+         istio: {version: 1.30.3}\n",
+    )
+    .unwrap();
+    c.up();
+    let mut demo = Paused::start_with(&c, "10", &["--compare"]);
+    for step in [
+        "no policy: no policy",
+        "no policy: every sidecar",
+        "2023 pattern: the 2023",
+        "2023 pattern: every sidecar",
+        "products gone: scaling",
+    ] {
+        demo.until_step(step);
+        demo.enter();
+    }
+    demo.until_step("products gone: no pod of products-1");
+    let products_1 = |c: &Cluster| {
+        c.server
+            .objects()
+            .keys()
+            .any(|k| k.starts_with("Pod ecommerce/products-1-"))
+    };
+    assert!(
+        !products_1(&c),
+        "products-1's pod is gone while the demo waits"
+    );
+    demo.interrupt();
+    let (code, lines, _) = demo.wait();
+    assert_eq!(code, Some(130), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("every products pod is back")),
+        "{lines:#?}"
+    );
+    assert!(products_1(&c), "products-1's pod is back");
+    assert_eq!(distribution_stored(&c), (Value::Null, Value::Null));
+    assert_policies_on(&c);
 }
