@@ -320,10 +320,18 @@ fn deployments(kube: &KubeAccess) -> Api<Deployment> {
     Api::namespaced(kube.client.clone(), app::NAMESPACE)
 }
 
+/// The field manager of the replicas `--compare` sets (the `app` stage's apply, forced, takes
+/// them back).
+const SCALE_MANAGER: &str = "meshstack-demo";
+
 async fn scale(kube: &KubeAccess, deployment: &str, replicas: i32) -> anyhow::Result<()> {
     let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+    let params = PatchParams {
+        field_manager: Some(SCALE_MANAGER.into()),
+        ..PatchParams::default()
+    };
     deployments(kube)
-        .patch(deployment, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(deployment, &params, &Patch::Merge(&patch))
         .await
         .with_context(|| format!("scaling Deployment {deployment} to {replicas}"))?;
     Ok(())

@@ -878,6 +878,67 @@ mod tests {
                 _ => panic!("case {i}: {got:?}, want {want:?}"),
             }
         }
+        // trafficDistribution: PreferSameNode lists every products endpoint, the others at a
+        // lower priority; a products pod that is gone must leave every sidecar's list.
+        let prefer = Expected {
+            orders: OrdersSeen::Failover,
+            products: ProductsSeen::PreferNode,
+        };
+        let with_products = |priority: u32, own: bool, gone: bool| {
+            let mut d = dump(1, false);
+            if !own {
+                d.endpoints.retain(|e| e.address != "10.0.0.3:3004");
+            }
+            let mut away = endpoint(PRODUCTS, "10.0.1.3", "us-east-1b", 0);
+            away.priority = priority;
+            d.endpoints.push(away);
+            if gone {
+                d.endpoints
+                    .push(endpoint(PRODUCTS, "10.0.9.9", "us-east-1b", 0));
+            }
+            d
+        };
+        let cases = [
+            (with_products(1, true, false), prefer, None),
+            (
+                with_products(0, true, false),
+                prefer,
+                Some("PreferSameNode not seen yet"),
+            ),
+            // No own endpoint: the others at any priority are the fallback.
+            (with_products(1, false, false), prefer, None),
+            (with_products(0, false, false), prefer, None),
+            (dump(1, false), prefer, Some("only its node's products")),
+            (
+                {
+                    let mut d = with_products(1, true, false);
+                    d.endpoints
+                        .iter_mut()
+                        .for_each(|e| e.priority = u32::from(e.address == "10.0.1.3:3004"));
+                    d
+                },
+                off,
+                Some("products endpoint 10.0.1.3:3004 still at priority 1"),
+            ),
+            (
+                with_products(1, false, true),
+                prefer,
+                Some("10.0.9.9:3004 of a pod that is gone"),
+            ),
+            (
+                with_products(1, false, true),
+                on,
+                Some("of a pod that is gone"),
+            ),
+        ];
+        for (i, (d, expected, want)) in cases.into_iter().enumerate() {
+            let got = sidecar_lag(&d, expected, ORDERS, PRODUCTS, &node_of_ip, true);
+            match (want, &got) {
+                (None, None) => {}
+                (Some(w), Some(g)) if g.contains(w) => {}
+                _ => panic!("prefer case {i}: {got:?}, want {want:?}"),
+            }
+        }
     }
     #[test]
     fn the_modes_table_has_a_column_per_phase_and_judges_the_policies_in_place() {
