@@ -611,6 +611,14 @@ pub struct DemoArgs {
     /// How long every sidecar may take to show a policy change, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub sidecar_timeout: u64,
+    /// Compare the three locality modes on this environment, same traffic each: no policy,
+    /// the 2023 pattern (orders DestinationRule and internalTrafficPolicy: Local) and
+    /// trafficDistribution (PreferSameZone / PreferSameNode); then both policies again with
+    /// the products pod of one node that runs a products client scaled away, which Local
+    /// drops and PreferSameNode falls back from. Ends with the stack's own mode and every pod
+    /// back. Needs Kubernetes 1.35+ and Istio 1.27+.
+    #[arg(long, conflicts_with_all = ["before_dump", "reset"])]
+    pub compare: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

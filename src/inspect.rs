@@ -1073,6 +1073,53 @@ pub fn demo_page(
     )
 }
 
+/// `demo --compare --html`: every phase's picture (`(id, label, verification)`) under the
+/// table of `c`.
+pub fn compare_page(
+    phases: &[(&str, &str, &Verification)],
+    c: &crate::locality::demo::ModesComparison,
+    meta: PageMeta<'_>,
+) -> String {
+    let region = meta
+        .region
+        .or_else(|| phases.iter().find_map(|(_, _, v)| v.region_seen.as_deref()));
+    let loads: Vec<Vec<String>> = phases.iter().map(|(_, _, v)| load_lines(v)).collect();
+    let missing: Vec<Vec<String>> = phases.iter().map(|(_, _, v)| page_missing(v)).collect();
+    let pages: Vec<page::Page> = phases
+        .iter()
+        .zip(loads.iter().zip(&missing))
+        .map(|((_, _, v), (load, missing))| page::Page {
+            stack: meta.stack,
+            region,
+            measured_at: meta.measured_at,
+            version: env!("CARGO_PKG_VERSION"),
+            pods: v.pods.as_ref(),
+            report: Some(&v.report),
+            load,
+            missing,
+        })
+        .collect();
+    let with_labels: Vec<(&str, &str, &page::Page)> = phases
+        .iter()
+        .zip(&pages)
+        .map(|((id, label, _), p)| (*id, *label, p))
+        .collect();
+    let (header, rows) = crate::locality::demo::mode_rows(c);
+    let verdict = if c.pass {
+        "PASS: both policies meet the stack's verify thresholds with every products pod in place"
+    } else {
+        "FAIL: a policy misses the stack's verify thresholds with every products pod in place"
+    };
+    page::render_set(
+        meta.stack,
+        &with_labels,
+        &header,
+        &rows,
+        &crate::locality::demo::modes_notes(c),
+        (c.pass, verdict),
+    )
+}
+
 /// `pods --html`: the placement alone.
 pub fn pods_page(r: &PodsReport, meta: PageMeta<'_>) -> String {
     page::render(&page::Page {

@@ -10,6 +10,9 @@
 //! the policies back on, as `up` left them; `--reset` puts the "before" state back.
 //!
 //! Offline (`--before-dump`/`--after-dump`), the same report from saved `/clusters` dumps.
+//!
+//! `--compare` ([`super::compare`]): no policy, the 2023 pattern and `trafficDistribution` on
+//! the same environment, plus both policies with one node's products pod scaled away.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,9 @@ use crate::config::{LocalityMode, Stack};
 use crate::inspect::{self, Load, PageMeta, Verification, VerifyError, ORDERS_HOST, PRODUCTS_HOST};
 use crate::k8s::apply;
 use crate::k8s::pod_http::{PodHttp, PortForward};
-use crate::locality::demo::{self as figures, Comparison, Expected, OrdersSeen, Profile};
+use crate::locality::demo::{
+    self as figures, Comparison, Expected, OrdersSeen, ProductsSeen, Profile,
+};
 use crate::locality::envoy;
 use crate::locality::placement::Placement;
 use crate::locality::report::DEFAULT_BYTES_PER_REQUEST;
@@ -44,6 +49,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.before_dump.is_empty() {
         return replay(&args, &stack);
+    }
+    if args.compare {
+        return super::compare::demo_compare(&args, &stack).await;
     }
     if !stack.locality.mode.uses_destination_rule() {
         return Err(usage(format!(
@@ -119,19 +127,19 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn off() -> Expected {
     Expected {
         orders: OrdersSeen::Even,
-        products_local: false,
+        products: ProductsSeen::Cluster,
     }
 }
 
 /// What they show with the policies on; `distribute` weighs localities, which `/clusters`
 /// does not print, so only failover is waited for on the orders side.
-fn on(stack: &Stack) -> Expected {
+pub(super) fn on(stack: &Stack) -> Expected {
     Expected {
         orders: match stack.locality.mode {
             LocalityMode::Failover => OrdersSeen::Failover,
             LocalityMode::Distribute | LocalityMode::TrafficDistribution => OrdersSeen::Unseen,
         },
-        products_local: true,
+        products: ProductsSeen::Local,
     }
 }
 
@@ -192,7 +200,7 @@ async fn restore(kube: &KubeAccess, switch: &Switch) -> anyhow::Result<()> {
 
 /// Polls every caller sidecar's `/clusters` until each shows `expected`, starting at 100 ms
 /// and backing off to 2 s; how long it took.
-async fn wait_sidecars(
+pub(super) async fn wait_sidecars(
     kube: &KubeAccess,
     http: &dyn PodHttp,
     expected: Expected,
@@ -255,7 +263,7 @@ fn lagging(
 
 /// Lines typed on stdin, read by a thread of their own (a blocked read must not keep the
 /// runtime from ending); the channel closes at end of input.
-fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+pub(super) fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -441,7 +449,7 @@ impl Show<'_> {
 
 /// `(bytes per request, where it came from)`: the flag, else measured (after, then before),
 /// else the default.
-fn profile_bytes(
+pub(super) fn profile_bytes(
     after: &Verification,
     before: Option<&Verification>,
     flag: Option<u64>,
@@ -459,7 +467,7 @@ fn profile_bytes(
     }
 }
 
-fn phase_of(name: &str, v: &Verification, bytes: u64) -> figures::PhaseFigures {
+pub(super) fn phase_of(name: &str, v: &Verification, bytes: u64) -> figures::PhaseFigures {
     let sent = v.traffic.as_ref().map(|t| (t.sent, t.failed));
     let latencies: Vec<f64> = v
         .traffic
@@ -561,7 +569,7 @@ fn replay(args: &DemoArgs, stack: &Stack) -> anyhow::Result<ExitCode> {
 }
 
 /// `--save-dumps DIR`: DIR made (mode 0700 when new) and checked to be a real folder.
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -580,7 +588,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// One file per caller sidecar, `ZONE--POD.clusters`, in Envoy's `/clusters` format.
-fn save_dumps(dir: &Path, v: &Verification) -> anyhow::Result<()> {
+pub(super) fn save_dumps(dir: &Path, v: &Verification) -> anyhow::Result<()> {
     private_dir(dir)?;
     for d in &v.dumps {
         let path = dir.join(dump_name(d));

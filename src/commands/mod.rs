@@ -6,6 +6,7 @@
 //! set-up ([`connect`], [`credentials`]) and the preflight.
 
 mod checks;
+mod compare;
 mod demo;
 mod doctor;
 mod fleet;

@@ -350,13 +350,24 @@ pub enum OrdersSeen {
     Unseen,
 }
 
+/// What a sidecar's `/clusters` shows of products-service's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductsSeen {
+    /// `internalTrafficPolicy: Cluster`, no `trafficDistribution`: every products endpoint
+    /// (when there are others than the node's), all at priority 0.
+    Cluster,
+    /// `internalTrafficPolicy: Local`: only the node's own products endpoints.
+    Local,
+    /// `trafficDistribution: PreferSameNode`: every endpoint, the node's own at priority 0
+    /// and the others at a lower priority (when the node has one).
+    PreferNode,
+}
+
 /// The state `meshstack demo` waits for every sidecar to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
     pub orders: OrdersSeen,
-    /// products-service under `internalTrafficPolicy: Local`: the sidecar lists only its
-    /// node's products endpoints; under `Cluster` also others (when there are any).
-    pub products_local: bool,
+    pub products: ProductsSeen,
 }
 
 /// Why `dump` does not show `expected` yet; `None` when it does. `node_of_ip` places the
@@ -402,23 +413,212 @@ pub fn sidecar_lag(
         }
         OrdersSeen::Unseen => {}
     }
-    let off_node = of(dump, products_host).find(|e| {
-        let node = e.ip.and_then(|ip| node_of_ip.get(&ip));
-        node.map(String::as_str) != dump.node.as_deref()
-    });
-    match (expected.products_local, off_node) {
-        (true, Some(e)) => Some(format!(
-            "{}: still lists products endpoint {} off its node (internalTrafficPolicy: Local \
-             not seen yet)",
+    // An endpoint of a pod that is gone (scaled away) is still listed.
+    if let Some(e) =
+        of(dump, products_host).find(|e| e.ip.is_some_and(|ip| !node_of_ip.contains_key(&ip)))
+    {
+        return Some(format!(
+            "{}: still lists products endpoint {} of a pod that is gone",
             dump.pod, e.address
-        )),
-        (false, None) if products_elsewhere => Some(format!(
-            "{}: lists only its node's products endpoints (internalTrafficPolicy: Cluster not \
-             seen yet)",
-            dump.pod
-        )),
-        _ => None,
+        ));
     }
+    let on_node = |e: &&super::envoy::Endpoint| {
+        let node = e.ip.and_then(|ip| node_of_ip.get(&ip));
+        node.map(String::as_str) == dump.node.as_deref()
+    };
+    let off_node = of(dump, products_host).find(|e| !on_node(e));
+    let has_own = of(dump, products_host).any(|e| on_node(&e));
+    let wanted = match expected.products {
+        ProductsSeen::Local => "internalTrafficPolicy: Local",
+        ProductsSeen::Cluster => "internalTrafficPolicy: Cluster",
+        ProductsSeen::PreferNode => "trafficDistribution: PreferSameNode",
+    };
+    let lag = match (expected.products, off_node) {
+        (ProductsSeen::Local, Some(e)) => {
+            format!("still lists products endpoint {} off its node", e.address)
+        }
+        (ProductsSeen::Cluster | ProductsSeen::PreferNode, None) if products_elsewhere => {
+            "lists only its node's products endpoints".to_string()
+        }
+        (ProductsSeen::Cluster, Some(_)) => {
+            match of(dump, products_host).find(|e| e.priority > 0) {
+                Some(e) => format!(
+                    "products endpoint {} still at priority {}",
+                    e.address, e.priority
+                ),
+                None => return None,
+            }
+        }
+        (ProductsSeen::PreferNode, Some(e)) if has_own && e.priority == 0 => {
+            let e = of(dump, products_host)
+                .find(|e| !on_node(e) && e.priority == 0)
+                .unwrap_or(e);
+            format!(
+                "products endpoint {} off its node still at priority 0",
+                e.address
+            )
+        }
+        _ => return None,
+    };
+    Some(format!("{}: {lag} ({wanted} not seen yet)", dump.pod))
+}
+
+/// One phase of `demo --compare`: the policies it ran under and what it measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModePhase {
+    /// `none`, `pattern-2023`, `traffic-distribution`, or one of the last two with
+    /// `-products-gone`.
+    pub phase: String,
+    /// As the table's column says it.
+    pub label: String,
+    /// The node whose products pod was scaled away during this phase, if any.
+    pub products_gone_from: Option<String>,
+    pub figures: PhaseFigures,
+    /// Cross-zone transfer a month at the profile's requests per second.
+    pub monthly: Option<f64>,
+}
+
+/// The phases of `demo --compare` side by side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModesComparison {
+    pub phases: Vec<ModePhase>,
+    pub profile: Profile,
+    /// The two policies' phases with every products pod in place meet the stack's
+    /// thresholds.
+    pub pass: bool,
+}
+
+/// `phases` as (id, label, node without products, figures), costed at `profile`; `pass` over
+/// the phases `judged` names.
+pub fn compare_modes(
+    phases: Vec<(String, String, Option<String>, PhaseFigures)>,
+    profile: Profile,
+    judged: &[&str],
+) -> ModesComparison {
+    let phases: Vec<ModePhase> = phases
+        .into_iter()
+        .map(|(phase, label, gone, figures)| ModePhase {
+            monthly: figures
+                .cross_zone_gb_per_million
+                .map(|g| profile.monthly(g)),
+            phase,
+            label,
+            products_gone_from: gone,
+            figures,
+        })
+        .collect();
+    let pass = phases
+        .iter()
+        .filter(|p| judged.contains(&p.phase.as_str()))
+        .all(|p| p.figures.pass);
+    ModesComparison {
+        phases,
+        profile,
+        pass,
+    }
+}
+
+/// The table of `demo --compare`: the header (one column per phase) and the rows.
+pub fn mode_rows(c: &ModesComparison) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header = vec![String::new()];
+    header.extend(c.phases.iter().map(|p| p.label.clone()));
+    let row = |what: String, cell: &dyn Fn(&ModePhase) -> String| {
+        let mut r = vec![what];
+        r.extend(c.phases.iter().map(cell));
+        r
+    };
+    let rows = vec![
+        row("requests".into(), &|p| p.figures.requests.to_string()),
+        row("orders calls in the caller's zone".into(), &|p| {
+            let f = &p.figures;
+            share(Some(f.orders_calls - f.orders_cross_zone), f.orders_calls)
+        }),
+        row("products calls on the caller's node".into(), &|p| {
+            share(p.figures.products_on_node, p.figures.products_calls)
+        }),
+        row("failed requests".into(), &|p| match p.figures.failed {
+            Some(f) => format!("{f} of {}", p.figures.requests),
+            None => "not known".into(),
+        }),
+        row("latency p50 / p95 / p99 (ms)".into(), &|p| {
+            ms(p.figures.latency)
+        }),
+        row("cross-zone GB per million requests".into(), &|p| {
+            gb(p.figures.cross_zone_gb_per_million)
+        }),
+        row(
+            format!("cross-zone transfer a month at {} rps", c.profile.rps),
+            &|p| money(p.monthly),
+        ),
+    ];
+    (header, rows)
+}
+
+/// `demo --compare` as a person reads it: the table, what it assumes, which node lost its
+/// products pod, and the verdict.
+pub fn render_modes_text(c: &ModesComparison) -> String {
+    let (header, rows) = mode_rows(c);
+    let mut all = vec![header];
+    all.extend(rows);
+    let columns = all[0].len();
+    let w: Vec<usize> = (0..columns)
+        .map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &all {
+        let mut line = format!("{:<w$}", r[0], w = w[0]);
+        for (i, cell) in r.iter().enumerate().skip(1) {
+            let _ = write!(line, "  {:>w$}", cell, w = w[i]);
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let _ = writeln!(out);
+    for note in modes_notes(c) {
+        let _ = writeln!(out, "{note}");
+    }
+    if c.pass {
+        out.push_str(
+            "PASS: both policies meet the stack's verify thresholds with every products pod \
+             in place\n",
+        );
+    } else {
+        out.push_str("FAIL: a policy misses the stack's verify thresholds with every products pod in place:\n");
+        for p in &c.phases {
+            for f in &p.figures.failures {
+                if p.products_gone_from.is_none() && p.phase != "none" {
+                    let _ = writeln!(out, "  {}: {f}", p.label);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The lines under the table: the price and profile, and the node without products.
+pub fn modes_notes(c: &ModesComparison) -> Vec<String> {
+    let p = &c.profile;
+    let mut notes = vec![format!(
+        "costed at {} bytes per request ({}), {} hours a month, inter-AZ transfer {} per GB \
+         each direction ({}, {})",
+        p.bytes_per_request,
+        p.bytes_per_request_from,
+        HOURS_PER_MONTH,
+        dollars(p.price.dollars_per_gb_each_way),
+        p.price.source,
+        p.price.date
+    )];
+    if let Some(node) = c
+        .phases
+        .iter()
+        .find_map(|x| x.products_gone_from.as_deref())
+    {
+        notes.push(format!(
+            "\"products gone\": the products pod on {node} (which runs a products client) \
+             scaled away mid-demo; internalTrafficPolicy: Local drops that node's products \
+             calls, trafficDistribution: PreferSameNode sends them to another node"
+        ));
+    }
+    notes
 }
 
 #[cfg(test)]
@@ -644,15 +844,15 @@ mod tests {
         };
         let on = Expected {
             orders: OrdersSeen::Failover,
-            products_local: true,
+            products: ProductsSeen::Local,
         };
         let off = Expected {
             orders: OrdersSeen::Even,
-            products_local: false,
+            products: ProductsSeen::Cluster,
         };
         let unseen = Expected {
             orders: OrdersSeen::Unseen,
-            products_local: true,
+            products: ProductsSeen::Local,
         };
         // (dump, expected, products elsewhere, lag mentions)
         let cases = [
@@ -677,6 +877,121 @@ mod tests {
                 (Some(w), Some(g)) if g.contains(w) && g.starts_with("graphql-1") => {}
                 _ => panic!("case {i}: {got:?}, want {want:?}"),
             }
+        }
+        // trafficDistribution: PreferSameNode lists every products endpoint, the others at a
+        // lower priority; a products pod that is gone must leave every sidecar's list.
+        let prefer = Expected {
+            orders: OrdersSeen::Failover,
+            products: ProductsSeen::PreferNode,
+        };
+        let with_products = |priority: u32, own: bool, gone: bool| {
+            let mut d = dump(1, false);
+            if !own {
+                d.endpoints.retain(|e| e.address != "10.0.0.3:3004");
+            }
+            let mut away = endpoint(PRODUCTS, "10.0.1.3", "us-east-1b", 0);
+            away.priority = priority;
+            d.endpoints.push(away);
+            if gone {
+                d.endpoints
+                    .push(endpoint(PRODUCTS, "10.0.9.9", "us-east-1b", 0));
+            }
+            d
+        };
+        let cases = [
+            (with_products(1, true, false), prefer, None),
+            (
+                with_products(0, true, false),
+                prefer,
+                Some("PreferSameNode not seen yet"),
+            ),
+            // No own endpoint: the others at any priority are the fallback.
+            (with_products(1, false, false), prefer, None),
+            (with_products(0, false, false), prefer, None),
+            (dump(1, false), prefer, Some("only its node's products")),
+            (
+                {
+                    let mut d = with_products(1, true, false);
+                    d.endpoints
+                        .iter_mut()
+                        .for_each(|e| e.priority = u32::from(e.address == "10.0.1.3:3004"));
+                    d
+                },
+                off,
+                Some("products endpoint 10.0.1.3:3004 still at priority 1"),
+            ),
+            (
+                with_products(1, false, true),
+                prefer,
+                Some("10.0.9.9:3004 of a pod that is gone"),
+            ),
+            (
+                with_products(1, false, true),
+                on,
+                Some("of a pod that is gone"),
+            ),
+        ];
+        for (i, (d, expected, want)) in cases.into_iter().enumerate() {
+            let got = sidecar_lag(&d, expected, ORDERS, PRODUCTS, &node_of_ip, true);
+            match (want, &got) {
+                (None, None) => {}
+                (Some(w), Some(g)) if g.contains(w) => {}
+                _ => panic!("prefer case {i}: {got:?}, want {want:?}"),
+            }
+        }
+    }
+    #[test]
+    fn the_modes_table_has_a_column_per_phase_and_judges_the_policies_in_place() {
+        let none = phase_figures(
+            "none",
+            &report((50, 50), (100, 100), 0),
+            Some((100, 0)),
+            &[10.0],
+            1000,
+        );
+        let local = phase_figures(
+            "pattern-2023",
+            &report((100, 0), (200, 0), 0),
+            Some((100, 0)),
+            &[5.0],
+            1000,
+        );
+        let gone = phase_figures(
+            "pattern-2023-products-gone",
+            &report((100, 0), (0, 0), 40),
+            Some((100, 40)),
+            &[5.0],
+            1000,
+        );
+        let c = compare_modes(
+            vec![
+                ("none".into(), "no policy".into(), None, none),
+                ("pattern-2023".into(), "2023 pattern".into(), None, local),
+                (
+                    "pattern-2023-products-gone".into(),
+                    "2023, products gone".into(),
+                    Some("n1".into()),
+                    gone,
+                ),
+            ],
+            profile(),
+            &["pattern-2023", "traffic-distribution"],
+        );
+        assert!(c.pass);
+        let (header, rows) = mode_rows(&c);
+        assert_eq!(header.len(), 4);
+        assert!(rows.iter().all(|r| r.len() == 4));
+        let text = render_modes_text(&c);
+        for part in [
+            "no policy",
+            "2023 pattern",
+            "50.0% (50/100)",
+            "40 of 100",
+            "$7.88",
+            "n1",
+            "PASS",
+        ] {
+            assert!(text.contains(part), "{part} missing from\n{text}");
         }
     }
 }

@@ -195,6 +195,73 @@ pub fn render_pair(
     out
 }
 
+/// `meshstack demo --compare`'s page: the table of `header` and `rows` (one column per phase)
+/// with its notes and `verdict`, then one picture per phase in `pages` (`(id, label, page)`),
+/// in rows of up to three.
+///
+/// The markup adds `section.phase[data-phase=ID]` around each picture and
+/// `table.difference tr[data-row]` for a test to read back.
+pub fn render_set(
+    stack: &str,
+    pages: &[(&str, &str, &Page)],
+    header: &[String],
+    rows: &[Vec<String>],
+    notes: &[String],
+    verdict: (bool, &str),
+) -> String {
+    let title = format!("meshstack demo --compare: {stack}");
+    let mut out = String::with_capacity(96 * 1024);
+    head(&mut out, &title, PAIR_CSS);
+    let _ = writeln!(out, "<h1>{}</h1>", esc(&title));
+    let _ = writeln!(
+        out,
+        "<div class=\"verdict {}\">{}</div>",
+        if verdict.0 { "pass" } else { "fail" },
+        esc(verdict.1)
+    );
+    out.push_str("<table class=\"difference\"><tr>");
+    for h in header {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr>\n");
+    for (i, row) in rows.iter().enumerate() {
+        let _ = write!(out, "<tr data-row=\"{i}\">");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", esc(cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    for n in notes {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", esc(n));
+    }
+    for chunk in pages.chunks(3) {
+        out.push_str("<div class=\"pair set\">\n");
+        for (phase, label, page) in chunk {
+            let mut one = String::new();
+            let _ = writeln!(
+                one,
+                "<section class=\"phase\" data-phase=\"{}\"><header><h2>{}</h2>",
+                esc(phase),
+                esc(label)
+            );
+            body(&mut one, page);
+            one.push_str("</section>\n");
+            // Every picture defines the same SVG markers; each column keeps its own.
+            out.push_str(
+                &one.replace("id=\"head-", &format!("id=\"{phase}-head-"))
+                    .replace("url(#head-", &format!("url(#{phase}-head-")),
+            );
+        }
+        out.push_str("</div>\n");
+    }
+    if let Some((_, _, last)) = pages.last() {
+        footer(&mut out, last);
+    }
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
 const PAIR_CSS: &str = "
 .pair{display:flex;gap:24px;align-items:flex-start}
 .pair section.phase{flex:0 0 auto;zoom:.85;border:1px solid #d6dae3;border-radius:6px;padding:8px;background:#fff}
@@ -203,6 +270,8 @@ table.difference{border-collapse:collapse;margin:8px 0;font-size:14px}
 table.difference td,table.difference th{padding:3px 10px;border-bottom:1px solid #e3e6ee;text-align:right}
 table.difference td:first-child{text-align:left}
 p.note{margin:2px 0;font-size:12px;color:#454b5a}
+.pair.set{margin-bottom:16px}
+.pair.set section.phase{zoom:.46}
 ";
 
 const CSS: &str = "

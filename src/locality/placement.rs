@@ -168,11 +168,11 @@ impl PodInfo {
         }
     }
 
-    fn is_products(&self) -> bool {
+    pub fn is_products(&self) -> bool {
         self.app.as_deref() == Some(PRODUCTS_APP)
     }
 
-    fn is_products_client(&self) -> bool {
+    pub fn is_products_client(&self) -> bool {
         self.deployment
             .as_deref()
             .is_some_and(|d| PRODUCTS_CLIENTS.contains(&d))

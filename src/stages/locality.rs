@@ -153,6 +153,35 @@ async fn remove_distribution(
     kube: &kubernetes::KubeAccess,
 ) -> Result<Vec<Change>, StageError> {
     let mut changes = Vec::new();
+    for at in take_distribution_off(cx, kube).await? {
+        let change = Change::new(Action::Update, "k8s-object", at.to_string())
+            .detail("trafficDistribution removed");
+        h.step(change.to_string());
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+/// The traffic-distribution mode's Services (`trafficDistribution: PreferSameZone` on
+/// orders-service, `PreferSameNode` on products-service), as this stage applies them under
+/// [`FIELD_MANAGER`]: what `meshstack demo --compare` switches to.
+///
+/// # Errors
+/// The stack's manifests cannot be rendered or parsed.
+pub async fn distribution(cx: &Context) -> Result<Vec<DynamicObject>, StageError> {
+    distributed_services(cx).await
+}
+
+/// Takes this stage's `trafficDistribution` off the Services that carry it, as a mode switch
+/// or `down` does; the Services changed.
+///
+/// # Errors
+/// The cluster cannot be read or the patch is refused.
+pub async fn take_distribution_off(
+    cx: &Context,
+    kube: &kubernetes::KubeAccess,
+) -> Result<Vec<ObjectRef>, StageError> {
+    let mut changed = Vec::new();
     for at in leftover_distribution(cx, kube).await? {
         let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(
             kube.client.clone(),
@@ -166,12 +195,9 @@ async fn remove_distribution(
         )
         .await
         .map_err(|e| StageError::Conflict(format!("{at}: removing trafficDistribution: {e}")))?;
-        let change = Change::new(Action::Update, "k8s-object", at.to_string())
-            .detail("trafficDistribution removed");
-        h.step(change.to_string());
-        changes.push(change);
+        changed.push(at);
     }
-    Ok(changes)
+    Ok(changed)
 }
 
 /// products-service with `internalTrafficPolicy` back at Kubernetes' default.
@@ -204,8 +230,26 @@ pub struct Switch {
 /// # Errors
 /// The stack's manifests cannot be rendered or parsed.
 pub async fn switch(cx: &Context, placement: &Placement) -> Result<Switch, StageError> {
+    switch_of(cx, placement, cx.stack.locality.mode).await
+}
+
+/// [`switch`] as a stack in `mode` (failover or distribute) would have it: what `demo
+/// --compare` switches to for the 2023 pattern whatever the stack's own mode.
+///
+/// # Errors
+/// The stack's manifests cannot be rendered or parsed, or `mode` has no DestinationRule.
+pub async fn switch_of(
+    cx: &Context,
+    placement: &Placement,
+    mode: LocalityMode,
+) -> Result<Switch, StageError> {
+    if !mode.uses_destination_rule() {
+        return Err(StageError::Conflict(format!(
+            "locality.mode: {mode} has no DestinationRule to switch"
+        )));
+    }
     let zones = zones(cx, Some(placement), None);
-    let objs = policies(cx, zones.clone()).await?;
+    let objs = policies_of(cx, mode, zones.clone()).await?;
     let (service_on, rule_on): (Vec<_>, Vec<_>) = objs.into_iter().partition(is_service);
     let rule_off = rule_on
         .iter()

@@ -282,14 +282,20 @@ struct Paused {
 
 impl Paused {
     fn start(c: &Cluster, requests: &str) -> Paused {
-        let mut cmd = c.ms.command(&[
+        Paused::start_with(c, requests, &[])
+    }
+
+    fn start_with(c: &Cluster, requests: &str, extra: &[&str]) -> Paused {
+        let mut args = vec![
             "demo",
             "--stack",
             &c.stack,
             "--pause",
             "--requests",
             requests,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = c.ms.command(&args);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -539,6 +545,10 @@ const README_PNG: &str = "docs/demo-page.png";
 const README_PNG_MAX: u64 = 300 * 1024;
 
 fn check_png(path: &Path) {
+    check_png_under(path, README_PNG_MAX);
+}
+
+fn check_png_under(path: &Path, max: u64) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; run `MESHSTACK_BLESS=1 cargo test --test integration demo::the_replay` \
@@ -553,8 +563,8 @@ fn check_png(path: &Path) {
     );
     let size = bytes.len() as u64;
     assert!(
-        (5_000..README_PNG_MAX).contains(&size),
-        "{} is {size} bytes; it must be under {README_PNG_MAX}",
+        (5_000..max).contains(&size),
+        "{} is {size} bytes; it must be under {max}",
         path.display()
     );
 }
@@ -598,4 +608,359 @@ fn a_traffic_distribution_stack_is_refused_live_and_replays() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = ms.run(&args);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+/// `trafficDistribution` of the two Services as stored (`null` when absent).
+fn distribution_stored(c: &Cluster) -> (Value, Value) {
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(c.server.store(), "ecommerce");
+    let field = |name: &str| {
+        let svc = c.server.block_on(services.get(name)).unwrap();
+        serde_json::to_value(svc.spec.unwrap())
+            .unwrap()
+            .get("trafficDistribution")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    (field("orders-service"), field("products-service"))
+}
+
+/// The objects `demo --compare -o json` streams, by phase.
+fn compare_phases(out: &std::process::Output) -> BTreeMap<String, Value> {
+    json_lines(out)
+        .into_iter()
+        .filter_map(|l| Some((l["phase"].as_str()?.to_string(), l)))
+        .collect()
+}
+
+use std::collections::BTreeMap;
+
+const COMPARE_PROBE: &str = r#"(() => {
+  const phases = [...document.querySelectorAll('section.phase')];
+  const sized = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const rows = [...document.querySelectorAll('table.difference tr[data-row]')];
+  const first = phases.slice(0, 3).map(p => p.getBoundingClientRect());
+  return {
+    phases: phases.map(p => p.dataset.phase),
+    visible: phases.length > 0 && phases.every(sized)
+      && phases.every(p => p.querySelectorAll('section.zone').length > 0),
+    // The three modes side by side in one row.
+    one_row: first.length === 3 && first[1].left >= first[0].right && first[2].left >= first[1].right
+      && Math.abs(first[0].top - first[2].top) < 2,
+    columns: document.querySelectorAll('table.difference tr:first-child th').length,
+    failed_row: (rows.map(r => [...r.cells].map(c => c.textContent))
+      .find(r => r[0] === 'failed requests') || []),
+    scripts: document.scripts.length,
+    fits: document.documentElement.scrollWidth <= window.innerWidth,
+  };
+})()"#;
+
+/// The stand-in's placement: graphql with products-1 on us-east-1a's node, orders-2 with
+/// products-2 on us-east-1b's. No policy spreads orders and products calls; the 2023 pattern
+/// and trafficDistribution keep both local. With products-1 scaled away, `Local` fails every
+/// query (graphql calls products twice per query, and its node has none) and
+/// `PreferSameNode` sends those calls to products-2, across zones, failing none.
+#[test]
+fn compare_measures_the_three_modes_and_the_node_without_products_and_ends_as_up_left_it() {
+    let c = Cluster::start("compare", Options::default());
+    // trafficDistribution needs Istio 1.27+ (the default 1.18.7 is refused, below).
+    std::fs::write(
+        &c.stack,
+        "name: compare\nregion: us-east-1\nkubernetes_version: \"1.36\"\n\
+         istio: {version: 1.30.3}\n",
+    )
+    .unwrap();
+    c.up();
+    let page = c.ms.dir.path().join("compare.html");
+    c.server.reset_counts();
+    let started = Instant::now();
+    let out = c.run(
+        "demo",
+        &[
+            "--compare",
+            "--requests",
+            "60",
+            "--html",
+            page.to_str().unwrap(),
+            "--rps",
+            "1000",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let p = compare_phases(&out);
+    let f = |id: &str| {
+        p.get(id)
+            .unwrap_or_else(|| panic!("no {id} in {}", describe(&out)))["figures"]
+            .clone()
+    };
+    let (none, pattern, td) = (f("none"), f("pattern-2023"), f("traffic-distribution"));
+    let (pattern_gone, td_gone) = (
+        f("pattern-2023-products-gone"),
+        f("traffic-distribution-products-gone"),
+    );
+    // No policy: half of graphql's orders calls cross; products calls spread over both pods.
+    assert_eq!(none["orders_cross_zone"], 30, "{none}");
+    let none_off = none["products_off_node"].as_u64().unwrap();
+    assert!(
+        none_off > 0 && none_off < none["products_calls"].as_u64().unwrap(),
+        "{none}"
+    );
+    assert_eq!(none["failed"], 0, "{none}");
+    // Both policies with every pod in place: all local, nothing failed.
+    for (name, x) in [("2023", &pattern), ("td", &td)] {
+        assert_eq!(x["orders_cross_zone"], 0, "{name}: {x}");
+        assert_eq!(x["products_off_node"], 0, "{name}: {x}");
+        assert_eq!(x["products_calls"], 120, "{name}: {x}");
+        assert_eq!(x["failed"], 0, "{name}: {x}");
+        assert_eq!(x["cross_zone_gb_per_million"], 0.0, "{name}: {x}");
+        assert_eq!(x["pass"], true, "{name}: {x}");
+    }
+    // products-1 gone from graphql's node: Local drops every graphql products call, so every
+    // query fails; PreferSameNode sends them to products-2 on the other node, none failing.
+    assert_eq!(pattern_gone["failed"], 60, "{pattern_gone}");
+    assert_eq!(pattern_gone["products_calls"], 0, "{pattern_gone}");
+    assert_eq!(td_gone["failed"], 0, "{td_gone}");
+    assert_eq!(td_gone["products_calls"], 120, "{td_gone}");
+    assert_eq!(td_gone["products_off_node"], 120, "{td_gone}");
+    assert_eq!(td_gone["orders_cross_zone"], 0, "{td_gone}");
+    let node = p["pattern-2023-products-gone"]["products_gone_from"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        p["traffic-distribution-products-gone"]["products_gone_from"],
+        node.as_str()
+    );
+    assert!(p["none"]["products_gone_from"].is_null());
+    // The comparison: one column per phase, the three modes first, costed alike.
+    let cmp = &p["comparison"]["comparison"];
+    let ids: Vec<&str> = cmp["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "none",
+            "pattern-2023",
+            "traffic-distribution",
+            "pattern-2023-products-gone",
+            "traffic-distribution-products-gone"
+        ]
+    );
+    assert_eq!(cmp["pass"], true, "{cmp}");
+    let none_gb = cmp["phases"][0]["figures"]["cross_zone_gb_per_million"]
+        .as_f64()
+        .unwrap();
+    let monthly = cmp["phases"][0]["monthly"].as_f64().unwrap();
+    let want = none_gb * 1000.0 * 3600.0 * 730.0 / 1e6 * 0.02;
+    assert!(none_gb > 0.0 && (monthly - want).abs() < 1e-6, "{cmp}");
+    assert_eq!(cmp["phases"][1]["monthly"], 0.0, "{cmp}");
+    // The figures are the stand-in's routing, over every phase.
+    let (orders_cross, products_off) = routed(&c);
+    assert_eq!(orders_cross, 30);
+    assert_eq!(products_off, none_off + 120);
+    // products-1 was scaled away and back; no other Deployment was touched.
+    let counts = c.server.counts();
+    let scaled: Vec<&String> = counts
+        .writes
+        .iter()
+        .filter(|w| w.contains("/deployments/"))
+        .collect();
+    assert_eq!(scaled.len(), 2, "{:?}", counts.writes);
+    assert!(
+        scaled
+            .iter()
+            .all(|w| w.ends_with("/deployments/products-1")),
+        "{scaled:?}"
+    );
+
+    // Ended as `up` left it: the 2023 pattern on, no trafficDistribution, every pod back,
+    // status clean.
+    assert_eq!(distribution_stored(&c), (Value::Null, Value::Null));
+    let objects = c.server.objects();
+    assert!(
+        objects
+            .keys()
+            .any(|k| k.starts_with("Pod ecommerce/products-1-")),
+        "products-1's pod is back"
+    );
+    assert_policies_on(&c);
+
+    // The text table.
+    let text =
+        c.ms.run(&["demo", "--stack", &c.stack, "--compare", "--requests", "20"]);
+    assert_eq!(text.status.code(), Some(0), "{}", describe(&text));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    for part in [
+        "no policy",
+        "2023 pattern",
+        "trafficDistribution, products gone",
+        "orders calls in the caller's zone",
+        "failed requests",
+        "20 of 20",
+        "0 of 20",
+        &format!("products pod on {node}"),
+        "PASS",
+    ] {
+        assert!(stdout.contains(part), "{part} missing from\n{stdout}");
+    }
+    assert_policies_on(&c);
+    eprintln!("{stdout}\ndemo --compare of 5 x 60 queries: {took:?}");
+
+    // The page, in a browser: five pictures, the three modes in one row.
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("data-phase=\"traffic-distribution\""));
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(COMPARE_PNG);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let Some(mut browser) = Browser::start().await else {
+            check_png_under(&committed, COMPARE_PNG_MAX);
+            return;
+        };
+        let shot =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/verify-pages/compare.png");
+        let (loaded, probed) = browser.load(&page, 1920, COMPARE_PROBE, &shot).await;
+        assert!(
+            loaded.console_errors.is_empty(),
+            "{:?}",
+            loaded.console_errors
+        );
+        assert!(loaded.requests.is_empty(), "{:?}", loaded.requests);
+        assert_eq!(probed["phases"], serde_json::json!(ids), "{probed}");
+        assert_eq!(probed["visible"], true, "{probed}");
+        assert_eq!(probed["one_row"], true, "{probed}");
+        assert_eq!(probed["columns"], 6, "{probed}");
+        assert_eq!(
+            probed["failed_row"],
+            serde_json::json!([
+                "failed requests",
+                "0 of 60",
+                "0 of 60",
+                "0 of 60",
+                "60 of 60",
+                "0 of 60"
+            ]),
+            "{probed}"
+        );
+        assert_eq!(probed["scripts"], 0, "{probed}");
+        assert_eq!(probed["fits"], true, "{probed}");
+        // The README's picture is this page, as drawn here.
+        if std::env::var("MESHSTACK_BLESS").as_deref() == Ok("1") {
+            std::fs::copy(&shot, &committed).unwrap();
+        }
+        check_png_under(&committed, COMPARE_PNG_MAX);
+    });
+}
+
+/// The README's picture of the `--compare` page (five pictures: a larger limit).
+const COMPARE_PNG: &str = "docs/compare-page.png";
+const COMPARE_PNG_MAX: u64 = 400 * 1024;
+
+/// A traffic-distribution stack compares too, and ends in its own mode: no rule, no `Local`,
+/// both Services' `trafficDistribution` back.
+#[test]
+fn compare_on_a_traffic_distribution_stack_ends_in_that_mode() {
+    let c = Cluster::start("compare-td", Options::default());
+    std::fs::write(
+        &c.stack,
+        "name: compare-td\nregion: us-east-1\nkubernetes_version: \"1.36\"\n\
+         istio: {version: 1.30.3}\nlocality: {mode: traffic-distribution}\n",
+    )
+    .unwrap();
+    c.up();
+    let out = c.run("demo", &["--compare", "--requests", "20"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let p = compare_phases(&out);
+    assert_eq!(p["pattern-2023-products-gone"]["figures"]["failed"], 20);
+    assert_eq!(
+        p["traffic-distribution-products-gone"]["figures"]["failed"],
+        0
+    );
+    assert_eq!(
+        distribution_stored(&c),
+        (Value::from("PreferSameZone"), Value::from("PreferSameNode"))
+    );
+    let (setting, itp) = stored(&c);
+    assert_eq!(setting, Value::Null, "the orders rule is gone");
+    assert_ne!(itp, "Local");
+    let out = c.run("status", &[]);
+    assert!(out.status.success(), "status: {}", describe(&out));
+}
+
+/// Versions that cannot run trafficDistribution: refused before anything is read or written.
+#[test]
+fn compare_is_refused_where_traffic_distribution_cannot_run() {
+    let ms = Meshstack::new(None);
+    let stack = ms.stack_file(
+        "old.yaml",
+        "name: old\nregion: us-east-1\nkubernetes_version: \"1.34\"\n",
+    );
+    let out = ms.run(&["demo", "--compare", "--stack", stack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--compare"), "{err}");
+    assert!(err.contains("1.35"), "{err}");
+    assert!(err.contains("1.34"), "{err}");
+    // Kubernetes new enough, Istio (the default 1.18.7) not.
+    let stack = ms.stack_file(
+        "old-istio.yaml",
+        "name: old\nregion: us-east-1\nkubernetes_version: \"1.36\"\n",
+    );
+    let out = ms.run(&["demo", "--compare", "--stack", stack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Istio 1.27"), "{err}");
+    assert!(err.contains("1.18.7"), "{err}");
+}
+
+/// Ctrl-C while a node's products pod is scaled away: the pod comes back and the stack's
+/// policies go on again, `status` clean.
+#[test]
+fn ctrl_c_while_the_products_pod_is_gone_brings_it_back() {
+    let c = Cluster::start("compare-stopped", Options::default());
+    std::fs::write(
+        &c.stack,
+        "name: compare-stopped\nregion: us-east-1\nkubernetes_version: \"1.36\"\n\
+         istio: {version: 1.30.3}\n",
+    )
+    .unwrap();
+    c.up();
+    let mut demo = Paused::start_with(&c, "10", &["--compare"]);
+    for step in [
+        "no policy: no policy",
+        "no policy: every sidecar",
+        "2023 pattern: the 2023",
+        "2023 pattern: every sidecar",
+        "products gone: scaling",
+    ] {
+        demo.until_step(step);
+        demo.enter();
+    }
+    demo.until_step("products gone: no pod of products-1");
+    let products_1 = |c: &Cluster| {
+        c.server
+            .objects()
+            .keys()
+            .any(|k| k.starts_with("Pod ecommerce/products-1-"))
+    };
+    assert!(
+        !products_1(&c),
+        "products-1's pod is gone while the demo waits"
+    );
+    demo.interrupt();
+    let (code, lines, _) = demo.wait();
+    assert_eq!(code, Some(130), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("every products pod is back")),
+        "{lines:#?}"
+    );
+    assert!(products_1(&c), "products-1's pod is back");
+    assert_eq!(distribution_stored(&c), (Value::Null, Value::Null));
+    assert_policies_on(&c);
 }

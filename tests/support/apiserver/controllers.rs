@@ -630,6 +630,24 @@ async fn schedule_app_pods(shared: &Shared, deployment: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Deletes the app pods of `deployment` (scaled to zero replicas).
+async fn delete_app_pods(shared: &Shared, deployment: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(shared.store.clone(), APP_NAMESPACE);
+    let owner = format!("{deployment}-{POD_TEMPLATE_HASH}");
+    for p in pods.list(&ListParams::default()).await?.items {
+        let owned = p
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .is_some_and(|o| o.name == owner);
+        if owned {
+            delete_opt(&pods, p.metadata.name.as_deref().unwrap_or_default()).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn deployments(shared: &Shared) -> Result<()> {
     let client = &shared.store;
     let api: Api<Deployment> = Api::all(client.clone());
@@ -650,7 +668,10 @@ async fn deployments(shared: &Shared) -> Result<()> {
         if current {
             continue;
         }
-        if ns == APP_NAMESPACE && !schedule_app_pods(shared, &name).await? {
+        if ns == APP_NAMESPACE && replicas == 0 {
+            // Scaled to zero: its pod goes (as the ReplicaSet controller deletes it).
+            delete_app_pods(shared, &name).await?;
+        } else if ns == APP_NAMESPACE && !schedule_app_pods(shared, &name).await? {
             continue;
         }
         let status = json!({"status": {
