@@ -540,9 +540,24 @@ mod tests {
     /// values is the in-tree controller's NLB.
     #[test]
     fn the_gateway_is_priced_as_the_load_balancer_it_asks_for() {
-        let values = include_str!("../stacks/istio/gateway-values.yaml");
-        assert!(
-            values.contains("service.beta.kubernetes.io/aws-load-balancer-type: nlb"),
+        // What the rendered gateway values ask of the in-tree cloud provider.
+        let stack = crate::config::Stack::embedded_default();
+        let inputs = crate::render::RenderInputs {
+            account_id: "123456789012".into(),
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            zones: vec!["us-east-1a".into(), "us-east-1b".into()],
+            cluster_endpoint: "https://example.eks.amazonaws.com".into(),
+        };
+        let files = crate::render::render(&stack, &inputs).unwrap();
+        let gateway = files
+            .iter()
+            .find(|f| f.path == "stacks/istio/gateway-values.yaml")
+            .unwrap();
+        let values: serde_yaml::Value = serde_yaml::from_str(&gateway.content).unwrap();
+        assert_eq!(
+            values["service"]["annotations"][crate::render::GATEWAY_LB_ANNOTATION],
+            "nlb",
             "the gateway no longer asks for an NLB: change the price lines with it"
         );
         for (region, p) in PriceTable::builtin().regions {

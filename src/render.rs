@@ -326,13 +326,18 @@ fn render_file(
     })
 }
 
+/// The annotation that picks the in-tree AWS cloud provider's load balancer type.
+pub const GATEWAY_LB_ANNOTATION: &str = "service.beta.kubernetes.io/aws-load-balancer-type";
+/// What the gateway asks for: a Network Load Balancer (what `prices` charges for).
+pub const GATEWAY_LB_TYPE: &str = "nlb";
+
 /// The ingress gateway's `service` values: an NLB, open to the stack's
 /// `istio.ingress_source_ranges` only when it sets them (the key is left out otherwise, so
 /// that the values — compared by value — stay those of a stack without the setting).
 fn gateway_service(stack: &Stack) -> serde_json::Value {
     let mut service = serde_json::json!({
         "type": "LoadBalancer",
-        "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+        "annotations": {GATEWAY_LB_ANNOTATION: GATEWAY_LB_TYPE},
     });
     if !stack.istio.ingress_source_ranges.is_empty() {
         service["loadBalancerSourceRanges"] = stack
