@@ -21,6 +21,7 @@ mod k8s_stages;
 mod k8s_verify;
 mod lifecycle;
 mod real_cluster;
+mod redaction;
 mod render;
 mod scripts;
 mod state;
