@@ -619,6 +619,7 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
+    super::confirm::require_yes_or_terminal("fleet down", args.yes)?;
     for env in &fleet.envs {
         if let Some(j) = env_journal(&args.fleet.stack, env)? {
             check_down(&graph, &selected, &j)
@@ -661,6 +662,24 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
         );
         groups[gi].envs.push(envs.len());
         envs.push(env);
+    }
+    let accounts: Vec<String> = groups.iter().map(Group::label).collect();
+    let region = groups
+        .first()
+        .map(|g| g.aws.region.clone())
+        .unwrap_or_default();
+    let what = super::confirm::Deletion {
+        command: "fleet down",
+        account: &accounts.join(", "),
+        region: &region,
+        stacks: envs
+            .iter()
+            .map(|e| (e.name.clone(), format!("fleet `{}`", fleet.stack.name)))
+            .collect(),
+        scope: format!("stages {}", selected.join(", ")),
+    };
+    if !super::confirm::confirm(&what, args.yes).await? {
+        return Ok(ExitCode::FAILURE);
     }
     let run = Walk {
         fleet: &args.fleet,

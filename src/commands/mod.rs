@@ -6,6 +6,7 @@
 //! set-up ([`connect`], [`credentials`]) and the preflight.
 
 mod checks;
+mod confirm;
 mod doctor;
 mod fleet;
 mod inspect;

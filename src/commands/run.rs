@@ -241,10 +241,12 @@ fn down_stack(args: &DownArgs) -> anyhow::Result<Stack> {
 }
 
 pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
-    let stack = down_stack(&args)?;
+    let mut stack = down_stack(&args)?;
+    super::confirm::guard_accounts(&mut stack, &args.accounts.allowed_account_ids)?;
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
+    super::confirm::require_yes_or_terminal("down", args.yes)?;
     let interrupts = Interrupts::watch();
     let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &unlock(&args.force_unlock))?;
     interrupts.register(&lock);
@@ -254,12 +256,18 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         let identity = account::identify(&aws, &stack)
             .await
             .map_err(preflight_error)?;
-        anyhow::Ok((aws, identity))
+        let go =
+            super::confirm::confirm_down(&args, &stack, &aws.region, &identity.account, &selected)
+                .await?;
+        anyhow::Ok((aws, identity, go))
     });
     let Some(prepared) = prepared.await else {
         return Ok(interrupts.stop_before_stages(&lock));
     };
-    let (aws, identity) = prepared?;
+    let (aws, identity, go) = prepared?;
+    if !go {
+        return Ok(ExitCode::FAILURE);
+    }
     let journal = Arc::new(Mutex::new(journal));
     let cx = Context::new(
         stack,

@@ -20,6 +20,7 @@ mod k8s_mesh;
 mod k8s_stages;
 mod k8s_verify;
 mod lifecycle;
+mod ownership;
 mod real_cluster;
 mod redaction;
 mod render;

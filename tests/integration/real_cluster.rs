@@ -195,7 +195,7 @@ fn converges_and_tears_down(helm_major: u8) {
     check_converged("an up with the journal lost");
 
     let started = std::time::Instant::now();
-    env.ok("down", &[]);
+    env.ok("down", &["--yes"]);
     let down = started.elapsed();
     assert_eq!(env.cluster.releases(), BTreeMap::new());
     // Namespaces terminate through their finalizers (the namespace controller runs).
@@ -454,6 +454,7 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
         use std::os::unix::process::CommandExt;
         env.ms
             .command(&[verb, "--stack", &env.stack, "-o", "json"])
+            .args(if verb == "down" { &["--yes"][..] } else { &[] })
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0)
@@ -513,6 +514,6 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
     let again = env.cluster.releases();
     assert_eq!(again.len(), 7, "{again:?}");
     assert!(again.values().all(|(s, _, _)| s == "deployed"), "{again:?}");
-    env.ok("down", &[]);
+    env.ok("down", &["--yes"]);
     assert_eq!(env.cluster.releases(), BTreeMap::new());
 }
