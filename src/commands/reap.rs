@@ -60,6 +60,7 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
                     "expired": f.expired(now),
                     "found_by": f.found_by,
                     "fleet": f.fleet,
+                    "expiry_from": f.defined_by,
                 })).collect::<Vec<_>>(),
                 "tearing_down": args.yes,
             })
@@ -83,8 +84,9 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
                 };
                 let kinds: Vec<&str> = f.found_by.iter().copied().collect();
                 println!(
-                    "  {:<24}  {at}  {when:<22}  found by {}{}",
+                    "  {:<24}  {at}  {when:<22}  on its {}; found by {}{}",
                     f.stack,
+                    f.defined_by.unwrap_or("?"),
                     kinds.join(", "),
                     if f.global_only() {
                         " (IAM only: its region is not known)"

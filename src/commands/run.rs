@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::checks::{check_kubernetes, check_quotas, QuotaGroup};
+use super::checks::{check_iam_region, check_kubernetes, check_quotas, QuotaGroup};
 use super::{
     check_helm, connect, find, load_stack, mode, preflight, preflight_error, selection,
     status_word, usage,
@@ -166,6 +166,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         // and are not even looked at (a resumed or converged `up` starts its stages at once).
         let pending = not_done(&selected, &journal);
         check_kubernetes(Some(&aws), &stack, &pending).await?;
+        check_iam_region(&aws, &stack, &pending).await?;
         check_quotas(
             &[QuotaGroup {
                 aws: &aws,

@@ -139,3 +139,193 @@ async fn the_account_guard_covers_down_by_name_and_reap() {
     let out = ms.run(&["reap", "--yes", "--region", REGION]);
     assert!(out.status.success(), "{}", describe(&out));
 }
+
+fn nat_single(name: &str) -> String {
+    format!("{}network:\n  nat: single\n", stack_yaml(name))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_down_takes_only_its_tagged_environments() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let ms = Meshstack::with_moto(&moto);
+    let fleet = ms.stack_file("demo.yaml", &nat_single("demo"));
+    let fleet = fleet.to_str().unwrap();
+    let out = ms.run(&[
+        "fleet", "up", "--stack", fleet, "--count", "2", "--only", "network",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // A stack of its own that happens to carry the name environment 3 would have.
+    let own = ms.stack_file("demo-3.yaml", &nat_single("demo-3"));
+    let out = ms.run(&["up", "--stack", own.to_str().unwrap(), "--only", "network"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let theirs = aws.inventory("demo-3").await;
+    assert!(!theirs.is_empty());
+
+    let out = ms.run(&[
+        "fleet", "down", "--yes", "--stack", fleet, "--count", "3", "--only", "network",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("left alone: demo-3") && err.contains("meshstack.io/fleet"),
+        "{err}"
+    );
+    assert_eq!(aws.inventory("demo-1").await, Default::default());
+    assert_eq!(aws.inventory("demo-2").await, Default::default());
+    assert_eq!(
+        aws.inventory("demo-3").await,
+        theirs,
+        "the other stack stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reap_reads_the_expiry_only_from_the_resource_that_defines_the_stack() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file("victim.yaml", &nat_single("victim"));
+    let out = ms.run(&[
+        "up",
+        "--stack",
+        stack.to_str().unwrap(),
+        "--only",
+        "network",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let built = aws.inventory("victim").await;
+
+    // Someone who may tag an Elastic IP and a subnet, not the VPC, schedules the stack's
+    // deletion: an expiry long past on both.
+    let ec2 = &aws.ec2;
+    let tag = |id: String| async move {
+        ec2.create_tags()
+            .resources(id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("meshstack.io/expires-at")
+                    .value("2020-01-01T00:00:00Z")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    };
+    let by_stack = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:meshstack.io/stack")
+        .values("victim")
+        .build();
+    let eips = aws
+        .ec2
+        .describe_addresses()
+        .filters(by_stack.clone())
+        .send()
+        .await
+        .unwrap();
+    let eip = eips.addresses()[0].allocation_id().unwrap().to_string();
+    tag(eip).await;
+    let subnets = aws
+        .ec2
+        .describe_subnets()
+        .filters(by_stack)
+        .send()
+        .await
+        .unwrap();
+    tag(subnets.subnets()[0].subnet_id().unwrap().to_string()).await;
+
+    let out = ms.run(&["reap", "--yes", "--region", REGION]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(0 expired)"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(aws.inventory("victim").await, built, "nothing of it reaped");
+}
+
+/// The role's `meshstack.io/region` tag, if it exists.
+async fn role_region(aws: &crate::support::Clients, name: &str) -> Option<Option<String>> {
+    let got = aws.iam.get_role().role_name(name).send().await.ok()?;
+    Some(
+        got.role()?
+            .tags()
+            .iter()
+            .find(|t| t.key() == "meshstack.io/region")
+            .map(|t| t.value().to_string()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_name_in_a_second_region_is_refused_and_never_takes_the_first_ones_roles() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let here = Meshstack::with_moto(&moto);
+    let stack = here.stack_file("twin.yaml", &stack_yaml("twin"));
+    let stack = stack.to_str().unwrap();
+    let out = here.run(&["up", "--only", "iam", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for role in ["twin-cluster", "twin-node", "twin-karpenter"] {
+        assert_eq!(
+            role_region(&aws, role).await,
+            Some(Some(REGION.to_string())),
+            "{role}"
+        );
+    }
+
+    // Another folder, the same name, another region: refused before any write, naming the
+    // region that owns the roles.
+    let there = Meshstack::with_moto(&moto);
+    let other = there.stack_file(
+        "twin.yaml",
+        "name: twin\nregion: eu-west-1\nkubernetes_version: \"1.36\"\n",
+    );
+    moto.start_recording();
+    let out = there.run(&[
+        "up",
+        "--only",
+        "network,iam",
+        "--stack",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(REGION) && err.contains("twin-node"), "{err}");
+    assert_eq!(moto.recorded_writes(), Vec::<String>::new());
+
+    // A teardown in the other region (as `reap` there would run it) leaves the roles alone.
+    let out = there.run(&["down", "--yes", "--name", "twin", "--region", "eu-west-1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("left alone"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        role_region(&aws, "twin-node").await.is_some(),
+        "still there"
+    );
+
+    // A role of an earlier meshstack (no region tag) is adopted by the region that runs it.
+    aws.iam
+        .untag_role()
+        .role_name("twin-node")
+        .tag_keys("meshstack.io/region")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(role_region(&aws, "twin-node").await, Some(None));
+    let out = here.run(&["up", "--only", "iam", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        role_region(&aws, "twin-node").await,
+        Some(Some(REGION.to_string()))
+    );
+    let out = here.run(&["down", "--yes", "--only", "iam", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        role_region(&aws, "twin-node").await,
+        None,
+        "deleted at home"
+    );
+}
