@@ -38,6 +38,7 @@ pub(crate) fn require_yes_or_terminal(command: &str, yes: bool) -> anyhow::Resul
 /// plain statement).
 pub(crate) struct Deletion<'a> {
     pub command: &'a str,
+    /// `account 123456789012` (and, for a fleet, each account's role).
     pub account: &'a str,
     pub region: &'a str,
     /// The stacks, each with a note (its fleet, its expiry, where it was named).
@@ -49,7 +50,7 @@ pub(crate) struct Deletion<'a> {
 impl Deletion<'_> {
     fn describe(&self) -> String {
         let mut text = format!(
-            "`meshstack {}` deletes in account {}, region {} (and the stacks' IAM roles):\n",
+            "`meshstack {}` deletes in {}, region {} (and the stacks' IAM roles):\n",
             self.command, self.account, self.region
         );
         for (name, note) in &self.stacks {
@@ -115,9 +116,10 @@ pub(crate) async fn confirm_down(
         // The case that must never pass unnoticed: no stack file anywhere.
         "the built-in demo stack: no --stack given and no stacks/demo.yaml here".to_string()
     };
+    let account = format!("account {account}");
     let what = Deletion {
         command: "down",
-        account,
+        account: &account,
         region,
         stacks: vec![(stack.name.clone(), note)],
         scope: format!("stages {}", selected.join(", ")),
@@ -181,7 +183,7 @@ mod tests {
     fn the_deletion_names_account_region_and_stacks() {
         let d = Deletion {
             command: "down",
-            account: "123456789012",
+            account: "account 123456789012",
             region: "eu-west-1",
             stacks: vec![("demo".into(), "the built-in demo stack".into())],
             scope: "every stage".into(),

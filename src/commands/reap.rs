@@ -108,9 +108,10 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        let account = format!("account {}", identity.account);
         let what = super::confirm::Deletion {
             command: "reap",
-            account: &identity.account,
+            account: &account,
             region: &aws.region,
             stacks: expired
                 .iter()

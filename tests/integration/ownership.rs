@@ -329,3 +329,39 @@ async fn a_stack_name_in_a_second_region_is_refused_and_never_takes_the_first_on
         "deleted at home"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_account_guard_covers_writes_to_s3_state() {
+    let moto = Moto::start();
+    let ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file(
+        "guarded.yaml",
+        &format!(
+            "{}allowed_account_ids: [\"111111111111\"]\n",
+            stack_yaml("guarded")
+        ),
+    );
+    let stack = stack.to_str().unwrap();
+    moto.start_recording();
+    let out = ms.run(&["state", "init", "s3://guarded-state/x", "--stack", stack]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(ACCOUNT) && err.contains("111111111111"),
+        "{err}"
+    );
+    let out = ms.run(&[
+        "state",
+        "migrate",
+        "--stack",
+        stack,
+        "--to",
+        "s3://guarded-state/x",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let recorded = moto.recorded();
+    assert!(
+        recorded.iter().all(|(op, _)| op == "GetCallerIdentity"),
+        "only the identity check may run before the guard: {recorded:?}"
+    );
+}
