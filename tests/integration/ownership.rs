@@ -365,3 +365,71 @@ async fn the_account_guard_covers_writes_to_s3_state() {
         "only the identity check may run before the guard: {recorded:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reap_and_fleet_down_ask_on_a_terminal_too() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let ms = Meshstack::with_moto(&moto);
+
+    // reap: an expired stack is listed, then the question; "no" keeps it, "yes" reaps it.
+    let stack = ms.stack_file("old.yaml", &nat_single("old"));
+    let out = ms.run(&[
+        "up",
+        "--stack",
+        stack.to_str().unwrap(),
+        "--only",
+        "network",
+        "--expires-in",
+        "1s",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let built = aws.inventory("old").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = ms.run(&["reap", "--region", REGION]);
+        assert!(out.status.success(), "{}", describe(&out));
+        if String::from_utf8_lossy(&out.stdout).contains("(1 expired)") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", describe(&out));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let out = run_at_terminal_typing(&ms, &["reap", "--region", REGION], "no\n");
+    let shown = text(&out);
+    assert!(
+        shown.contains("`old`") && shown.contains("Delete?") && shown.contains(ACCOUNT),
+        "{shown}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert_eq!(aws.inventory("old").await, built);
+    let out = run_at_terminal_typing(&ms, &["reap", "--region", REGION], "yes\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(aws.inventory("old").await, Default::default());
+
+    // fleet down: refused without a terminal or --yes; on one, the environments, then the
+    // question.
+    let fleet = ms.stack_file("ws.yaml", &nat_single("ws"));
+    let fleet = fleet.to_str().unwrap();
+    let out = ms.run(&[
+        "fleet", "up", "--stack", fleet, "--count", "2", "--only", "network",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let built = aws.inventory("ws-1").await;
+    let args = [
+        "fleet", "down", "--stack", fleet, "--count", "2", "--only", "network",
+    ];
+    moto.start_recording();
+    let out = ms.run(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(moto.recorded(), Vec::<(String, bool)>::new());
+    let out = run_at_terminal_typing(&ms, &args, "no\n");
+    let shown = text(&out);
+    assert!(
+        shown.contains("`ws-1`") && shown.contains("`ws-2`") && shown.contains("Delete?"),
+        "{shown}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert_eq!(aws.inventory("ws-1").await, built);
+    assert_eq!(moto.recorded_writes(), Vec::<String>::new());
+}
