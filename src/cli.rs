@@ -14,7 +14,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// More detail on stderr: -v logs meshstack's own steps, -vv every AWS and Kubernetes
-    /// request, -vvv everything the libraries trace.
+    /// request, -vvv everything the libraries trace. Secrets (tokens, keys, signatures) are
+    /// redacted at every level.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Less on stderr: no progress lines, only warnings and errors; results still go to stdout.
