@@ -56,6 +56,12 @@ pub enum Command {
     /// the sidecars' own counters and the app's answers; exit 1 when the stack's thresholds are
     /// not met. --html draws it.
     Verify(VerifyArgs),
+    /// Show the pattern to a room: the locality policies off, traffic measured; on again as
+    /// `up` applies them, measured again; then both side by side with the cross-zone GB and
+    /// what they cost a month. Ends (also on Ctrl-C) with the policies on, as `up` left them.
+    /// With --before-dump/--after-dump, the same report from saved /clusters dumps, offline.
+    /// Exit 1 when the after phase misses the stack's verify thresholds.
+    Demo(DemoArgs),
     /// The stack's state (journal and lock): create an S3 bucket for shared state, read the
     /// state, replace it, move it between the local folder and S3.
     #[command(subcommand)]
@@ -588,6 +594,52 @@ pub struct VerifyArgs {
     /// Default: 2048, reported as assumed.
     #[arg(long, value_name = "BYTES", requires = "clusters_dump")]
     pub bytes_per_request: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub stack: StackFileArgs,
+    /// graphql queries sent in each phase (through the ingress gateway, else straight to the
+    /// graphql pods), as `verify --requests` sends them.
+    #[arg(long, value_name = "N", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: u64,
+    /// The traffic profile the monthly figure is for: client requests per second.
+    #[arg(long, value_name = "RPS", default_value_t = crate::locality::demo::DEFAULT_RPS)]
+    pub rps: f64,
+    /// Request plus response bytes per request for the cost. Default: the average measured
+    /// in the after phase, else 2048 (said as assumed).
+    #[arg(long, value_name = "BYTES")]
+    pub bytes_per_request: Option<u64>,
+    /// Wait for Enter before each step; each step first says in one line what it will show
+    /// and why (on stderr).
+    #[arg(long)]
+    pub pause: bool,
+    /// Put the "before" state back (policies off) and wait until every sidecar shows it, so
+    /// the next audience sees the same show; nothing is measured. `up` or `demo` turn the
+    /// policies on again.
+    #[arg(long, conflicts_with_all = ["before_dump", "html", "save_dumps", "pause"])]
+    pub reset: bool,
+    /// Also write each phase's counters (one /clusters dump per caller sidecar, deltas over
+    /// the phase) into DIR/before and DIR/after, readable by `demo --before-dump` and
+    /// `verify --clusters-dump`; files are mode 0600 and replaced, never followed through a
+    /// symlink.
+    #[arg(long, value_name = "DIR", conflicts_with = "before_dump")]
+    pub save_dumps: Option<PathBuf>,
+    /// Also draw both phases (the page `verify --html` draws) side by side with the
+    /// difference, as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Replay: a saved /clusters dump of the before phase, as ZONE=FILE (the caller's zone);
+    /// repeat per caller. Offline, with --after-dump.
+    #[arg(long = "before-dump", value_name = "ZONE=FILE", value_parser = crate::inspect::parse_dump_arg, requires = "after_dump")]
+    pub before_dump: Vec<(String, PathBuf)>,
+    /// Replay: a saved /clusters dump of the after phase, as ZONE=FILE; repeat per caller.
+    #[arg(long = "after-dump", value_name = "ZONE=FILE", value_parser = crate::inspect::parse_dump_arg, requires = "before_dump")]
+    pub after_dump: Vec<(String, PathBuf)>,
+    /// How long every sidecar may take to show a policy change, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub sidecar_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

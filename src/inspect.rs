@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -117,6 +117,10 @@ pub struct TrafficStats {
     pub errors: Vec<ErrorCount>,
     /// Request plus response body bytes of the successful requests, on average.
     pub bytes_per_request: Option<u64>,
+    /// How long each answered request took, as the client saw it, in microseconds
+    /// (`meshstack demo`'s latency).
+    #[serde(skip)]
+    pub latencies_us: Vec<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -140,6 +144,10 @@ pub struct Verification {
     /// The region the counters' endpoints report, when the stack does not say.
     #[serde(skip)]
     pub region_seen: Option<String>,
+    /// The counters the report was made from, one dump per caller (deltas over the load when
+    /// there was one): what `demo --save-dumps` writes.
+    #[serde(skip)]
+    pub dumps: Vec<CallerDump>,
 }
 
 /// What `verify` sends before reading the counters a second time.
@@ -274,7 +282,23 @@ pub async fn verify_live(
         report,
         pods: Some(placement.report()),
         region_seen: region_seen(&dumps),
+        dumps,
     })
+}
+
+/// Every Ready caller sidecar's `/clusters` as it is now, with the placement it was read in
+/// (`meshstack demo` waits on them for a policy change to arrive).
+pub async fn read_sidecars(
+    client: &kube::Client,
+    http: &dyn PodHttp,
+) -> Result<(Placement, Vec<CallerDump>), VerifyError> {
+    let placement = observe_placement(client).await?;
+    let callers = callers(&placement);
+    if callers.is_empty() {
+        return Err(VerifyError::NoCallers);
+    }
+    let dumps = read_dumps(http, &callers).await?;
+    Ok((placement, dumps))
 }
 
 /// The first region an endpoint in the counters names.
@@ -350,6 +374,7 @@ pub fn verify_offline(
         report,
         pods: None,
         region_seen: region_seen(&callers),
+        dumps: callers,
     })
 }
 
@@ -631,14 +656,17 @@ async fn send(
         answered: u64,
         bytes: u64,
         last_error: Option<String>,
+        latencies_us: Vec<u64>,
     }
     let tally = Mutex::new(Tally::default());
-    let record = |result: Result<HttpResponse, PodHttpError>| {
+    let record = |(result, took): (Result<HttpResponse, PodHttpError>, Duration)| {
         let mut t = tally.lock().expect("not poisoned");
         t.check.sent += 1;
         match result {
             Ok(response) => {
                 t.answered += 1;
+                t.latencies_us
+                    .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
                 match (s.classify)(&response) {
                     Answer::Ok => {
                         t.ok += 1;
@@ -660,9 +688,10 @@ async fn send(
     // The first request tells whether the gateway answers; it counts as one of the `n`.
     let mut via_gateway = false;
     if let Some(address) = s.gateway {
+        let start = Instant::now();
         match http.address(address, GATEWAY_PORT, &s.request).await {
             Ok(response) => {
-                record(Ok(response));
+                record((Ok(response), start.elapsed()));
                 via_gateway = true;
             }
             Err(e) if s.pods.is_empty() => {
@@ -690,13 +719,15 @@ async fn send(
     let remaining = s.n - tally.lock().expect("not poisoned").check.sent;
     stream::iter(0..remaining)
         .map(|i| async move {
-            match (via_gateway, s.gateway) {
+            let start = Instant::now();
+            let result = match (via_gateway, s.gateway) {
                 (true, Some(address)) => http.address(address, GATEWAY_PORT, &s.request).await,
                 _ => {
                     let pod = &s.pods[i as usize % s.pods.len()];
                     http.pod(app::NAMESPACE, pod, s.port, &s.request).await
                 }
-            }
+            };
+            (result, start.elapsed())
         })
         .buffer_unordered(CONCURRENCY)
         .for_each(|result| {
@@ -724,6 +755,7 @@ async fn send(
         failed: t.check.failed,
         errors: t.check.errors,
         bytes_per_request: (t.ok > 0).then(|| t.bytes / t.ok),
+        latencies_us: t.latencies_us,
     })
 }
 
@@ -940,8 +972,8 @@ pub struct PageMeta<'a> {
     pub measured_at: &'a str,
 }
 
-/// `verify --html`: the page for a verification.
-pub fn verify_page(v: &Verification, meta: PageMeta<'_>) -> String {
+/// What a verification's page cannot show, one sentence each.
+fn page_missing(v: &Verification) -> Vec<String> {
     let mut missing = Vec::new();
     if v.pods.is_none() {
         missing.push(
@@ -962,6 +994,12 @@ pub fn verify_page(v: &Verification, meta: PageMeta<'_>) -> String {
                 .to_string(),
         );
     }
+    missing
+}
+
+/// `verify --html`: the page for a verification.
+pub fn verify_page(v: &Verification, meta: PageMeta<'_>) -> String {
+    let missing = page_missing(v);
     let region = meta.region.or(v.region_seen.as_deref());
     page::render(&page::Page {
         stack: meta.stack,
@@ -973,6 +1011,66 @@ pub fn verify_page(v: &Verification, meta: PageMeta<'_>) -> String {
         load: &load_lines(v),
         missing: &missing,
     })
+}
+
+/// `demo --html`: both phases' pages side by side, under the difference table.
+pub fn demo_page(
+    before: &Verification,
+    after: &Verification,
+    c: &crate::locality::demo::Comparison,
+    meta: PageMeta<'_>,
+) -> String {
+    let region = meta.region.or(after.region_seen.as_deref());
+    // Saved dumps hold the counters of their phase (deltas, when `demo --save-dumps` wrote
+    // them), not "everything since the sidecars started" as a bare `verify` read would.
+    let missing = |v: &Verification| -> Vec<String> {
+        page_missing(v)
+            .into_iter()
+            .map(|m| match m.starts_with("request outcomes") {
+                true => "request outcomes and latency: saved dumps hold only the sidecars' \
+                         counters"
+                    .to_string(),
+                false => m,
+            })
+            .collect()
+    };
+    let (missing_b, missing_a) = (missing(before), missing(after));
+    let (load_b, load_a) = (load_lines(before), load_lines(after));
+    fn page_of<'a>(
+        v: &'a Verification,
+        meta: &PageMeta<'a>,
+        region: Option<&'a str>,
+        load: &'a [String],
+        missing: &'a [String],
+    ) -> page::Page<'a> {
+        page::Page {
+            stack: meta.stack,
+            region,
+            measured_at: meta.measured_at,
+            version: env!("CARGO_PKG_VERSION"),
+            pods: v.pods.as_ref(),
+            report: Some(&v.report),
+            load,
+            missing,
+        }
+    }
+    let text = crate::locality::demo::render_text(c);
+    // The table's notes: the lines after the table (price, profile), the verdict aside (the
+    // page shows it above the table).
+    let notes: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with("after: ") && !l.starts_with("  "))
+        .map(str::to_string)
+        .collect();
+    page::render_pair(
+        meta.stack,
+        &page_of(before, &meta, region, &load_b, &missing_b),
+        &page_of(after, &meta, region, &load_a, &missing_a),
+        &crate::locality::demo::rows(c),
+        &notes,
+        c.pass,
+    )
 }
 
 /// `pods --html`: the placement alone.

@@ -69,6 +69,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => commands::render(args).await,
         Command::Pods(args) => commands::pods(args).await,
         Command::Verify(args) => commands::verify(args).await,
+        Command::Demo(args) => commands::demo(args).await,
         Command::Reap(args) => commands::reap(args).await,
         Command::Fleet(cmd) => {
             use cli::FleetCommand;

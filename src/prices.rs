@@ -19,6 +19,27 @@ use crate::config::{NatMode, Stack};
 /// The built-in table.
 pub const BUILTIN_YAML: &str = include_str!("../prices/aws.yaml");
 
+/// A data-transfer price, USD per GB, with where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TransferPrice {
+    /// Charged on each side of a transfer: a GB that crosses zones costs twice this.
+    pub dollars_per_gb_each_way: f64,
+    pub source: &'static str,
+    /// When it was checked.
+    pub date: &'static str,
+}
+
+/// Data transfer between availability zones of one region (EC2, EKS pods and load balancers
+/// alike): $0.01/GB out of the sending zone and $0.01/GB into the receiving one. The same in
+/// every commercial region the price table lists, so it is kept here and not per region.
+pub const INTER_AZ: TransferPrice = TransferPrice {
+    dollars_per_gb_each_way: 0.01,
+    source: "Amazon EC2 On-Demand pricing, \"Data Transfer within the same AWS Region\" \
+             (aws.amazon.com/ec2/pricing/on-demand/): $0.01/GB in and $0.01/GB out between \
+             Availability Zones",
+    date: "2026-11-30",
+};
+
 /// The region whose prices stand in for a region the table does not have.
 pub const FALLBACK_REGION: &str = "us-east-1";
 

@@ -110,12 +110,19 @@ const TEMPLATES: &[(&str, &str)] = &[
         PRODUCTS_TRAFFIC_POLICY,
         include_str!("../stacks/locality/products-traffic-policy.yaml"),
     ),
+    (
+        TRAFFIC_DISTRIBUTION,
+        include_str!("../stacks/locality/traffic-distribution.yaml"),
+    ),
 ];
 
 /// The orders DestinationRule, whose locality setting is generated from the zones.
 pub const ORDERS_DESTINATION_RULE: &str = "stacks/locality/orders-destination-rule.yaml";
 /// products-service's `internalTrafficPolicy: Local`, a partial object.
 pub const PRODUCTS_TRAFFIC_POLICY: &str = "stacks/locality/products-traffic-policy.yaml";
+/// `locality.mode: traffic-distribution`: the `trafficDistribution` of orders-service and
+/// products-service, partial objects.
+pub const TRAFFIC_DISTRIBUTION: &str = "stacks/locality/traffic-distribution.yaml";
 
 const KARPENTER_VALUES: &str = "karpenter/values.yaml";
 const KARPENTER_V1: [&str; 2] = ["karpenter/ec2nodeclass.yaml", "karpenter/nodepool.yaml"];
@@ -288,10 +295,22 @@ fn template(path: &str) -> Option<&'static str> {
 pub fn render(stack: &Stack, inputs: &RenderInputs) -> Result<Vec<RenderedFile>, RenderError> {
     let api = stack.karpenter_api();
     let vars = variables(stack, inputs)?;
+    let off = locality_templates_off(stack.locality.mode);
     template_paths(api)
         .into_iter()
+        .filter(|path| !off.contains(path))
         .map(|path| render_file(path, &vars))
         .collect()
+}
+
+/// The locality templates `mode` does not use: the 2023 pattern's (the orders rule and
+/// `internalTrafficPolicy: Local`) or `trafficDistribution`'s.
+pub fn locality_templates_off(mode: crate::config::LocalityMode) -> &'static [&'static str] {
+    if mode.uses_destination_rule() {
+        &[TRAFFIC_DISTRIBUTION]
+    } else {
+        &[ORDERS_DESTINATION_RULE, PRODUCTS_TRAFFIC_POLICY]
+    }
 }
 
 fn render_file(
@@ -305,6 +324,25 @@ fn render_file(
         path: path.to_owned(),
         content,
     })
+}
+
+/// The ingress gateway's `service` values: an NLB, open to the stack's
+/// `istio.ingress_source_ranges` only when it sets them (the key is left out otherwise, so
+/// that the values — compared by value — stay those of a stack without the setting).
+fn gateway_service(stack: &Stack) -> serde_json::Value {
+    let mut service = serde_json::json!({
+        "type": "LoadBalancer",
+        "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+    });
+    if !stack.istio.ingress_source_ranges.is_empty() {
+        service["loadBalancerSourceRanges"] = stack
+            .istio
+            .ingress_source_ranges
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+    }
+    service
 }
 
 /// Every placeholder's value for the stack and inputs.
@@ -363,6 +401,7 @@ pub fn variables(
         ),
         ("ORDERS_LOCALITY_LB_SETTING", Value::Json(orders_lb.setting)),
         ("KIALI_DEPLOYMENT", Value::Json(kiali_deployment(stack))),
+        ("GATEWAY_SERVICE", Value::Json(gateway_service(stack))),
         (
             "ORDERS_HTTP2_MAX_REQUESTS",
             Value::Scalar(locality.connection_pool.http2_max_requests.to_string()),
@@ -598,7 +637,8 @@ mod tests {
     #[test]
     fn default_stack_renders_with_no_placeholder_left() {
         let files = render(&Stack::embedded_default(), &inputs()).unwrap();
-        assert_eq!(files.len(), TEMPLATES.len() - KARPENTER_V1ALPHA5.len());
+        // Each locality mode renders its own policies only (the default: failover's two).
+        assert_eq!(files.len(), TEMPLATES.len() - KARPENTER_V1ALPHA5.len() - 1);
         for f in &files {
             assert!(!f.content.contains("${"), "{}: {}", f.path, f.content);
             assert!(!f.content.contains("cluster-name"), "{}", f.path);

@@ -649,6 +649,49 @@ pub fn check_karpenter(
     }
 }
 
+/// The first Kubernetes minor where a Service's `trafficDistribution` takes `PreferSameZone`
+/// and `PreferSameNode` as GA values (KEP-3015: alpha 1.33, beta 1.34, GA 1.35; Kubernetes
+/// 1.35 release notes; checked 2026-12-06).
+pub const TRAFFIC_DISTRIBUTION_KUBERNETES: u32 = 35;
+
+/// The first Istio release whose sidecars honour `PreferSameZone` and `PreferSameNode` (Istio
+/// 1.27.0 change notes: "Added support for PreferSameNode and PreferSameZone in the
+/// trafficDistribution field of the Kubernetes Service"; checked 2026-12-06).
+pub const TRAFFIC_DISTRIBUTION_ISTIO: ReleaseVersion = ReleaseVersion::new(1, 27, 0);
+
+/// Why `locality.mode: traffic-distribution` cannot work with Kubernetes 1.`kubernetes_minor`
+/// and `istio`, naming the versions that work; `Ok` when both are new enough.
+pub fn check_traffic_distribution(
+    kubernetes_minor: u32,
+    istio: ReleaseVersion,
+    kubernetes_from: &str,
+) -> Result<(), VersionError> {
+    if kubernetes_minor < TRAFFIC_DISTRIBUTION_KUBERNETES {
+        return Err(VersionError {
+            field: "locality.mode",
+            message: format!(
+                "traffic-distribution needs Kubernetes 1.{TRAFFIC_DISTRIBUTION_KUBERNETES} or \
+                 newer (PreferSameZone and PreferSameNode are GA from 1.35, KEP-3015), but \
+                 {kubernetes_from} is 1.{kubernetes_minor}; use Kubernetes 1.35 or 1.36, or \
+                 mode failover or distribute"
+            ),
+        });
+    }
+    if istio < TRAFFIC_DISTRIBUTION_ISTIO {
+        return Err(VersionError {
+            field: "locality.mode",
+            message: format!(
+                "traffic-distribution needs Istio {}.{} or newer (older sidecars ignore a \
+                 Service's trafficDistribution), but istio.version is {istio}; set \
+                 istio.version: 1.30.3 (the release documented for Kubernetes 1.36), or use \
+                 mode failover or distribute",
+                TRAFFIC_DISTRIBUTION_ISTIO.major, TRAFFIC_DISTRIBUTION_ISTIO.minor
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Istio minor releases and the Kubernetes minors they support, from istio.io's "Supported
 /// Releases" table (as mirrored by endoflife.date, products/istio.md).
 const ISTIO_KUBERNETES: &[(u32, u32, u32)] = &[

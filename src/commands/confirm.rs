@@ -38,9 +38,9 @@ pub(crate) fn require_yes_or_terminal(command: &str, yes: bool) -> anyhow::Resul
 /// plain statement).
 pub(crate) struct Deletion<'a> {
     pub command: &'a str,
-    /// `account 123456789012` (and, for a fleet, each account's role).
-    pub account: &'a str,
-    pub region: &'a str,
+    /// Where: `account 123456789012, region eu-west-1 (and the stacks' IAM roles)`, or the
+    /// existing cluster.
+    pub place: String,
     /// The stacks, each with a note (its fleet, its expiry, where it was named).
     pub stacks: Vec<(String, String)>,
     /// What is deleted in each (the stages, or "everything tagged for it").
@@ -49,10 +49,7 @@ pub(crate) struct Deletion<'a> {
 
 impl Deletion<'_> {
     fn describe(&self) -> String {
-        let mut text = format!(
-            "`meshstack {}` deletes in {}, region {} (and the stacks' IAM roles):\n",
-            self.command, self.account, self.region
-        );
+        let mut text = format!("`meshstack {}` deletes in {}:\n", self.command, self.place);
         for (name, note) in &self.stacks {
             text.push_str(&format!("  stack `{name}`"));
             if !note.is_empty() {
@@ -94,16 +91,21 @@ pub(crate) async fn confirm(what: &Deletion<'_>, yes: bool) -> anyhow::Result<bo
     Ok(yes)
 }
 
-/// `down`'s question: the stack, where it came from, the account and region, the stages.
-/// `Ok(true)`: go ahead.
+/// The place of an AWS teardown: `account A, region R (and the stacks' IAM roles)`;
+/// `account` may name several accounts (a fleet's).
+pub(crate) fn aws_place(account: &str, region: &str) -> String {
+    format!("{account}, region {region} (and the stacks' IAM roles)")
+}
+
+/// `down`'s question: the stack, where it came from, the place (`(region, account)`, or `None`
+/// for an existing cluster), the stages. `Ok(true)`: go ahead.
 ///
 /// # Errors
 /// As [`confirm`].
 pub(crate) async fn confirm_down(
     args: &DownArgs,
     stack: &Stack,
-    region: &str,
-    account: &str,
+    place: Option<(&str, &str)>,
     selected: &[StageId],
 ) -> anyhow::Result<bool> {
     let note = if args.name.is_some() {
@@ -116,11 +118,22 @@ pub(crate) async fn confirm_down(
         // The case that must never pass unnoticed: no stack file anywhere.
         "the built-in demo stack: no --stack given and no stacks/demo.yaml here".to_string()
     };
-    let account = format!("account {account}");
+    let place = match (place, stack.existing_cluster()) {
+        (Some((region, account)), _) => aws_place(&format!("account {account}"), region),
+        (None, Some(existing)) => format!(
+            "the existing cluster (kubeconfig {}, context {}; the cluster itself stays)",
+            existing
+                .kubeconfig
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "KUBECONFIG or ~/.kube/config".into()),
+            existing.context.as_deref().unwrap_or("the current one")
+        ),
+        (None, None) => "the stack's cluster".into(),
+    };
     let what = Deletion {
         command: "down",
-        account: &account,
-        region,
+        place,
         stacks: vec![(stack.name.clone(), note)],
         scope: format!("stages {}", selected.join(", ")),
     };
@@ -183,8 +196,7 @@ mod tests {
     fn the_deletion_names_account_region_and_stacks() {
         let d = Deletion {
             command: "down",
-            account: "account 123456789012",
-            region: "eu-west-1",
+            place: aws_place("account 123456789012", "eu-west-1"),
             stacks: vec![("demo".into(), "the built-in demo stack".into())],
             scope: "every stage".into(),
         };

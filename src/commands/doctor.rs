@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use super::{connect, helm_version, load_stack_path};
+use super::{connect, existing_zones, helm_version, load_stack_path};
 use crate::aws::{account, AwsClients};
 use crate::cli::{DoctorArgs, Output};
 use crate::config::Stack;
@@ -20,6 +20,23 @@ struct Row {
     /// (a Kubernetes version EKS will not create), as `detail` says.
     supported: bool,
     detail: String,
+}
+
+/// An existing cluster's `major.minor` and zones, checked as `up` checks them.
+async fn existing_cluster(stack: &Stack) -> anyhow::Result<(String, Vec<String>)> {
+    let zones = existing_zones(stack).await?;
+    let cx = crate::stages::Context::new(stack.clone(), None, None, Vec::new(), None);
+    let kube = cx.kube().await?;
+    let info = kube.client.apiserver_version().await?;
+    let minor: String = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Ok((
+        format!("{}.{minor}", info.major),
+        zones.into_iter().map(|z| z.name).collect(),
+    ))
 }
 
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
@@ -42,7 +59,24 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut aws: Option<AwsClients> = None;
-    if let Some(stack) = &stack {
+    let mut stack = stack;
+    if let Some(stack) = stack.as_mut().filter(|s| s.existing_cluster().is_some()) {
+        // No AWS: the cluster is the one to check, and its version is the server's.
+        match existing_cluster(stack).await {
+            Ok((version, zones)) => {
+                report(
+                    true,
+                    "cluster",
+                    format!(
+                        "existing cluster, Kubernetes {version}, nodes in {}",
+                        zones.join(", ")
+                    ),
+                );
+                stack.kubernetes_version = version;
+            }
+            Err(e) => report(false, "cluster", format!("{e:#}")),
+        }
+    } else if let Some(stack) = &stack {
         match connect(stack).await {
             Ok(clients) => {
                 report(true, "region", clients.region.clone());
@@ -170,6 +204,13 @@ async fn matrix(
     };
     let mut rows = Vec::new();
     let k8s = match super::checks::kubernetes_support(aws, stack).await? {
+        _ if stack.existing_cluster().is_some() => Row {
+            component: "kubernetes",
+            version: stack.kubernetes_version.clone(),
+            supported: true,
+            detail: "the existing cluster's API server (its support and price are its owner's)"
+                .to_string(),
+        },
         Ok(s) => Row {
             component: "kubernetes",
             version: s.version.clone(),

@@ -58,6 +58,13 @@ struct Fleet {
 
 fn load_fleet(args: &FleetArgs) -> anyhow::Result<Fleet> {
     let stack = load_stack(&args.stack)?;
+    if stack.existing_cluster().is_some() {
+        return Err(usage(
+            "a fleet builds one cluster per environment; `cluster.existing` names one cluster \
+             that is already there: use `meshstack up` with this stack, or remove \
+             cluster.existing for a fleet",
+        ));
+    }
     let members = match (&args.count, &args.names) {
         (Some(n), None) => Members::Count(*n),
         (None, Some(names)) => Members::Names(model::parse_names(names)),
@@ -713,8 +720,7 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let what = super::confirm::Deletion {
         command: "fleet down",
-        account: &accounts.join(", "),
-        region: &region,
+        place: super::confirm::aws_place(&accounts.join(", "), &region),
         stacks: envs
             .iter()
             .map(|e| (e.name.clone(), format!("fleet `{}`", fleet.stack.name)))

@@ -130,7 +130,7 @@ fn color(out: &impl IsTerminal) -> bool {
 }
 
 /// The stack's region, else the environment's.
-fn region(stack: &Stack) -> Option<String> {
+pub(super) fn region(stack: &Stack) -> Option<String> {
     stack
         .region()
         .map(str::to_string)
@@ -138,7 +138,7 @@ fn region(stack: &Stack) -> Option<String> {
 }
 
 /// A page path whose folder does not exist is bad input, found before anything is measured.
-fn check_page_path(path: Option<&Path>) -> anyhow::Result<()> {
+pub(super) fn check_page_path(path: Option<&Path>) -> anyhow::Result<()> {
     let Some(path) = path.filter(|p| *p != Path::new("-")) else {
         return Ok(());
     };
@@ -158,7 +158,7 @@ fn check_page_path(path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// `-` is stdout; anything else a file, replaced whole.
-fn write_page(path: &Path, page: &str) -> anyhow::Result<()> {
+pub(super) fn write_page(path: &Path, page: &str) -> anyhow::Result<()> {
     if path == Path::new("-") {
         let mut out = std::io::stdout().lock();
         out.write_all(page.as_bytes())?;
@@ -171,7 +171,7 @@ fn write_page(path: &Path, page: &str) -> anyhow::Result<()> {
 }
 
 /// Now, as the page's footer prints it.
-fn now_utc() -> String {
+pub(super) fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

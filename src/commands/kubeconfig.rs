@@ -53,6 +53,18 @@ pub async fn kubeconfig(args: crate::cli::KubeconfigArgs) -> anyhow::Result<Exit
     use crate::k8s::kubeconfig::{self as kc, ExecPlugin, KubeconfigEntry};
 
     let stack = load_stack_path(args.stack.as_deref())?;
+    if let Some(e) = stack.existing_cluster() {
+        return Err(usage(format!(
+            "the stack runs on an existing cluster (cluster.existing), reached through {}; \
+             meshstack writes no kubeconfig entry for it",
+            match (&e.kubeconfig, &e.context) {
+                (Some(p), Some(c)) => format!("context {c} of {}", p.display()),
+                (Some(p), None) => format!("the current context of {}", p.display()),
+                (None, Some(c)) => format!("context {c} of your kubeconfig"),
+                (None, None) => "your kubeconfig's current context".to_string(),
+            }
+        )));
+    }
     let path = match args.kubeconfig {
         Some(p) => p,
         None => kc::default_path().map_err(usage)?,

@@ -7,6 +7,7 @@
 
 mod checks;
 mod confirm;
+mod demo;
 mod doctor;
 mod fleet;
 mod inspect;
@@ -18,6 +19,7 @@ mod run;
 mod state;
 mod status;
 
+pub use demo::demo;
 pub use doctor::doctor;
 pub use fleet::{fleet_down, fleet_handout, fleet_plan, fleet_status, fleet_up};
 pub use inspect::{pods, verify};
@@ -251,8 +253,62 @@ async fn check_helm(all: &[Box<dyn Stage>], selected: &[StageId]) -> anyhow::Res
     })
 }
 
-/// A read-only context for `stack` with credentials, identity and zones (no journal).
+/// The zones of the existing cluster `stack` names, from its nodes, checked to run the demo
+/// (`stages::kubernetes::existing_zones`). The first connection to it, so a kubeconfig or
+/// cluster that does not work is an input error (exit 2) before anything is written.
+async fn existing_zones(stack: &Stack) -> anyhow::Result<Vec<Zone>> {
+    let cx = Context::new(stack.clone(), None, None, Vec::new(), None);
+    let zones = crate::stages::kubernetes::existing_zones(&cx)
+        .await
+        .map_err(|e| usage(format!("cluster.existing: {e}")))?;
+    if !stack.locality.mode.uses_destination_rule() {
+        // The stack's kubernetes_version says nothing here: the server's own does.
+        let kube = cx.kube().await?;
+        let info = kube.client.apiserver_version().await?;
+        let minor: String = info
+            .minor
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let minor = minor.parse().unwrap_or(0);
+        crate::versions::check_traffic_distribution(
+            minor,
+            stack.istio.version,
+            "the existing cluster's API server",
+        )
+        .map_err(|e| usage(format!("{}: {}", e.field, e.message)))?;
+    }
+    Ok(zones
+        .into_iter()
+        .map(|name| Zone {
+            name,
+            id: String::new(),
+        })
+        .collect())
+}
+
+/// `down` on an existing cluster: its API answers (else exit 2: nothing would be removed, and
+/// the cluster stays, so nothing may be skipped as "removed with it").
+async fn existing_reachable(stack: &Stack) -> anyhow::Result<()> {
+    let cx = Context::new(stack.clone(), None, None, Vec::new(), None);
+    let kube = cx
+        .kube()
+        .await
+        .map_err(|e| usage(format!("cluster.existing: {e}")))?;
+    kube.client
+        .apiserver_version()
+        .await
+        .map(|_| ())
+        .map_err(|e| usage(format!("cluster.existing: the API does not answer: {e}")))
+}
+
+/// A read-only context for `stack` with credentials, identity and zones (no journal); on an
+/// existing cluster, no AWS and the nodes' zones.
 async fn read_only_context(stack: Stack) -> anyhow::Result<Context> {
+    if stack.existing_cluster().is_some() {
+        let zones = existing_zones(&stack).await?;
+        return Ok(Context::new(stack, None, None, zones, None));
+    }
     let aws = connect(&stack).await.map_err(usage)?;
     let (identity, zones) = preflight(&aws, &stack).await?;
     Ok(Context::new(stack, Some(aws), Some(identity), zones, None))

@@ -10,12 +10,40 @@ use anyhow::Context as _;
 use super::checks::{check_kubernetes, gate, read_checks, QuotaGroup};
 use super::state::{location, read_journal};
 use super::{
-    connect, find, load_stack, offline_region, offline_zones, preflight, selection, stage_file,
+    connect, existing_zones, find, load_stack, offline_region, offline_zones, preflight, selection,
+    stage_file,
 };
 use crate::cli::{Output, PlanArgs};
 use crate::engine::graph::{Graph, StageId};
 use crate::engine::state::Journal;
 use crate::stages::{self, Action, Change, Context};
+
+/// What the stack leaves open to the whole internet, each as a warning with the setting that
+/// closes it.
+fn exposure(stack: &crate::config::Stack) -> Vec<String> {
+    let mut open = Vec::new();
+    let cluster = &stack.cluster;
+    let everywhere = cluster
+        .public_access_cidrs
+        .iter()
+        .any(|c| c.to_string() == "0.0.0.0/0");
+    if cluster.existing.is_none() && cluster.endpoint_public_access && everywhere {
+        open.push(
+            "the cluster's API endpoint is reachable from the whole internet (0.0.0.0/0; it \
+             still needs credentials); limit it with cluster.public_access_cidrs, like \
+             [203.0.113.7/32] for your own address"
+                .to_string(),
+        );
+    }
+    if stack.istio.ingress_source_ranges.is_empty() {
+        open.push(
+            "the ingress gateway's load balancer is reachable from the whole internet (plain \
+             HTTP, and GraphQL's playground); limit it with istio.ingress_source_ranges"
+                .to_string(),
+        );
+    }
+    open
+}
 
 #[derive(serde::Serialize)]
 struct StagePlan {
@@ -30,11 +58,16 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         stack.expires_in = Some(l);
     }
     let prices = crate::prices::PriceTable::load(args.prices.as_deref()).map_err(super::usage)?;
-    let all = stages::all();
+    let all = stages::for_stack(&stack);
     let graph = Graph::new(stages::specs(&all))?;
     let mut selected = selection(&graph, &args.selection)?;
 
-    let (aws, offline_reason) = if args.offline {
+    let existing = stack.existing_cluster().cloned();
+    // On an existing cluster nothing of AWS is planned: the journal and the cluster say it all.
+    let mut existing_problem = None;
+    let (aws, offline_reason) = if existing.is_some() {
+        (None, None)
+    } else if args.offline {
         (None, Some("--offline".to_string()))
     } else {
         match connect(&stack).await {
@@ -60,6 +93,26 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 Context::new(stack.clone(), Some(aws), Some(identity), zones, journal),
                 region,
                 Some(account),
+            )
+        }
+        None if existing.is_some() => {
+            let (region, _) = offline_region(&stack);
+            // What `up` would refuse, shown, and planned against what is known.
+            let zones = match existing_zones(&stack).await {
+                Ok(zones) => zones,
+                Err(e) => {
+                    existing_problem = Some(format!("{e:#}"));
+                    Vec::new()
+                }
+            };
+            let journal = read_journal(&args.stack, &stack, &location(&args.stack, &stack))
+                .ok()
+                .flatten()
+                .map(|j| Arc::new(Mutex::new(Journal::snapshot(j.data().clone()))));
+            (
+                Context::new(stack.clone(), None, None, zones, journal),
+                region,
+                None,
             )
         }
         None => {
@@ -90,7 +143,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     // Whether EKS creates the version at the price the stack agreed to; refused before the
     // plan is shown when it does not (as `up` refuses before any write).
-    let support = if args.destroy {
+    let support = if args.destroy || existing.is_some() {
         None
     } else {
         check_kubernetes(cx.aws.as_ref(), &stack, &selected).await?
@@ -98,7 +151,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let extended = support
         .as_ref()
         .is_some_and(|s| s.status == crate::versions::SupportStatus::Extended);
-    let estimate = (!args.destroy).then(|| {
+    let estimate = (!args.destroy && existing.is_none()).then(|| {
         let ids: Vec<&str> = selected.to_vec();
         crate::prices::estimate(&stack, &region, &ids, &prices, extended)
     });
@@ -168,6 +221,13 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 "kubernetes": support,
                 "charts": stack.chart_pins(),
                 "expires_at": expiry.as_ref().map(|(at, _)| at),
+                "exposure": exposure(&stack),
+                "existing_cluster": existing.as_ref().map(|e| serde_json::json!({
+                    "context": e.context,
+                    "kubeconfig": e.kubeconfig,
+                    "stages_off": stages::left_out(&stack),
+                    "problem": existing_problem,
+                })),
             });
             writeln!(out, "{doc}")?;
         }
@@ -192,8 +252,31 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 (None, Some(acct)) => writeln!(out, "  account {acct}, region {region}")?,
                 (None, None) => {}
             }
+            if let Some(e) = &existing {
+                writeln!(
+                    out,
+                    "  existing cluster: context {}, kubeconfig {}",
+                    e.context.as_deref().unwrap_or("(the current one)"),
+                    e.kubeconfig.as_ref().map_or_else(
+                        || "from KUBECONFIG (else ~/.kube/config)".to_string(),
+                        |p| p.display().to_string()
+                    )
+                )?;
+                writeln!(
+                    out,
+                    "  AWS stages off: {} (the cluster exists; meshstack never removes it)",
+                    stages::left_out(&stack).join(", ")
+                )?;
+                if let Some(problem) = &existing_problem {
+                    writeln!(out, "  `up` would stop here: {problem}")?;
+                }
+            }
             let zone_names: Vec<&str> = cx.zones.iter().map(|z| z.name.as_str()).collect();
             writeln!(out, "  zones: {}", zone_names.join(", "))?;
+            writeln!(out, "  locality: {}", stack.locality.mode.explain())?;
+            for warning in exposure(&stack) {
+                writeln!(out, "  warning: {warning}")?;
+            }
             if let Some(s) = &support {
                 writeln!(out, "  {} (per {})", s.summary(), s.source)?;
             }
@@ -236,7 +319,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Some((_, false)) => {}
-                None if !args.destroy => {
+                None if !args.destroy && existing.is_none() => {
                     writeln!(out)?;
                     writeln!(out, "quotas: not checked (no credentials)")?;
                 }

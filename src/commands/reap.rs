@@ -108,11 +108,9 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let account = format!("account {}", identity.account);
         let what = super::confirm::Deletion {
             command: "reap",
-            account: &account,
-            region: &aws.region,
+            place: super::confirm::aws_place(&format!("account {}", identity.account), &aws.region),
             stacks: expired
                 .iter()
                 .map(|f| {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::checks::{check_iam_region, check_kubernetes, check_quotas, QuotaGroup};
 use super::{
-    check_helm, connect, find, load_stack, mode, preflight, preflight_error, selection,
-    status_word, usage,
+    check_helm, connect, existing_reachable, existing_zones, find, load_stack, mode, preflight,
+    preflight_error, selection, status_word, usage,
 };
 use crate::aws::state::S3Store;
 use crate::aws::{account, AwsClients, CallStats};
@@ -148,7 +148,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = args.expires_in {
         stack.expires_in = Some(l);
     }
-    let all = stages::all();
+    let all = stages::for_stack(&stack);
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
     check_helm(&all, &selected).await?;
@@ -160,6 +160,10 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     check_up(&graph, &selected, &journal)?;
     let prepared = interrupts.unless_signalled(async {
         // Only now the first API calls: everything above is input checking.
+        if stack.existing_cluster().is_some() {
+            // No AWS at all: the cluster is there, and its nodes say the zones.
+            return anyhow::Ok((None, None, existing_zones(&stack).await?));
+        }
         let aws = connect(&stack).await.map_err(usage)?;
         let (identity, zones) = preflight(&aws, &stack).await?;
         // Quotas for what is still to be built: stages the journal has done need nothing more,
@@ -182,20 +186,14 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let (Some(at), Output::Text) = (&expires, args.stack.output) {
             eprintln!("expires at {at} (`meshstack reap` removes it after that)");
         }
-        anyhow::Ok((aws, identity, zones))
+        anyhow::Ok((Some(aws), Some(identity), zones))
     });
     let Some(prepared) = prepared.await else {
         return Ok(interrupts.stop_before_stages(&lock));
     };
     let (aws, identity, zones) = prepared?;
     let journal = Arc::new(Mutex::new(journal));
-    let mut cx = Context::new(
-        stack,
-        Some(aws),
-        Some(identity),
-        zones,
-        Some(journal.clone()),
-    );
+    let mut cx = Context::new(stack, aws, identity, zones, Some(journal.clone()));
     if args.force {
         eprintln!(
             "warning: --force is now --allow-unsafe-locality (it only ever overrode the locality \
@@ -244,7 +242,7 @@ fn down_stack(args: &DownArgs) -> anyhow::Result<Stack> {
 pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let mut stack = down_stack(&args)?;
     super::confirm::guard_accounts(&mut stack, &args.accounts.allowed_account_ids)?;
-    let all = stages::all();
+    let all = stages::for_stack(&stack);
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
     super::confirm::require_yes_or_terminal("down", args.yes)?;
@@ -253,14 +251,18 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     interrupts.register(&lock);
     check_down(&graph, &selected, &journal)?;
     let prepared = interrupts.unless_signalled(async {
+        if stack.existing_cluster().is_some() {
+            existing_reachable(&stack).await?;
+            let go = super::confirm::confirm_down(&args, &stack, None, &selected).await?;
+            return anyhow::Ok((None, None, go));
+        }
         let aws = connect(&stack).await.map_err(usage)?;
         let identity = account::identify(&aws, &stack)
             .await
             .map_err(preflight_error)?;
-        let go =
-            super::confirm::confirm_down(&args, &stack, &aws.region, &identity.account, &selected)
-                .await?;
-        anyhow::Ok((aws, identity, go))
+        let place = Some((aws.region.as_str(), identity.account.as_str()));
+        let go = super::confirm::confirm_down(&args, &stack, place, &selected).await?;
+        anyhow::Ok((Some(aws), Some(identity), go))
     });
     let Some(prepared) = prepared.await else {
         return Ok(interrupts.stop_before_stages(&lock));
@@ -270,13 +272,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let journal = Arc::new(Mutex::new(journal));
-    let cx = Context::new(
-        stack,
-        Some(aws),
-        Some(identity),
-        Vec::new(),
-        Some(journal.clone()),
-    );
+    let cx = Context::new(stack, aws, identity, Vec::new(), Some(journal.clone()));
     let reporter = progress::reporter(mode(args.stack.output), "meshstack down", &selected);
     let ran = execute(
         &cx,

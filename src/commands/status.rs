@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::state::{location, read_journal};
-use super::{connect, find, load_stack, preflight, status_word};
+use super::{connect, existing_zones, find, load_stack, preflight, status_word};
 use crate::cli::{Output, StatusArgs};
 use crate::engine::graph::Graph;
 use crate::engine::state::StageStatus;
@@ -16,26 +16,29 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
     let stack = load_stack(args)?;
     let prices =
         crate::prices::PriceTable::load(all_args.prices.as_deref()).map_err(super::usage)?;
-    let all = stages::all();
+    let all = stages::for_stack(&stack);
     let graph = Graph::new(stages::specs(&all))?;
     // Wherever the state is: the local folder, or S3 (read with the same credentials).
     let journal = read_journal(args, &stack, &location(args, &stack))?;
 
-    let (cx, note) = match connect(&stack).await {
-        Ok(aws) => {
-            let (identity, zones) = preflight(&aws, &stack).await?;
-            (
-                Some(Context::new(
-                    stack.clone(),
-                    Some(aws),
-                    Some(identity),
-                    zones,
-                    None,
-                )),
+    let existing = stack.existing_cluster().is_some();
+    let (cx, note) = if existing {
+        match existing_zones(&stack).await {
+            Ok(zones) => (
+                Some(Context::new(stack.clone(), None, None, zones, None)),
                 None,
-            )
+            ),
+            Err(e) => (None, Some(format!("{e:#}"))),
         }
-        Err(why) => (None, Some(why)),
+    } else {
+        match connect(&stack).await {
+            Ok(aws) => {
+                let (identity, zones) = preflight(&aws, &stack).await?;
+                let cx = Context::new(stack.clone(), Some(aws), Some(identity), zones, None);
+                (Some(cx), None)
+            }
+            Err(why) => (None, Some(why)),
+        }
     };
     let mut rows = Vec::new();
     for id in graph.topo_order() {
@@ -142,7 +145,8 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "cost_so_far": cost_so_far,
                 "prices": estimate.provenance(),
                 "expires_at": expires_at,
-                "kubernetes": support,
+                "kubernetes": (!existing).then_some(&support),
+                "existing_cluster": existing,
             })
         ),
         Output::Text => {
@@ -167,8 +171,16 @@ pub async fn status(all_args: StatusArgs) -> anyhow::Result<ExitCode> {
                     r["state"].as_str().unwrap_or("")
                 );
             }
-            println!("{} (per {})", support.summary(), support.source);
+            if existing {
+                println!(
+                    "on an existing cluster: its version and cost are its owner's, and `down` \
+                     removes only what meshstack installed"
+                );
+            } else {
+                println!("{} (per {})", support.summary(), support.source);
+            }
             match (since, uptime, cost_so_far) {
+                _ if existing => {}
                 (Some(t), Some(u), Some(cost)) => println!(
                     "up since {} ({}); cost so far about {} at {}/h, {}/day for what is built \
                      ({})",

@@ -204,6 +204,45 @@ pub struct Stack {
     pub expires_in: Option<Lifetime>,
 }
 
+/// How deep `[`/`{` may nest in a stack file: the deepest setting needs 3.
+pub const MAX_NESTING: usize = 32;
+
+/// The line where YAML flow brackets first nest deeper than [`MAX_NESTING`], if they do
+/// (brackets inside quotes and comments do not count).
+fn too_deep(yaml: &str) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    let mut chars = yaml.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, '\n') => {
+                line += 1;
+                comment = false;
+            }
+            _ if comment => {}
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(line);
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
 /// A lifetime such as `8h`, `90m`, `1h30m` or `2d` (`expires_in:`, `--expires-in`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Lifetime(std::time::Duration);
@@ -393,6 +432,21 @@ pub struct ClusterSpec {
     /// `extended`), sent as `upgradePolicy.supportType`; a Kubernetes version past standard
     /// support is refused unless this says `extended`.
     pub support: versions::SupportType,
+    /// `existing:`: run the Kubernetes half on a cluster meshstack does not build (and never
+    /// removes); then the AWS stages are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing: Option<ExistingCluster>,
+}
+
+/// A cluster meshstack did not build, reached through a kubeconfig (exec plugins work).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExistingCluster {
+    /// The kubeconfig context; `None`: the kubeconfig's current context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The kubeconfig file; `None`: `KUBECONFIG`, else `~/.kube/config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// Karpenter, installed by the `karpenter` stage.
@@ -412,6 +466,10 @@ pub struct IstioSpec {
     pub version: ReleaseVersion,
     /// Share of requests the sidecars trace, in percent (0..=100).
     pub tracing_sampling: Percent,
+    /// `ingress_source_ranges`: who may reach the ingress gateway's load balancer (its
+    /// Service's `loadBalancerSourceRanges`); empty: anyone (`plan` warns).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ingress_source_ranges: Vec<Ipv4Cidr>,
 }
 
 /// The locality policies the `locality` stage applies and the shares `verify` demands.
@@ -448,6 +506,11 @@ pub enum LocalityMode {
     Failover,
     /// Keep `local_weight` percent in the caller's zone, spread the rest over the others.
     Distribute,
+    /// Kubernetes' own field instead of the 2023 pattern: `trafficDistribution:
+    /// PreferSameZone` on orders-service and `PreferSameNode` on products-service, no
+    /// DestinationRule and no `internalTrafficPolicy: Local`. Local endpoints are preferred
+    /// and others used when there are none (a fallback, where `Local` drops the call).
+    TrafficDistribution,
 }
 
 /// Istio `ConnectionPoolSettings.http` values for the orders rule.
@@ -534,6 +597,17 @@ impl Stack {
     /// not a mapping; [`ConfigError::Field`] for an unknown key, a wrong type or a value
     /// that breaks a rule. Only the first problem is reported.
     pub fn parse(yaml: &str, origin: &str) -> Result<Stack, ConfigError> {
+        // Refused before the YAML parser sees it: deep nesting costs that parser seconds per
+        // level-thousand before it gives up at its own recursion limit.
+        if let Some(line) = too_deep(yaml) {
+            return Err(ConfigError::File {
+                file: origin.to_owned(),
+                message: format!(
+                    "nests brackets more than {MAX_NESTING} deep (line {line}); a stack file \
+                     nests a few levels (see {DEFAULT_STACK_PATH})"
+                ),
+            });
+        }
         // A generic parse first: it reports syntax errors and duplicate keys (which a typed
         // parse would report as type errors, or silently merge inside `tags`).
         let doc: serde_yaml::Value =
@@ -692,6 +766,11 @@ impl Stack {
     }
 
     /// The EKS cluster name, which is the stack name.
+    /// The existing cluster the stack runs on, if it names one (`cluster.existing`).
+    pub fn existing_cluster(&self) -> Option<&ExistingCluster> {
+        self.cluster.existing.as_ref()
+    }
+
     pub fn cluster_name(&self) -> &str {
         &self.name
     }
@@ -747,11 +826,41 @@ impl fmt::Display for NatMode {
 }
 
 impl LocalityMode {
-    /// The stack-file spelling: `failover` or `distribute`.
+    /// What the mode does, in one line (for `plan`).
+    pub fn explain(self) -> &'static str {
+        match self {
+            LocalityMode::Failover => {
+                "failover — an orders DestinationRule keeps each zone's calls in the zone (Istio \
+                 fails over inside the region), internalTrafficPolicy: Local keeps products \
+                 calls on the node and DROPS a call from a node with no products pod, hence the \
+                 safety check"
+            }
+            LocalityMode::Distribute => {
+                "distribute — an orders DestinationRule keeps local_weight percent of each \
+                 zone's calls in it, internalTrafficPolicy: Local keeps products calls on the \
+                 node (dropping them where the node has no products pod: safety check)"
+            }
+            LocalityMode::TrafficDistribution => {
+                "traffic-distribution — Kubernetes' trafficDistribution: PreferSameZone on \
+                 orders, PreferSameNode on products; local endpoints preferred, others used \
+                 when there are none (a fallback, not a drop: no safety check), no Istio \
+                 failover priorities"
+            }
+        }
+    }
+
+    /// Whether the mode is the 2023 pattern (an orders DestinationRule with locality settings
+    /// and `internalTrafficPolicy: Local` on products-service), not `trafficDistribution`.
+    pub fn uses_destination_rule(self) -> bool {
+        self != LocalityMode::TrafficDistribution
+    }
+
+    /// The stack-file spelling: `failover`, `distribute` or `traffic-distribution`.
     pub fn as_str(self) -> &'static str {
         match self {
             LocalityMode::Failover => "failover",
             LocalityMode::Distribute => "distribute",
+            LocalityMode::TrafficDistribution => "traffic-distribution",
         }
     }
 }

@@ -105,6 +105,7 @@ pub(super) struct RawKarpenter {
 pub(super) struct RawIstio {
     pub(super) version: Option<RawRelease>,
     pub(super) tracing_sampling: Option<f64>,
+    pub(super) ingress_source_ranges: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +139,15 @@ pub(super) struct RawCluster {
     pub(super) endpoint_private_access: Option<bool>,
     pub(super) public_access_cidrs: Option<Vec<String>>,
     pub(super) support: Option<versions::SupportType>,
+    pub(super) existing: Option<RawExisting>,
+}
+
+/// `cluster.existing:`: a cluster meshstack does not build.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawExisting {
+    pub(super) context: Option<String>,
+    pub(super) kubeconfig: Option<String>,
 }
 
 /// `zones:` is a count or a list; a hand-written visitor gives a better message than an

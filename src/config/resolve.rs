@@ -41,12 +41,29 @@ impl RawStack {
                 .transpose()?,
             zones,
         };
+        if stack.cluster.existing.is_some() && stack.expires_in.is_some() {
+            return Err(invalid(
+                "expires_in",
+                "applies to stacks meshstack builds in AWS (`meshstack reap` finds them by tag); \
+                 an existing cluster (`cluster.existing`) is never removed by meshstack: remove \
+                 the key",
+            ));
+        }
         // The version rules that span several settings, so that a pair that cannot work is
         // refused now, not after 20 billable minutes of VPC, cluster and node group.
         let minor = stack.kubernetes_minor();
         let version_error = |e: versions::VersionError| invalid(e.field, e.message);
         versions::check_karpenter(stack.karpenter.version, minor).map_err(version_error)?;
         versions::kiali_operator(stack.istio.version).map_err(version_error)?;
+        if !stack.locality.mode.uses_destination_rule() {
+            // An existing cluster's own version is checked when meshstack reaches it.
+            versions::check_traffic_distribution(
+                minor,
+                stack.istio.version,
+                "the stack's kubernetes_version",
+            )
+            .map_err(version_error)?;
+        }
         versions::node_ami_type(minor, &stack.node_group.instance_types).map_err(version_error)?;
         Ok(stack)
     }
@@ -492,12 +509,52 @@ impl RawCluster {
                 .map(|(i, text)| parse_network(&format!("cluster.public_access_cidrs[{i}]"), text))
                 .collect::<Check<_>>()?,
         };
+        let existing = self.existing.map(RawExisting::resolve).transpose()?;
         Ok(ClusterSpec {
             endpoint_public_access,
             endpoint_private_access,
             public_access_cidrs,
             support: self.support.unwrap_or_default(),
+            existing,
         })
+    }
+}
+
+impl RawExisting {
+    fn resolve(self) -> Check<ExistingCluster> {
+        let context = match self.context {
+            Some(c) if c.trim().is_empty() => {
+                return Err(invalid(
+                    "cluster.existing.context",
+                    "is empty; name a context of the kubeconfig, or remove the key to use its \
+                     current context",
+                ))
+            }
+            other => other,
+        };
+        let kubeconfig = match self.kubeconfig {
+            Some(k) if k.trim().is_empty() => {
+                return Err(invalid(
+                    "cluster.existing.kubeconfig",
+                    "is empty; give the kubeconfig's path, or remove the key to use \
+                     KUBECONFIG (else ~/.kube/config)",
+                ))
+            }
+            Some(k) => Some(expand_home(&k)),
+            None => None,
+        };
+        Ok(ExistingCluster {
+            context,
+            kubeconfig,
+        })
+    }
+}
+
+/// `~/x` -> `$HOME/x`, as a shell would; anything else as written.
+fn expand_home(path: &str) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
+        _ => std::path::PathBuf::from(path),
     }
 }
 
@@ -648,9 +705,25 @@ impl RawIstio {
                 )
             })?,
         };
+        let ingress_source_ranges = match self.ingress_source_ranges {
+            None => Vec::new(),
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    "istio.ingress_source_ranges",
+                    "is empty; list the CIDR blocks that may reach the ingress gateway, like \
+                     [203.0.113.0/24], or remove the key to leave it open",
+                ))
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, text)| parse_network(&format!("istio.ingress_source_ranges[{i}]"), text))
+                .collect::<Check<_>>()?,
+        };
         Ok(IstioSpec {
             version,
             tracing_sampling,
+            ingress_source_ranges,
         })
     }
 }
@@ -658,7 +731,7 @@ impl RawIstio {
 impl RawLocality {
     pub(super) fn resolve(self, zones: &ZoneSpec) -> Check<LocalitySpec> {
         let mode = self.mode.unwrap_or_default();
-        if mode == LocalityMode::Failover {
+        if mode != LocalityMode::Distribute {
             for (key, set) in [
                 ("local_weight", self.local_weight.is_some()),
                 ("distribute", self.distribute.is_some()),
@@ -667,6 +740,21 @@ impl RawLocality {
                     return Err(invalid(
                         format!("locality.{key}"),
                         "applies only to `mode: distribute`; set the mode or remove the key",
+                    ));
+                }
+            }
+        }
+        if !mode.uses_destination_rule() {
+            for (key, set) in [
+                ("connection_pool", self.connection_pool.is_some()),
+                ("outlier_detection", self.outlier_detection.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("locality.{key}"),
+                        "belongs to the orders DestinationRule, which `mode: \
+                         traffic-distribution` does not use; remove the key or pick mode \
+                         failover or distribute",
                     ));
                 }
             }

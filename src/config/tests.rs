@@ -40,6 +40,7 @@ fn minimal_file_gets_every_default() {
                 endpoint_private_access: true,
                 public_access_cidrs: vec![cidr("0.0.0.0/0")],
                 support: crate::versions::SupportType::Standard,
+                existing: None,
             },
             allowed_account_ids: vec![],
             tags: BTreeMap::new(),
@@ -50,6 +51,7 @@ fn minimal_file_gets_every_default() {
             istio: IstioSpec {
                 version: ReleaseVersion::new(1, 18, 7),
                 tracing_sampling: Percent(100.0),
+                ingress_source_ranges: vec![],
             },
             locality: LocalitySpec {
                 mode: LocalityMode::Failover,
@@ -1035,4 +1037,112 @@ fn per_chart_repository_beats_the_mirror() {
         assert_eq!(base.repository, "oci://registry.example/mirror");
         assert_eq!(base.origin, crate::charts::Origin::StackMirror);
     }
+}
+
+#[test]
+fn an_existing_cluster_names_its_kubeconfig_and_context() {
+    let s = Stack::parse(
+        "name: t\ncluster:\n  existing:\n    context: kind-demo\n    kubeconfig: /k/config\n",
+        "t",
+    )
+    .unwrap();
+    let e = s.existing_cluster().unwrap();
+    assert_eq!(e.context.as_deref(), Some("kind-demo"));
+    assert_eq!(
+        e.kubeconfig.as_deref(),
+        Some(std::path::Path::new("/k/config"))
+    );
+    let bare = Stack::parse("name: t\ncluster:\n  existing: {}\n", "t").unwrap();
+    assert_eq!(
+        bare.existing_cluster(),
+        Some(&ExistingCluster {
+            context: None,
+            kubeconfig: None
+        })
+    );
+    assert!(Stack::parse("name: t\n", "t")
+        .unwrap()
+        .existing_cluster()
+        .is_none());
+}
+
+#[test]
+fn an_existing_cluster_refuses_what_only_a_built_stack_has() {
+    for (yaml, field) in [
+        (
+            "cluster:\n  existing:\n    context: \"\"\n",
+            "cluster.existing.context",
+        ),
+        (
+            "cluster:\n  existing:\n    kubeconfig: \" \"\n",
+            "cluster.existing.kubeconfig",
+        ),
+        ("cluster:\n  existing: {}\nexpires_in: 8h\n", "expires_in"),
+        ("cluster:\n  existing:\n    server: x\n", "server"),
+    ] {
+        let err = Stack::parse(&format!("name: t\n{yaml}"), "t").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains(field), "{yaml}: {text}");
+    }
+}
+
+#[test]
+fn traffic_distribution_needs_kubernetes_1_35_and_istio_1_27() {
+    let ok = Stack::parse(
+        "name: t\nistio: {version: 1.30.3}\nlocality: {mode: traffic-distribution}\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(ok.locality.mode, LocalityMode::TrafficDistribution);
+    assert!(!ok.locality.mode.uses_destination_rule());
+    for (yaml, wanted) in [
+        (
+            "kubernetes_version: \"1.34\"\ncluster: {support: extended}\nistio: {version: 1.30.3}\n",
+            "Kubernetes 1.35 or newer",
+        ),
+        ("", "Istio 1.27 or newer"),
+        ("", "istio.version: 1.30.3"),
+    ] {
+        let err = Stack::parse(
+            &format!("name: t\n{yaml}locality: {{mode: traffic-distribution}}\n"),
+            "t",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("locality.mode") && text.contains(wanted),
+            "{yaml}: {text}"
+        );
+    }
+    let err = Stack::parse(
+        "name: t\nistio: {version: 1.30.3}\nlocality:\n  mode: traffic-distribution\n  \
+         outlier_detection: {interval: 5s}\n",
+        "t",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("locality.outlier_detection"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_before_the_yaml_parser() {
+    let deep = format!(
+        "name: t\ntags: {}{}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let err = Stack::parse(&deep, "t").unwrap_err();
+    assert!(
+        format!("{err:#}").contains("more than 32 deep (line 2)"),
+        "{err:#}"
+    );
+    // Quoted and commented brackets do not count; real settings nest a few levels.
+    let fine = format!(
+        "name: t # {}\ntags: {{note: \"{}\"}}\nlocality: {{mode: distribute, distribute: {{us-east-1a: {{us-east-1a: 100}}}}}}\n",
+        "[".repeat(100),
+        "{".repeat(100)
+    );
+    assert!(super::too_deep(&fine).is_none());
 }

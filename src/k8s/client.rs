@@ -151,7 +151,20 @@ pub fn config(endpoint: &str, ca_data: &str) -> Result<kube::Config, ClientError
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
     config.write_timeout = Some(READ_TIMEOUT);
+    identify(&mut config);
     Ok(config)
+}
+
+/// The `User-Agent` meshstack's requests carry, so that an API server's audit log tells them
+/// apart from kubectl's, helm's and the controllers'.
+pub const USER_AGENT: &str = concat!("meshstack/", env!("CARGO_PKG_VERSION"));
+
+/// Names meshstack in `config`'s requests ([`USER_AGENT`]).
+pub fn identify(config: &mut kube::Config) {
+    config.headers.push((
+        http::header::USER_AGENT,
+        HeaderValue::from_static(USER_AGENT),
+    ));
 }
 
 /// A client for the cluster at `endpoint` (`https://...`), trusting only the CA in `ca_data`

@@ -145,6 +145,8 @@ pub struct HelmCli {
     /// The kubeconfig helm uses (meshstack writes one whose user runs `meshstack token`, so no
     /// secret is on disk or in helm's argument list).
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context helm uses (`--kube-context`); `None`: the kubeconfig's current one.
+    pub kube_context: Option<String>,
     /// The private folder the kubeconfig is in, removed when the last clone goes.
     pub workdir: Option<Arc<tempfile::TempDir>>,
 }
@@ -195,6 +197,7 @@ impl HelmCli {
         HelmCli {
             binary: std::env::var("MESHSTACK_HELM").unwrap_or_else(|_| "helm".into()),
             kubeconfig,
+            kube_context: None,
             workdir: None,
         }
     }
@@ -204,6 +207,9 @@ impl HelmCli {
         cmd.args(args);
         if let Some(k) = &self.kubeconfig {
             cmd.arg("--kubeconfig").arg(k);
+        }
+        if let Some(c) = &self.kube_context {
+            cmd.arg("--kube-context").arg(c);
         }
         // Kept until helm is done: the empty registry config of an anonymous pull.
         let mut _anonymous = None;

@@ -158,6 +158,30 @@ pub fn parse_clusters(text: &str) -> Result<Vec<Endpoint>, ParseError> {
     Ok(hosts.into_values().collect())
 }
 
+/// `endpoints` in Envoy's `/clusters` text format, one line per fact [`parse_clusters`] reads,
+/// so that `parse_clusters(&write_clusters(e)) == e` (`meshstack demo --save-dumps` writes
+/// each phase's counters this way, for `--clusters-dump` and `demo --before-dump` to read).
+pub fn write_clusters(endpoints: &[Endpoint]) -> String {
+    let mut out = String::new();
+    for e in endpoints {
+        let host = format!("{}::{}", e.cluster, e.address);
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        for (stat, value) in [
+            ("rq_error", e.rq_error.to_string()),
+            ("rq_success", e.rq_success.to_string()),
+            ("rq_total", e.rq_total.to_string()),
+            ("health_flags", e.health_flags.clone()),
+            ("region", text(&e.region)),
+            ("zone", text(&e.zone)),
+            ("sub_zone", text(&e.sub_zone)),
+            ("priority", e.priority.to_string()),
+        ] {
+            out.push_str(&format!("{host}::{stat}::{value}\n"));
+        }
+    }
+    out
+}
+
 /// The service host of an Istio outbound cluster, any subset:
 /// `outbound|3003|v1|orders-service.ecommerce.svc.cluster.local` ->
 /// `orders-service.ecommerce.svc.cluster.local`. `None` for inbound, passthrough and static
@@ -221,6 +245,24 @@ fn non_empty(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_clusters_read_back_the_same() {
+        let text = "outbound|3003||orders.ns.svc.cluster.local::10.0.0.1:3003::rq_total::7\n\
+            outbound|3003||orders.ns.svc.cluster.local::10.0.0.1:3003::rq_success::6\n\
+            outbound|3003||orders.ns.svc.cluster.local::10.0.0.1:3003::rq_error::1\n\
+            outbound|3003||orders.ns.svc.cluster.local::10.0.0.1:3003::zone::us-east-1a\n\
+            outbound|3003||orders.ns.svc.cluster.local::10.0.0.1:3003::region::us-east-1\n\
+            outbound|3003||orders.ns.svc.cluster.local::10.0.0.1:3003::priority::1\n\
+            outbound|3004||p.ns.svc.cluster.local::[fd00:10:244::5]:3004::health_flags::/failed_outlier_check\n\
+            outbound|3004||p.ns.svc.cluster.local::[fd00:10:244::5]:3004::rq_total::3\n";
+        let endpoints = parse_clusters(text).unwrap();
+        assert_eq!(endpoints.len(), 2);
+        let again = parse_clusters(&write_clusters(&endpoints)).unwrap();
+        assert_eq!(again, endpoints);
+        assert_eq!(again[0].priority, 1);
+        assert!(!again[1].healthy);
+    }
 
     const FAILOVER_1A: &str =
         include_str!("../../tests/fixtures/locality/clusters-graphql-1a-failover.txt");

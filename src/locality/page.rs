@@ -55,26 +55,39 @@ pub struct Page<'a> {
 
 /// The page, as one HTML document.
 pub fn render(page: &Page) -> String {
-    let zones = zones(page);
     let title = match page.report {
         Some(_) => format!("meshstack verify: {}", page.stack),
         None => format!("meshstack pods: {}", page.stack),
     };
     let mut out = String::with_capacity(16 * 1024);
+    head(&mut out, &title, "");
+    let _ = writeln!(out, "<header><h1>{}</h1>", esc(&title));
+    body(&mut out, page);
+    footer(&mut out, page);
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+/// The document's head, `<body>` opened.
+fn head(out: &mut String, title: &str, extra_css: &str) {
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
-        esc(&title)
+         <title>{}</title>\n<style>{CSS}{extra_css}</style>\n</head>\n<body>\n",
+        esc(title)
     );
-    let _ = writeln!(out, "<header><h1>{}</h1>", esc(&title));
+}
+
+/// Everything after the header's title: load lines, verdict, placement, traffic and cost.
+fn body(out: &mut String, page: &Page) {
+    let zones = zones(page);
     for line in page.load {
         let _ = writeln!(out, "<p class=\"load\">{}</p>", esc(line));
     }
     out.push_str("</header>\n");
     if let Some(r) = page.report {
-        verdict(&mut out, r);
+        verdict(out, r);
     }
     if !page.missing.is_empty() {
         out.push_str("<div class=\"missing\"><b>Not shown:</b><ul>");
@@ -83,11 +96,11 @@ pub fn render(page: &Page) -> String {
         }
         out.push_str("</ul></div>\n");
     }
-    legend(&mut out, page.pods);
+    legend(out, page.pods);
     let width = grid_width(zones.len());
     let _ = writeln!(out, "<main style=\"width:{width}px\">");
     if let Some(r) = page.report {
-        traffic_band(&mut out, r, &zones);
+        traffic_band(out, r, &zones);
     }
     let _ = writeln!(
         out,
@@ -96,12 +109,15 @@ pub fn render(page: &Page) -> String {
         column(zones.len())
     );
     for zone in &zones {
-        zone_column(&mut out, page, zone);
+        zone_column(out, page, zone);
     }
     out.push_str("</div>\n</main>\n");
     if let Some(r) = page.report {
-        cost(&mut out, r);
+        cost(out, r);
     }
+}
+
+fn footer(out: &mut String, page: &Page) {
     let _ = writeln!(
         out,
         "<footer>stack <b>{}</b> · region <b>{}</b> · measured {} · meshstack {}</footer>",
@@ -110,9 +126,84 @@ pub fn render(page: &Page) -> String {
         esc(page.measured_at),
         esc(page.version)
     );
+}
+
+/// `meshstack demo --html`: the before and after pictures side by side (each the page
+/// [`render`] draws, in its own column), and above them the difference as a table of
+/// `(what, before, after, change)` rows with one line of notes each (price, profile, verdict).
+///
+/// The markup adds `section.phase[data-phase=before|after]` around each picture and
+/// `table.difference tr[data-row]` for a test to read back.
+pub fn render_pair(
+    stack: &str,
+    before: &Page,
+    after: &Page,
+    difference: &[[String; 4]],
+    notes: &[String],
+    pass: bool,
+) -> String {
+    let title = format!("meshstack demo: {stack}");
+    let mut out = String::with_capacity(48 * 1024);
+    head(&mut out, &title, PAIR_CSS);
+    let _ = writeln!(out, "<h1>{}</h1>", esc(&title));
+    let _ = writeln!(
+        out,
+        "<div class=\"verdict {}\">after: {}</div>",
+        if pass { "pass" } else { "fail" },
+        if pass {
+            "PASS, the stack's verify thresholds are met"
+        } else {
+            "FAIL, the stack's verify thresholds are not met"
+        }
+    );
+    out.push_str("<table class=\"difference\"><tr><th></th><th>before (policies off)</th><th>after (policies on)</th><th>change</th></tr>\n");
+    for (i, row) in difference.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<tr data-row=\"{i}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&row[0]),
+            esc(&row[1]),
+            esc(&row[2]),
+            esc(&row[3])
+        );
+    }
+    out.push_str("</table>\n");
+    for n in notes {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", esc(n));
+    }
+    out.push_str("<div class=\"pair\">\n");
+    for (phase, label, page) in [
+        ("before", "Before: policies off", before),
+        ("after", "After: policies on", after),
+    ] {
+        let mut one = String::new();
+        let _ = writeln!(
+            one,
+            "<section class=\"phase\" data-phase=\"{phase}\"><header><h2>{label}</h2>"
+        );
+        body(&mut one, page);
+        one.push_str("</section>\n");
+        // Both pictures define the same SVG markers; each column keeps its own.
+        out.push_str(
+            &one.replace("id=\"head-", &format!("id=\"{phase}-head-"))
+                .replace("url(#head-", &format!("url(#{phase}-head-")),
+        );
+    }
+    out.push_str("</div>\n");
+    footer(&mut out, after);
     out.push_str("</body>\n</html>\n");
     out
 }
+
+const PAIR_CSS: &str = "
+.pair{display:flex;gap:24px;align-items:flex-start}
+.pair section.phase{flex:0 0 auto;zoom:.85;border:1px solid #d6dae3;border-radius:6px;padding:8px;background:#fff}
+h2{font-size:18px;margin:0 0 4px}
+table.difference{border-collapse:collapse;margin:8px 0;font-size:14px}
+table.difference td,table.difference th{padding:3px 10px;border-bottom:1px solid #e3e6ee;text-align:right}
+table.difference td:first-child{text-align:left}
+p.note{margin:2px 0;font-size:12px;color:#454b5a}
+";
 
 const CSS: &str = "
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px;color:#1d2330;background:#fbfbfd}
@@ -713,6 +804,7 @@ mod tests {
             });
         }
         let pods = PodsReport {
+            steering: Vec::new(),
             zones: zone_reports,
             unscheduled: Vec::new(),
             summary: PodsSummary {
@@ -799,6 +891,63 @@ mod tests {
         for (i, _) in html.match_indices("url(") {
             assert!(html[i..].starts_with("url(#"), "{}", &html[i..i + 20]);
         }
+    }
+
+    #[test]
+    fn the_demo_page_puts_both_pictures_side_by_side_each_with_its_own_markers() {
+        let (spread, home) = (scenario(3, 400, 100), scenario(3, 1000, 0));
+        let (rb, ra) = (report(&spread, true, None), report(&home, true, None));
+        fn of<'a>(s: &'a Scenario, r: &'a Report) -> Page<'a> {
+            Page {
+                stack: "meshstack-demo",
+                region: Some("eu-west-1"),
+                measured_at: "2026-11-30 12:00:00 UTC",
+                version: "0.1.0",
+                pods: Some(&s.pods),
+                report: Some(r),
+                load: &[],
+                missing: &[],
+            }
+        }
+        let (before, after) = (of(&spread, &rb), of(&home, &ra));
+        let rows = vec![[
+            "orders calls across zones".to_string(),
+            "60.0%".into(),
+            "0.0%".into(),
+            "-60.0 pts".into(),
+        ]];
+        let html = render_pair(
+            "meshstack-demo",
+            &before,
+            &after,
+            &rows,
+            &["at $0.01 <per GB>".into()],
+            false,
+        );
+        assert_self_contained(&html);
+        let b = html.find("data-phase=\"before\"").unwrap();
+        let a = html.find("data-phase=\"after\"").unwrap();
+        assert!(b < a);
+        assert_eq!(html.matches("<section class=\"phase\"").count(), 2);
+        // Each picture's arrows, in order, as its own page draws them.
+        let mut want = labels(&render(&before));
+        want.extend(labels(&render(&after)));
+        assert_eq!(labels(&html), want);
+        // Every SVG marker is defined once, and every arrow points at a defined one.
+        let ids: Vec<&str> = html
+            .split("id=\"")
+            .skip(1)
+            .map(|r| &r[..r.find('"').unwrap()])
+            .collect();
+        let unique: std::collections::BTreeSet<&&str> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        for r in html.split("url(#").skip(1) {
+            let id = &r[..r.find(')').unwrap()];
+            assert!(ids.contains(&id), "{id} not defined");
+        }
+        assert!(html.contains("<tr data-row=\"0\"><td>orders calls across zones</td>"));
+        assert!(html.contains("at $0.01 &lt;per GB&gt;"));
+        assert!(html.contains("after: FAIL"));
     }
 
     #[test]

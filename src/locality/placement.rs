@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::names::namespace::APP as NAMESPACE;
 
@@ -215,6 +216,77 @@ pub struct Placement {
     pub nodes: Vec<NodeInfo>,
     /// The pods of the app's namespace.
     pub pods: Vec<PodInfo>,
+    /// The endpoints of the app's Services that carry topology hints (`trafficDistribution`).
+    pub steering: Vec<Steering>,
+}
+
+/// One endpoint of a Service and where the EndpointSlice controller steers callers to it: its
+/// `hints` (`forZones` for `trafficDistribution: PreferSameZone`, `forNodes` for
+/// `PreferSameNode`), which Istio's sidecars route by.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Steering {
+    pub service: String,
+    /// The endpoint's pod, else its first address.
+    pub endpoint: String,
+    pub zone: Option<String>,
+    pub node: Option<String>,
+    /// Callers in these zones are steered here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub for_zones: Vec<String>,
+    /// Callers on these nodes are steered here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub for_nodes: Vec<String>,
+}
+
+impl Steering {
+    /// The hinted endpoints of `slices` (a Service's EndpointSlices carry its name in the
+    /// `kubernetes.io/service-name` label), sorted by service and endpoint.
+    pub fn from_slices(slices: &[EndpointSlice]) -> Vec<Steering> {
+        let mut out = Vec::new();
+        for slice in slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .cloned()
+                .unwrap_or_default();
+            for e in &slice.endpoints {
+                let Some(hints) = &e.hints else { continue };
+                let for_zones: Vec<String> = hints
+                    .for_zones
+                    .iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect();
+                let for_nodes: Vec<String> = hints
+                    .for_nodes
+                    .iter()
+                    .flatten()
+                    .map(|n| n.name.clone())
+                    .collect();
+                if for_zones.is_empty() && for_nodes.is_empty() {
+                    continue;
+                }
+                let endpoint = e
+                    .target_ref
+                    .as_ref()
+                    .and_then(|t| t.name.clone())
+                    .or_else(|| e.addresses.first().cloned())
+                    .unwrap_or_default();
+                out.push(Steering {
+                    service: service.clone(),
+                    endpoint,
+                    zone: e.zone.clone(),
+                    node: e.node_name.clone(),
+                    for_zones,
+                    for_nodes,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.service, &a.endpoint).cmp(&(&b.service, &b.endpoint)));
+        out
+    }
 }
 
 impl Placement {
@@ -223,7 +295,14 @@ impl Placement {
         Placement {
             nodes: nodes.iter().map(NodeInfo::from_node).collect(),
             pods: pods.iter().map(PodInfo::from_pod).collect(),
+            steering: Vec::new(),
         }
+    }
+
+    /// The model with the topology hints of `slices` ([`Steering::from_slices`]).
+    pub fn with_slices(mut self, slices: &[EndpointSlice]) -> Self {
+        self.steering = Steering::from_slices(slices);
+        self
     }
 
     fn node(&self, name: &str) -> Option<&NodeInfo> {
@@ -349,6 +428,7 @@ impl Placement {
             .map(|z| (z.zone.clone(), z.nodes.iter().map(|n| n.pods.len()).sum()))
             .collect();
         PodsReport {
+            steering: self.steering.clone(),
             summary: PodsSummary {
                 pods: self.pods.len(),
                 pods_per_zone,
@@ -377,6 +457,9 @@ pub struct PodsReport {
     pub zones: Vec<ZoneReport>,
     /// Pods not yet scheduled on a node, by name.
     pub unscheduled: Vec<PodRow>,
+    /// Where `trafficDistribution` steers callers, endpoint by endpoint (empty without it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steering: Vec<Steering>,
     pub summary: PodsSummary,
 }
 
@@ -566,6 +649,40 @@ pub fn render_text(r: &PodsReport) -> String {
     }
     out.push_str(&summary);
     out.push('\n');
+    out.push_str(&steering_text(&r.steering));
+    out
+}
+
+/// The `trafficDistribution` hints, a line per endpoint: which callers it serves. Empty
+/// without hints (the failover and distribute modes set none).
+pub fn steering_text(steering: &[Steering]) -> String {
+    if steering.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "trafficDistribution hints (the EndpointSlice controller's; the sidecars route by them):\n",
+    );
+    for s in steering {
+        let mut to = Vec::new();
+        if !s.for_zones.is_empty() {
+            to.push(format!("callers in {}", s.for_zones.join(", ")));
+        }
+        if !s.for_nodes.is_empty() {
+            to.push(format!("callers on {}", s.for_nodes.join(", ")));
+        }
+        let at = match (&s.zone, &s.node) {
+            (Some(z), Some(n)) => format!("{z}, {n}"),
+            (Some(z), None) => z.clone(),
+            (None, Some(n)) => n.clone(),
+            (None, None) => "-".into(),
+        };
+        out.push_str(&format!(
+            "  {}: {} ({at}) <- {}\n",
+            s.service,
+            s.endpoint,
+            to.join("; ")
+        ));
+    }
     out
 }
 
@@ -576,6 +693,39 @@ mod tests {
         NodeAddress, NodeCondition, NodeStatus, PodCondition, PodSpec, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+
+    #[test]
+    fn steering_reads_the_hints_of_each_endpoint_and_says_whom_it_serves() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "products-x", "labels": {"kubernetes.io/service-name": "products-service"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.9"], "zone": "b", "nodeName": "n2",
+                 "targetRef": {"kind": "Pod", "name": "products-2"},
+                 "hints": {"forNodes": [{"name": "n2"}]}},
+                {"addresses": ["10.0.0.8"], "zone": "a", "nodeName": "n1",
+                 "hints": {"forZones": [{"name": "a"}]}},
+                {"addresses": ["10.0.0.7"], "zone": "c", "nodeName": "n3"},
+            ],
+        }))
+        .unwrap();
+        let steering = Steering::from_slices(&[slice]);
+        assert_eq!(steering.len(), 2, "the endpoint without hints is left out");
+        assert_eq!(steering[0].endpoint, "10.0.0.8");
+        assert_eq!(steering[0].for_zones, ["a"]);
+        assert_eq!(steering[1].endpoint, "products-2");
+        assert_eq!(steering[1].for_nodes, ["n2"]);
+        let text = steering_text(&steering);
+        assert!(
+            text.contains("products-service: products-2 (b, n2) <- callers on n2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("products-service: 10.0.0.8 (a, n1) <- callers in a"),
+            "{text}"
+        );
+        assert_eq!(steering_text(&[]), "");
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
         Some(

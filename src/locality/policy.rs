@@ -122,7 +122,8 @@ pub fn locality_lb_setting(
         ));
     }
     let setting = match spec.mode {
-        LocalityMode::Failover => json!({ "enabled": true }),
+        // traffic-distribution renders no rule; failover's setting keeps the variable whole.
+        LocalityMode::Failover | LocalityMode::TrafficDistribution => json!({ "enabled": true }),
         LocalityMode::Distribute => {
             let weight = spec.local_weight.unwrap_or(100);
             let mut rules = distribute(region, &zones, weight);

@@ -22,8 +22,9 @@ use super::envoy::{outbound_host, Endpoint};
 /// each way.
 pub const DEFAULT_BYTES_PER_REQUEST: u64 = 2048;
 
-/// AWS inter-AZ data transfer inside a region, charged once on each side.
-pub const DOLLARS_PER_GB_EACH_WAY: f64 = 0.01;
+/// AWS inter-AZ data transfer inside a region, charged once on each side (the price table's
+/// [`crate::prices::INTER_AZ`], which names its source and date).
+pub const DOLLARS_PER_GB_EACH_WAY: f64 = crate::prices::INTER_AZ.dollars_per_gb_each_way;
 
 /// The bucket for endpoints (or callers) without a zone.
 pub const UNKNOWN_ZONE: &str = "unknown";

@@ -358,6 +358,10 @@ impl Stage for Karpenter {
         true
     }
 
+    fn needs_aws(&self) -> bool {
+        true
+    }
+
     fn uses_helm(&self) -> bool {
         true
     }

@@ -12,6 +12,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use kube::api::DynamicObject;
 
 use super::{cluster, Action, Change, Context, StageError};
+use crate::config::ExistingCluster;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::k8s::apply::{self, Applied, Effect, Resolver, State};
 use crate::k8s::helm::{self, Helm, HelmCli, Release, ReleaseStep};
@@ -90,6 +91,9 @@ impl Context {
 /// (so no token is written to disk or passed on helm's command line). The endpoint and CA may
 /// come from the environment instead ([`client::api_override`]).
 async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
+    if let Some(existing) = cx.stack.existing_cluster() {
+        return connect_existing(cx, existing).await;
+    }
     let aws = cx.aws()?;
     let facts = cluster::facts(cx).await?;
     let provider = aws
@@ -108,7 +112,10 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
     // server (`MESHSTACK_KUBE_API`, for tests); nothing after this depends on which.
     let (endpoint, ca_data) =
         match client::api_override().map_err(|e| StageError::Conflict(e.to_string()))? {
-            Some(o) => (o.endpoint, o.ca_data),
+            Some(o) => {
+                warn_override(&o.endpoint);
+                (o.endpoint, o.ca_data)
+            }
             None => (facts.endpoint.clone(), facts.certificate_authority.clone()),
         };
     let client = client::client(&endpoint, &ca_data, tokens)
@@ -140,6 +147,160 @@ async fn connect(cx: &Context) -> Result<KubeAccess, StageError> {
         client,
         helm: Arc::new(cli),
     })
+}
+
+/// Says, once per process, that the cluster's live EKS token goes to the endpoint
+/// `MESHSTACK_KUBE_API` names: a test setting in the shipped binary, easy to leave set.
+fn warn_override(endpoint: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "warning: {} is set: this run sends the cluster's EKS token to {endpoint}, not to \
+             the cluster's own API endpoint",
+            client::API_ENV
+        );
+    });
+}
+
+/// Connect to an existing cluster through its kubeconfig, as kubectl would (exec plugins and
+/// all); helm gets the same file and, explicitly, the same context, so the two never disagree
+/// about which cluster they act on.
+async fn connect_existing(
+    cx: &Context,
+    existing: &ExistingCluster,
+) -> Result<KubeAccess, StageError> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    client::install_crypto_provider();
+    let (kubeconfig, path, from) = match &existing.kubeconfig {
+        Some(path) => (
+            Kubeconfig::read_from(path),
+            Some(path.clone()),
+            path.display().to_string(),
+        ),
+        None => (
+            Kubeconfig::read(),
+            None,
+            "KUBECONFIG (else ~/.kube/config)".to_string(),
+        ),
+    };
+    let kubeconfig = kubeconfig.map_err(|e| {
+        StageError::Conflict(format!(
+            "cluster.existing: cannot read the kubeconfig {from}: {e}"
+        ))
+    })?;
+    let context = existing
+        .context
+        .clone()
+        .or_else(|| kubeconfig.current_context.clone())
+        .ok_or_else(|| {
+            StageError::Conflict(format!(
+                "cluster.existing: the kubeconfig {from} has no current context; name one with \
+                 cluster.existing.context"
+            ))
+        })?;
+    if !kubeconfig.contexts.iter().any(|c| c.name == context) {
+        let known: Vec<&str> = kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        return Err(StageError::Conflict(format!(
+            "cluster.existing: the kubeconfig {from} has no context {context:?} (it has: {})",
+            known.join(", ")
+        )));
+    }
+    let options = KubeConfigOptions {
+        context: Some(context.clone()),
+        ..Default::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| StageError::Conflict(format!("cluster.existing: context {context}: {e}")))?;
+    config.connect_timeout = Some(client::CONNECT_TIMEOUT);
+    config.read_timeout = Some(client::READ_TIMEOUT);
+    client::identify(&mut config);
+    let endpoint = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| StageError::Conflict(format!("cluster.existing: context {context}: {e}")))?;
+    let _ = cx.api_endpoint.set(endpoint);
+    // Without a path helm reads KUBECONFIG (else ~/.kube/config) itself, as kube did above.
+    let mut cli = HelmCli::from_env(path);
+    cli.kube_context = Some(context);
+    Ok(KubeAccess {
+        resolver: Arc::new(apply::DiscoveryResolver::new(client.clone())),
+        client,
+        helm: Arc::new(cli),
+    })
+}
+
+/// The label the zone of a node is in (`topology.kubernetes.io/zone`, well-known).
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The node labels the stack's manifests select on, which an existing cluster's nodes must
+/// carry (on a cluster meshstack builds, its node group and NodePool set them): the platform's
+/// pool (istiod, the gateway) and the app's nodes (products).
+pub const EXISTING_NODE_LABELS: [(&str, &[(&str, &str)]); 2] = [
+    ("system", &[("meshstack.io/pool", "system")]),
+    (
+        "app",
+        &[("managedBy", "karpenter"), ("billing-team", "ecommerce")],
+    ),
+];
+
+/// Before any write on an existing cluster: its zones, from the nodes' [`ZONE_LABEL`], and a
+/// check that the nodes can run the demo — at least two zones (else there is no locality to
+/// show), and in every zone a node of each of [`EXISTING_NODE_LABELS`] (else pods stay
+/// Pending, or a zone has no local orders endpoint). The error names the labels to add.
+pub async fn existing_zones(cx: &Context) -> Result<Vec<String>, StageError> {
+    use k8s_openapi::api::core::v1::Node;
+    let kube = cx.kube().await?;
+    let nodes: kube::Api<Node> = kube::Api::all(kube.client.clone());
+    let listed = nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| StageError::Conflict(format!("listing the cluster's nodes: {e}")))?;
+    let zone_of = |n: &Node| {
+        n.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(ZONE_LABEL))
+            .cloned()
+    };
+    let mut zones: Vec<String> = listed.items.iter().filter_map(zone_of).collect();
+    zones.sort();
+    zones.dedup();
+    let hint = "see README, \"Rehearse on any cluster\", for a kind config that sets them";
+    if zones.len() < 2 {
+        return Err(StageError::Conflict(format!(
+            "the cluster's nodes are in {} zone(s) ({}); the demo needs nodes labelled \
+             {ZONE_LABEL} with at least two zones; {hint}",
+            zones.len(),
+            zones.join(", ")
+        )));
+    }
+    let mut missing = Vec::new();
+    for zone in &zones {
+        for (role, labels) in EXISTING_NODE_LABELS {
+            let has = listed.items.iter().any(|n| {
+                let l = n.metadata.labels.clone().unwrap_or_default();
+                l.get(ZONE_LABEL) == Some(zone)
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            });
+            if !has {
+                let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                missing.push(format!("{zone}: no {role} node ({})", wanted.join(",")));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(StageError::Conflict(format!(
+            "the cluster's nodes cannot run the demo in every zone: {}; label nodes so; {hint}",
+            missing.join("; ")
+        )));
+    }
+    Ok(zones)
 }
 
 /// The objects of the rendered files at `paths`, in file order.
@@ -319,7 +480,7 @@ pub async fn still_reachable(cx: &Context) -> bool {
 
 /// Connect (once) and ask the API server its version, within [`REACH_DEADLINE`].
 async fn probe(cx: &Context) -> bool {
-    if cx.aws.is_none() && cx.kube.get().is_none() {
+    if cx.aws.is_none() && cx.kube.get().is_none() && cx.stack.existing_cluster().is_none() {
         return false;
     }
     let Ok(kube) = cx.kube().await else {
@@ -336,7 +497,8 @@ async fn probe(cx: &Context) -> bool {
 /// what is in it; what the cluster made in the account (load balancers, Karpenter's instances
 /// and instance profiles) is swept by tag later.
 pub async fn for_teardown<'a>(cx: &'a Context, h: &StageHandle) -> Option<&'a KubeAccess> {
-    if cx.kube.get().is_none() && cluster::facts(cx).await.is_err() {
+    let built_by_meshstack = cx.stack.existing_cluster().is_none();
+    if built_by_meshstack && cx.kube.get().is_none() && cluster::facts(cx).await.is_err() {
         return None; // no cluster: nothing to tear down inside it
     }
     let kube = reachable(cx).await;
@@ -373,6 +535,11 @@ pub async fn tolerate_lost_api(
     h: &StageHandle,
     res: Result<Outcome, StageError>,
 ) -> Result<Outcome, StageError> {
+    // An existing cluster stays: what meshstack put in it must really go, so a lost API is
+    // a failure there (a rerun finishes the teardown).
+    if cx.stack.existing_cluster().is_some() {
+        return res;
+    }
     match res {
         Err(e) if !still_reachable(cx).await => {
             warn_unreachable(cx, h);

@@ -54,6 +54,12 @@ pub trait Stage: Send + Sync {
     fn in_cluster(&self) -> bool {
         false
     }
+    /// Whether the stage needs AWS (its own resources there, or the cluster's): such stages are
+    /// off on an existing cluster (`cluster.existing`). The stages outside the cluster do; of
+    /// those inside, Karpenter does (its IAM role and interruption queue).
+    fn needs_aws(&self) -> bool {
+        !self.in_cluster()
+    }
     /// What `up` would change. Read-only; looks only at this stage's own resources, so that it
     /// also works on an empty account and offline (then everything is a create).
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError>;
@@ -84,13 +90,40 @@ pub fn all() -> Vec<Box<dyn Stage>> {
     ]
 }
 
-/// The engine's view of the stages.
+/// The stages `stack` runs: all of them, or on an existing cluster (`cluster.existing`) only
+/// those that need nothing of AWS.
+pub fn for_stack(stack: &Stack) -> Vec<Box<dyn Stage>> {
+    let all = all();
+    match stack.existing_cluster() {
+        None => all,
+        Some(_) => all.into_iter().filter(|s| !s.needs_aws()).collect(),
+    }
+}
+
+/// The stages [`for_stack`] leaves out for `stack`, in declaration order.
+pub fn left_out(stack: &Stack) -> Vec<StageId> {
+    let kept: Vec<StageId> = for_stack(stack).iter().map(|s| s.id()).collect();
+    all()
+        .iter()
+        .map(|s| s.id())
+        .filter(|id| !kept.contains(id))
+        .collect()
+}
+
+/// The engine's view of the stages. A dependency on a stage not among `stages` (one
+/// [`for_stack`] left out) is dropped: what it would have provided is there already.
 pub fn specs(stages: &[Box<dyn Stage>]) -> Vec<StageSpec> {
+    let ids: Vec<StageId> = stages.iter().map(|s| s.id()).collect();
     stages
         .iter()
         .map(|s| StageSpec {
             id: s.id(),
-            depends_on: s.depends_on().to_vec(),
+            depends_on: s
+                .depends_on()
+                .iter()
+                .copied()
+                .filter(|d| ids.contains(d))
+                .collect(),
         })
         .collect()
 }
@@ -526,6 +559,34 @@ fn deleted(n: usize) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_cluster_runs_the_kubernetes_half_alone() {
+        let built = Stack::parse("name: t\n", "t").unwrap();
+        assert_eq!(for_stack(&built).len(), all().len());
+        assert!(left_out(&built).is_empty());
+        let existing = Stack::parse("name: t\ncluster:\n  existing: {}\n", "t").unwrap();
+        let kept: Vec<StageId> = for_stack(&existing).iter().map(|s| s.id()).collect();
+        assert_eq!(
+            kept,
+            ["prometheus", "istio", "jaeger", "kiali", "app", "locality"]
+        );
+        assert_eq!(
+            left_out(&existing),
+            [
+                "network",
+                "iam",
+                "cluster",
+                "nodegroup",
+                "karpenter-infra",
+                "karpenter"
+            ]
+        );
+        // The dependencies on left-out stages are dropped, so the graph is valid.
+        let graph =
+            crate::engine::graph::Graph::new(specs(&for_stack(&existing))).expect("a valid graph");
+        assert_eq!(graph.topo_order()[0], "prometheus");
+    }
 
     #[test]
     fn a_plan_lists_conflicts_where_they_were_found_and_refuses_them() {

@@ -149,19 +149,19 @@ fn the_local_api_server_serves_the_api_over_https_and_keeps_its_state_across_a_r
 
 /// moto, the local API server playing the charts the recording helm records, and the binary
 /// pointed at both, with waits scaled down.
-struct Cluster {
+pub(crate) struct Cluster {
     moto: Moto,
-    server: ApiServer,
-    ms: Meshstack,
+    pub(crate) server: ApiServer,
+    pub(crate) ms: Meshstack,
     helm_dir: PathBuf,
-    stack: String,
+    pub(crate) stack: String,
 }
 
 /// Waits divided by this: the Kubernetes waits poll every 50 ms and give up after 30 s.
 const WAIT_SCALE: &str = "20";
 
 impl Cluster {
-    fn start(name: &str, options: Options) -> Cluster {
+    pub(crate) fn start(name: &str, options: Options) -> Cluster {
         let moto = Moto::start();
         let mut ms = Meshstack::with_moto(&moto);
         let helm_dir = ms.dir.path().join("helm");
@@ -197,14 +197,14 @@ impl Cluster {
         }
     }
 
-    fn run(&self, verb: &str, extra: &[&str]) -> Output {
+    pub(crate) fn run(&self, verb: &str, extra: &[&str]) -> Output {
         let mut args = vec![verb, "--stack", &self.stack, "-o", "json"];
         args.extend_from_slice(extra);
         self.ms.run(&args)
     }
 
     /// `up`, which must succeed with every stage.
-    fn up(&self) -> Output {
+    pub(crate) fn up(&self) -> Output {
         let out = self.run("up", &[]);
         assert!(out.status.success(), "{}", describe(&out));
         let summary = json_lines(&out)
@@ -220,7 +220,7 @@ impl Cluster {
     }
 }
 
-fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -604,6 +604,87 @@ fn pods_and_verify_go_over_the_servers_port_forward_and_report_the_sidecars_coun
     assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
     assert_eq!(v["totals"]["products_on_node_pct"], 100.0, "{v}");
     assert_eq!(v["verdict"]["pass"], true, "{v}");
+}
+
+/// The stand-in mesh routes by what is stored: without the orders DestinationRule, graphql's
+/// orders calls spread over both zones and `verify` fails naming the zone; with
+/// products-service back at `internalTrafficPolicy: Cluster`, products calls leave the node;
+/// with the Services' `trafficDistribution` instead, both stay home again.
+#[test]
+fn verify_follows_the_stored_policies_and_fails_once_they_are_gone() {
+    use kube::api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    };
+    let c = Cluster::start("unpolicied", Options::default());
+    c.up();
+    let verify = |what: &str| {
+        let out = c.run("verify", &["--requests", "40"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{what}: {}", describe(&out)));
+        (out.status.code(), v)
+    };
+    let (code, v) = verify("with the policies");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
+
+    let rules = Api::<DynamicObject>::namespaced_with(
+        c.server.store(),
+        "ecommerce",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "networking.istio.io",
+            "v1beta1",
+            "DestinationRule",
+        )),
+    );
+    c.server
+        .block_on(rules.delete("orders-destination-rule", &DeleteParams::default()))
+        .unwrap();
+    let (code, v) = verify("without the rule");
+    assert_eq!(code, Some(1), "{v}");
+    // graphql runs in us-east-1a; orders-1 there, orders-2 in us-east-1b: half and half.
+    assert_eq!(v["totals"]["orders_in_zone_pct"], 50.0, "{v}");
+    assert_eq!(v["totals"]["products_on_node_pct"], 100.0, "{v}");
+    let failures = v["verdict"]["failures"].to_string();
+    assert!(failures.contains("us-east-1a"), "{failures}");
+
+    // up puts the rule back; then products-service at Cluster spreads products calls.
+    c.up();
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(c.server.store(), "ecommerce");
+    c.server
+        .block_on(services.patch(
+            "products-service",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"internalTrafficPolicy": "Cluster"}})),
+        ))
+        .unwrap();
+    let (code, v) = verify("products at Cluster");
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
+    let on_node = v["totals"]["products_on_node_pct"].as_f64().unwrap();
+    assert!(on_node < 100.0 && on_node > 0.0, "{v}");
+
+    // Kubernetes' own field instead (locality.mode: traffic-distribution): no rule, no
+    // `Local`, and the traffic stays home again.
+    c.server
+        .block_on(rules.delete("orders-destination-rule", &DeleteParams::default()))
+        .unwrap();
+    for (service, preference) in [
+        ("orders-service", "PreferSameZone"),
+        ("products-service", "PreferSameNode"),
+    ] {
+        c.server
+            .block_on(services.patch(
+                service,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"trafficDistribution": preference}})),
+            ))
+            .unwrap();
+    }
+    let (code, v) = verify("trafficDistribution");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["totals"]["orders_in_zone_pct"], 100.0, "{v}");
+    assert_eq!(v["totals"]["products_on_node_pct"], 100.0, "{v}");
 }
 
 /// The objects with what differs between two equal clusters taken out: identities,

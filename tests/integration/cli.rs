@@ -845,3 +845,170 @@ fn yes_for_down<'a>(args: &[&'a str]) -> Vec<&'a str> {
     }
     out
 }
+
+/// An existing-cluster stack whose kubeconfig is not there: `plan` still plans (the
+/// Kubernetes half, all creates) and says why `up` would stop; `up`, `down` and `status` need
+/// no AWS and fail on the kubeconfig alone (exit 2 for `up`/`down`, before anything is
+/// written); the commands that only make sense for a cluster meshstack builds refuse.
+#[test]
+fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
+    // A helm that answers `version` (up checks it before anything else); never run further.
+    let helm = fake_helm("v3.21.4");
+    let mut ms = Meshstack::new(None);
+    ms.extra_env.push((
+        "MESHSTACK_HELM".into(),
+        helm.path().join("helm").display().to_string(),
+    ));
+    let stack = stack_file(
+        &ms,
+        "existing.yaml",
+        "name: rehearsal\ncluster:\n  existing:\n    kubeconfig: /nonexistent/kubeconfig\n",
+    );
+    let plan = ms.run(&["plan", "--stack", &stack, "-o", "json"]);
+    assert!(plan.status.success(), "{}", describe(&plan));
+    let doc = json_doc(&plan);
+    assert_eq!(
+        doc["existing_cluster"]["stages_off"],
+        serde_json::json!([
+            "network",
+            "iam",
+            "cluster",
+            "nodegroup",
+            "karpenter-infra",
+            "karpenter"
+        ])
+    );
+    assert!(
+        doc["existing_cluster"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the kubeconfig /nonexistent/kubeconfig"),
+        "{doc}"
+    );
+    let stages: Vec<&str> = doc["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["prometheus", "istio", "jaeger", "kiali", "app", "locality"]
+    );
+    assert_eq!(
+        doc["cost"],
+        Value::Null,
+        "no AWS cost is meshstack's: {doc}"
+    );
+    for verb in ["up", "down"] {
+        let out = ms.run(&yes_for_down(&[verb, "--stack", &stack]));
+        assert_eq!(out.status.code(), Some(2), "{verb}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains("cannot read the kubeconfig"),
+            "{verb}: {}",
+            describe(&out)
+        );
+        assert!(
+            !stderr(&out).contains("credentials"),
+            "{verb} asked for AWS: {}",
+            describe(&out)
+        );
+    }
+    let fleet = ms.run(&["fleet", "up", "--stack", &stack, "--count", "2"]);
+    assert_eq!(fleet.status.code(), Some(2), "{}", describe(&fleet));
+    assert!(
+        stderr(&fleet).contains("cluster.existing"),
+        "{}",
+        describe(&fleet)
+    );
+    let kubeconfig = ms.run(&["kubeconfig", "--stack", &stack]);
+    assert_eq!(
+        kubeconfig.status.code(),
+        Some(2),
+        "{}",
+        describe(&kubeconfig)
+    );
+}
+
+/// Issue 24: `locality.mode: traffic-distribution` where it cannot work is refused before any
+/// write (exit 2), naming the versions that work; where it can, `plan` explains the mode.
+#[test]
+fn traffic_distribution_mode_is_refused_where_it_cannot_work() {
+    let ms = Meshstack::new(None);
+    for (yaml, wanted) in [
+        (
+            "kubernetes_version: \"1.34\"\ncluster: {support: extended}\nistio: {version: 1.30.3}\n",
+            "Kubernetes 1.35 or newer",
+        ),
+        ("", "Istio 1.27 or newer"),
+    ] {
+        let stack = stack_file(
+            &ms,
+            "td.yaml",
+            &format!("name: td\n{yaml}locality: {{mode: traffic-distribution}}\n"),
+        );
+        for verb in ["plan", "up"] {
+            let out = ms.run(&[verb, "--stack", &stack]);
+            assert_eq!(out.status.code(), Some(2), "{verb}: {}", describe(&out));
+            let text = stderr(&out);
+            assert!(text.contains("locality.mode") && text.contains(wanted), "{text}");
+        }
+    }
+    let stack = stack_file(
+        &ms,
+        "td.yaml",
+        "name: td\nistio: {version: 1.30.3}\nlocality: {mode: traffic-distribution}\n",
+    );
+    let plan = ms.run(&["plan", "--offline", "--stack", &stack]);
+    assert!(plan.status.success(), "{}", describe(&plan));
+    let text = stdout(&plan);
+    assert!(text.contains("locality: traffic-distribution"), "{text}");
+    assert!(
+        text.contains("trafficDistribution: PreferSameNode"),
+        "{text}"
+    );
+    assert!(!text.contains("orders-destination-rule"), "{text}");
+}
+
+/// Issue 23, exposure: `plan` warns about what the stack leaves open to the internet (the
+/// cluster API at 0.0.0.0/0, the ingress gateway's load balancer) and names the setting that
+/// closes each; with both set there is nothing to warn about and the gateway's Service gets
+/// `loadBalancerSourceRanges`.
+#[test]
+fn plan_warns_about_what_is_open_to_the_internet() {
+    let ms = Meshstack::new(None);
+    let open = stack_file(&ms, "open.yaml", "name: open\n");
+    let plan = ms.run(&["plan", "--offline", "--stack", &open, "-o", "json"]);
+    assert!(plan.status.success(), "{}", describe(&plan));
+    let doc = json_doc(&plan);
+    let warnings: Vec<&str> = doc["exposure"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{doc}");
+    assert!(warnings[0].contains("cluster.public_access_cidrs"), "{doc}");
+    assert!(warnings[1].contains("istio.ingress_source_ranges"), "{doc}");
+
+    let closed = stack_file(
+        &ms,
+        "closed.yaml",
+        "name: closed\ncluster: {public_access_cidrs: [203.0.113.7/32]}\n\
+         istio: {ingress_source_ranges: [203.0.113.0/24, 198.51.100.0/24]}\n",
+    );
+    let plan = ms.run(&["plan", "--offline", "--stack", &closed, "-o", "json"]);
+    assert_eq!(json_doc(&plan)["exposure"], serde_json::json!([]));
+    let out = ms.dir.path().join("rendered");
+    let rendered = ms.run(&["render", "--stack", &closed, "--out", out.to_str().unwrap()]);
+    assert!(rendered.status.success(), "{}", describe(&rendered));
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(out.join("stacks/istio/gateway-values.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        values["service"]["loadBalancerSourceRanges"],
+        serde_yaml::from_str::<serde_yaml::Value>("[203.0.113.0/24, 198.51.100.0/24]").unwrap()
+    );
+    assert_eq!(values["service"]["type"], "LoadBalancer");
+}

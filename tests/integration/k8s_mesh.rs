@@ -199,6 +199,7 @@ impl Fixture {
             cli: HelmCli {
                 binary: fake_helm(dir.path()).display().to_string(),
                 kubeconfig: None,
+                kube_context: None,
                 workdir: None,
             },
             client: client.clone(),

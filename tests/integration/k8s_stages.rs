@@ -57,6 +57,7 @@ fn context(client: kube::Client, dir: &std::path::Path) -> Context {
     let helm = HelmCli {
         binary: fake_helm(dir).display().to_string(),
         kubeconfig: None,
+        kube_context: None,
         workdir: None,
     };
     Context::new(

@@ -10,6 +10,7 @@ mod cli;
 mod cli_surface;
 mod config_files;
 mod contracts;
+mod demo;
 mod fault_proxy;
 mod faults;
 mod fleet;

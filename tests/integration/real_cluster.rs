@@ -20,21 +20,51 @@ use crate::support::local_cluster::LocalCluster;
 use crate::support::{describe, Meshstack, Moto};
 
 struct Env {
-    moto: Moto,
+    /// The AWS half's moto; `None` for a stack on an existing cluster, which uses no AWS.
+    moto: Option<Moto>,
     cluster: LocalCluster,
     ms: Meshstack,
     stack: String,
+    helm_major: u8,
 }
 
 impl Env {
+    /// The whole graph: moto for AWS, this control plane as the EKS cluster's API.
     fn start(name: &str, helm_major: u8) -> Env {
         let moto = Moto::start();
         let cluster = LocalCluster::start_for_eks(name, &moto.endpoint(), helm_major);
         let mut ms = Meshstack::with_moto(&moto);
+        for key in ["MESHSTACK_KUBE_API", "MESHSTACK_KUBE_CA_FILE"] {
+            ms.extra_env
+                .push((key.to_string(), cluster.var(key).to_string()));
+        }
+        let yaml = format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n");
+        Env::with(Some(moto), cluster, ms, &yaml, helm_major)
+    }
+
+    /// A stack on this control plane as an existing cluster (`cluster.existing`): no AWS at
+    /// all (no credentials, no endpoint), reached through a kubeconfig of the user's whose
+    /// current context is elsewhere and whose user is an exec plugin ([`exec_kubeconfig`]).
+    fn existing(name: &str, helm_major: u8) -> Env {
+        let cluster = LocalCluster::start(helm_major);
+        let ms = Meshstack::new(None);
+        let kubeconfig = exec_kubeconfig(&cluster, ms.dir.path());
+        let yaml = format!(
+            "name: {name}\ncluster:\n  existing:\n    kubeconfig: {}\n    context: rehearsal\n",
+            kubeconfig.display()
+        );
+        Env::with(None, cluster, ms, &yaml, helm_major)
+    }
+
+    fn with(
+        moto: Option<Moto>,
+        cluster: LocalCluster,
+        mut ms: Meshstack,
+        yaml: &str,
+        helm_major: u8,
+    ) -> Env {
         for key in [
             "PATH",
-            "MESHSTACK_KUBE_API",
-            "MESHSTACK_KUBE_CA_FILE",
             "HELM_CONFIG_HOME",
             "HELM_CACHE_HOME",
             "HELM_DATA_HOME",
@@ -56,18 +86,13 @@ impl Env {
         // meshstack's own waits (not helm's), scaled: a Kubernetes wait gives up after 30 s.
         ms.extra_env
             .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
-        let stack = ms
-            .stack_file(
-                "stack.yaml",
-                &format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
-            )
-            .display()
-            .to_string();
+        let stack = ms.stack_file("stack.yaml", yaml).display().to_string();
         Env {
             moto,
             cluster,
             ms,
             stack,
+            helm_major,
         }
     }
 
@@ -133,47 +158,89 @@ const NAMESPACES: [&str; 5] = [
     "istio-system",
 ];
 
-/// Issue 20, done-when: for each helm major, the whole graph goes up on the real control plane
-/// with the real charts; a second `up` makes no helm install or upgrade (every release still
-/// at revision 1) and no API write (resourceVersions unchanged), `plan` and `status` are clean,
-/// and the same holds with the journal deleted; `down` leaves no release and none of
-/// meshstack's namespaces; `up` again works.
-fn converges_and_tears_down(helm_major: u8) {
-    let env = Env::start(&format!("real{helm_major}"), helm_major);
+/// Issue 20, done-when: for each helm major, the stack goes up on the real control plane with
+/// the real charts (`stages` stages, `release_count` releases); a second `up` makes no helm
+/// install or upgrade (every release still at revision 1) and no API write (resourceVersions
+/// unchanged; no AWS write either), `plan` and `status` are clean, and the same holds with the
+/// journal deleted; `down` leaves no release and none of meshstack's namespaces; `up` again
+/// works.
+fn converges_and_tears_down(env: &Env, stages: usize, release_count: usize) {
+    let helm = env.helm_major;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let started = std::time::Instant::now();
     let out = env.ok("up", &[]);
     let full = started.elapsed();
+    if env.moto.is_some() {
+        // The EKS token goes to the API MESHSTACK_KUBE_API names: said on every run.
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!(
+                "MESHSTACK_KUBE_API is set: this run sends the cluster's EKS token to {}",
+                env.cluster.var("MESHSTACK_KUBE_API")
+            )),
+            "{}",
+            describe(&out)
+        );
+    }
     let summary = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|l| l["event"] == "summary")
         .unwrap();
     let results = summary["results"].as_array().unwrap();
-    assert_eq!(results.len(), 12, "all twelve stages: {summary}");
+    assert_eq!(results.len(), stages, "every stage: {summary}");
     assert!(
         results.iter().all(|r| r["status"] == "succeeded"),
         "{summary}"
     );
     let releases = env.cluster.releases();
-    assert_eq!(releases.len(), 7, "{releases:?}");
+    assert_eq!(releases.len(), release_count, "{releases:?}");
     for (name, (status, revision, _)) in &releases {
         assert_eq!(status, "deployed", "{name}: {releases:?}");
         assert_eq!(revision, "1", "{name}: {releases:?}");
     }
-    let before = rt.block_on(versions(&env));
+    let before = rt.block_on(versions(env));
     assert!(before.len() > 20, "{before:?}");
 
     // Converged: nothing written anywhere.
     let check_converged = |what: &str| {
-        env.moto.start_recording();
+        if let Some(moto) = &env.moto {
+            moto.start_recording();
+        }
+        let mark = env.cluster.audit_mark();
         let started = std::time::Instant::now();
         env.ok("up", &[]);
         let took = started.elapsed();
-        assert_eq!(env.moto.recorded_writes(), Vec::<String>::new(), "{what}");
+        // What meshstack and helm asked of the API server (its audit log), by verb: reads only.
+        let asked = env.cluster.requests_since(mark);
+        let by = |product: &str| -> BTreeMap<String, usize> {
+            asked
+                .iter()
+                .filter(|((p, _), _)| p.eq_ignore_ascii_case(product))
+                .map(|((_, verb), n)| (verb.clone(), *n))
+                .collect()
+        };
+        let (ours, helms) = (by("meshstack"), by("helm"));
+        for (who, verbs) in [("meshstack", &ours), ("helm", &helms)] {
+            let writes: Vec<&String> = verbs
+                .keys()
+                .filter(|v| !matches!(v.as_str(), "get" | "list" | "watch"))
+                .collect();
+            assert!(writes.is_empty(), "{what}: {who} wrote: {verbs:?}");
+        }
+        assert!(
+            !ours.is_empty(),
+            "{what}: no request of meshstack's in the audit log"
+        );
+        eprintln!(
+            "{what} (helm {}): API requests by meshstack {ours:?}, by helm {helms:?}",
+            env.helm_major
+        );
+        if let Some(moto) = &env.moto {
+            assert_eq!(moto.recorded_writes(), Vec::<String>::new(), "{what}");
+        }
         assert_eq!(env.cluster.releases(), releases, "{what}: helm changed");
         assert_eq!(
-            rt.block_on(versions(&env)),
+            rt.block_on(versions(env)),
             before,
             "{what}: objects changed"
         );
@@ -201,7 +268,7 @@ fn converges_and_tears_down(helm_major: u8) {
     // Namespaces terminate through their finalizers (the namespace controller runs).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let left = rt.block_on(namespaces_left(&env, &NAMESPACES));
+        let left = rt.block_on(namespaces_left(env, &NAMESPACES));
         if left.is_empty() {
             break;
         }
@@ -213,19 +280,196 @@ fn converges_and_tears_down(helm_major: u8) {
     }
     env.ok("up", &[]);
     eprintln!(
-        "helm {helm_major}: full up {full:?}, converged up {converged:?}, down {down:?} \
-         on the real control plane"
+        "helm {helm}: full up {full:?}, converged up {converged:?}, down {down:?} \
+         on the real control plane ({stages} stages)"
     );
 }
 
 #[test]
 fn the_kubernetes_half_converges_and_tears_down_on_a_real_control_plane_with_helm_3() {
-    converges_and_tears_down(3);
+    converges_and_tears_down(&Env::start("real3", 3), 12, 7);
 }
 
 #[test]
 fn the_kubernetes_half_converges_and_tears_down_on_a_real_control_plane_with_helm_4() {
-    converges_and_tears_down(4);
+    converges_and_tears_down(&Env::start("real4", 4), 12, 7);
+}
+
+/// A kubeconfig as a user's may be: two contexts, the current one for a cluster that does not
+/// answer, and `rehearsal` for `cluster`, whose user is an exec plugin handing out the admin's
+/// client certificate (as `aws eks get-token` hands out a token). meshstack and helm must
+/// both use `rehearsal`, and both must run the plugin.
+fn exec_kubeconfig(cluster: &LocalCluster, dir: &std::path::Path) -> std::path::PathBuf {
+    use base64::Engine as _;
+    let admin: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(cluster.dir.path().join("kubeconfig")).unwrap(),
+    )
+    .unwrap();
+    let pem = |key: &str| {
+        let b64 = admin["users"][0]["user"][key].as_str().unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let credential = serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {
+            "clientCertificateData": pem("client-certificate-data"),
+            "clientKeyData": pem("client-key-data"),
+        },
+    });
+    let credential_file = dir.join("credential.json");
+    std::fs::write(&credential_file, credential.to_string()).unwrap();
+    let cluster_entry = &admin["clusters"][0]["cluster"];
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {
+                "server": cluster_entry["server"].as_str().unwrap(),
+                "certificate-authority-data":
+                    cluster_entry["certificate-authority-data"].as_str().unwrap(),
+            }},
+            {"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1"}},
+        ],
+        "users": [{"name": "by-plugin", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "cat",
+            "args": [credential_file.display().to_string()],
+            "interactiveMode": "Never",
+        }}}],
+        "contexts": [
+            {"name": "elsewhere", "context": {"cluster": "nowhere", "user": "by-plugin"}},
+            {"name": "rehearsal", "context": {"cluster": "local", "user": "by-plugin"}},
+        ],
+        "current-context": "elsewhere",
+    });
+    let path = dir.join("user-kubeconfig");
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    path
+}
+
+/// Issue 20, for users: the Kubernetes half on an existing cluster, with no AWS at all —
+/// `plan` says the AWS stages are off, and a node layout that cannot run the demo is refused
+/// before any write; then up, converged (journal or not), down, up again, for each helm
+/// major. `down` removes what meshstack installed and never the cluster (its nodes stay).
+fn existing_cluster(helm_major: u8) {
+    let env = Env::existing(&format!("rehearse{helm_major}"), helm_major);
+    let plan = env.ok("plan", &[]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        plan["existing_cluster"]["stages_off"],
+        serde_json::json!([
+            "network",
+            "iam",
+            "cluster",
+            "nodegroup",
+            "karpenter-infra",
+            "karpenter"
+        ]),
+        "{plan}"
+    );
+    let zones: Vec<&str> = plan["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(zones.len(), 3, "the nodes' zones: {plan}");
+    assert_eq!(plan["account"], serde_json::Value::Null, "{plan}");
+    // doctor checks the cluster (no AWS credentials asked for) and the server's version.
+    let doctor = env.ms.run(&["doctor", "--stack", &env.stack, "-o", "json"]);
+    assert!(doctor.status.success(), "{}", describe(&doctor));
+    let doctor: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let cluster = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "cluster")
+        .unwrap_or_else(|| panic!("no cluster check: {doctor}"));
+    assert!(
+        cluster["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Kubernetes 1.36"),
+        "{doctor}"
+    );
+
+    // A zone without a platform node: refused before anything is installed.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let relabel = |value: Option<&str>| {
+        rt.block_on(async {
+            use k8s_openapi::api::core::v1::Node;
+            let nodes: Api<Node> = Api::all(env.cluster.admin().await);
+            let list = nodes.list(&ListParams::default()).await.unwrap();
+            let node = list
+                .items
+                .iter()
+                .find(|n| {
+                    let l = n.metadata.labels.clone().unwrap_or_default();
+                    l.get("topology.kubernetes.io/zone").map(String::as_str) == Some(zones[2])
+                        // Removing: a node that has it; restoring: the one without.
+                        && l.contains_key("meshstack.io/pool") == value.is_none()
+                })
+                .map(|n| n.metadata.name.clone().unwrap())
+                .unwrap();
+            let patch = serde_json::json!({"metadata": {"labels": {"meshstack.io/pool": value}}});
+            nodes
+                .patch(
+                    &node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        })
+    };
+    relabel(None);
+    let refused = env.run("up", &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains(&format!(
+            "{}: no system node (meshstack.io/pool=system)",
+            zones[2]
+        )),
+        "{text}"
+    );
+    assert_eq!(env.cluster.releases(), BTreeMap::new());
+    relabel(Some("system"));
+
+    let nodes = || {
+        rt.block_on(async {
+            let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.cluster.admin().await);
+            api.list(&ListParams::default()).await.unwrap().items.len()
+        })
+    };
+    let node_count = nodes();
+    // prometheus, istio-base, istiod, the gateway, kiali-operator; no Karpenter.
+    converges_and_tears_down(&env, 6, 5);
+    assert!(
+        !env.cluster
+            .releases()
+            .keys()
+            .any(|r| r.starts_with("karpenter/")),
+        "Karpenter is off on an existing cluster"
+    );
+    env.ok("down", &["--yes"]);
+    assert_eq!(nodes(), node_count, "the cluster and its nodes stay");
+}
+
+#[test]
+fn the_kubernetes_half_runs_on_an_existing_cluster_with_helm_3() {
+    existing_cluster(3);
+}
+
+#[test]
+fn the_kubernetes_half_runs_on_an_existing_cluster_with_helm_4() {
+    existing_cluster(4);
 }
 
 /// The API server checks meshstack's EKS token as EKS does: a token for another cluster is
@@ -444,12 +688,13 @@ fn doctor_shows_the_version_matrix_and_finds_each_pinned_chart() {
 }
 
 /// Issue 20: kill -9 (the whole process group: meshstack and the helm it runs) while real
-/// helm is installing a chart, and while `down`'s `helm uninstall` runs; each rerun converges
+/// helm is installing a chart, and while `down`'s `helm uninstall` runs, on an existing-cluster
+/// stack; each rerun converges
 /// with every release deployed once (no duplicate, none stuck pending or uninstalling), and
 /// the final `down` leaves nothing.
 #[test]
 fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
-    let env = Env::start("killed", 3);
+    let env = Env::existing("killed", 3);
     let spawn = |verb: &str| {
         use std::os::unix::process::CommandExt;
         env.ms
@@ -501,7 +746,7 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
     );
     env.ok("up", &["--force-unlock"]);
     let releases = env.cluster.releases();
-    assert_eq!(releases.len(), 7, "{releases:?}");
+    assert_eq!(releases.len(), 5, "{releases:?}");
     assert!(
         releases.values().all(|(s, _, _)| s == "deployed"),
         "left {left:?}, now {releases:?}"
@@ -512,8 +757,364 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
     });
     env.ok("up", &["--force-unlock"]);
     let again = env.cluster.releases();
-    assert_eq!(again.len(), 7, "{again:?}");
+    assert_eq!(again.len(), 5, "{again:?}");
     assert!(again.values().all(|(s, _, _)| s == "deployed"), "{again:?}");
+    env.ok("down", &["--yes"]);
+    assert_eq!(env.cluster.releases(), BTreeMap::new());
+}
+
+/// Issue 20: what meshstack relies on from server-side apply and CRD validation, on the real
+/// API server (the in-memory one removes no field and validates nothing).
+///
+/// - **Conflicts**: someone else's manager takes fields meshstack owns — `kubectl` applies
+///   `internalTrafficPolicy: Cluster` to products-service with `--force-conflicts`, and a
+///   merge patch drops the orders rule's `localityLbSetting`. `status` sees the drift (exit 3),
+///   `plan` names both objects, `up` takes the fields back (meshstack forces its conflicts, so
+///   the other manager loses them), and a rerun writes nothing.
+/// - **CEL**: the real Karpenter 1.14.1 CRDs enforce their `x-kubernetes-validations`: a
+///   NodePool edit their rules forbid is refused, so meshstack's own NodePool, which the
+///   server accepted, passed them.
+#[test]
+fn the_real_server_takes_back_drift_and_enforces_crd_rules() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+    let env = Env::start("drift", 3);
+    env.ok("up", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(env.cluster.admin());
+    let services: Api<Service> = Api::namespaced(client.clone(), "ecommerce");
+    let rules_ar = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1beta1".into(),
+        api_version: "networking.istio.io/v1beta1".into(),
+        kind: "DestinationRule".into(),
+        plural: "destinationrules".into(),
+    };
+    let rules: Api<DynamicObject> = Api::namespaced_with(client.clone(), "ecommerce", &rules_ar);
+    let policy = |s: &Service| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.internal_traffic_policy.clone())
+            .unwrap_or_default()
+    };
+    let locality = |r: &DynamicObject| {
+        r.data["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"].clone()
+    };
+    let (before_policy, before_rule) = rt.block_on(async {
+        (
+            policy(&services.get("products-service").await.unwrap()),
+            locality(&rules.get("orders-destination-rule").await.unwrap()),
+        )
+    });
+    assert_eq!(before_policy, "Local");
+    assert!(before_rule.is_object(), "{before_rule}");
+
+    rt.block_on(async {
+        let edit = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "products-service", "namespace": "ecommerce"},
+            "spec": {"internalTrafficPolicy": "Cluster"},
+        });
+        services
+            .patch(
+                "products-service",
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(&edit),
+            )
+            .await
+            .unwrap();
+        let drop = serde_json::json!({"spec": {"trafficPolicy": {"loadBalancer": {"localityLbSetting": null}}}});
+        rules
+            .patch(
+                "orders-destination-rule",
+                &PatchParams::default(),
+                &Patch::Merge(&drop),
+            )
+            .await
+            .unwrap();
+    });
+    let status = env.run("status", &[]);
+    assert_eq!(status.status.code(), Some(3), "{}", describe(&status));
+    let plan = env.ok("plan", &[]);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        plan.contains("products-service") && plan.contains("orders-destination-rule"),
+        "{plan}"
+    );
+
+    env.ok("up", &[]);
+    let (after_policy, after_rule, owners) = rt.block_on(async {
+        let s = services.get("products-service").await.unwrap();
+        let owners: Vec<String> = s
+            .metadata
+            .managed_fields
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| {
+                f.fields_v1
+                    .as_ref()
+                    .is_some_and(|v| v.0.pointer("/f:spec/f:internalTrafficPolicy").is_some())
+            })
+            .filter_map(|f| f.manager)
+            .collect();
+        (
+            policy(&s),
+            locality(&rules.get("orders-destination-rule").await.unwrap()),
+            owners,
+        )
+    });
+    assert_eq!(after_policy, "Local", "up takes the field back");
+    assert_eq!(after_rule, before_rule, "up puts the locality setting back");
+    assert!(
+        owners.contains(&"meshstack-locality".to_string()) && !owners.contains(&"kubectl".into()),
+        "the forced apply moves the field to meshstack: {owners:?}"
+    );
+    let settled = rt.block_on(versions(&env));
+    env.ok("up", &[]);
+    assert_eq!(
+        rt.block_on(versions(&env)),
+        settled,
+        "a rerun writes nothing"
+    );
+
+    // CEL: Karpenter's CRD refuses a NodePool whose template carries a restricted label.
+    let nodepools = ApiResource {
+        group: "karpenter.sh".into(),
+        version: "v1".into(),
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodePool".into(),
+        plural: "nodepools".into(),
+    };
+    let refused = rt.block_on(async {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &nodepools);
+        let name = api.list(&ListParams::default()).await.unwrap().items[0]
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        let edit = serde_json::json!({"spec": {"template": {"metadata": {"labels": {"kubernetes.io/hostname": "pinned"}}}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+    });
+    match refused {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(
+                s.message
+                    .contains("label \"kubernetes.io/hostname\" is restricted"),
+                "{s:?}"
+            );
+        }
+        other => panic!("the CRD's CEL rule must refuse it: {other:?}"),
+    }
+}
+
+/// Issue 24 on the real control plane (an existing-cluster stack, Istio 1.30.3): the stack
+/// moves failover -> traffic-distribution -> failover on a live environment. In
+/// traffic-distribution mode the orders rule is gone, products-service is back at
+/// `internalTrafficPolicy: Cluster` (server-side apply removed the field the stage no longer
+/// applies), and the real EndpointSlice controller fills the hints Istio routes by —
+/// `forZones` with each orders endpoint's own zone, `forNodes` with each products endpoint's
+/// own node. Back in failover nothing of traffic-distribution is left; each rerun writes
+/// nothing; `down` leaves neither mode's policies.
+#[test]
+fn locality_modes_switch_on_a_live_environment_and_the_real_controller_fills_hints() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let mut env = Env::existing("modes", 3);
+    let existing = std::fs::read_to_string(&env.stack).unwrap();
+    let stack_for = |mode: &str| {
+        format!(
+            "{existing}istio: {{version: 1.30.3, ingress_source_ranges: [10.0.0.0/8]}}\n\
+             locality: {{mode: {mode}}}\n"
+        )
+    };
+    env.stack = env
+        .ms
+        .stack_file("failover.yaml", &stack_for("failover"))
+        .display()
+        .to_string();
+    let failover = env.stack.clone();
+    let distribution = env
+        .ms
+        .stack_file("distribution.yaml", &stack_for("traffic-distribution"))
+        .display()
+        .to_string();
+    env.ok("up", &[]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(env.cluster.admin());
+    let services: Api<Service> = Api::namespaced(client.clone(), "ecommerce");
+    let rule_ar = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: "DestinationRule".into(),
+        plural: "destinationrules".into(),
+    };
+    let rules: Api<DynamicObject> = Api::namespaced_with(client.clone(), "ecommerce", &rule_ar);
+    // (orders trafficDistribution, products trafficDistribution, products
+    // internalTrafficPolicy, whether the orders rule exists)
+    let policies = || {
+        rt.block_on(async {
+            let field =
+                |s: &Service, f: fn(&k8s_openapi::api::core::v1::ServiceSpec) -> Option<String>| {
+                    s.spec.as_ref().and_then(f).unwrap_or_default()
+                };
+            let orders = services.get("orders-service").await.unwrap();
+            let products = services.get("products-service").await.unwrap();
+            (
+                field(&orders, |s| s.traffic_distribution.clone()),
+                field(&products, |s| s.traffic_distribution.clone()),
+                field(&products, |s| s.internal_traffic_policy.clone()),
+                rules
+                    .get_opt("orders-destination-rule")
+                    .await
+                    .unwrap()
+                    .is_some(),
+            )
+        })
+    };
+    assert_eq!(policies(), ("".into(), "".into(), "Local".into(), true));
+    // istio.ingress_source_ranges reaches the gateway's Service through the chart.
+    let gateway = rt.block_on(async {
+        let api: Api<Service> = Api::namespaced(client.clone(), "istio-system");
+        api.get("istio-ingressgateway").await.unwrap()
+    });
+    assert_eq!(
+        gateway.spec.unwrap().load_balancer_source_ranges,
+        Some(vec!["10.0.0.0/8".to_string()])
+    );
+
+    // To traffic-distribution: plan says what goes, up does it, a rerun writes nothing.
+    env.stack = distribution;
+    let plan = env.ok("plan", &[]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["summary"]["delete"], 1, "the orders rule: {plan}");
+    env.ok("up", &[]);
+    assert_eq!(
+        policies(),
+        (
+            "PreferSameZone".into(),
+            "PreferSameNode".into(),
+            "Cluster".into(),
+            false
+        )
+    );
+    // The hints, as the real EndpointSlice controller computed them (it may take a moment).
+    let hints = |service: &str| {
+        rt.block_on(async {
+            let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "ecommerce");
+            let params =
+                ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+            let mut out = Vec::new();
+            for slice in slices.list(&params).await.unwrap().items {
+                for e in slice.endpoints {
+                    let hints = e.hints.clone().unwrap_or_default();
+                    let zones: Vec<String> = hints
+                        .for_zones
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|z| z.name)
+                        .collect();
+                    let nodes: Vec<String> = hints
+                        .for_nodes
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| n.name)
+                        .collect();
+                    out.push((e.zone.clone(), e.node_name.clone(), zones, nodes));
+                }
+            }
+            out
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let orders = hints("orders-service");
+        let products = hints("products-service");
+        let zone_hinted = !orders.is_empty()
+            && orders.iter().all(|(zone, _, zones, _)| {
+                zone.as_ref()
+                    .is_some_and(|z| zones == std::slice::from_ref(z))
+            });
+        let node_hinted = !products.is_empty()
+            && products.iter().all(|(_, node, _, nodes)| {
+                node.as_ref()
+                    .is_some_and(|n| nodes == std::slice::from_ref(n))
+            });
+        if zone_hinted && node_hinted {
+            eprintln!(
+                "hints: {} orders endpoints forZones = own zone, {} products endpoints \
+                 forNodes = own node",
+                orders.len(),
+                products.len()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hints in 60 s: orders {orders:?}, products {products:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // `pods` shows where the hints steer callers, endpoint by endpoint.
+    let pods = env.ok("pods", &[]);
+    let pods: serde_json::Value = serde_json::from_slice(&pods.stdout).unwrap();
+    let steering = pods["steering"].as_array().unwrap();
+    for (service, key, own) in [
+        ("orders-service", "for_zones", "zone"),
+        ("products-service", "for_nodes", "node"),
+    ] {
+        let mine: Vec<&serde_json::Value> = steering
+            .iter()
+            .filter(|s| s["service"] == service)
+            .collect();
+        assert!(!mine.is_empty(), "{service}: {pods}");
+        for s in mine {
+            assert_eq!(s[key], serde_json::json!([s[own].clone()]), "{s}");
+        }
+    }
+    let settled = rt.block_on(versions(&env));
+    env.ok("up", &[]);
+    assert_eq!(
+        rt.block_on(versions(&env)),
+        settled,
+        "a rerun writes nothing"
+    );
+    let status = env.run("status", &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+
+    // Back to failover: nothing of traffic-distribution is left.
+    env.stack = failover;
+    env.ok("up", &[]);
+    assert_eq!(policies(), ("".into(), "".into(), "Local".into(), true));
+    let pods = env.ok("pods", &[]);
+    let pods: serde_json::Value = serde_json::from_slice(&pods.stdout).unwrap();
+    assert_eq!(
+        pods.get("steering"),
+        None,
+        "no hints without trafficDistribution: {pods}"
+    );
+    let settled = rt.block_on(versions(&env));
+    env.ok("up", &[]);
+    assert_eq!(
+        rt.block_on(versions(&env)),
+        settled,
+        "a rerun writes nothing"
+    );
+
+    // down from traffic-distribution leaves neither mode's policies.
+    env.stack = env
+        .ms
+        .stack_file(
+            "distribution-again.yaml",
+            &stack_for("traffic-distribution"),
+        )
+        .display()
+        .to_string();
+    env.ok("up", &[]);
     env.ok("down", &["--yes"]);
     assert_eq!(env.cluster.releases(), BTreeMap::new());
 }

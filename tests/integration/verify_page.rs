@@ -279,6 +279,7 @@ fn live_case(name: &str, n: usize, local: u64, failures: u64) -> Case {
         });
     }
     let pods = PodsReport {
+        steering: Vec::new(),
         summary: PodsSummary {
             pods: 5 * n,
             pods_per_zone: zones.iter().map(|z| (z.clone(), 5)).collect(),
@@ -556,6 +557,7 @@ fn pods_case() -> Case {
         });
     }
     let report = PodsReport {
+        steering: Vec::new(),
         summary: PodsSummary {
             pods: 5,
             pods_per_zone: zones.iter().map(|z| (z.clone(), 2)).collect(),

@@ -391,6 +391,7 @@ pub fn stage_context(
     let helm = meshstack::k8s::helm::HelmCli {
         binary: fake_helm(dir).display().to_string(),
         kubeconfig: None,
+        kube_context: None,
         workdir: None,
     };
     let mut cx = meshstack::stages::Context::new(stack, None, None, Vec::new(), Some(journal))

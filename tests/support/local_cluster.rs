@@ -57,19 +57,32 @@ impl LocalCluster {
     /// `cluster_name`, checking each against the STS of `moto_endpoint`; `helm_major` picks
     /// which pinned helm is `helm` on the `PATH` it exports.
     pub fn start_for_eks(cluster_name: &str, moto_endpoint: &str, helm_major: u8) -> LocalCluster {
-        ensure_built();
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .args([
+        Self::start_with(
+            &[
                 "--cluster-name",
                 cluster_name,
                 "--sts-endpoint",
                 moto_endpoint,
                 "--aws-secret-access-key",
                 "testing",
-            ])
+            ],
+            helm_major,
+        )
+    }
+
+    /// Starts a cluster reached only through its admin kubeconfig (`DIR/kubeconfig`): an
+    /// existing cluster, as far as meshstack knows.
+    pub fn start(helm_major: u8) -> LocalCluster {
+        Self::start_with(&[], helm_major)
+    }
+
+    fn start_with(args: &[&str], helm_major: u8) -> LocalCluster {
+        ensure_built();
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(script())
+            .arg("start")
+            .arg(dir.path())
+            .args(args)
             .env("MESHSTACK_HELM_MAJOR", helm_major.to_string())
             .output()
             .expect("scripts/local-cluster runs");
@@ -128,6 +141,32 @@ impl LocalCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Where the API server's audit log ends now (its size), for [`LocalCluster::requests_since`].
+    pub fn audit_mark(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("audit.log")).map_or(0, |m| m.len())
+    }
+
+    /// The requests the audit log recorded after `mark`, by client: `(user agent's product
+    /// — "meshstack", "Helm", "kube-controller-manager", ... — verb)` -> count.
+    pub fn requests_since(&self, mark: u64) -> std::collections::BTreeMap<(String, String), usize> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(self.dir.path().join("audit.log")).unwrap();
+        file.seek(std::io::SeekFrom::Start(mark)).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        let mut counts = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue; // a line being written as we read
+            };
+            let agent = event["userAgent"].as_str().unwrap_or("");
+            let product = agent.split('/').next().unwrap_or("").to_string();
+            let verb = event["verb"].as_str().unwrap_or("").to_string();
+            *counts.entry((product, verb)).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Every release helm holds, any state: `namespace/name` -> (status, revision, chart).

@@ -5,6 +5,7 @@
 #   kubeconfig        admin kubeconfig (client certificate in system:masters), 0600
 #   env               sourceable: KUBECONFIG, PATH, MESHSTACK_CHART_MIRROR, MESHSTACK_KUBE_API,
 #                     MESHSTACK_KUBE_CA_FILE, MESHSTACK_LOCAL_CLUSTER_DIR (+ HELM_*_HOME)
+#   audit.log         the API server's audit log: a JSON line per request (user agent, verb, URI)
 #   admin-token       a static bearer token for the same admin user (curl -H "Authorization: Bearer ...")
 #   pki/              ca.crt (= MESHSTACK_KUBE_CA_FILE), ca.key, serving/client certificates
 #   bin/              helm (the chosen major), helm3, helm4, testenv
@@ -301,6 +302,16 @@ egressSelections:
         udsName: $sock
 EOC
 
+	# The audit log: one JSON line per request (who, user agent, verb, URI, code), so tests
+	# count what meshstack and helm asked of the server (the server keeps no per-client count).
+	cat >"$LC_DIR/run/audit-policy.yaml" <<EOC
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+EOC
+
 	# --- kube-apiserver (its "cluster" egress socket is served by the egress process started
 	# next; the API server dials it only when it calls a webhook Service or a kubelet)
 	for attempt in 1 2 3; do
@@ -318,6 +329,8 @@ EOC
 			--authorization-mode=Node,RBAC --allow-privileged=true \
 			--egress-selector-config-file="$LC_DIR/run/egress-selector.yaml" \
 			--kubelet-client-certificate="$LC_DIR/pki/admin.crt" --kubelet-client-key="$LC_DIR/pki/admin.key" \
+			--audit-policy-file="$LC_DIR/run/audit-policy.yaml" --audit-log-path="$LC_DIR/audit.log" \
+			--audit-log-format=json --audit-log-maxsize=0 \
 			--profiling=false "${authn_flags[@]}"
 		lc_wait_bound "kube-apiserver /readyz" 90 kube-apiserver lc_readyz && break
 		((attempt < 3)) || lc_die "kube-apiserver: its port was taken three times"
