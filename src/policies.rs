@@ -22,6 +22,13 @@ pub struct Scope<'a> {
 
 /// The AWS managed policies each role gets, by name (Karpenter's node role as in upstream's
 /// getting-started CloudFormation, which the managed node group shares).
+///
+/// The node role's ECR policy is pull-only, the least privilege: the EKS User Guide's "Amazon
+/// EKS node IAM role" (create-node-role, read 2026-12-06) names AmazonEC2ContainerRegistryPullOnly
+/// for managed node groups and self-managed nodes alike, and eksctl (0.210.0) and Karpenter's
+/// CloudFormation make node groups with it. Whether CreateNodegroup still checks for the older
+/// read-only policy is not stated in AWS's documentation; the `nodegroup` stage attaches it if
+/// EKS refuses the role naming it (`stages/nodegroup.rs`, `create`), so creation works either way.
 pub fn managed_policies(role: Role) -> &'static [&'static str] {
     match role {
         Role::Cluster => &["AmazonEKSClusterPolicy"],

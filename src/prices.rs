@@ -4,9 +4,11 @@
 //!
 //! Counted: the EKS control plane, the NAT gateways (hourly), the public IPv4 addresses (the
 //! NAT gateways' Elastic IPs and the ingress load balancer's, one per zone), the node group's
-//! instances by type, and the ingress gateway's load balancer. Not counted, and said so: data
-//! processed and transferred, EBS volumes, and the nodes Karpenter adds on demand. Pure: no
-//! AWS calls.
+//! instances by type, and the ingress gateway's load balancer — a Network Load Balancer, as
+//! `stacks/istio/gateway-values.yaml` asks the in-tree controller for (`aws-load-balancer-type:
+//! nlb`): its hour, and one NLCU-hour for a demo's traffic. Not counted, and said so: data
+//! processed and transferred beyond that NLCU, EBS volumes, and the nodes Karpenter adds on
+//! demand. Pure: no AWS calls.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -69,7 +71,18 @@ pub struct RegionPrices {
     pub eks_cluster_extended: Option<f64>,
     pub nat_gateway: f64,
     pub public_ipv4: f64,
-    pub load_balancer: f64,
+    /// A Network Load Balancer-hour (the ingress gateway's). A table without it leaves the
+    /// load balancer unpriced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_load_balancer: Option<f64>,
+    /// A Network Load Balancer Capacity Unit-hour (NLCU: 800 new TCP flows a second, 100,000
+    /// active flows, or 1 GB processed in the hour, whichever is highest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nlcu: Option<f64>,
+    /// A Classic Load Balancer-hour: what earlier tables priced the gateway as, before it was
+    /// known to be an NLB. Accepted so that those tables still load; not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<f64>,
     #[serde(default)]
     pub instances: BTreeMap<String, f64>,
 }
@@ -107,9 +120,16 @@ impl PriceTable {
             )
         })?;
         for (region, p) in &table.regions {
-            let all = [p.eks_cluster, p.nat_gateway, p.public_ipv4, p.load_balancer];
+            let all = [p.eks_cluster, p.nat_gateway, p.public_ipv4];
+            let optional = [
+                p.eks_cluster_extended,
+                p.network_load_balancer,
+                p.nlcu,
+                p.load_balancer,
+            ];
             if all
                 .iter()
+                .chain(optional.iter().flatten())
                 .chain(p.instances.values())
                 .any(|v| !v.is_finite() || *v < 0.0)
             {
@@ -258,11 +278,19 @@ pub fn estimate(
         }),
     );
     if lb {
+        // The gateway's Service asks the in-tree controller for an NLB
+        // (stacks/istio/gateway-values.yaml): billed by the hour and by the NLCU-hour.
         add(
-            "ingress load balancer (Classic)".into(),
+            "ingress load balancer (Network)".into(),
             1,
-            prices.map(|p| p.load_balancer),
+            prices.and_then(|p| p.network_load_balancer),
             None,
+        );
+        add(
+            "ingress load balancer NLCU".into(),
+            1,
+            prices.and_then(|p| p.nlcu),
+            Some("a demo's traffic fits in one; more traffic, more NLCUs".into()),
         );
     }
     let per_hour: f64 = lines.iter().filter_map(|l| l.per_hour).sum();
@@ -352,8 +380,8 @@ impl Estimate {
         }
         let _ = writeln!(
             out,
-            "  not included: data processed by the NAT gateways and the load balancer, data \
-             transfer, EBS volumes, Karpenter's nodes"
+            "  not included: data processed by the NAT gateways, load balancer traffic beyond \
+             one NLCU, data transfer, EBS volumes, Karpenter's nodes"
         );
         let _ = writeln!(out, "  {}", self.provenance());
         out
@@ -414,17 +442,18 @@ mod tests {
                 ("NAT gateways (hourly)", 3),
                 ("node group: m5.large", 3),
                 ("public IPv4 addresses", 6),
-                ("ingress load balancer (Classic)", 1),
+                ("ingress load balancer (Network)", 1),
+                ("ingress load balancer NLCU", 1),
             ]
         );
-        // 0.10 + 3 × 0.045 + 3 × 0.096 + 6 × 0.005 + 0.025
-        assert!((e.per_hour - 0.578).abs() < 1e-9, "{}", e.per_hour);
-        assert!((e.per_day - 0.578 * 24.0).abs() < 1e-9);
+        // 0.10 + 3 × 0.045 + 3 × 0.096 + 6 × 0.005 + 0.0225 + 0.006
+        assert!((e.per_hour - 0.5815).abs() < 1e-9, "{}", e.per_hour);
+        assert!((e.per_day - 0.5815 * 24.0).abs() < 1e-9);
         assert!(e.unpriced.is_empty());
         let text = e.render(30);
-        assert!(text.contains("total: $0.5780/h, $13.87/day"), "{text}");
+        assert!(text.contains("total: $0.5815/h, $13.96/day"), "{text}");
         assert!(
-            text.contains("fleet of 30: $17.34/h, $416.16/day"),
+            text.contains("fleet of 30: $17.45/h, $418.68/day"),
             "{text}"
         );
         assert!(
@@ -486,6 +515,42 @@ mod tests {
         assert!(PriceTable::parse(&neg, "neg.yaml")
             .unwrap_err()
             .contains("0 or more"));
+        // A table of before the NLB (a Classic price only) loads, and says what it lacks.
+        let e = estimate(
+            &Stack::embedded_default(),
+            "us-east-1",
+            &["istio"],
+            &t,
+            false,
+        );
+        assert_eq!(
+            e.unpriced,
+            [
+                "ingress load balancer (Network)",
+                "ingress load balancer NLCU"
+            ]
+        );
+        let bad = ok.replace("load_balancer: 0.03", "nlcu: -0.006");
+        assert!(PriceTable::parse(&bad, "bad.yaml")
+            .unwrap_err()
+            .contains("0 or more"));
+    }
+
+    /// The table prices the load balancer the gateway asks for: the annotation in the gateway's
+    /// values is the in-tree controller's NLB.
+    #[test]
+    fn the_gateway_is_priced_as_the_load_balancer_it_asks_for() {
+        let values = include_str!("../stacks/istio/gateway-values.yaml");
+        assert!(
+            values.contains("service.beta.kubernetes.io/aws-load-balancer-type: nlb"),
+            "the gateway no longer asks for an NLB: change the price lines with it"
+        );
+        for (region, p) in PriceTable::builtin().regions {
+            assert!(
+                p.network_load_balancer.is_some() && p.nlcu.is_some(),
+                "{region}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Sweeps: what the cluster makes in the account on its own, which meshstack's tags do not
 //! cover and `down` must still remove, or the VPC cannot be deleted and the account keeps
 //! paying: the load balancers of Services of type LoadBalancer (the Istio ingress gateway),
-//! the EC2 instances Karpenter launched, and — in the stack's VPC only — the `k8s-elb-*`
-//! security groups and the network interfaces left `available`.
+//! their target groups, the EC2 instances Karpenter launched, and — in the stack's VPC only —
+//! the `k8s-elb-*` security groups, the network interfaces left `available`, and the VPC
+//! endpoints other services put there (GuardDuty's runtime monitoring) with their security
+//! groups.
 //!
 //! These carry the cluster's tags, not the stack's, so they are found by the cluster's own
 //! conventions. Which of the described things are ours to delete is decided by pure functions
@@ -15,8 +17,8 @@
 //!   cluster, is ever selected.
 //! - `kubernetes.io/cluster/<cluster>` counts only with the value `owned`: `shared` is the
 //!   Kubernetes convention for "the cluster may use this, someone else owns it".
-//! - Security groups and network interfaces are selected only inside the VPC they are asked
-//!   for, and a VPC's `default` group never.
+//! - Security groups, network interfaces and VPC endpoints are selected only inside the VPC
+//!   they are asked for (the stack's, found by its tag), and a VPC's `default` group never.
 
 use std::collections::BTreeMap;
 
@@ -127,6 +129,50 @@ impl<'a> Owner<'a> {
         }
     }
 
+    /// Whether a target group with these tags is one of the cluster's load balancers': both the
+    /// in-tree service controller (`ensureTargetGroup` in kubernetes/cloud-provider-aws
+    /// `pkg/providers/v1/aws_loadbalancer.go`: the load balancer's own tags,
+    /// `kubernetes.io/service-name=<namespace>/<name>` and
+    /// `kubernetes.io/cluster/<cluster>=owned`) and the AWS Load Balancer Controller
+    /// (`elbv2.k8s.aws/cluster=<cluster>`, `service.k8s.aws/stack=<namespace>/<name>`) tag
+    /// them as they tag the load balancer. Returns why, for `plan`.
+    pub fn target_group(&self, tags: &Tags) -> Option<&'static str> {
+        if self.someone_elses(tags) {
+            None
+        } else if self.owned_by_cluster(tags) {
+            Some("a load balancer's target group, tagged kubernetes.io/cluster/<cluster>=owned")
+        } else if tags.get(ELBV2_CLUSTER_TAG).map(String::as_str) == Some(self.cluster) {
+            Some("a load balancer's target group, tagged elbv2.k8s.aws/cluster=<cluster>")
+        } else {
+            None
+        }
+    }
+
+    /// Whether a VPC endpoint is one to delete before the stack's VPC `vpc_id`: any endpoint
+    /// in that VPC that is not gone already and not tagged for another stack or cluster.
+    /// meshstack makes none; another service does (GuardDuty's runtime monitoring adds one to
+    /// every VPC with a monitored EKS cluster), and the subnets and the VPC cannot be deleted
+    /// while it is there.
+    pub fn vpc_endpoint(&self, vpc_id: &str, e: &Endpoint) -> Option<&'static str> {
+        (e.vpc_id == vpc_id
+            && !ENDPOINT_GONE.contains(&e.state.as_str())
+            && !self.someone_elses(&e.tags))
+        .then_some(
+            "not meshstack's: a VPC endpoint another service (GuardDuty's runtime monitoring, \
+                 say) put in the stack's VPC; the VPC cannot be deleted while it is there",
+        )
+    }
+
+    /// Whether a security group used by a VPC endpoint [`Owner::vpc_endpoint`] selected goes
+    /// with it (GuardDuty's `GuardDutyManagedSecurityGroup-<vpc>`): in the stack's VPC, not
+    /// the `default` group, not another stack's or cluster's.
+    pub fn endpoint_group(&self, vpc_id: &str, g: &Group) -> Option<&'static str> {
+        (g.vpc_id == vpc_id && g.name != "default" && !self.someone_elses(&g.tags)).then_some(
+            "not meshstack's: the security group of a VPC endpoint in the stack's VPC; the VPC \
+             cannot be deleted while it is there",
+        )
+    }
+
     /// Whether an instance in `state` with these tags was launched by Karpenter for this
     /// cluster (or stack) and still runs or could run again.
     pub fn instance(&self, state: &str, tags: &Tags) -> Option<&'static str> {
@@ -183,11 +229,27 @@ impl<'a> Owner<'a> {
     }
 }
 
+/// A VPC endpoint as described, for [`Owner::vpc_endpoint`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub vpc_id: String,
+    pub state: String,
+    pub service: String,
+    pub tags: Tags,
+}
+
+/// States of a VPC endpoint that is gone, or going on its own (nothing to delete; the
+/// subnets' and the VPC's `DependencyViolation` retries wait for a `deleting` one).
+const ENDPOINT_GONE: &[&str] = &["deleted", "deleting"];
+
 fn name_tag(tags: &Tags) -> String {
     tags.get("Name").cloned().unwrap_or_default()
 }
 
-/// The cluster's load balancers, classic and v2, by their tags.
+/// The cluster's load balancers, classic and v2, by their tags, then the target groups of its
+/// v2 ones ([`find_target_groups`]), in deletion order: a target group a listener still
+/// forwards to cannot be deleted, and the listeners go with their load balancer.
 pub async fn find_load_balancers(
     aws: &AwsClients,
     owner: Owner<'_>,
@@ -254,7 +316,130 @@ pub async fn find_load_balancers(
             }
         }
     }
+    found.extend(find_target_groups(aws, owner).await?);
     Ok(found)
+}
+
+/// The target groups of the cluster's NLBs and ALBs, by their tags ([`Owner::target_group`]).
+/// Deleting a load balancer leaves its target groups behind: the controller that made them
+/// deletes them after the load balancer, and when the sweep deletes the load balancer (the
+/// cluster's API unreachable, or the controller gone first) nothing else would.
+pub async fn find_target_groups(
+    aws: &AwsClients,
+    owner: Owner<'_>,
+) -> Result<Vec<Found>, AwsError> {
+    let mut groups: Vec<(String, String)> = Vec::new();
+    let mut pages = aws.elbv2.describe_target_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("elbv2:DescribeTargetGroups"))?;
+        groups.extend(page.target_groups().iter().filter_map(|g| {
+            Some((
+                g.target_group_arn()?.to_string(),
+                g.target_group_name().unwrap_or_default().to_string(),
+            ))
+        }));
+    }
+    let mut found = Vec::new();
+    for batch in groups.chunks(TAG_BATCH) {
+        let arns: Vec<String> = batch.iter().map(|(arn, _)| arn.clone()).collect();
+        let req = aws.elbv2.describe_tags().set_resource_arns(Some(arns));
+        // One of the batch went away since it was listed; the next `down` looks again.
+        let Some(out) = req.send().await.lookup("elbv2:DescribeTags")? else {
+            continue;
+        };
+        for d in out.tag_descriptions() {
+            let Some(arn) = d.resource_arn() else {
+                continue;
+            };
+            if let Some(why) = owner.target_group(&tags::map(d.tags())) {
+                let name = batch.iter().find(|(a, _)| a == arn).map(|(_, n)| n.clone());
+                found.push(Found {
+                    kind: TARGET_GROUP,
+                    id: arn.to_string(),
+                    name: name.unwrap_or_default(),
+                    why,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The VPC endpoints in VPC `vpc_id` that meshstack did not make and must delete before the
+/// VPC ([`Owner::vpc_endpoint`]), then the security groups they use
+/// ([`Owner::endpoint_group`]), in deletion order: a group goes once its endpoint has.
+pub async fn find_vpc_endpoints(
+    aws: &AwsClients,
+    owner: Owner<'_>,
+    vpc_id: &str,
+) -> Result<Vec<Found>, AwsError> {
+    let in_vpc = Filter::builder().name("vpc-id").values(vpc_id).build();
+    let mut endpoints = Vec::new();
+    let mut group_ids: Vec<String> = Vec::new();
+    let mut pages = aws
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(in_vpc)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk_err("ec2:DescribeVpcEndpoints"))?;
+        for e in page.vpc_endpoints() {
+            let endpoint = Endpoint {
+                id: e.vpc_endpoint_id().unwrap_or_default().to_string(),
+                vpc_id: e.vpc_id().unwrap_or_default().to_string(),
+                state: e
+                    .state()
+                    .map(|s| s.as_str().to_ascii_lowercase())
+                    .unwrap_or_default(),
+                service: e.service_name().unwrap_or_default().to_string(),
+                tags: tags::map(e.tags()),
+            };
+            // The VPC again, client-side: the filter is all that keeps another VPC's
+            // endpoints out, and an emulator may ignore it.
+            if let Some(why) = owner.vpc_endpoint(vpc_id, &endpoint) {
+                for g in e.groups() {
+                    let id = g.group_id().unwrap_or_default().to_string();
+                    if !id.is_empty() && !group_ids.contains(&id) {
+                        group_ids.push(id);
+                    }
+                }
+                endpoints.push(Found {
+                    kind: VPC_ENDPOINT,
+                    id: endpoint.id,
+                    name: endpoint.service,
+                    why,
+                });
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    if !group_ids.is_empty() {
+        let req = aws
+            .ec2
+            .describe_security_groups()
+            .set_group_ids(Some(group_ids));
+        // A group deleted since the endpoint was described: nothing left to delete.
+        let described = req.send().await.lookup("ec2:DescribeSecurityGroups")?;
+        for g in described.iter().flat_map(|o| o.security_groups()) {
+            let group = Group {
+                id: g.group_id().unwrap_or_default().to_string(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                vpc_id: g.vpc_id().unwrap_or_default().to_string(),
+                tags: tags::map(g.tags()),
+            };
+            if let Some(why) = owner.endpoint_group(vpc_id, &group) {
+                groups.push(Found {
+                    kind: SECURITY_GROUP,
+                    id: group.id,
+                    name: group.name,
+                    why,
+                });
+            }
+        }
+    }
+    endpoints.extend(groups);
+    Ok(endpoints)
 }
 
 /// The tags of classic load balancers `names`. DescribeTags fails the whole batch if one of
@@ -476,6 +661,61 @@ pub const LB_V2: &Kind = &Kind {
         Box::pin(async { req.send().await.ack("elbv2:DeleteLoadBalancer") })
     })
 };
+
+/// A target group of an NLB or ALB, by ARN; in use until its load balancer's listeners are gone.
+pub const TARGET_GROUP: &Kind = &Kind {
+    retry: &["ResourceInUse"],
+    ..Kind::new("target-group", "target group", |aws, arn| {
+        let req = aws.elbv2.delete_target_group().target_group_arn(arn);
+        Box::pin(async { req.send().await.ack("elbv2:DeleteTargetGroup") })
+    })
+};
+
+/// A VPC endpoint in the stack's VPC. EC2 takes a while to remove one (it goes `deleting`,
+/// its interfaces with it), so the teardown waits for it before deleting its security groups.
+pub const VPC_ENDPOINT: &Kind = &Kind {
+    present: Some(|aws, ids| Box::pin(endpoints_present(aws, ids))),
+    ..Kind::new("vpc-endpoint", "VPC endpoint", |aws, id| {
+        Box::pin(delete_vpc_endpoint(aws, id))
+    })
+};
+
+/// DeleteVpcEndpoints answers success with the endpoints it could not delete listed in
+/// `Unsuccessful`: that is this one's error.
+async fn delete_vpc_endpoint(aws: &AwsClients, id: &str) -> Result<(), AwsError> {
+    const OP: &str = "ec2:DeleteVpcEndpoints";
+    let req = aws.ec2.delete_vpc_endpoints().vpc_endpoint_ids(id);
+    let out = req.send().await.map_err(sdk_err(OP))?;
+    match out.unsuccessful().iter().find_map(|u| u.error()) {
+        None => Ok(()),
+        Some(e) => Err(AwsError::new(
+            OP,
+            e.code().map(str::to_string),
+            e.message().unwrap_or_default(),
+        )),
+    }
+}
+
+async fn endpoints_present(aws: &AwsClients, ids: &[String]) -> Result<Vec<String>, AwsError> {
+    let mut there = Vec::new();
+    for id in ids {
+        let req = aws.ec2.describe_vpc_endpoints().vpc_endpoint_ids(id);
+        let Some(out) = req.send().await.lookup("ec2:DescribeVpcEndpoints")? else {
+            continue;
+        };
+        let state = |e: &aws_sdk_ec2::types::VpcEndpoint| {
+            e.state().map(|s| s.as_str().to_ascii_lowercase())
+        };
+        if out
+            .vpc_endpoints()
+            .iter()
+            .any(|e| state(e).as_deref() != Some("deleted"))
+        {
+            there.push(id.clone());
+        }
+    }
+    Ok(there)
+}
 
 /// An instance Karpenter launched, terminated one call each: a single protected instance fails
 /// a batch call as a whole.
@@ -898,6 +1138,121 @@ mod tests {
                 OWNER.interface("vpc-ours", &eni).is_some(),
                 ours,
                 "{case}: {eni:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn target_groups_are_the_clusters_load_balancers_by_the_same_tags() {
+        let service = (
+            "kubernetes.io/service-name",
+            "istio-system/istio-ingressgateway",
+        );
+        for (case, t, ours) in [
+            (
+                "in-tree NLB's",
+                vec![("kubernetes.io/cluster/demo", "owned"), service],
+                true,
+            ),
+            (
+                "lb controller's",
+                vec![
+                    ("elbv2.k8s.aws/cluster", "demo"),
+                    ("service.k8s.aws/stack", "istio-system/istio-ingressgateway"),
+                ],
+                true,
+            ),
+            ("only a service name", vec![service], false),
+            (
+                "shared",
+                vec![("kubernetes.io/cluster/demo", "shared")],
+                false,
+            ),
+            (
+                "another cluster's",
+                vec![("kubernetes.io/cluster/other", "owned"), service],
+                false,
+            ),
+            (
+                "another stack's",
+                vec![
+                    ("kubernetes.io/cluster/demo", "owned"),
+                    (STACK_TAG, "other"),
+                ],
+                false,
+            ),
+            ("untagged", vec![], false),
+        ] {
+            assert_eq!(
+                OWNER.target_group(&tags(&t)).is_some(),
+                ours,
+                "{case}: {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_and_their_groups_only_in_the_stacks_vpc() {
+        let e = |vpc: &str, state: &str, t: &[(&str, &str)]| Endpoint {
+            id: "vpce-1".into(),
+            vpc_id: vpc.into(),
+            state: state.into(),
+            service: "com.amazonaws.us-east-1.guardduty-data".into(),
+            tags: tags(t),
+        };
+        let guardduty = [("GuardDutyManaged", "true")];
+        for (case, endpoint, ours) in [
+            ("GuardDuty's", e("vpc-ours", "available", &guardduty), true),
+            ("untagged", e("vpc-ours", "available", &[]), true),
+            ("pending", e("vpc-ours", "pending", &[]), true),
+            ("failed", e("vpc-ours", "failed", &[]), true),
+            (
+                "another VPC's",
+                e("vpc-other", "available", &guardduty),
+                false,
+            ),
+            ("deleting already", e("vpc-ours", "deleting", &[]), false),
+            ("deleted", e("vpc-ours", "deleted", &[]), false),
+            (
+                "another stack's",
+                e("vpc-ours", "available", &[(STACK_TAG, "other")]),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                OWNER.vpc_endpoint("vpc-ours", &endpoint).is_some(),
+                ours,
+                "{case}: {endpoint:?}"
+            );
+        }
+        let g = |name: &str, vpc: &str, t: &[(&str, &str)]| Group {
+            id: "sg-1".into(),
+            name: name.into(),
+            vpc_id: vpc.into(),
+            tags: tags(t),
+        };
+        for (case, group, ours) in [
+            (
+                "GuardDuty's",
+                g(
+                    "GuardDutyManagedSecurityGroup-vpc-ours",
+                    "vpc-ours",
+                    &guardduty,
+                ),
+                true,
+            ),
+            ("default", g("default", "vpc-ours", &[]), false),
+            ("another VPC's", g("x", "vpc-other", &[]), false),
+            (
+                "another cluster's",
+                g("x", "vpc-ours", &[("kubernetes.io/cluster/other", "owned")]),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                OWNER.endpoint_group("vpc-ours", &group).is_some(),
+                ours,
+                "{case}: {group:?}"
             );
         }
     }

@@ -7,13 +7,92 @@ use aws_sdk_eks::types::{AmiTypes, CapacityTypes, NodegroupScalingConfig};
 
 use super::{cluster, iam, network, outcome, Action, Change, Context, Plan, Stage, StageError};
 use crate::aws::{
-    is_not_found, resource_tags, sdk_err, tags, wait_for, Answer, AwsClients, STACK_TAG,
+    is_not_found, resource_tags, sdk_err, tags, wait_for, Answer, AwsClients, AwsError, STACK_TAG,
 };
 use crate::config::{CapacityType, Stack};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
+use crate::policies::managed_policy_arn;
+use crate::retry::retry_while;
 
 pub const ID: StageId = "nodegroup";
+
+/// ECR's read-only policy: what EKS's check on a node role named before ECR's pull-only policy
+/// existed (see [`create`]).
+const ECR_READ_ONLY: &str = "AmazonEC2ContainerRegistryReadOnly";
+
+/// CreateNodegroup, with the node role as the `iam` stage made it: ECR pull-only, the least
+/// privilege, as the EKS User Guide's "Amazon EKS node IAM role" (create-node-role; read
+/// 2026-12-06) lists for managed and self-managed nodes alike — its CLI procedure attaches
+/// AmazonEKSWorkerNodePolicy and AmazonEC2ContainerRegistryPullOnly as "two required IAM
+/// managed policies" — and as eksctl (0.210.0, PR #8386, tested on AL2023 and Bottlerocket
+/// managed node groups) and Karpenter's CloudFormation create node groups with.
+///
+/// Not settled by AWS in so many words: CreateNodegroup used to refuse a role without ECR's
+/// read-only policy ("The provided role doesn't have the Amazon EKS Managed Policies associated
+/// with it. Please ensure the following policies [..., AmazonEC2ContainerRegistryReadOnly] are
+/// attached", aws/containers-roadmap#1610, 2021, before the pull-only policy existed), and a
+/// February 2025 pull request to the user guide (awsdocs/amazon-eks-user-guide#880) said
+/// creation still wanted it; AWS closed it without that change, and no API reference states
+/// the check. So: pull-only first; if EKS refuses the role naming the read-only policy,
+/// attach that policy to the stack's own node role, say so, and try again while it
+/// propagates. The `iam` stage takes it off again on the next `up` (pull-only covers what the
+/// nodes pull; the check is on creation).
+///
+/// # Errors
+/// What CreateNodegroup answers, once the read-only policy (if EKS asked for it) has had the
+/// IAM propagation deadline to show; a failed AttachRolePolicy.
+async fn create(
+    cx: &Context,
+    aws: &AwsClients,
+    h: &StageHandle,
+    req: &aws_sdk_eks::operation::create_nodegroup::builders::CreateNodegroupFluentBuilder,
+    node_role_arn: &str,
+) -> Result<aws_sdk_eks::operation::create_nodegroup::CreateNodegroupOutput, StageError> {
+    let attached = std::sync::atomic::AtomicBool::new(false);
+    let refused = |e: &AwsError| {
+        e.is("InvalidParameterException") && e.message.contains("Amazon EKS Managed Policies")
+    };
+    let propagating = |e: &StageError| match e {
+        StageError::Aws(e) if refused(e) => {
+            Some("the node role's managed policies have not propagated yet".to_string())
+        }
+        _ => None,
+    };
+    retry_while(
+        cx.waits.iam_propagation,
+        propagating,
+        h,
+        "create node group",
+        || {
+            let (req, attached) = (req.clone(), &attached);
+            async move {
+                let e = match req.send().await.map_err(sdk_err("eks:CreateNodegroup")) {
+                    Ok(out) => return Ok(out),
+                    Err(e) => e,
+                };
+                let wants_read_only = refused(&e) && e.message.contains(ECR_READ_ONLY);
+                if wants_read_only && !attached.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let role = node_role_arn.rsplit('/').next().unwrap_or(node_role_arn);
+                    h.warn(format!(
+                        "EKS refuses the node role without {ECR_READ_ONLY} (\"{}\"); attaching it \
+                         to {role} and trying again",
+                        e.message
+                    ));
+                    aws.iam
+                        .attach_role_policy()
+                        .role_name(role)
+                        .policy_arn(managed_policy_arn(cx.partition(), ECR_READ_ONLY))
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:AttachRolePolicy"))?;
+                }
+                Err(e.into())
+            }
+        },
+    )
+    .await
+}
 
 pub struct NodeGroup;
 
@@ -229,7 +308,7 @@ impl Stage for NodeGroup {
                     if !token.is_empty() {
                         req = req.client_request_token(token);
                     }
-                    match req.send().await.map_err(sdk_err("eks:CreateNodegroup")) {
+                    match create(cx, aws, h, &req, &roles.node_role_arn).await {
                         Ok(out) => {
                             let arn = out
                                 .nodegroup()
@@ -238,10 +317,10 @@ impl Stage for NodeGroup {
                                 .to_string();
                             cx.complete(ID, key, &arn)?;
                         }
-                        Err(e) if e.is("ResourceInUseException") => {
+                        Err(StageError::Aws(e)) if e.is("ResourceInUseException") => {
                             h.info("node group already being created; adopting it")
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(e),
                     }
                 }
                 Step::WaitActive => wait(cx, aws, h, true).await?,

@@ -171,6 +171,34 @@ fn plan_without_aws_plans_every_stage_against_an_empty_account() {
     }
 }
 
+/// Defect: the gateway asks for a Network Load Balancer (stacks/istio/gateway-values.yaml),
+/// but `plan` priced a Classic one. Now it prices the NLB's hour and an NLCU-hour, and says so.
+#[test]
+fn plan_prices_the_gateways_network_load_balancer_not_a_classic_one() {
+    let ms = Meshstack::new(None);
+    let out = ms.run(&["plan", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let doc = json_doc(&out);
+    let lines = doc["cost"]["lines"].as_array().expect("cost lines");
+    let priced = |item: &str| {
+        lines
+            .iter()
+            .find(|l| l["item"] == item)
+            .unwrap_or_else(|| panic!("no `{item}` in {lines:#?}"))["unit"]
+            .as_f64()
+    };
+    assert_eq!(priced("ingress load balancer (Network)"), Some(0.0225));
+    assert_eq!(priced("ingress load balancer NLCU"), Some(0.006));
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["item"].as_str().unwrap().contains("Classic")),
+        "{lines:#?}"
+    );
+    let text = stdout(&ms.run(&["plan"]));
+    assert!(text.contains("ingress load balancer (Network)"), "{text}");
+}
+
 #[test]
 fn unknown_or_empty_stage_names_are_usage_errors_listing_the_valid_ones() {
     let ms = Meshstack::new(None);

@@ -7,14 +7,14 @@
 //! subnets or the VPC while load balancers, groups or interfaces remain in it, so the test
 //! checks what is left afterwards instead of relying on a `DependencyViolation`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{
     Filter, InstanceNetworkInterfaceSpecification, InstanceStateName, ResourceType, Tag,
     TagSpecification,
 };
 
-use crate::support::fault_proxy::{FaultProxy, Faults, Hook};
+use crate::support::fault_proxy::{FaultProxy, Faults, Guard, Hook};
 use crate::support::{describe, Clients, LbClients, Meshstack, Moto, STACK_TAG};
 
 const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
@@ -619,6 +619,350 @@ async fn down_names_what_it_could_not_sweep_and_a_rerun_finishes() {
     assert_eq!(
         instance_state(&aws, &protected).await,
         InstanceStateName::Terminated
+    );
+    assert_eq!(aws.inventory(NAME).await, Default::default());
+}
+
+/// The (non-deleted) VPC endpoints in `vpc`, by id.
+async fn endpoint_ids(aws: &Clients, vpc: &str) -> BTreeSet<String> {
+    let out = aws
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(filter("vpc-id", vpc))
+        .send()
+        .await
+        .unwrap();
+    out.vpc_endpoints()
+        .iter()
+        .filter(|e| e.vpc_id() == Some(vpc))
+        .filter(|e| e.state().map(|s| s.as_str().to_ascii_lowercase()) != Some("deleted".into()))
+        .map(|e| e.vpc_endpoint_id().unwrap().to_string())
+        .collect()
+}
+
+/// What GuardDuty's runtime monitoring adds to a monitored cluster's VPC: an interface
+/// endpoint for `guardduty-data` in the given subnets, with a security group of its own, both
+/// tagged `GuardDutyManaged=true`. Returns (endpoint, group).
+async fn guardduty_endpoint(aws: &Clients, vpc: &str, subnets: &[String]) -> (String, String) {
+    let managed = [("GuardDutyManaged", "true")];
+    let group = security_group(
+        aws,
+        vpc,
+        &format!("GuardDutyManagedSecurityGroup-{vpc}"),
+        &managed,
+    )
+    .await;
+    let out = aws
+        .ec2
+        .create_vpc_endpoint()
+        .vpc_id(vpc)
+        .vpc_endpoint_type(aws_sdk_ec2::types::VpcEndpointType::Interface)
+        .service_name("com.amazonaws.us-east-1.guardduty-data")
+        .set_subnet_ids(Some(subnets.to_vec()))
+        .security_group_ids(&group)
+        .tag_specifications(ec2_tags(ResourceType::VpcEndpoint, &managed))
+        .send()
+        .await
+        .unwrap();
+    let id = out.vpc_endpoint().unwrap().vpc_endpoint_id().unwrap();
+    (id.to_string(), group)
+}
+
+/// The planned deletions of `plan --destroy -o json`, as `"<resource> <name>"` -> detail.
+fn planned_deletions(out: &std::process::Output) -> BTreeMap<String, String> {
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["changes"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            (
+                format!(
+                    "{} {}",
+                    c["resource"].as_str().unwrap(),
+                    c["name"].as_str().unwrap()
+                ),
+                c["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Defect: GuardDuty's runtime monitoring puts a VPC endpoint and its security group in the
+/// stack's VPC; AWS refuses to delete the subnets and the VPC while they are there, and `down`
+/// retried until its deadline and ended with them remaining. Now `plan --destroy` names them
+/// and why, and `down` deletes them (waiting for the endpoint to go) before the subnets; the
+/// same in another VPC is left alone.
+///
+/// moto deletes subnets and VPCs whatever is in them: the fault proxy answers DeleteSubnet and
+/// DeleteVpc with `DependencyViolation` while an endpoint (or, for the VPC, a group other than
+/// `default`) is still in the stack's VPC, as AWS does.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_deletes_the_vpc_endpoints_others_put_in_the_stacks_vpc_and_nothing_elsewhere() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let mut ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file(
+        "stack.yaml",
+        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
+    );
+    let stack = stack.to_str().unwrap();
+    let out = ms.run(&["up", "--stack", stack, "--only", AWS_STAGES]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (vpc, _, private) = stack_network(&aws).await;
+    let (endpoint, group) = guardduty_endpoint(&aws, &vpc, &private).await;
+
+    // The same in a VPC that is not the stack's.
+    let other_vpc = aws
+        .ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let other_subnet = aws
+        .ec2
+        .create_subnet()
+        .vpc_id(&other_vpc)
+        .cidr_block("10.9.1.0/24")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    let (other_endpoint, other_group) = guardduty_endpoint(&aws, &other_vpc, &[other_subnet]).await;
+
+    let out = ms.run(&["plan", "--destroy", "--stack", stack, "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let planned = planned_deletions(&out);
+    for want in [
+        format!("vpc-endpoint com.amazonaws.us-east-1.guardduty-data ({endpoint})"),
+        format!("security-group GuardDutyManagedSecurityGroup-{vpc} ({group})"),
+    ] {
+        let why = planned
+            .get(&want)
+            .unwrap_or_else(|| panic!("{want} not in plan:\n{planned:#?}"));
+        assert!(
+            why.contains("not meshstack's") && why.contains("the VPC cannot be deleted"),
+            "{want}: why is {why:?}"
+        );
+    }
+    for foreign in [&other_endpoint, &other_group] {
+        assert!(
+            !planned.keys().any(|p| p.contains(foreign.as_str())),
+            "{foreign} planned for deletion:\n{planned:#?}"
+        );
+    }
+
+    let guard_endpoint = moto.endpoint();
+    let live = move |groups_too: bool| {
+        let (endpoint, vpc) = (guard_endpoint.clone(), vpc.clone());
+        Guard(std::sync::Arc::new(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let aws = Clients::at(&endpoint).await;
+                let groups = group_ids(&aws, &vpc).await;
+                let default = aws
+                    .ec2
+                    .describe_security_groups()
+                    .filters(filter("vpc-id", &vpc))
+                    .filters(filter("group-name", "default"))
+                    .send()
+                    .await
+                    .unwrap();
+                let defaults = default.security_groups().len();
+                !endpoint_ids(&aws, &vpc).await.is_empty()
+                    || (groups_too && groups.len() > defaults)
+            })
+        }))
+    };
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults {
+            dependency_while: [
+                ("ec2:DeleteSubnet".to_string(), live(false)),
+                ("ec2:DeleteVpc".to_string(), live(true)),
+            ]
+            .into(),
+            ..Faults::default()
+        },
+    );
+    ms.endpoint = Some(proxy.endpoint());
+    // The dependency deadline at 6 s: before the fix `down` gave up on each subnet after it.
+    ms.extra_env
+        .push(("MESHSTACK_WAIT_SCALE".into(), "100".into()));
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        proxy.stats().dependency_violations,
+        0,
+        "the endpoint and its group went before the subnets and the VPC: {:?}",
+        proxy.stats()
+    );
+    ms.endpoint = Some(moto.endpoint());
+
+    assert_eq!(aws.inventory(NAME).await, Default::default());
+    assert_eq!(
+        endpoint_ids(&aws, &other_vpc).await,
+        BTreeSet::from([other_endpoint.clone()])
+    );
+    assert!(group_ids(&aws, &other_vpc).await.contains(&other_group));
+    let gone = aws
+        .ec2
+        .describe_security_groups()
+        .group_ids(&group)
+        .send()
+        .await;
+    assert!(gone.is_err(), "{group} is still there: {gone:?}");
+}
+
+async fn target_group(lb: &LbClients, vpc: &str, name: &str, tags: &[(&str, &str)]) -> String {
+    use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, Tag, TargetTypeEnum};
+    let out = lb
+        .elbv2
+        .create_target_group()
+        .name(name)
+        .protocol(ProtocolEnum::Tcp)
+        .port(30080)
+        .vpc_id(vpc)
+        .target_type(TargetTypeEnum::Instance)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    out.target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string()
+}
+
+async fn target_group_arns(lb: &LbClients) -> BTreeSet<String> {
+    let out = lb.elbv2.describe_target_groups().send().await.unwrap();
+    out.target_groups()
+        .iter()
+        .map(|g| g.target_group_arn().unwrap().to_string())
+        .collect()
+}
+
+/// Defect: when the cluster's API cannot delete the ingress gateway's Service, the sweep
+/// deletes its NLB directly, and the NLB's target groups were left behind (the in-tree
+/// controller deletes them after the load balancer; nothing did). Now the sweep finds them by
+/// the cluster's tags — the in-tree controller's `kubernetes.io/cluster/<cluster>=owned` and
+/// `kubernetes.io/service-name`, the AWS Load Balancer Controller's `elbv2.k8s.aws/cluster` —
+/// and deletes them after the load balancers; another cluster's and untagged ones stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_deletes_the_target_groups_of_the_clusters_load_balancers() {
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let lb = moto.lb_clients().await;
+    let ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file(
+        "stack.yaml",
+        &format!("name: {NAME}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n"),
+    );
+    let stack = stack.to_str().unwrap();
+    let out = ms.run(&["up", "--stack", stack, "--only", AWS_STAGES]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (vpc, public, _) = stack_network(&aws).await;
+
+    // The gateway's NLB as the in-tree controller makes it: load balancer, target group and
+    // listener, all tagged alike.
+    let service = (
+        "kubernetes.io/service-name",
+        "istio-system/istio-ingressgateway",
+    );
+    let nlb_arn = nlb(&lb, "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5", &public, OWNED).await;
+    let in_tree = target_group(
+        &lb,
+        &vpc,
+        "k8s-istiosys-istioing-0a1b2c3d4e",
+        &[OWNED, service],
+    )
+    .await;
+    lb.elbv2
+        .create_listener()
+        .load_balancer_arn(&nlb_arn)
+        .protocol(ProtocolEnum::Tcp)
+        .port(80)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&in_tree)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // One the AWS Load Balancer Controller left, and look-alikes that are not the cluster's.
+    let controllers = target_group(
+        &lb,
+        &vpc,
+        "k8s-istiosys-istioing-5f6e7d8c9b",
+        &[
+            ("elbv2.k8s.aws/cluster", NAME),
+            ("service.k8s.aws/stack", "istio-system/istio-ingressgateway"),
+        ],
+    )
+    .await;
+    let other = target_group(
+        &lb,
+        &vpc,
+        "k8s-other-web-1234567890",
+        &[("kubernetes.io/cluster/other", "owned"), service],
+    )
+    .await;
+    let shared = target_group(
+        &lb,
+        &vpc,
+        "shared-web",
+        &[("kubernetes.io/cluster/sweep", "shared")],
+    )
+    .await;
+    let untagged = target_group(&lb, &vpc, "someones-web", &[]).await;
+
+    let out = ms.run(&["plan", "--destroy", "--stack", stack, "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let planned = planned_deletions(&out);
+    for want in [
+        format!("target-group k8s-istiosys-istioing-0a1b2c3d4e ({in_tree})"),
+        format!("target-group k8s-istiosys-istioing-5f6e7d8c9b ({controllers})"),
+    ] {
+        assert!(
+            planned.contains_key(&want),
+            "{want} not in plan:\n{planned:#?}"
+        );
+    }
+    for foreign in [&other, &shared, &untagged] {
+        assert!(
+            !planned.keys().any(|p| p.contains(foreign.as_str())),
+            "{foreign} planned for deletion:\n{planned:#?}"
+        );
+    }
+
+    let out = ms.run(&["down", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!v2_arns(&lb).await.contains(&nlb_arn));
+    assert_eq!(
+        target_group_arns(&lb).await,
+        BTreeSet::from([other, shared, untagged]),
+        "the cluster's target groups are gone, and only those"
     );
     assert_eq!(aws.inventory(NAME).await, Default::default());
 }

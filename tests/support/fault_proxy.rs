@@ -7,7 +7,9 @@
 //! - throttling at a rate (and/or for the first N calls of an operation), answered the way each
 //!   AWS protocol does it, so the SDK classifies it as throttling and retries;
 //! - latency added to every answer;
-//! - `DependencyViolation` for the first N calls of an EC2 delete;
+//! - `DependencyViolation` for the first N calls of an EC2 delete, or while a condition on the
+//!   world holds (a VPC endpoint still in the VPC: moto deletes a VPC and its subnets whatever
+//!   is left in them, AWS refuses);
 //! - "still creating": a forwarded, successful answer rewritten from ready to not-ready
 //!   (cluster/node group `CREATING`, NAT gateway `pending`), for N answers or for a duration.
 //!
@@ -45,6 +47,10 @@ pub struct Faults {
     pub latency: Duration,
     /// EC2 operation (`"ec2:DeleteVpc"`) -> answer its first N calls with `DependencyViolation`.
     pub dependency_violations: BTreeMap<String, u32>,
+    /// EC2 operation (`"ec2:DeleteVpc"`) -> answer it with `DependencyViolation` while this
+    /// holds (asked before each call, outside the proxy's lock): what AWS refuses while
+    /// something is left in a VPC or subnet, which moto deletes regardless.
+    pub dependency_while: BTreeMap<String, Guard>,
     /// Operation from [`NOT_READY`] -> rewrite its first N ready answers to "not ready yet".
     pub still_creating: BTreeMap<String, u32>,
     /// Operation from [`NOT_READY`] -> rewrite its ready answers to "not ready yet" until this
@@ -139,6 +145,16 @@ pub struct MatchedError {
     pub armed: Arc<AtomicBool>,
 }
 
+/// A test's condition for [`Faults::dependency_while`].
+#[derive(Clone)]
+pub struct Guard(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Guard")
+    }
+}
+
 /// A test's action for [`Faults::on_first`].
 #[derive(Clone)]
 pub struct Hook(pub Arc<dyn Fn() + Send + Sync>);
@@ -218,7 +234,11 @@ impl FaultProxy {
             "throttle_rate {} is not within 0.0..=1.0",
             faults.throttle_rate
         );
-        for op in faults.dependency_violations.keys() {
+        for op in faults
+            .dependency_violations
+            .keys()
+            .chain(faults.dependency_while.keys())
+        {
             assert!(
                 op.starts_with("ec2:"),
                 "DependencyViolation is an EC2 error; {op} is not an EC2 operation"
@@ -405,8 +425,10 @@ impl Shared {
         if let Some(Hook(hook)) = hook {
             hook();
         }
+        let guard = self.state().faults.dependency_while.get(&req.op).cloned();
+        let held = guard.is_some_and(|Guard(holds)| holds());
         let verdict;
-        (verdict, req.number) = self.decide(&req);
+        (verdict, req.number) = self.decide(&req, held);
         if self.log {
             eprintln!(
                 "fault-proxy: #{} {} {:?} {} {}",
@@ -474,8 +496,9 @@ impl Shared {
         Ok(())
     }
 
-    /// The verdict and the request's arrival number.
-    fn decide(&self, req: &Request) -> (Verdict, u64) {
+    /// The verdict and the request's arrival number; `held`: a [`Faults::dependency_while`]
+    /// condition holds for this request.
+    fn decide(&self, req: &Request, held: bool) -> (Verdict, u64) {
         let mut st = self.state();
         let st = &mut *st;
         st.stats.requests += 1;
@@ -507,7 +530,7 @@ impl Shared {
         {
             st.stats.throttled += 1;
             Verdict::Throttle
-        } else if first_n(&st.faults.dependency_violations) {
+        } else if first_n(&st.faults.dependency_violations) || held {
             st.stats.dependency_violations += 1;
             Verdict::DependencyViolation
         } else if st

@@ -1,6 +1,8 @@
 //! Tearing the network down: what the stage tags, as a table of kinds in deletion order
-//! ([`KINDS`]: how each is found by the stack's tag, and how it is deleted), and what the
-//! cluster left in the VPC, found by [`sweep::find_in_vpc`].
+//! ([`KINDS`]: how each is found by the stack's tag, and how it is deleted), and what others
+//! put in the stack's VPC: VPC endpoints and their security groups
+//! ([`sweep::find_vpc_endpoints`]: GuardDuty's runtime monitoring adds one), and what the
+//! cluster left there ([`sweep::find_in_vpc`]).
 
 use std::time::Duration;
 
@@ -265,25 +267,29 @@ async fn inventory(aws: &AwsClients, stack: &Stack) -> Result<Vec<Found>, AwsErr
     Ok(all)
 }
 
-/// What `plan --destroy` lists: what the cluster left in the stack's VPC first, as `down`
-/// deletes it, then everything tagged for the stack.
+/// What `plan --destroy` lists, in the order `down` deletes it: the VPC endpoints others put in
+/// the stack's VPC and their security groups, and what the cluster left there (each with why,
+/// as meshstack did not make them), then everything tagged for the stack.
 pub(super) async fn plan(cx: &Context) -> Result<Vec<Change>, StageError> {
     let Some(aws) = &cx.aws else {
         return Ok(Vec::new());
     };
     let items = inventory(aws, &cx.stack).await?;
     let mut changes = Vec::new();
+    let owner = Owner::of(&cx.stack);
     for vpc in items.iter().filter(|f| f.kind == VPC) {
-        let found = sweep::find_in_vpc(aws, Owner::of(&cx.stack), &vpc.id).await?;
-        changes.extend(found.iter().map(deletion));
+        let endpoints = sweep::find_vpc_endpoints(aws, owner, &vpc.id).await?;
+        let found = sweep::find_in_vpc(aws, owner, &vpc.id).await?;
+        changes.extend(endpoints.iter().chain(&found).map(deletion));
     }
     changes.extend(items.iter().map(deletion));
     Ok(changes)
 }
 
 /// Delete everything tagged for the stack, dependents first. Only resources carrying the stack
-/// tag are touched, and in the stack's VPC what the cluster left there
-/// ([`sweep::find_in_vpc`]).
+/// tag are touched, and in the stack's VPC (found by that tag) the VPC endpoints others put
+/// there with their security groups ([`sweep::find_vpc_endpoints`]) and what the cluster left
+/// there ([`sweep::find_in_vpc`]).
 pub(super) async fn down(
     cx: &Context,
     aws: &AwsClients,
@@ -310,6 +316,29 @@ pub(super) async fn down(
     }
     .delete(&nats)
     .await?;
+
+    // A VPC endpoint holds interfaces in the subnets and its security group, and the VPC cannot
+    // go while either is there: GuardDuty's runtime monitoring adds both to a monitored
+    // cluster's VPC. EC2 takes a minute or two to remove an endpoint; its groups go after it,
+    // the wait bounded by the dependency deadline.
+    for vpc in &vpcs {
+        let found = sweep::find_vpc_endpoints(aws, owner, vpc).await?;
+        if found.is_empty() {
+            continue;
+        }
+        h.step(format!(
+            "deleting what others put in VPC {vpc}: {} VPC endpoint(s) and their security groups",
+            found
+                .iter()
+                .filter(|f| f.kind == sweep::VPC_ENDPOINT)
+                .count()
+        ));
+        let (endpoints, groups): (Vec<Found>, Vec<Found>) = found
+            .into_iter()
+            .partition(|f| f.kind == sweep::VPC_ENDPOINT);
+        swept.merge(Teardown::new(aws, deps, h).delete(&endpoints).await?);
+        swept.merge(Teardown::new(aws, deps, h).delete(&groups).await?);
+    }
 
     // Load balancers' security groups and detached interfaces keep the subnets and the VPC
     // from being deleted; they carry the cluster's tags or names, not the stack's.
