@@ -803,7 +803,7 @@ async fn down_deletes_the_vpc_endpoints_others_put_in_the_stacks_vpc_and_nothing
     // The dependency deadline at 6 s: before the fix `down` gave up on each subnet after it.
     ms.extra_env
         .push(("MESHSTACK_WAIT_SCALE".into(), "100".into()));
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         proxy.stats().dependency_violations,
@@ -956,7 +956,7 @@ async fn down_deletes_the_target_groups_of_the_clusters_load_balancers() {
         );
     }
 
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!v2_arns(&lb).await.contains(&nlb_arn));
     assert_eq!(
