@@ -152,7 +152,7 @@ def main():
             # Warm moto up (its first request of each service loads models).
             warm = stack(workdir, "warm")
             r.run(["up", "--stack", warm, "--only", AWS_STAGES])
-            r.run(["down", "--stack", warm, "--only", AWS_STAGES])
+            r.run(["down", "--yes", "--stack", warm, "--only", AWS_STAGES])
 
             rows.append(summarize("plan, offline (`plan --offline`)", [r.run(["plan", "--offline", "-o", "json"], aws=False) for _ in range(args.runs * 4)]))
             rows.append(summarize("plan, no credentials (README command)", [r.run(["plan", "-o", "json"], aws=False) for _ in range(args.runs * 4)]))
@@ -163,7 +163,7 @@ def main():
                 full.append(r.run(["up", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
                 converged.append(r.run(["up", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
                 plans.append(r.run(["plan", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
-                downs.append(r.run(["down", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
+                downs.append(r.run(["down", "--yes", "--stack", s, "--only", AWS_STAGES, "-o", "json"]))
             rows.append(summarize("full AWS `up` (empty account)", full))
             rows.append(summarize("converged `up` (nothing to do)", converged))
             rows.append(summarize("`plan` against a converged stack", plans))
@@ -180,7 +180,7 @@ def main():
                     s = stack(workdir, f"state-{kind}-{i}")
                     samples[kind + "f"].append(r.run_state([*up, "--stack", s, *extra]))
                     samples[kind + "c"].append(r.run_state([*up, "--stack", s, *extra]))
-                    r.run(["down", "--stack", s, "--only", AWS_STAGES, *extra])
+                    r.run(["down", "--yes", "--stack", s, "--only", AWS_STAGES, *extra])
             state_rows.append(summarize_state("full AWS `up`, local state", samples["lf"]))
             state_rows.append(summarize_state("full AWS `up`, S3 state", samples["sf"]))
             state_rows.append(summarize_state("converged `up`, local state", samples["lc"]))

@@ -14,7 +14,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// More detail on stderr: -v logs meshstack's own steps, -vv every AWS and Kubernetes
-    /// request, -vvv everything the libraries trace.
+    /// request, -vvv everything the libraries trace. Secrets (tokens, keys, signatures) are
+    /// redacted at every level.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Less on stderr: no progress lines, only warnings and errors; results still go to stdout.
@@ -169,6 +170,10 @@ pub struct FleetDownArgs {
     /// Take over stale locks (left by a killed run). A live lock is never broken.
     #[arg(long)]
     pub force_unlock: bool,
+    /// Delete without asking. On a terminal `fleet down` lists the environments it will
+    /// delete and asks; elsewhere it refuses without --yes.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -205,9 +210,12 @@ pub struct ReapArgs {
     /// The region to look in. Default: AWS_REGION, or the profile's region.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
-    /// Tear down every expired stack (without it, only list them).
-    #[arg(long)]
+    /// Tear down every expired stack without asking. Without it, on a terminal, reap lists
+    /// them and asks; elsewhere it only lists them.
+    #[arg(long, short = 'y')]
     pub yes: bool,
+    #[command(flatten)]
+    pub accounts: AccountGuard,
     /// At most K teardowns at once.
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
@@ -448,6 +456,27 @@ pub struct DownArgs {
     /// lock is never broken.
     #[arg(long, value_name = "LOCK_ID", num_args = 0..=1, default_missing_value = "")]
     pub force_unlock: Option<String>,
+    /// Delete without asking. On a terminal `down` shows what it will delete and asks;
+    /// elsewhere (CI, scripts) it refuses without --yes.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub accounts: AccountGuard,
+}
+
+/// The account guard for commands that may run without a stack file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AccountGuard {
+    /// Refuse (exit 2, before any write) unless the credentials are for one of these accounts
+    /// (comma-separated 12-digit IDs): the stack file's `allowed_account_ids` for `down
+    /// --name` and `reap`, which have none; with a stack file, both must allow the account.
+    #[arg(
+        long,
+        value_name = "IDS",
+        value_delimiter = ',',
+        env = "MESHSTACK_ALLOWED_ACCOUNT_IDS"
+    )]
+    pub allowed_account_ids: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@
 //!   EKS's support calendar.
 //! - [`charts`]: every helm chart: its repository, its version, and the mirror setting.
 //! - [`render`]: the Kubernetes manifests and helm values, filled in from the stack.
+//! - [`redact`]: secrets out of every log line, by their shapes.
 //! - [`retry`]: back-off, waits and retries, for adapters and stages alike.
 //! - [`inspect`]: `meshstack pods` and `meshstack verify`, reading the running demo.
 //! - [`cli`] and [`commands`]: the command line.
@@ -33,6 +34,7 @@ pub mod names;
 pub mod policies;
 pub mod prices;
 pub mod quotas;
+pub mod redact;
 pub mod render;
 pub mod retry;
 pub mod stages;

@@ -28,7 +28,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // An error may quote an answer or a request: the same redaction as the logs.
+            eprintln!("error: {}", meshstack::redact::redact(&format!("{err:#}")));
             if err.downcast_ref::<commands::UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -38,7 +39,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// -v and up: the libraries' own tracing (the AWS SDK's requests and retries, kube's) on stderr.
+/// -v and up: the libraries' own tracing (the AWS SDK's requests and retries, kube's) on stderr,
+/// every event through [`meshstack::redact`] (the SDK's own redaction misses secrets).
 fn logging(verbose: u8) {
     use tracing_subscriber::filter::LevelFilter;
     let level = match verbose {
@@ -49,7 +51,7 @@ fn logging(verbose: u8) {
     };
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(meshstack::redact::RedactingStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

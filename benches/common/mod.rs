@@ -69,7 +69,11 @@ impl World {
         self.server.reset_counts();
         let helm_before = helm_calls(&self.helm_dir).len();
         let started = Instant::now();
-        let out = self.ms.run(&[verb, "--stack", &self.stack, "-o", "json"]);
+        let mut args = vec![verb, "--stack", &self.stack, "-o", "json"];
+        if verb == "down" {
+            args.push("--yes"); // no terminal to ask on
+        }
+        let out = self.ms.run(&args);
         let wall = started.elapsed();
         assert!(out.status.success(), "{verb}: {}", describe(&out));
         let events = json_lines(&out);

@@ -13,17 +13,32 @@ use aws_sdk_ec2::types::Filter;
 use super::{sdk_err, AwsClients, AwsError, EXPIRES_TAG, FLEET_TAG, STACK_TAG};
 
 /// A stack found by its tags.
+///
+/// # Guarantees
+/// `expires_at` and `fleet` come only from the resource that defines the stack — its EKS
+/// cluster (named after the stack and tagged with it), else its one VPC — never from any
+/// other resource: whoever can tag one Elastic IP must not be able to schedule a stack's
+/// deletion or enrol it in a fleet (issue 23, item 3). A stack with neither (two VPCs claim
+/// it, or a teardown left only addresses or roles) has no expiry and no fleet.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Found {
     pub stack: String,
-    /// The earliest `meshstack.io/expires-at` on its resources (RFC 3339).
+    /// The defining resource's `meshstack.io/expires-at` (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    /// `meshstack.io/fleet`, for a fleet's environment.
+    /// The defining resource's `meshstack.io/fleet`, for a fleet's environment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<String>,
     /// The kinds of resource it was found by (`vpc`, `eks-cluster`, `iam-role`, ...).
     pub found_by: BTreeSet<&'static str>,
+    /// The resource `expires_at` and `fleet` were read from: `eks-cluster` or `vpc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defined_by: Option<&'static str>,
+    /// The tags of each VPC and of the stack's own cluster, until [`settle`] picks one.
+    #[serde(skip)]
+    vpcs: Vec<BTreeMap<String, String>>,
+    #[serde(skip)]
+    cluster: Option<BTreeMap<String, String>>,
 }
 
 impl Found {
@@ -41,9 +56,21 @@ impl Found {
     }
 }
 
+/// What a resource is to the stack its tag names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role<'a> {
+    /// Found by it, nothing more.
+    Member,
+    /// A VPC: defines the stack when it is the only one tagged for it.
+    Vpc,
+    /// An EKS cluster of this name: defines the stack when the name is the stack's.
+    Cluster(&'a str),
+}
+
 fn note<'a>(
     found: &mut BTreeMap<String, Found>,
     kind: &'static str,
+    role: Role<'_>,
     tags: impl Iterator<Item = (&'a str, &'a str)>,
 ) {
     let tags: BTreeMap<&str, &str> = tags.collect();
@@ -55,18 +82,33 @@ fn note<'a>(
         ..Found::default()
     });
     entry.found_by.insert(kind);
-    if let Some(at) = tags.get(EXPIRES_TAG) {
-        // The earliest, compared as instants (all are written the same way, but be safe).
-        let earlier = match &entry.expires_at {
-            None => true,
-            Some(have) => crate::clock::parse_rfc3339(at) < crate::clock::parse_rfc3339(have),
-        };
-        if earlier {
-            entry.expires_at = Some(at.to_string());
-        }
+    let owned = || {
+        tags.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    match role {
+        Role::Member => {}
+        Role::Vpc => entry.vpcs.push(owned()),
+        // The stack tag agrees with the name the stack gives its cluster.
+        Role::Cluster(name) if name == *stack => entry.cluster = Some(owned()),
+        Role::Cluster(_) => {}
     }
-    if let Some(fleet) = tags.get(FLEET_TAG) {
-        entry.fleet = Some(fleet.to_string());
+}
+
+/// Reads each stack's expiry and fleet from its defining resource (see [`Found`]).
+fn settle(found: &mut BTreeMap<String, Found>) {
+    for f in found.values_mut() {
+        let defining = match (&f.cluster, f.vpcs.as_slice()) {
+            (Some(tags), _) => Some(("eks-cluster", tags)),
+            (None, [only]) => Some(("vpc", only)),
+            _ => None,
+        };
+        if let Some((kind, tags)) = defining {
+            f.defined_by = Some(kind);
+            f.expires_at = tags.get(EXPIRES_TAG).cloned();
+            f.fleet = tags.get(FLEET_TAG).cloned();
+        }
     }
 }
 
@@ -124,7 +166,7 @@ pub async fn stacks(aws: &AwsClients) -> Result<BTreeMap<String, Found>, AwsErro
         let page = page.map_err(sdk_err("ec2:DescribeVpcs"))?;
         for v in page.vpcs() {
             let tags = v.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
-            note(&mut found, "vpc", tags);
+            note(&mut found, "vpc", Role::Vpc, tags);
         }
     }
     let eips = ec2
@@ -135,11 +177,11 @@ pub async fn stacks(aws: &AwsClients) -> Result<BTreeMap<String, Found>, AwsErro
         .map_err(sdk_err("ec2:DescribeAddresses"))?;
     for a in eips.addresses() {
         let tags = a.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
-        note(&mut found, "elastic-ip", tags);
+        note(&mut found, "elastic-ip", Role::Member, tags);
     }
     for n in live_nat_gateways(aws, Some(has_stack_tag())).await? {
         let tags = n.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
-        note(&mut found, "nat-gateway", tags);
+        note(&mut found, "nat-gateway", Role::Member, tags);
     }
     let mut pages = aws.eks.list_clusters().into_paginator().send();
     while let Some(page) = pages.next().await {
@@ -159,7 +201,7 @@ pub async fn stacks(aws: &AwsClients) -> Result<BTreeMap<String, Found>, AwsErro
             };
             if let Some(tags) = c.cluster().and_then(|c| c.tags()) {
                 let tags = tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-                note(&mut found, "eks-cluster", tags);
+                note(&mut found, "eks-cluster", Role::Cluster(name), tags);
             }
         }
     }
@@ -186,9 +228,10 @@ pub async fn stacks(aws: &AwsClients) -> Result<BTreeMap<String, Found>, AwsErro
                 continue;
             };
             let tags = tags.tags().iter().map(|t| (t.key(), t.value()));
-            note(&mut found, "iam-role", tags);
+            note(&mut found, "iam-role", Role::Member, tags);
         }
     }
+    settle(&mut found);
     Ok(found)
 }
 
@@ -242,34 +285,90 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stack_is_gathered_from_its_resources_with_its_earliest_expiry() {
+    fn a_stack_is_gathered_from_its_resources_and_defined_by_its_cluster_or_vpc() {
         let mut found = BTreeMap::new();
+        let at = |t: &'static str| (EXPIRES_TAG, t);
         note(
             &mut found,
             "vpc",
+            Role::Vpc,
             [
                 (STACK_TAG, "a"),
-                (EXPIRES_TAG, "2026-11-30T18:00:00Z"),
+                at("2026-11-30T18:00:00Z"),
                 (FLEET_TAG, "demo"),
+            ]
+            .into_iter(),
+        );
+        // Anyone who can tag an address or a role: believed for nothing.
+        note(
+            &mut found,
+            "elastic-ip",
+            Role::Member,
+            [
+                (STACK_TAG, "a"),
+                at("2026-11-30T17:00:00Z"),
+                (FLEET_TAG, "x"),
             ]
             .into_iter(),
         );
         note(
             &mut found,
             "iam-role",
-            [(STACK_TAG, "a"), (EXPIRES_TAG, "2026-11-30T17:00:00Z")].into_iter(),
+            Role::Member,
+            [(STACK_TAG, "b")].into_iter(),
         );
-        note(&mut found, "iam-role", [(STACK_TAG, "b")].into_iter());
-        note(&mut found, "vpc", [("Name", "foreign")].into_iter());
-        assert_eq!(found.len(), 2);
+        note(
+            &mut found,
+            "vpc",
+            Role::Vpc,
+            [("Name", "foreign")].into_iter(),
+        );
+        // c: its cluster defines it, over its VPC; a cluster of another name does not.
+        note(
+            &mut found,
+            "vpc",
+            Role::Vpc,
+            [(STACK_TAG, "c"), at("2026-11-30T10:00:00Z")].into_iter(),
+        );
+        note(
+            &mut found,
+            "eks-cluster",
+            Role::Cluster("c"),
+            [(STACK_TAG, "c"), at("2026-11-30T19:00:00Z")].into_iter(),
+        );
+        note(
+            &mut found,
+            "eks-cluster",
+            Role::Cluster("other"),
+            [(STACK_TAG, "c"), at("2026-11-30T01:00:00Z")].into_iter(),
+        );
+        // d: two VPCs claim it, so neither defines it.
+        for t in ["2026-11-30T01:00:00Z", "2026-11-30T02:00:00Z"] {
+            note(
+                &mut found,
+                "vpc",
+                Role::Vpc,
+                [(STACK_TAG, "d"), at(t)].into_iter(),
+            );
+        }
+        settle(&mut found);
+        assert_eq!(found.len(), 4);
         let a = &found["a"];
-        assert_eq!(a.expires_at.as_deref(), Some("2026-11-30T17:00:00Z"));
+        assert_eq!(a.expires_at.as_deref(), Some("2026-11-30T18:00:00Z"));
         assert_eq!(a.fleet.as_deref(), Some("demo"));
+        assert_eq!(a.defined_by, Some("vpc"));
         assert!(!a.global_only());
         assert!(found["b"].global_only());
-        let at = crate::clock::parse_rfc3339("2026-11-30T17:00:00Z").unwrap();
-        assert!(a.expired(at));
-        assert!(!a.expired(at - 1));
+        assert_eq!(found["b"].expires_at, None);
+        assert_eq!(
+            found["c"].expires_at.as_deref(),
+            Some("2026-11-30T19:00:00Z")
+        );
+        assert_eq!(found["c"].defined_by, Some("eks-cluster"));
+        assert_eq!(found["d"].expires_at, None);
+        let t = crate::clock::parse_rfc3339("2026-11-30T18:00:00Z").unwrap();
+        assert!(a.expired(t));
+        assert!(!a.expired(t - 1));
         assert!(!found["b"].expired(u64::MAX), "no expiry never expires");
     }
 }

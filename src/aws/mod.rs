@@ -49,6 +49,10 @@ pub const EXPIRES_TAG: &str = "meshstack.io/expires-at";
 /// The tag key naming the fleet (its stack file's `name`) an environment belongs to, so that
 /// `meshstack fleet down` finds environments whose journal is gone.
 pub const FLEET_TAG: &str = "meshstack.io/fleet";
+/// On IAM roles (account-wide): the region whose stack owns them. IAM names are global, so a
+/// stack name is per account; the same name in a second region is refused before any write,
+/// and a teardown there leaves the roles alone (issue 21, item 3).
+pub const REGION_TAG: &str = "meshstack.io/region";
 
 /// All SDK clients a run needs, built from one shared configuration.
 #[derive(Clone, Debug)]

@@ -1,6 +1,7 @@
 //! The checks `up`, `plan` and the fleet share before anything is written: the quotas of
 //! each account and region against what the environments there still need, and whether EKS
-//! still creates the stack's Kubernetes version at the price the stack agreed to.
+//! still creates the stack's Kubernetes version at the price the stack agreed to; and whether
+//! the stack's IAM roles belong to a stack of the same name in another region.
 
 use crate::aws::AwsClients;
 use crate::config::Stack;
@@ -190,4 +191,37 @@ pub(crate) async fn check_kubernetes(
             Ok(None)
         }
     }
+}
+
+/// Refuses (exit 2, before any write) when a stack of the same name in another region owns
+/// `stack`'s IAM roles, naming that region: IAM names are account-wide, and building here
+/// would rewrite the roles the other region's cluster uses (issue 21, item 3). Nothing is
+/// read when nothing is pending.
+///
+/// # Errors
+/// The refusal, or an IAM read failing.
+pub(crate) async fn check_iam_region(
+    aws: &AwsClients,
+    stack: &Stack,
+    pending: &[StageId],
+) -> anyhow::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let taken = crate::stages::iam::owned_elsewhere(aws, stack)
+        .await
+        .map_err(anyhow::Error::new)?;
+    let Some((_, region)) = taken.first() else {
+        return Ok(());
+    };
+    let roles: Vec<&str> = taken.iter().map(|(r, _)| r.as_str()).collect();
+    Err(usage(format!(
+        "stack `{}` already exists in region {region}: its IAM roles ({}) are tagged {}={region}, \
+         and IAM names are account-wide, so one stack name serves one region per account; \
+         choose another `name:` for {}, or run in {region}",
+        stack.name,
+        roles.join(", "),
+        crate::aws::REGION_TAG,
+        aws.region
+    )))
 }

@@ -8,7 +8,7 @@
 //! AssumeRole) is connected once with the account guard applied, and the quotas of each
 //! account and region are checked against what all its environments still need.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,7 +16,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use super::checks::{check_kubernetes, check_quotas, gate, read_checks, QuotaGroup};
+use super::checks::{
+    check_iam_region, check_kubernetes, check_quotas, gate, read_checks, QuotaGroup,
+};
 use super::run::{
     calls_line, check_down, check_up, execute, settle_expiry, take_state, Held, Interrupts, Ran,
 };
@@ -567,6 +569,9 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
     let groups = connect_groups(&fleet.stack, &fleet.envs, true).await?;
     for g in &groups {
         check_kubernetes(Some(&g.aws), &fleet.stack, &pending).await?;
+        for &i in &g.envs {
+            check_iam_region(&g.aws, &fleet.envs[i].stack, &pending).await?;
+        }
     }
     check_quotas(
         &quota_groups(&groups, &fleet.envs),
@@ -626,6 +631,7 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
+    super::confirm::require_yes_or_terminal("fleet down", args.yes)?;
     for env in &fleet.envs {
         if let Some(j) = env_journal(&args.fleet.stack, env)? {
             check_down(&graph, &selected, &j)
@@ -637,10 +643,34 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
     // Environments of this fleet that the flags do not name (a larger --count earlier, other
     // --names), found by the fleet's tag in each account.
     let mut extra = Vec::new();
+    // Named environments whose resources say they are not this fleet's (issue 23, item 3):
+    // a stack `demo-02` made on its own is not environment 02 of fleet `demo`.
+    let mut foreign = BTreeSet::new();
     for (gi, g) in groups.iter().enumerate() {
         let found = crate::aws::discover::stacks(&g.aws)
             .await
             .context("looking for the fleet's environments by tag")?;
+        for &i in &g.envs {
+            let Some(f) = found.get(&envs[i].name) else {
+                continue; // nothing of it in this account: nothing to prove, nothing to delete
+            };
+            if f.fleet.as_deref() == Some(fleet.stack.name.as_str()) {
+                continue;
+            }
+            let why = match (f.defined_by, &f.fleet) {
+                (Some(by), Some(other)) => format!("its {by} is tagged {FLEET_TAG}={other}"),
+                (Some(by), None) => format!("its {by} carries no {FLEET_TAG} tag"),
+                (None, _) => "it has no VPC or cluster of its own to prove it".to_string(),
+            };
+            eprintln!(
+                "left alone: {} is not an environment of fleet `{}` ({why}) in {};                  `meshstack down --name {}` tears it down on its own",
+                f.stack,
+                fleet.stack.name,
+                g.label(),
+                f.stack
+            );
+            foreign.insert(i);
+        }
         for f in found.values() {
             if f.fleet.as_deref() == Some(fleet.stack.name.as_str())
                 && !envs.iter().any(|e| e.name == f.stack)
@@ -668,6 +698,37 @@ pub async fn fleet_down(args: FleetDownArgs) -> anyhow::Result<ExitCode> {
         );
         groups[gi].envs.push(envs.len());
         envs.push(env);
+    }
+    if !foreign.is_empty() {
+        let mut index = vec![None; envs.len()];
+        let mut kept = Vec::new();
+        for (i, env) in envs.into_iter().enumerate() {
+            if !foreign.contains(&i) {
+                index[i] = Some(kept.len());
+                kept.push(env);
+            }
+        }
+        envs = kept;
+        for g in &mut groups {
+            g.envs = g.envs.iter().filter_map(|i| index[*i]).collect();
+        }
+    }
+    let accounts: Vec<String> = groups.iter().map(Group::label).collect();
+    let region = groups
+        .first()
+        .map(|g| g.aws.region.clone())
+        .unwrap_or_default();
+    let what = super::confirm::Deletion {
+        command: "fleet down",
+        place: super::confirm::aws_place(&accounts.join(", "), &region),
+        stacks: envs
+            .iter()
+            .map(|e| (e.name.clone(), format!("fleet `{}`", fleet.stack.name)))
+            .collect(),
+        scope: format!("stages {}", selected.join(", ")),
+    };
+    if !super::confirm::confirm(&what, args.yes).await? {
+        return Ok(ExitCode::FAILURE);
     }
     let run = Walk {
         fleet: &args.fleet,

@@ -7,6 +7,7 @@
 
 mod checks;
 mod compare;
+mod confirm;
 mod demo;
 mod doctor;
 mod fleet;

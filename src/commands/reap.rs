@@ -30,8 +30,9 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(usage)?;
     credentials(&sdk).await.map_err(usage)?;
-    let probe = Stack::for_teardown("reap", Some(&aws.region), "--region")
+    let mut probe = Stack::for_teardown("reap", Some(&aws.region), "--region")
         .map_err(|e| usage(format!("{:#}", anyhow::Error::new(e))))?;
+    super::confirm::guard_accounts(&mut probe, &args.accounts.allowed_account_ids)?;
     let identity = crate::aws::account::identify(&aws, &probe)
         .await
         .map_err(super::preflight_error)?;
@@ -59,6 +60,7 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
                     "expired": f.expired(now),
                     "found_by": f.found_by,
                     "fleet": f.fleet,
+                    "expiry_from": f.defined_by,
                 })).collect::<Vec<_>>(),
                 "tearing_down": args.yes,
             })
@@ -82,8 +84,9 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
                 };
                 let kinds: Vec<&str> = f.found_by.iter().copied().collect();
                 println!(
-                    "  {:<24}  {at}  {when:<22}  found by {}{}",
+                    "  {:<24}  {at}  {when:<22}  on its {}; found by {}{}",
                     f.stack,
+                    f.defined_by.unwrap_or("?"),
                     kinds.join(", "),
                     if f.global_only() {
                         " (IAM only: its region is not known)"
@@ -92,13 +95,36 @@ pub async fn reap(args: ReapArgs) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            if !args.yes && !expired.is_empty() {
-                println!("run `meshstack reap --yes` to tear the expired ones down");
-            }
         }
     }
-    if !args.yes || expired.is_empty() {
+    if expired.is_empty() {
         return Ok(ExitCode::SUCCESS);
+    }
+    // Without --yes: ask on a terminal; elsewhere only list (as reap always has).
+    if !args.yes {
+        if super::confirm::require_yes_or_terminal("reap", false).is_err() {
+            if args.output == Output::Text {
+                println!("run `meshstack reap --yes` to tear the expired ones down");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let what = super::confirm::Deletion {
+            command: "reap",
+            place: super::confirm::aws_place(&format!("account {}", identity.account), &aws.region),
+            stacks: expired
+                .iter()
+                .map(|f| {
+                    (
+                        f.stack.clone(),
+                        format!("expired at {}", f.expires_at.as_deref().unwrap_or("?")),
+                    )
+                })
+                .collect(),
+            scope: "every stage: everything tagged for each stack".into(),
+        };
+        if !super::confirm::confirm(&what, false).await? {
+            return Ok(ExitCode::FAILURE);
+        }
     }
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;

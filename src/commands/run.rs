@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::checks::{check_kubernetes, check_quotas, QuotaGroup};
+use super::checks::{check_iam_region, check_kubernetes, check_quotas, QuotaGroup};
 use super::{
     check_helm, connect, existing_reachable, existing_zones, find, load_stack, mode, preflight,
     preflight_error, selection, status_word, usage,
@@ -170,6 +170,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
         // and are not even looked at (a resumed or converged `up` starts its stages at once).
         let pending = not_done(&selected, &journal);
         check_kubernetes(Some(&aws), &stack, &pending).await?;
+        check_iam_region(&aws, &stack, &pending).await?;
         check_quotas(
             &[QuotaGroup {
                 aws: &aws,
@@ -239,10 +240,12 @@ fn down_stack(args: &DownArgs) -> anyhow::Result<Stack> {
 }
 
 pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
-    let stack = down_stack(&args)?;
+    let mut stack = down_stack(&args)?;
+    super::confirm::guard_accounts(&mut stack, &args.accounts.allowed_account_ids)?;
     let all = stages::for_stack(&stack);
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
+    super::confirm::require_yes_or_terminal("down", args.yes)?;
     let interrupts = Interrupts::watch();
     let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &unlock(&args.force_unlock))?;
     interrupts.register(&lock);
@@ -250,18 +253,24 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let prepared = interrupts.unless_signalled(async {
         if stack.existing_cluster().is_some() {
             existing_reachable(&stack).await?;
-            return anyhow::Ok((None, None));
+            let go = super::confirm::confirm_down(&args, &stack, None, &selected).await?;
+            return anyhow::Ok((None, None, go));
         }
         let aws = connect(&stack).await.map_err(usage)?;
         let identity = account::identify(&aws, &stack)
             .await
             .map_err(preflight_error)?;
-        anyhow::Ok((Some(aws), Some(identity)))
+        let place = Some((aws.region.as_str(), identity.account.as_str()));
+        let go = super::confirm::confirm_down(&args, &stack, place, &selected).await?;
+        anyhow::Ok((Some(aws), Some(identity), go))
     });
     let Some(prepared) = prepared.await else {
         return Ok(interrupts.stop_before_stages(&lock));
     };
-    let (aws, identity) = prepared?;
+    let (aws, identity, go) = prepared?;
+    if !go {
+        return Ok(ExitCode::FAILURE);
+    }
     let journal = Arc::new(Mutex::new(journal));
     let cx = Context::new(stack, aws, identity, Vec::new(), Some(journal.clone()));
     let reporter = progress::reporter(mode(args.stack.output), "meshstack down", &selected);

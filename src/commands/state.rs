@@ -118,6 +118,34 @@ pub(crate) fn unlock(flag: &Option<String>) -> Unlock {
     }
 }
 
+/// The account guard before a write to S3 state (`state init`, `push`, `migrate`): with
+/// `allowed_account_ids` in the stack file, the credentials' account must be one of them,
+/// checked with STS before the bucket is touched (issue 23, item 4). Local state touches no
+/// account.
+///
+/// # Errors
+/// The account not allowed (exit 2), or no credentials to ask STS with.
+async fn guard_s3(stack: &Stack, locations: &[&StateLocation]) -> anyhow::Result<()> {
+    if stack.allowed_account_ids.is_empty() {
+        return Ok(());
+    }
+    let Some(s3) = locations.iter().find_map(|l| match l {
+        StateLocation::S3(s3) => Some(s3),
+        StateLocation::Local => None,
+    }) else {
+        return Ok(());
+    };
+    let region = s3.region.as_deref().or(stack.region());
+    let (aws, sdk) = crate::aws::AwsClients::from_env(region)
+        .await
+        .map_err(usage)?;
+    super::credentials(&sdk).await.map_err(usage)?;
+    crate::aws::account::identify(&aws, stack)
+        .await
+        .map_err(super::preflight_error)?;
+    Ok(())
+}
+
 pub async fn state_init(args: StateInitArgs) -> anyhow::Result<ExitCode> {
     let stack = load_stack_path(args.stack.as_deref())?;
     let loc = args.url.clone().or_else(|| stack.state.location.clone());
@@ -127,6 +155,7 @@ pub async fn state_init(args: StateInitArgs) -> anyhow::Result<ExitCode> {
              `state: s3://...` in the stack file); local state needs no set-up",
         ));
     };
+    guard_s3(&stack, &[&StateLocation::S3(s3.clone())]).await?;
     let store = S3Store::open(
         &s3,
         &stack.name,
@@ -323,6 +352,7 @@ pub async fn state_push(args: StatePushArgs) -> anyhow::Result<ExitCode> {
         )));
     }
     let loc = location(&args.stack, &stack);
+    guard_s3(&stack, &[&loc]).await?;
     let opened = open_for_writing(&args.stack, &stack, &loc)?;
     let store = opened.store;
     let interrupts = Interrupts::watch();
@@ -367,6 +397,7 @@ pub async fn state_migrate(args: StateMigrateArgs) -> anyhow::Result<ExitCode> {
             stack.name
         )));
     }
+    guard_s3(&stack, &[&from, &to]).await?;
     let src = open_for_writing(&args.stack, &stack, &from)?.store;
     let dst = open_for_writing(&args.stack, &stack, &to)?.store;
     let interrupts = Interrupts::watch();

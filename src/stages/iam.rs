@@ -5,13 +5,19 @@
 //! that name without the stack's tag belongs to someone else and is never adopted or deleted.
 //! The controller role's trust (IRSA) needs the cluster's OIDC issuer, so this stage creates it
 //! with a deny-all trust and the `cluster` stage completes it.
+//!
+//! IAM is global and the names are not region-unique, so each role carries the region of the
+//! stack that owns it ([`REGION_TAG`]): the same stack name in another region is refused
+//! before any write ([`owned_elsewhere`], called by the commands' preflight), and a teardown
+//! there leaves the roles alone. Roles of an earlier meshstack without the tag are adopted
+//! (tagged) unless their IRSA trust names another region's cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
 use super::{outcome, Action, Change, Context, Plan, Stage, StageError};
-use crate::aws::{same_json, sdk_err, tags, Answer, AwsClients, STACK_TAG};
+use crate::aws::{same_json, sdk_err, tags, Answer, AwsClients, REGION_TAG, STACK_TAG};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -38,6 +44,9 @@ pub struct SeenRole {
     pub attached: BTreeSet<String>,
     /// The Karpenter controller policy document, if present.
     pub inline: Option<String>,
+    /// The region of the stack that owns it: its [`REGION_TAG`], else the region of the EKS
+    /// OIDC issuer its trust names (roles of an earlier meshstack); `None` if neither says.
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,6 +61,8 @@ pub struct Seen {
     pub profile: Option<SeenProfile>,
     /// Whether the account has EC2 Spot's service-linked role.
     pub spot_role: bool,
+    /// The region this run works in (empty: unknown, as offline).
+    pub region: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +78,8 @@ pub enum Step {
     DeleteProfile,
     /// EC2 Spot's service-linked role, without which CreateFleet cannot launch spot.
     CreateSpotRole,
+    /// A role of an earlier meshstack, without [`REGION_TAG`]: adopted for this region.
+    TagRegion(Role),
 }
 
 /// The service that EC2 Spot's service-linked role belongs to.
@@ -89,6 +102,45 @@ fn wants_profile(stack: &Stack) -> bool {
     stack.karpenter_api() == crate::versions::KarpenterApi::V1Alpha5
 }
 
+/// Whether `role` is owned by a stack in another region than `region` (never when either is
+/// unknown).
+fn elsewhere(role: &SeenRole, region: &str) -> bool {
+    !region.is_empty() && role.region.as_deref().is_some_and(|r| r != region)
+}
+
+/// The region of the EKS OIDC issuer a trust policy names (`oidc.eks.<region>.amazonaws.com`).
+fn trust_region(trust: &str) -> Option<String> {
+    // The document may come URL-encoded from IAM.
+    let trust = trust.replace("%2F", "/").replace("%3A", ":");
+    let after = trust.split("oidc.eks.").nth(1)?;
+    let region: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (!region.is_empty()).then_some(region)
+}
+
+/// The stack's roles that a stack of the same name in another region owns, as
+/// `(role, region)`: `up` and `fleet up` refuse these before any write.
+///
+/// # Errors
+/// An IAM read failing.
+pub async fn owned_elsewhere(
+    aws: &AwsClients,
+    stack: &Stack,
+) -> Result<Vec<(String, String)>, StageError> {
+    let mut out = Vec::new();
+    for kind in Role::ALL {
+        let name = kind.name(stack);
+        if let Some(r) = find_role(aws, stack, &name).await? {
+            if r.ours && elsewhere(&r, &aws.region) {
+                out.push((name, r.region.unwrap_or_default()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The pure diff. `karpenter_policy` is the wanted inline policy of the controller role.
 pub fn plan(
     stack: &Stack,
@@ -109,7 +161,25 @@ pub fn plan(
                 );
                 continue;
             }
+            Some(r) if elsewhere(r, &seen.region) => {
+                steps.conflict(
+                    "iam",
+                    name,
+                    format!(
+                        "belongs to stack `{}` in region {} ({REGION_TAG}): IAM names are \
+                         account-wide, so a stack name is per account; use another name here, \
+                         or work on it in {}",
+                        stack.name,
+                        r.region.as_deref().unwrap_or_default(),
+                        r.region.as_deref().unwrap_or_default()
+                    ),
+                );
+                continue;
+            }
             None => steps.push(Step::CreateRole(kind)),
+            Some(r) if r.region.is_none() && !seen.region.is_empty() => {
+                steps.push(Step::TagRegion(kind))
+            }
             Some(_) => {}
         }
         for policy in managed_policies(kind) {
@@ -159,6 +229,8 @@ impl Step {
     fn change(&self, stack: &Stack) -> Change {
         match self {
             Step::CreateRole(k) => Change::new(Action::Create, "iam-role", k.name(stack)),
+            Step::TagRegion(k) => Change::new(Action::Update, "iam-role", k.name(stack))
+                .detail(format!("tag {REGION_TAG} (adopted for this region)")),
             Step::Attach(k, arn) => Change::new(Action::Update, "iam-role", k.name(stack))
                 .detail(format!("attach {}", arn.rsplit('/').next().unwrap_or(arn))),
             Step::PutKarpenterPolicy => {
@@ -196,13 +268,31 @@ impl Step {
     }
 }
 
+fn region_tag(region: &str) -> aws_sdk_iam::types::Tag {
+    aws_sdk_iam::types::Tag::builder()
+        .key(REGION_TAG)
+        .value(region)
+        .build()
+        .expect("key and value are set")
+}
+
+/// A role's tags: the stack's, and the region that owns it.
+fn role_tags(stack: &Stack, key: &str, name: &str, region: &str) -> Vec<aws_sdk_iam::types::Tag> {
+    let mut tags = tags::iam(stack, key, name);
+    tags.push(region_tag(region));
+    tags
+}
+
 /// Observe the roles and the profile by name.
 pub async fn observe(cx: &Context) -> Result<Seen, StageError> {
     let Some(aws) = &cx.aws else {
         return Ok(Seen::default());
     };
     let stack = &cx.stack;
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        region: aws.region.clone(),
+        ..Seen::default()
+    };
     for kind in Role::ALL {
         if let Some(role) = find_role(aws, stack, &kind.name(stack)).await? {
             let mut role = role;
@@ -268,14 +358,23 @@ pub async fn find_role(
         .send()
         .await
         .lookup("iam:GetRole")?;
-    Ok(out.and_then(|o| o.role().cloned()).map(|r| SeenRole {
-        arn: r.arn().to_string(),
-        ours: tags::of_stack(stack, r.tags()),
-        trust: r
+    Ok(out.and_then(|o| o.role().cloned()).map(|r| {
+        let trust = r
             .assume_role_policy_document()
             .unwrap_or_default()
-            .to_string(),
-        ..SeenRole::default()
+            .to_string();
+        let tagged = r
+            .tags()
+            .iter()
+            .find(|t| t.key() == REGION_TAG)
+            .map(|t| t.value().to_string());
+        SeenRole {
+            arn: r.arn().to_string(),
+            ours: tags::of_stack(stack, r.tags()),
+            region: tagged.or_else(|| trust_region(&trust)),
+            trust,
+            ..SeenRole::default()
+        }
     }))
 }
 
@@ -351,7 +450,7 @@ impl Stage for Iam {
         let mut changes: Vec<Change> = seen
             .roles
             .iter()
-            .filter(|(_, r)| r.ours)
+            .filter(|(_, r)| r.ours && !elsewhere(r, &seen.region))
             .map(|(k, _)| Change::new(Action::Delete, "iam-role", k.name(&cx.stack)))
             .collect();
         if seen.profile.as_ref().is_some_and(|p| p.ours) {
@@ -385,7 +484,7 @@ impl Stage for Iam {
                         .role_name(&name)
                         .assume_role_policy_document(initial_trust(*kind).to_string())
                         .description(format!("meshstack {}: {:?} role", stack.name, kind))
-                        .set_tags(Some(tags::iam(stack, &key, &name)))
+                        .set_tags(Some(role_tags(stack, &key, &name, &aws.region)))
                         .send()
                         .await
                         .map_err(sdk_err("iam:CreateRole"));
@@ -409,9 +508,19 @@ impl Stage for Iam {
                         SeenRole {
                             arn,
                             ours: true,
+                            region: Some(aws.region.clone()),
                             ..SeenRole::default()
                         },
                     );
+                }
+                Step::TagRegion(kind) => {
+                    aws.iam
+                        .tag_role()
+                        .role_name(kind.name(stack))
+                        .tags(region_tag(&aws.region))
+                        .send()
+                        .await
+                        .map_err(sdk_err("iam:TagRole"))?;
                 }
                 Step::Attach(kind, arn) => {
                     aws.iam
@@ -532,6 +641,15 @@ impl Stage for Iam {
                 ));
                 continue;
             }
+            if elsewhere(role, &seen.region) {
+                h.warn(format!(
+                    "IAM role {} belongs to stack `{}` in region {}; left alone",
+                    kind.name(stack),
+                    stack.name,
+                    role.region.as_deref().unwrap_or_default()
+                ));
+                continue;
+            }
             let name = kind.name(stack);
             h.step(format!("deleting IAM role {name}"));
             delete_role(aws, &name).await?;
@@ -625,6 +743,7 @@ mod tests {
                         .map(|p| managed_policy_arn("aws", p))
                         .collect(),
                     inline: (kind == Role::Karpenter).then(|| policy.to_string()),
+                    region: None,
                 },
             );
         }
@@ -724,5 +843,38 @@ mod tests {
             steps.changes(|st| st.change(&s))[0].action,
             Action::Conflict
         );
+    }
+
+    #[test]
+    fn roles_of_the_same_name_in_another_region_are_refused_and_old_ones_adopted() {
+        let s = stack();
+        let p = policy(&s);
+        let mut seen = converged(&s, &p);
+        seen.region = "eu-west-1".into();
+        for r in seen.roles.values_mut() {
+            r.region = Some("eu-west-1".into());
+        }
+        assert!(plan(&s, "aws", &p, &seen).is_empty(), "converged here");
+        // Tagged for another region: refused, nothing else planned for it.
+        let mut there = seen.clone();
+        there.roles.get_mut(&Role::Node).unwrap().region = Some("us-east-1".into());
+        let steps = plan(&s, "aws", &p, &there);
+        assert!(steps.refuse().is_err());
+        // An earlier meshstack's role, without the tag: adopted (tagged) here.
+        let mut old = seen.clone();
+        old.roles.get_mut(&Role::Cluster).unwrap().region = None;
+        let steps = plan(&s, "aws", &p, &old).refuse().unwrap();
+        assert_eq!(
+            steps.iter().collect::<Vec<_>>(),
+            [&Step::TagRegion(Role::Cluster)]
+        );
+        // The trust of an earlier meshstack's Karpenter role names its cluster's region.
+        assert_eq!(
+            trust_region(
+                r#"{"Federated":"arn:aws:iam::1:oidc-provider/oidc.eks.ap-south-1.amazonaws.com/id/AB"}"#
+            ),
+            Some("ap-south-1".to_string())
+        );
+        assert_eq!(trust_region(r#"{"Service":"eks.amazonaws.com"}"#), None);
     }
 }

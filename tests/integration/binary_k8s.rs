@@ -826,7 +826,7 @@ fn down_with_the_api_server_stopped_still_tears_down_aws_and_warns_once() {
     c.up();
     c.server.stop();
     let started = std::time::Instant::now();
-    let out = c.run("down", &[]);
+    let out = c.run("down", &["--yes"]);
     let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     let aws = c.server.block_on(c.moto.clients());
@@ -861,7 +861,7 @@ fn down_with_the_api_server_stopped_halfway_still_tears_down_aws_and_warns_once(
     c.server.reset_counts();
     let started = std::time::Instant::now();
     let child =
-        c.ms.command(&["down", "--stack", &c.stack, "-o", "json"])
+        c.ms.command(&["down", "--yes", "--stack", &c.stack, "-o", "json"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -1261,7 +1261,7 @@ fn a_down_killed_inside_helm_uninstall_does_not_block_the_next_up() {
         .push(("MESHSTACK_FAKE_HELM_UNINSTALL_DELAYS".into(), "*=60".into()));
     let mut child = {
         use std::os::unix::process::CommandExt;
-        c.ms.command(&["down", "--stack", &c.stack, "-o", "json"])
+        c.ms.command(&["down", "--yes", "--stack", &c.stack, "-o", "json"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0)

@@ -267,7 +267,9 @@ fn account_guard_refuses_another_account_before_any_write() {
     );
     for command in ["up", "down"] {
         moto.start_recording();
-        let out = ms.run(&with_aws_stages(&[command, "--stack", &stack]));
+        let out = ms.run(&with_aws_stages(&yes_for_down(&[
+            command, "--stack", &stack,
+        ])));
         assert_eq!(out.status.code(), Some(2), "{command}: {}", describe(&out));
         let err = stderr(&out);
         assert!(err.contains(ACCOUNT), "{command}: {err}");
@@ -304,18 +306,20 @@ fn a_live_lock_holder_is_named_and_nothing_is_called() {
     let before = std::fs::read(lock_path(&ms, "held")).unwrap();
     moto.start_recording();
     for command in ["up", "down"] {
-        let out = ms.run(&with_aws_stages(&[command, "--stack", &stack]));
+        let out = ms.run(&with_aws_stages(&yes_for_down(&[
+            command, "--stack", &stack,
+        ])));
         assert!(!out.status.success(), "{command}: {}", describe(&out));
         let err = stderr(&out);
         assert!(err.contains(&format!("pid {me}")), "{command}: {err}");
         assert!(err.contains(&hostname()), "{command}: {err}");
         // A live lock is never broken, not even with --force-unlock.
-        let out = ms.run(&with_aws_stages(&[
+        let out = ms.run(&with_aws_stages(&yes_for_down(&[
             command,
             "--stack",
             &stack,
             "--force-unlock",
-        ]));
+        ])));
         assert!(!out.status.success(), "{command}: {}", describe(&out));
         assert!(
             stderr(&out).contains(&format!("pid {me}")),
@@ -850,7 +854,7 @@ async fn after_up_status_is_done_and_down_of_a_needed_stage_is_refused() {
     }
 
     moto.start_recording();
-    let out = ms.run(&["down", "--stack", &stack, "--only", "network"]);
+    let out = ms.run(&["down", "--yes", "--stack", &stack, "--only", "network"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let err = stderr(&out);
     assert!(
@@ -859,6 +863,15 @@ async fn after_up_status_is_done_and_down_of_a_needed_stage_is_refused() {
     );
     assert_eq!(moto.recorded(), Vec::<(String, bool)>::new());
     assert_eq!(aws.inventory("built").await, expected_full_inventory());
+}
+
+/// `args` with `--yes` when the command is `down` (which refuses without a terminal or it).
+fn yes_for_down<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    if args.first() == Some(&"down") {
+        out.push("--yes");
+    }
+    out
 }
 
 /// An existing-cluster stack whose kubeconfig is not there: `plan` still plans (the
@@ -916,7 +929,7 @@ fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
         "no AWS cost is meshstack's: {doc}"
     );
     for verb in ["up", "down"] {
-        let out = ms.run(&[verb, "--stack", &stack]);
+        let out = ms.run(&yes_for_down(&[verb, "--stack", &stack]));
         assert_eq!(out.status.code(), Some(2), "{verb}: {}", describe(&out));
         assert!(
             stderr(&out).contains("cannot read the kubeconfig"),

@@ -221,7 +221,9 @@ fn results_go_to_stdout_and_progress_to_stderr() {
     assert!(!stdout(&out).contains("DEBUG"), "{}", describe(&out));
 
     // Everything but the network: the network stays, in moto and in the journal.
-    let out = ms.run(&["down", "--stack", &stack, "--skip", "network", "-o", "json"]);
+    let out = ms.run(&[
+        "down", "--yes", "--stack", &stack, "--skip", "network", "-o", "json",
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
     let summary: Value = stdout(&out)
         .lines()
@@ -251,7 +253,7 @@ fn results_go_to_stdout_and_progress_to_stderr() {
 
     // A `--skip` that leaves the network selected while the rest is up would be refused; here
     // nothing depends on it any more, so it goes.
-    let out = ms.run(&["down", "--stack", &stack]);
+    let out = ms.run(&["down", "--yes", "--stack", &stack]);
     assert!(out.status.success(), "{}", describe(&out));
 }
 

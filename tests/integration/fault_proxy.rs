@@ -738,7 +738,7 @@ async fn the_binary_runs_up_and_down_through_the_proxy_untouched() {
         );
     }
 
-    let out = ms.run(&["down", "--stack", stack, "-o", "json"]);
+    let out = ms.run(&["down", "--yes", "--stack", stack, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(direct.inventory("proxied").await, Default::default());
     let stats = proxy.stats();

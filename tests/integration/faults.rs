@@ -115,7 +115,7 @@ async fn thirty_percent_throttling_up_then_down_build_and_remove_the_same_resour
     assert!(up.status.success(), "{}", describe(&up));
     assert_eq!(aws.inventory("throttled").await, expected_full_inventory());
     let up_time = started.elapsed();
-    let down = ms.run(&["down", "--stack", stack, "-o", "json"]);
+    let down = ms.run(&["down", "--yes", "--stack", stack, "-o", "json"]);
     assert!(down.status.success(), "{}", describe(&down));
     assert_eq!(aws.inventory("throttled").await, Default::default());
 
@@ -155,7 +155,7 @@ async fn teardown_retries_dependency_violations_until_they_clear() {
     let up = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
     assert!(up.status.success(), "{}", describe(&up));
     let started = Instant::now();
-    let down = ms.run(&["down", "--stack", stack]);
+    let down = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(down.status.success(), "{}", describe(&down));
     eprintln!(
         "DependencyViolation x7: down {:.1} s (back-off at 1/20 scale)",
@@ -213,7 +213,7 @@ async fn a_kill_while_waiting_for_the_cluster_resumes_without_duplicates() {
         1,
         "a second cluster was asked for"
     );
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(aws.inventory("slow").await, Default::default());
 }
@@ -256,7 +256,7 @@ async fn one_ctrl_c_stops_cleanly_and_the_next_up_finishes_the_job() {
         aws.inventory("interrupted").await,
         expected_full_inventory()
     );
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
 }
 
@@ -287,7 +287,7 @@ async fn a_second_ctrl_c_exits_at_once_and_leaves_a_usable_state() {
     let out = ms.run(&["up", "--only", AWS_STAGES, "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(aws.inventory("impatient").await, expected_full_inventory());
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(aws.inventory("impatient").await, Default::default());
 }
@@ -514,7 +514,16 @@ async fn a_signal_during_the_preflight_releases_the_lock() {
         .await;
         let (proxy, ms) = (&scenario.proxy, &scenario.ms);
         let mut child = ms
-            .command(&[command, "--only", "network", "--stack", &scenario.stack])
+            .command(
+                &[
+                    command,
+                    "--only",
+                    "network",
+                    "--stack",
+                    &scenario.stack,
+                    "--yes",
+                ][..if command == "down" { 6 } else { 5 }],
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

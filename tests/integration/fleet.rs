@@ -252,6 +252,7 @@ async fn a_fleet_of_four_builds_each_its_own_converges_hands_out_and_goes_away()
     let out = f.ms.run(&[
         "fleet",
         "down",
+        "--yes",
         "--stack",
         stack,
         "--count",
@@ -570,6 +571,7 @@ async fn a_fleet_throttled_by_its_accounts_request_buckets_still_finishes_every_
     let out = f.ms.run(&[
         "fleet",
         "down",
+        "--yes",
         "--stack",
         stack,
         "--count",
@@ -719,6 +721,7 @@ async fn three_accounts_through_assume_role_each_hold_their_own_environment() {
     let out = ms.run(&[
         "fleet",
         "down",
+        "--yes",
         "--stack",
         stack.to_str().unwrap(),
         "--count",
@@ -976,7 +979,8 @@ async fn reap_removes_only_the_expired_stack_and_down_by_name_needs_nothing_loca
 
     // down --name --region: no stack file, no journal; everything found by tag.
     std::fs::remove_dir_all(f.ms.state_dir()).ok();
-    let out = f.ms.run(&["down", "--name", "later", "--region", REGION]);
+    let out =
+        f.ms.run(&["down", "--yes", "--name", "later", "--region", REGION]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(f.aws.inventory("later").await, Default::default());
 }

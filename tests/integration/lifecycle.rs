@@ -110,7 +110,7 @@ async fn up_converges_survives_a_lost_journal_and_down_leaves_nothing_but_foreig
     assert_eq!(aws.inventory("lifecycle").await, expected_full_inventory());
 
     // 4. down removes every tagged resource, and only those.
-    let out = ms.run(&["down", "--stack", stack, "-o", "json"]);
+    let out = ms.run(&["down", "--yes", "--stack", stack, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(aws.inventory("lifecycle").await, Default::default());
     let vpcs = aws
@@ -137,7 +137,7 @@ async fn up_converges_survives_a_lost_journal_and_down_leaves_nothing_but_foreig
 
     // 5. down again: nothing to do, no error.
     moto.start_recording();
-    let out = ms.run(&["down", "--stack", stack, "-o", "json"]);
+    let out = ms.run(&["down", "--yes", "--stack", stack, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(moto.recorded_writes(), Vec::<String>::new());
 }
@@ -161,7 +161,7 @@ async fn down_without_a_state_file_after_a_half_built_up_leaves_nothing() {
     assert!(!built.contains_key("eks-nodegroup"), "{built:?}");
 
     std::fs::remove_dir_all(ms.state_dir()).unwrap();
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(aws.inventory("half").await, Default::default());
 }
@@ -209,7 +209,7 @@ async fn kill_at_a_random_point_then_up_leaves_no_duplicates() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     let window = started.elapsed().as_millis() as u64;
-    let out = ms.run(&["down", "--stack", probe.to_str().unwrap()]);
+    let out = ms.run(&["down", "--yes", "--stack", probe.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
 
     for point in 0..kill_points() {
@@ -262,7 +262,7 @@ async fn kill_at_a_random_point_then_up_leaves_no_duplicates() {
             expected_full_inventory(),
             "seed {seed} point {point}: killed after {delay} ms of a {window} ms run"
         );
-        let out = ms.run(&["down", "--stack", stack]);
+        let out = ms.run(&["down", "--yes", "--stack", stack]);
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(
             aws.inventory(&name).await,
@@ -309,7 +309,7 @@ fn real_aws_full_up_then_down() {
         assert_eq!(row["state"], "done", "{status}");
     }
     run(&["verify", "--requests", "200"]);
-    run(&["down"]);
+    run(&["down", "--yes"]);
     let plan = run(&["plan", "--destroy", "-o", "json"]);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     // The AWS side is observed by tag; with the cluster gone there is nothing else to look at.

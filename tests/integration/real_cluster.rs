@@ -262,7 +262,7 @@ fn converges_and_tears_down(env: &Env, stages: usize, release_count: usize) {
     check_converged("an up with the journal lost");
 
     let started = std::time::Instant::now();
-    env.ok("down", &[]);
+    env.ok("down", &["--yes"]);
     let down = started.elapsed();
     assert_eq!(env.cluster.releases(), BTreeMap::new());
     // Namespaces terminate through their finalizers (the namespace controller runs).
@@ -458,7 +458,7 @@ fn existing_cluster(helm_major: u8) {
             .any(|r| r.starts_with("karpenter/")),
         "Karpenter is off on an existing cluster"
     );
-    env.ok("down", &[]);
+    env.ok("down", &["--yes"]);
     assert_eq!(nodes(), node_count, "the cluster and its nodes stay");
 }
 
@@ -699,6 +699,7 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
         use std::os::unix::process::CommandExt;
         env.ms
             .command(&[verb, "--stack", &env.stack, "-o", "json"])
+            .args(if verb == "down" { &["--yes"][..] } else { &[] })
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0)
@@ -758,7 +759,7 @@ fn kills_inside_real_helm_install_and_uninstall_are_recovered() {
     let again = env.cluster.releases();
     assert_eq!(again.len(), 5, "{again:?}");
     assert!(again.values().all(|(s, _, _)| s == "deployed"), "{again:?}");
-    env.ok("down", &[]);
+    env.ok("down", &["--yes"]);
     assert_eq!(env.cluster.releases(), BTreeMap::new());
 }
 
@@ -1114,6 +1115,6 @@ fn locality_modes_switch_on_a_live_environment_and_the_real_controller_fills_hin
         .display()
         .to_string();
     env.ok("up", &[]);
-    env.ok("down", &[]);
+    env.ok("down", &["--yes"]);
     assert_eq!(env.cluster.releases(), BTreeMap::new());
 }

@@ -599,7 +599,11 @@ async fn state_migrates_local_to_s3_and_back_byte_for_byte_and_no_version_holds_
     let out = ms.run(&["up", "--only", "network", "--stack", stack, "--state", URL]);
     assert!(out.status.success(), "{}", describe(&out));
     for command in ["status", "plan", "down"] {
-        let out = ms.run(&[command, "--stack", stack, "--state", URL]);
+        let mut args = vec![command, "--stack", stack, "--state", URL];
+        if command == "down" {
+            args.push("--yes");
+        }
+        let out = ms.run(&args);
         // `status` exits 3: only the network stage is up.
         let expected = if command == "status" { 3 } else { 0 };
         assert_eq!(

@@ -475,7 +475,7 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
     ms.endpoint = Some(proxy.endpoint());
     ms.extra_env
         .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         proxy.stats().dependency_violations,
@@ -542,7 +542,7 @@ async fn down_sweeps_what_the_cluster_left_and_nothing_of_anyone_elses() {
 
     // A second down finds nothing to sweep and writes nothing.
     moto.start_recording();
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(moto.recorded_writes(), Vec::<String>::new());
 }
@@ -585,7 +585,7 @@ async fn down_names_what_it_could_not_sweep_and_a_rerun_finishes() {
         .await
         .unwrap();
 
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -614,7 +614,7 @@ async fn down_names_what_it_could_not_sweep_and_a_rerun_finishes() {
         .send()
         .await
         .unwrap();
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         instance_state(&aws, &protected).await,
@@ -803,7 +803,7 @@ async fn down_deletes_the_vpc_endpoints_others_put_in_the_stacks_vpc_and_nothing
     // The dependency deadline at 6 s: before the fix `down` gave up on each subnet after it.
     ms.extra_env
         .push(("MESHSTACK_WAIT_SCALE".into(), "100".into()));
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         proxy.stats().dependency_violations,
@@ -956,7 +956,7 @@ async fn down_deletes_the_target_groups_of_the_clusters_load_balancers() {
         );
     }
 
-    let out = ms.run(&["down", "--stack", stack]);
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!v2_arns(&lb).await.contains(&nlb_arn));
     assert_eq!(
