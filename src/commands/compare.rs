@@ -27,13 +27,13 @@ use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 
-use super::demo::{phase_of, private_dir, profile_bytes, save_dumps, stdin_lines, wait_sidecars};
+use super::demo::{phase_of, private_dir, profile_bytes, send_load, stdin_lines, wait_sidecars};
 use super::inspect::{now_utc, region, write_page};
 use super::run::Interrupts;
 use super::{quiet, read_only_context, usage};
 use crate::cli::{DemoArgs, Output};
 use crate::config::{LocalityMode, Stack};
-use crate::inspect::{self, Load, PageMeta, Verification, VerifyError};
+use crate::inspect::{self, PageMeta, Verification};
 use crate::k8s::apply;
 use crate::k8s::pod_http::PortForward;
 use crate::locality::demo::{self as figures, Expected, OrdersSeen, ProductsSeen, Profile};
@@ -554,33 +554,7 @@ impl Show<'_> {
             self.args.requests
         ))
         .await;
-        let text = self.args.stack.output == Output::Text && !quiet();
-        let bar = if text {
-            indicatif::ProgressBar::new(self.args.requests)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_message(format!("{label}: sending requests"));
-        let progress = |done: u64, _total: u64| bar.set_position(done);
-        let warn = |message: String| bar.suspend(|| eprintln!("warning: {message}"));
-        let result = inspect::verify_live(
-            &self.kube.client,
-            self.http,
-            self.stack,
-            Load {
-                requests: self.args.requests,
-                query: inspect::DEFAULT_QUERY,
-                orders_products: 0,
-            },
-            &progress,
-            &warn,
-        )
-        .await;
-        bar.finish_and_clear();
-        let verification = result.map_err(|e: VerifyError| anyhow::Error::new(e))?;
-        if let Some(dir) = &self.args.save_dumps {
-            save_dumps(&dir.join(id), &verification)?;
-        }
+        let verification = send_load(self.kube, self.http, self.stack, self.args, id).await?;
         Ok(Measured {
             id,
             label,

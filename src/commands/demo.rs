@@ -361,33 +361,7 @@ impl Show<'_> {
             self.args.requests
         ))
         .await;
-        let text = self.args.stack.output == Output::Text && !quiet();
-        let bar = if text {
-            indicatif::ProgressBar::new(self.args.requests)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_message(format!("{name}: sending requests"));
-        let progress = |done: u64, _total: u64| bar.set_position(done);
-        let warn = |message: String| bar.suspend(|| eprintln!("warning: {message}"));
-        let result = inspect::verify_live(
-            &self.kube.client,
-            self.http,
-            self.stack,
-            Load {
-                requests: self.args.requests,
-                query: inspect::DEFAULT_QUERY,
-                orders_products: 0,
-            },
-            &progress,
-            &warn,
-        )
-        .await;
-        bar.finish_and_clear();
-        let verification = result.map_err(|e: VerifyError| anyhow::Error::new(e))?;
-        if let Some(dir) = &self.args.save_dumps {
-            save_dumps(&dir.join(name), &verification)?;
-        }
+        let verification = send_load(self.kube, self.http, self.stack, self.args, name).await?;
         Ok(Measured {
             verification,
             sidecars_took: took,
@@ -588,6 +562,45 @@ pub(super) fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// One file per caller sidecar, `ZONE--POD.clusters`, in Envoy's `/clusters` format.
+/// One phase's traffic: `args.requests` queries as `verify` sends them, with a progress bar
+/// on a terminal, measured over the phase; the counters saved under `--save-dumps DIR/name`.
+pub(super) async fn send_load(
+    kube: &KubeAccess,
+    http: &PortForward,
+    stack: &Stack,
+    args: &DemoArgs,
+    name: &str,
+) -> anyhow::Result<Verification> {
+    let text = args.stack.output == Output::Text && !quiet();
+    let bar = if text {
+        indicatif::ProgressBar::new(args.requests)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_message(format!("{name}: sending requests"));
+    let progress = |done: u64, _total: u64| bar.set_position(done);
+    let warn = |message: String| bar.suspend(|| eprintln!("warning: {message}"));
+    let result = inspect::verify_live(
+        &kube.client,
+        http,
+        stack,
+        Load {
+            requests: args.requests,
+            query: inspect::DEFAULT_QUERY,
+            orders_products: 0,
+        },
+        &progress,
+        &warn,
+    )
+    .await;
+    bar.finish_and_clear();
+    let verification = result.map_err(|e: VerifyError| anyhow::Error::new(e))?;
+    if let Some(dir) = &args.save_dumps {
+        save_dumps(&dir.join(name), &verification)?;
+    }
+    Ok(verification)
+}
+
 pub(super) fn save_dumps(dir: &Path, v: &Verification) -> anyhow::Result<()> {
     private_dir(dir)?;
     for d in &v.dumps {
