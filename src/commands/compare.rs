@@ -27,10 +27,12 @@ use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 
-use super::demo::{phase_of, private_dir, profile_bytes, send_load, stdin_lines, wait_sidecars};
+use super::demo::{
+    phase_of, private_dir, profile_bytes, say_step, send_load, stdin_lines, wait_sidecars,
+};
 use super::inspect::{now_utc, region, write_page};
 use super::run::Interrupts;
-use super::{quiet, read_only_context, usage};
+use super::{read_only_context, usage};
 use crate::cli::{DemoArgs, Output};
 use crate::config::{LocalityMode, Stack};
 use crate::inspect::{self, PageMeta, Verification};
@@ -432,13 +434,7 @@ struct Measured {
 
 impl Show<'_> {
     async fn step(&mut self, line: &str) {
-        if !quiet() || self.prompts.is_some() {
-            eprintln!("> {line}");
-        }
-        if let Some(rx) = self.prompts.as_mut() {
-            eprintln!("  (Enter to go on)");
-            let _ = rx.recv().await;
-        }
+        say_step(&mut self.prompts, line).await;
     }
 
     async fn run(mut self) -> anyhow::Result<ExitCode> {

@@ -298,14 +298,7 @@ impl Show<'_> {
     /// Says what the next step shows and why; with `--pause`, waits for Enter (end of input
     /// goes on).
     async fn step(&mut self, line: &str) {
-        if !quiet() || self.prompts.is_some() {
-            eprintln!("> {line}");
-        }
-        if let Some(rx) = self.prompts.as_mut() {
-            eprintln!("  (Enter to go on)");
-            // End of input goes on without waiting.
-            let _ = rx.recv().await;
-        }
+        say_step(&mut self.prompts, line).await;
     }
 
     async fn run(mut self) -> anyhow::Result<ExitCode> {
@@ -599,6 +592,21 @@ pub(super) async fn send_load(
         save_dumps(&dir.join(name), &verification)?;
     }
     Ok(verification)
+}
+
+/// A step of the show: its line on stderr (also under `--quiet` when pausing); with
+/// `--pause` (`prompts`), then waits for Enter (end of input goes on without waiting).
+pub(super) async fn say_step(
+    prompts: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    line: &str,
+) {
+    if !quiet() || prompts.is_some() {
+        eprintln!("> {line}");
+    }
+    if let Some(rx) = prompts.as_mut() {
+        eprintln!("  (Enter to go on)");
+        let _ = rx.recv().await;
+    }
 }
 
 pub(super) fn save_dumps(dir: &Path, v: &Verification) -> anyhow::Result<()> {
