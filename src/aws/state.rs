@@ -46,12 +46,79 @@ pub const LEASE: Duration = Duration::from_secs(120);
 pub const RENEW_EVERY: Duration = Duration::from_secs(30);
 /// The tag `state init` puts on the bucket.
 pub const PURPOSE_TAG: (&str, &str) = ("meshstack.io/purpose", "state");
-/// Longest a single S3 request attempt may take before it is retried.
+/// Longest a single S3 request attempt may take before it is retried (at most the operation's
+/// timeout, [`request_timeouts`]).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest one S3 request may take, its retries included: half the lease, so that a renewal
-/// stuck in back-off (AWS calls may retry for minutes, `aws::MAX_ATTEMPTS`) gives up, and
-/// says so, while the lease still holds.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `(attempt, operation)` timeouts of every S3 request for a lease of `lease`: one request,
+/// its retries included, takes at most half the lease, so that a renewal stuck in back-off
+/// (AWS calls may retry for minutes, `aws::MAX_ATTEMPTS`) gives up, and says so, while the
+/// lease still holds. Scaled with the lease (`MESHSTACK_WAIT_SCALE`), so the tests' short
+/// leases keep the same guarantee.
+pub fn request_timeouts(lease: Duration) -> (Duration, Duration) {
+    let operation = lease / 2;
+    (ATTEMPT_TIMEOUT.min(operation), operation)
+}
+
+/// A runtime that shuts down in the background when dropped.
+struct BackgroundDrop(Option<tokio::runtime::Runtime>);
+
+impl BackgroundDrop {
+    fn take(mut self) -> Option<tokio::runtime::Runtime> {
+        self.0.take()
+    }
+}
+
+impl std::ops::Deref for BackgroundDrop {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("taken only when the store is built")
+    }
+}
+
+impl Drop for BackgroundDrop {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The account in an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:...`).
+fn account_of(arn: &str) -> Option<&str> {
+    arn.split(':')
+        .nth(4)
+        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Adds `x-amz-expected-bucket-owner` to every S3 request but `CreateBucket` (which has no
+/// such parameter): S3 answers 403 when another account owns the bucket, so the journal and
+/// lock never go to a bucket someone else created under the expected name ("Verifying bucket
+/// ownership with bucket owner condition", Amazon S3 User Guide).
+#[derive(Debug, Clone)]
+struct ExpectedOwner(String);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for ExpectedOwner {
+    fn name(&self) -> &'static str {
+        "meshstack-expected-bucket-owner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use aws_smithy_runtime_api::client::orchestrator::Metadata;
+        if cfg.load::<Metadata>().map(Metadata::name) != Some("CreateBucket") {
+            context
+                .request_mut()
+                .headers_mut()
+                .insert("x-amz-expected-bucket-owner", self.0.clone());
+        }
+        Ok(())
+    }
+}
 
 /// How state objects are encrypted at rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +173,8 @@ struct Inner {
     held: Mutex<Option<Lease>>,
     /// The caller's ARN, looked up once.
     who: Mutex<Option<Option<String>>>,
+    /// The account every request expects to own the bucket.
+    owner: String,
 }
 
 impl Drop for Inner {
@@ -255,6 +324,9 @@ impl S3Store {
                 location: url.clone(),
                 detail: e.to_string(),
             })?;
+        // Dropped on an early return, the runtime shuts down without blocking (a blocking
+        // drop panics inside the caller's runtime).
+        let runtime = BackgroundDrop(Some(runtime));
         let handle = runtime.handle().clone();
         let region = loc.region.clone().or(stack_region.map(str::to_string));
         let sdk = block_on(&handle, async move {
@@ -287,13 +359,46 @@ impl S3Store {
         }
         let calls = Arc::new(CallCounter::default());
         let counter = CountingInterceptor(calls.clone());
+        let scale = wait_scale();
+        let lease = LEASE / scale;
+        let (attempt, operation) = request_timeouts(lease);
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-            .operation_timeout(OPERATION_TIMEOUT)
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(operation)
             .build();
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .timeout_config(timeouts.clone())
+                .build(),
+        );
+        // Whose bucket it must be: `?owner=`, else the caller's own account.
+        let (owner, who) = match &loc.owner {
+            Some(owner) => (owner.clone(), None),
+            None => {
+                let caller = block_on(&handle, {
+                    let sts = sts.clone();
+                    async move { sts.get_caller_identity().send().await }
+                });
+                let (arn, error) = match caller {
+                    Ok(out) => (out.arn().map(str::to_string), None),
+                    Err(e) => (None, Some(Fail::from_sdk(e).message)),
+                };
+                let Some(account) = arn.as_deref().and_then(account_of) else {
+                    return Err(remote(format!(
+                        "could not learn your AWS account, which the state bucket must belong \
+                         to (STS GetCallerIdentity: {}); check the credentials, or name the \
+                         bucket's account with ?owner=ACCOUNT in the state URL",
+                        error.unwrap_or_else(|| "no ARN in the answer".into())
+                    )));
+                };
+                (account.to_string(), Some(arn))
+            }
+        };
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&sdk)
                 .interceptor(counter.clone())
+                .interceptor(ExpectedOwner(owner.clone()))
                 .timeout_config(timeouts)
                 // Emulators (moto, LocalStack, MinIO) behind AWS_ENDPOINT_URL do not resolve
                 // bucket host names.
@@ -308,15 +413,9 @@ impl S3Store {
                 )
                 .build(),
         );
-        let sts = aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(&sdk)
-                .interceptor(counter)
-                .build(),
-        );
-        let scale = wait_scale();
         Ok(S3Store {
             inner: Arc::new(Inner {
-                runtime: Mutex::new(Some(runtime)),
+                runtime: Mutex::new(runtime.take()),
                 handle,
                 s3,
                 sts,
@@ -325,10 +424,11 @@ impl S3Store {
                 stack_prefix: loc.key(stack, ""),
                 encryption,
                 calls,
-                lease: LEASE / scale,
+                lease,
                 renew_every: RENEW_EVERY / scale,
                 held: Mutex::new(None),
-                who: Mutex::new(None),
+                who: Mutex::new(who),
+                owner,
             }),
         })
     }
@@ -377,6 +477,13 @@ impl S3Store {
             format!(
                 "{}; the bucket is in another region than {}: add ?region=REGION to the state URL",
                 fail.message, self.inner.region
+            )
+        } else if fail.status == Some(403) {
+            format!(
+                "{}; every request expects the bucket to belong to account {} (S3 refuses it \
+                 when another account owns it): if the bucket is in an account you trust, \
+                 name it with ?owner=ACCOUNT in the state URL",
+                fail.message, self.inner.owner
             )
         } else {
             fail.message
@@ -541,7 +648,20 @@ impl Inner {
         let mut info = lease.info.clone();
         info.lease_expires_at = Some(self.lease_end());
         let body = serde_json::to_vec_pretty(&info).expect("a LockInfo always serializes");
-        let res = self.put(LOCK_OBJECT, body, Some(&lease.etag)).await;
+        let mut res = self.put(LOCK_OBJECT, body, Some(&lease.etag)).await;
+        if matches!(&res, Err(f) if f.precondition()) {
+            // A renewal whose answer was lost (a timeout after S3 applied it) leaves the lock
+            // ours under an ETag we never saw: the lock ID, unique to this run, tells.
+            if let Ok(Some(stored)) = self.get(LOCK_OBJECT).await {
+                let still_ours = serde_json::from_slice::<LockInfo>(&stored.body)
+                    .is_ok_and(|seen| seen.id == lease.info.id);
+                if let (true, Some(etag)) = (still_ours, stored.version) {
+                    let body =
+                        serde_json::to_vec_pretty(&info).expect("a LockInfo always serializes");
+                    res = self.put(LOCK_OBJECT, body, Some(&etag)).await;
+                }
+            }
+        }
         let mut held = self.held();
         let Some(current) = held.as_mut() else {
             return; // released meanwhile
@@ -814,7 +934,10 @@ impl Inner {
 
 impl S3Store {
     fn remote(&self, action: &'static str, object: &str, fail: Fail) -> StateError {
-        if fail.is("NoSuchBucket") || fail.is("PermanentRedirect") || fail.status == Some(301) {
+        if fail.is("NoSuchBucket")
+            || fail.is("PermanentRedirect")
+            || matches!(fail.status, Some(301 | 403))
+        {
             return self.bucket_error(action, fail);
         }
         StateError::Remote {

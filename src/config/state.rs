@@ -47,6 +47,10 @@ pub struct S3Location {
     pub prefix: String,
     /// `?region=`: the bucket's region, when it is not the stack's.
     pub region: Option<String>,
+    /// `?owner=`: the account that owns the bucket, when it is not the caller's. Every S3
+    /// request says so (`x-amz-expected-bucket-owner`): a bucket of the same name that
+    /// another account owns answers 403 instead of receiving the journal.
+    pub owner: Option<String>,
 }
 
 impl S3Location {
@@ -79,8 +83,13 @@ impl fmt::Display for StateLocation {
                 if !s3.prefix.is_empty() {
                     write!(f, "/{}", s3.prefix)?;
                 }
-                if let Some(region) = &s3.region {
-                    write!(f, "?region={region}")?;
+                let options = [("region", &s3.region), ("owner", &s3.owner)];
+                let mut sep = '?';
+                for (key, value) in options {
+                    if let Some(value) = value {
+                        write!(f, "{sep}{key}={value}")?;
+                        sep = '&';
+                    }
                 }
                 Ok(())
             }
@@ -97,7 +106,8 @@ impl Serialize for StateLocation {
 impl FromStr for StateLocation {
     type Err = String;
 
-    /// `local`, or `s3://BUCKET[/PREFIX][?region=REGION]`; the error says how to write it.
+    /// `local`, or `s3://BUCKET[/PREFIX][?region=REGION][&owner=ACCOUNT]`; the error says how
+    /// to write it.
     fn from_str(text: &str) -> Result<StateLocation, String> {
         const FORM: &str = "write s3://BUCKET/PREFIX for state shared in S3 (e.g. \
                             s3://my-team-state/meshstack), or `local` for the state folder";
@@ -116,6 +126,7 @@ impl FromStr for StateLocation {
         let prefix = prefix.trim_end_matches('/');
         check_state_prefix(prefix).map_err(|why| format!("`{text}`: {why}"))?;
         let mut region = None;
+        let mut owner = None;
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             match pair.split_once('=') {
                 Some(("region", r)) if is_region(r) => region = Some(r.to_string()),
@@ -124,10 +135,21 @@ impl FromStr for StateLocation {
                         "`{text}`: `{r}` is not an AWS region name; write ?region=eu-west-1"
                     ))
                 }
+                Some(("owner", a)) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => {
+                    owner = Some(a.to_string())
+                }
+                Some(("owner", a)) => {
+                    return Err(format!(
+                        "`{text}`: `{a}` is not an AWS account ID; write ?owner= and the 12 \
+                         digits of the account that owns the bucket"
+                    ))
+                }
                 _ => {
                     return Err(format!(
-                        "`{text}`: unknown option `{pair}`; the only option is ?region=REGION \
-                         (the bucket's region, when it is not the stack's)"
+                        "`{text}`: unknown option `{pair}`; the options are ?region=REGION \
+                         (the bucket's region, when it is not the stack's) and \
+                         &owner=ACCOUNT (the account that owns the bucket, when it is not \
+                         yours)"
                     ))
                 }
             }
@@ -136,6 +158,7 @@ impl FromStr for StateLocation {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             region,
+            owner,
         }))
     }
 }

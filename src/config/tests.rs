@@ -94,6 +94,7 @@ fn state_locations() {
             bucket: bucket.into(),
             prefix: prefix.into(),
             region: region.map(str::to_string),
+            owner: None,
         })
     };
     let good = [
@@ -109,6 +110,17 @@ fn state_locations() {
             "s3://abc/p?region=eu-west-1",
             s3("abc", "p", Some("eu-west-1")),
             "s3://abc/p?region=eu-west-1",
+        ),
+        (
+            "s3://abc/p?owner=111122223333&region=eu-west-1",
+            StateLocation::S3(S3Location {
+                owner: Some("111122223333".into()),
+                ..match s3("abc", "p", Some("eu-west-1")) {
+                    StateLocation::S3(l) => l,
+                    StateLocation::Local => unreachable!(),
+                }
+            }),
+            "s3://abc/p?region=eu-west-1&owner=111122223333",
         ),
     ];
     for (text, want, shown) in good {
@@ -147,6 +159,10 @@ fn state_locations() {
             "s3://bucket/p?versioning=on",
             "unknown option `versioning=on`",
         ),
+        (
+            "s3://bucket/p?owner=12345",
+            "`12345` is not an AWS account ID",
+        ),
     ];
     for (text, want) in bad {
         let err = text.parse::<StateLocation>().expect_err(text);
@@ -156,6 +172,7 @@ fn state_locations() {
         bucket: "b".into(),
         prefix: "team".into(),
         region: None,
+        owner: None,
     };
     assert_eq!(loc.key("demo", "state.json"), "team/demo/state.json");
     assert_eq!(

@@ -289,10 +289,12 @@ async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
     let shared = Shared::start().await;
     let (mut a, a_stack) = shared.machine("killed");
     let (mut b, b_stack) = shared.machine("killed");
-    // Lease 120 s / 60 = 2 s, renewed every half second.
+    // Lease 120 s / 20 = 6 s, renewed every 1.5 s; a state request may take 3 s. (At 1/60 a
+    // renewal's 1 s budget is less than moto, one Python process, sometimes takes to answer
+    // while it computes a large EC2 answer for the same run.)
     for ms in [&mut a, &mut b] {
         ms.extra_env
-            .push(("MESHSTACK_WAIT_SCALE".into(), "60".into()));
+            .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
     }
     let lock_key = key("killed", "lock.json");
 
@@ -361,7 +363,7 @@ async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
     assert!(err.contains("its lease ended at"), "{err}");
     assert!(err.contains(&format!("--force-unlock {id}")), "{err}");
     eprintln!(
-        "killed holder: its lock reported stale {:?} after the kill (lease 120 s / 60)",
+        "killed holder: its lock reported stale {:?} after the kill (lease 120 s / 20)",
         killed.elapsed()
     );
     // A bare --force-unlock is for local locks: it does not break a shared one.
@@ -766,4 +768,112 @@ fn a_local_lock_naming_a_live_pid_with_another_start_time_is_stale() {
         "{err}"
     );
     assert!(!dir.join("lock").exists());
+}
+
+/// All versions of every object in the state bucket (keys only).
+async fn object_keys(s3: &aws_sdk_s3::Client) -> Vec<String> {
+    all_versions(s3)
+        .await
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_bucket_another_account_owns_receives_nothing() {
+    let shared = Shared::start().await;
+    let before = object_keys(&shared.s3).await;
+    // The same bucket name, owned by someone else: S3 answers 403 to a request that says
+    // whose bucket it expects (moto ignores the header; the proxy answers as S3 does).
+    let faults = Faults {
+        bucket_owners: [(BUCKET.to_string(), "999999999999".to_string())].into(),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start(&shared.moto.endpoint(), faults);
+    let ms = Meshstack::new(Some(proxy.endpoint()));
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("foreign"));
+    let out = ms.run(&[
+        "up",
+        "--only",
+        "network",
+        "--stack",
+        stack.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Access Denied"), "{err}");
+    assert!(
+        err.contains("expects the bucket to belong to account 123456789012"),
+        "{err}"
+    );
+    assert!(err.contains("?owner=ACCOUNT"), "{err}");
+    assert_eq!(
+        object_keys(&shared.s3).await,
+        before,
+        "nothing was written to a bucket another account owns"
+    );
+    assert!(
+        proxy.stats().ops.keys().all(|op| op != "s3:PutObject"),
+        "{:?}",
+        proxy.stats()
+    );
+    // Named as the owner, the bucket is used.
+    let trusted = format!("{URL}?owner=999999999999");
+    let stack = ms.stack_file(
+        "trusted.yaml",
+        &stack_yaml("foreign").replace(URL, &trusted),
+    );
+    let out = ms.run(&[
+        "up",
+        "--only",
+        "network",
+        "--stack",
+        stack.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(get(&shared.s3, &key("foreign", "state.json"))
+        .await
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_state_request_outlives_half_the_lease() {
+    let shared = Shared::start().await;
+    // Lease 120 s / 60 = 2 s: a request may take at most 1 s, retries included. Every answer
+    // takes 1.5 s here, so the first state request gives up, and says so, while a lease
+    // would still hold; with the unscaled 60 s timeout it would wait, and run on with an
+    // expired lease.
+    let faults = Faults {
+        latency: Duration::from_millis(1500),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start(&shared.moto.endpoint(), faults);
+    let mut ms = Meshstack::new(Some(proxy.endpoint()));
+    ms.extra_env
+        .push(("MESHSTACK_WAIT_SCALE".into(), "60".into()));
+    // The owner named, so the first request is S3's, not STS's.
+    let stack = ms.stack_file(
+        "stack.yaml",
+        &stack_yaml("slow").replace(URL, &format!("{URL}?owner=123456789012")),
+    );
+    let started = Instant::now();
+    let out = ms.run(&[
+        "up",
+        "--only",
+        "network",
+        "--stack",
+        stack.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("bucket team-state"), "{err}");
+    assert!(err.contains("operation timeout"), "{err}");
+    assert!(err.contains("after 1s"), "{err}");
+    assert!(
+        get(&shared.s3, &key("slow", "state.json")).await.is_none(),
+        "{}",
+        describe(&out)
+    );
+    eprintln!("every answer 1.5 s late, lease 2 s: the run gave up after {took:?}");
 }

@@ -45,6 +45,13 @@ pub struct Faults {
     pub throttles: BTreeMap<String, u32>,
     /// Added before every answer (forwarded or injected).
     pub latency: Duration,
+    /// S3 bucket -> the account that owns it. A request to one of these buckets that carries
+    /// `x-amz-expected-bucket-owner` naming another account is answered 403 AccessDenied, as
+    /// S3 does ("Verifying bucket ownership with bucket owner condition"; moto ignores the
+    /// header). Buckets not named here are taken to be the caller's. Not modelled: the
+    /// `x-amz-source-expected-bucket-owner` of copies, and CreateBucket (which has no such
+    /// parameter).
+    pub bucket_owners: BTreeMap<String, String>,
     /// EC2 operation (`"ec2:DeleteVpc"`) -> answer its first N calls with `DependencyViolation`.
     pub dependency_violations: BTreeMap<String, u32>,
     /// EC2 operation (`"ec2:DeleteVpc"`) -> answer it with `DependencyViolation` while this
@@ -399,6 +406,8 @@ enum Verdict {
     Answer,
     /// An error from `Faults::after_create` (its index).
     AfterCreate(usize),
+    /// S3's 403 for a bucket another account owns (`Faults::bucket_owners`).
+    NotOwner,
 }
 
 impl Shared {
@@ -466,6 +475,22 @@ impl Shared {
                 let a = self.state().faults.after_create[i].clone();
                 error_answer(&req, &a.code, &a.message)
             }
+            Verdict::NotOwner => {
+                let id = req.request_id();
+                Answer::new(
+                    403,
+                    "Forbidden",
+                    &[
+                        ("Content-Type", "application/xml"),
+                        ("x-amz-request-id", &id),
+                    ],
+                    format!(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied\
+                         </Code><Message>Access Denied</Message><RequestId>{id}</RequestId>\
+                         </Error>"
+                    ),
+                )
+            }
             Verdict::Forward => match self.forward(&head, &raw_body) {
                 Ok(mut answer) => {
                     if self.log {
@@ -518,9 +543,20 @@ impl Shared {
                 && m.armed.load(Ordering::SeqCst)
                 && req.params.iter().any(|(_, v)| *v == m.value)
         });
+        let not_owner = match (&req.expected_owner, req.bucket()) {
+            (Some(expected), Some(bucket)) => st
+                .faults
+                .bucket_owners
+                .get(bucket)
+                .is_some_and(|owner| owner != expected),
+            _ => false,
+        };
         let verdict = if let Some(i) = matched {
             st.stats.injected += 1;
             Verdict::Matched(i)
+        } else if not_owner {
+            st.stats.injected += 1;
+            Verdict::NotOwner
         } else if st.faults.answers.contains_key(&req.op) {
             st.stats.injected += 1;
             Verdict::Answer
@@ -791,6 +827,8 @@ struct Request {
     params: Vec<(String, String)>,
     /// awsJson (SQS, EventBridge): the operation came from `X-Amz-Target`.
     json_target: bool,
+    /// S3's `x-amz-expected-bucket-owner`.
+    expected_owner: Option<String>,
 }
 
 impl Request {
@@ -840,7 +878,20 @@ impl Request {
             attempt,
             params,
             json_target: amz_target.is_some(),
+            expected_owner: head.header("x-amz-expected-bucket-owner"),
         }
+    }
+
+    /// An S3 request's bucket (path-style addressing, as emulators are reached).
+    fn bucket(&self) -> Option<&str> {
+        if self.service() != "s3" {
+            return None;
+        }
+        let path = self.target.split('?').next().unwrap_or_default();
+        path.trim_start_matches('/')
+            .split('/')
+            .next()
+            .filter(|b| !b.is_empty())
     }
 
     fn service(&self) -> &str {
