@@ -25,6 +25,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod files;
 pub mod fleet;
 pub mod handout;
 pub mod inspect;

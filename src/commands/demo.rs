@@ -535,23 +535,11 @@ fn replay(args: &DemoArgs, stack: &Stack) -> anyhow::Result<ExitCode> {
     Ok(exit(&c))
 }
 
-/// `--save-dumps DIR`: DIR made (mode 0700 when new) and checked to be a real folder.
+/// `--save-dumps DIR`: DIR made (mode 0700 when new) and checked to be a real folder of its
+/// own (`files::private_dir`).
 pub(super) fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let meta =
-        std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-    if !meta.is_dir() {
-        return Err(usage(format!(
-            "--save-dumps {}: not a folder (a symlink is not followed); pass a folder",
-            dir.display()
-        )));
-    }
-    Ok(())
+    crate::files::private_dir(dir)
+        .map_err(|e| usage(format!("--save-dumps {}: {e}", dir.display())))
 }
 
 /// One file per caller sidecar, `ZONE--POD.clusters`, in Envoy's `/clusters` format.
@@ -633,29 +621,11 @@ fn dump_name(d: &crate::locality::report::CallerDump) -> String {
     format!("{}--{}.clusters", safe(&d.zone), safe(&d.pod))
 }
 
-/// Writes a new file (mode 0600, never through an existing name) and renames it over `path`,
-/// which replaces a symlink there instead of following it.
+/// Writes a new file (mode 0600) through a temporary file and a rename, refusing a symlink
+/// there (`files::write_file`).
 fn write_private(path: &Path, body: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let name = path
-        .file_name()
-        .map_or_else(Default::default, |n| n.to_string_lossy());
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(body)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    written.with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("writing {}", path.display())
-    })
+    crate::files::write_file(path, body, 0o600)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The `--before-dump`/`--after-dump` arguments that replay the saved files.
@@ -691,11 +661,13 @@ mod tests {
         std::fs::write(&target, "keep").unwrap();
         let link = dir.path().join("a.clusters");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        write_private(&link, b"new").unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
+        // A symlink planted where a dump goes is refused, not followed.
+        assert!(write_private(&link, b"new").is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
-        assert_eq!(std::fs::read_to_string(&link).unwrap(), "new");
-        let meta = std::fs::symlink_metadata(&link).unwrap();
+        let file = dir.path().join("b.clusters");
+        write_private(&file, b"new").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::symlink_metadata(&file).unwrap();
         assert!(meta.is_file());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         // A folder that is a symlink is refused.

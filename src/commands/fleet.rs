@@ -1128,8 +1128,10 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
     use crate::k8s::kubeconfig::{self as kc, ExecPlugin, KubeconfigEntry};
     let fleet = load_fleet(&args.fleet)?;
     let groups = connect_groups(&fleet.stack, &fleet.envs, false).await?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| usage(format!("cannot create {}: {e}", args.out.display())))?;
+    // Private (0700): the host hands it out by copying it, and no other user of this machine
+    // can swap a kubeconfig in it meanwhile.
+    crate::files::private_dir(&args.out)
+        .map_err(|e| usage(format!("cannot use {}: {e}", args.out.display())))?;
     // One cluster lookup per environment, --parallel at once, in order.
     let (groups_ref, args_ref) = (&groups, &args);
     let entries: Vec<crate::handout::Entry> = futures::stream::iter(fleet.envs.iter().enumerate())
@@ -1170,7 +1172,10 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
                     let text = kc::merge(None, &entry)?;
                     let rel = format!("{}/kubeconfig", env.name);
                     let path = args.out.join(&rel);
-                    kc::write_atomic(&path, &text)?;
+                    let dir = args.out.join(&env.name);
+                    crate::files::private_dir(&dir)
+                        .and_then(|()| crate::files::write_file(&path, text.as_bytes(), 0o600))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                     Some(rel)
                 }
                 Some((seen, _)) if !seen.ours => {
@@ -1224,7 +1229,8 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
     let title = format!("meshstack workshop: {}", fleet.stack.name);
     let write = |name: &str, text: String| -> anyhow::Result<()> {
         let path = args.out.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        crate::files::write_file(&path, text.as_bytes(), 0o644)
+            .with_context(|| format!("cannot write {}", path.display()))
     };
     write(
         "index.html",

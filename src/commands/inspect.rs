@@ -164,7 +164,7 @@ pub(super) fn write_page(path: &Path, page: &str) -> anyhow::Result<()> {
         out.write_all(page.as_bytes())?;
         return Ok(out.flush()?);
     }
-    std::fs::write(path, page)
+    crate::files::write_file(path, page.as_bytes(), 0o644)
         .with_context(|| format!("writing the page to {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())

@@ -88,15 +88,17 @@ pub async fn render(args: crate::cli::RenderArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
 
+    crate::files::private_dir(&args.out)
+        .with_context(|| format!("--out {}", args.out.display()))?;
     let mut out = std::io::stdout().lock();
     let mut written = Vec::new();
     for file in &files {
         let path = args.out.join(&file.path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
+            crate::files::private_dir(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(&path, &file.content)
+        crate::files::write_file(&path, file.content.as_bytes(), 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
         if json {
             written.push(path.display().to_string());

@@ -289,15 +289,8 @@ pub async fn state_pull(args: StatePullArgs) -> anyhow::Result<ExitCode> {
     };
     match &args.out {
         Some(path) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)
+            crate::files::write_file(path, &journal, 0o600)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-            f.write_all(&journal)?;
             eprintln!("wrote {} bytes to {}", journal.len(), path.display());
         }
         None => std::io::stdout().lock().write_all(&journal)?,

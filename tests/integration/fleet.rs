@@ -212,6 +212,15 @@ async fn a_fleet_of_four_builds_each_its_own_converges_hands_out_and_goes_away()
         &["--out", dir.to_str().unwrap(), "--parallel", "3"],
     );
     assert!(out.status.success(), "{}", describe(&out));
+    // Private to the host until it hands the folder out (no other local user can swap a
+    // kubeconfig in it meanwhile).
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("ws-1")), 0o700);
+    assert_eq!(mode(&dir.join("ws-1/kubeconfig")), 0o600);
     let index = std::fs::read_to_string(dir.join("index.html")).unwrap();
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     for env in ["ws-1", "ws-2", "ws-3", "ws-4"] {

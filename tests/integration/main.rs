@@ -21,6 +21,7 @@ mod k8s_mesh;
 mod k8s_stages;
 mod k8s_verify;
 mod lifecycle;
+mod output_files;
 mod ownership;
 mod real_cluster;
 mod redaction;
