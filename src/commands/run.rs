@@ -154,6 +154,8 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     check_helm(&all, &selected).await?;
     // Signals are caught from before the lock is taken: one during the preflight releases it.
     let interrupts = Interrupts::watch();
+    // With S3 state the lock is a write to a bucket: the account guard comes first.
+    super::state::guard_s3(&stack, &[&location(&args.stack, &stack)]).await?;
     let (lock, mut journal, s3) =
         take_state(&args.stack, &stack, "up", &unlock(&args.force_unlock))?;
     interrupts.register(&lock);
@@ -247,6 +249,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let selected = selection(&graph, &args.selection)?;
     super::confirm::require_yes_or_terminal("down", args.yes)?;
     let interrupts = Interrupts::watch();
+    super::state::guard_s3(&stack, &[&location(&args.stack, &stack)]).await?;
     let (lock, journal, s3) = take_state(&args.stack, &stack, "down", &unlock(&args.force_unlock))?;
     interrupts.register(&lock);
     check_down(&graph, &selected, &journal)?;

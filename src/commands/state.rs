@@ -118,14 +118,15 @@ pub(crate) fn unlock(flag: &Option<String>) -> Unlock {
     }
 }
 
-/// The account guard before a write to S3 state (`state init`, `push`, `migrate`): with
+/// The account guard before a write to S3 state (`state init`, `push`, `migrate`, and the
+/// lock `up` and `down` take before their preflight): with
 /// `allowed_account_ids` in the stack file, the credentials' account must be one of them,
 /// checked with STS before the bucket is touched (issue 23, item 4). Local state touches no
 /// account.
 ///
 /// # Errors
 /// The account not allowed (exit 2), or no credentials to ask STS with.
-async fn guard_s3(stack: &Stack, locations: &[&StateLocation]) -> anyhow::Result<()> {
+pub(crate) async fn guard_s3(stack: &Stack, locations: &[&StateLocation]) -> anyhow::Result<()> {
     if stack.allowed_account_ids.is_empty() {
         return Ok(());
     }

@@ -364,6 +364,30 @@ async fn the_account_guard_covers_writes_to_s3_state() {
         recorded.iter().all(|(op, _)| op == "GetCallerIdentity"),
         "only the identity check may run before the guard: {recorded:?}"
     );
+
+    // `up` and `down` take their lock in the bucket before their preflight: the guard comes
+    // before the lock (before: lock.json was written to the bucket, then the run refused).
+    let open = ms.stack_file("open.yaml", &stack_yaml("guarded"));
+    let init = ms.run(&[
+        "state",
+        "init",
+        "s3://guarded-state/x",
+        "--stack",
+        open.to_str().unwrap(),
+    ]);
+    assert!(init.status.success(), "{}", describe(&init));
+    moto.start_recording();
+    for command in [&["up", "--only", "network"][..], &["down", "--yes"][..]] {
+        let mut args = command.to_vec();
+        args.extend(["--stack", stack, "--state", "s3://guarded-state/x"]);
+        let out = ms.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    }
+    let recorded = moto.recorded();
+    assert!(
+        recorded.iter().all(|(op, _)| op == "GetCallerIdentity"),
+        "only the identity check may run before the guard: {recorded:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
