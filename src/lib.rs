@@ -28,6 +28,7 @@ pub mod engine;
 pub mod files;
 pub mod fleet;
 pub mod handout;
+pub mod images;
 pub mod inspect;
 pub mod k8s;
 pub mod locality;

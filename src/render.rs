@@ -363,7 +363,7 @@ pub fn variables(
     let locality = &stack.locality;
     let orders_lb = policy::locality_lb_setting(locality, &inputs.region, &inputs.zones)?;
     let karpenter_role_arn = Role::Karpenter.arn(stack, &inputs.partition, &inputs.account_id);
-    let vars = BTreeMap::from([
+    let mut vars = BTreeMap::from([
         ("STACK_NAME", Value::Scalar(stack.name.clone())),
         (
             "CLUSTER_NAME",
@@ -438,6 +438,14 @@ pub fn variables(
             Value::Scalar(locality.outlier_detection.base_ejection_time.clone()),
         ),
     ]);
+    // The app's images: pinned by digest under `images:`, else the seed's tags.
+    for image in crate::images::APP_IMAGES {
+        let reference = stack
+            .images
+            .get(image.key)
+            .map_or(image.default, String::as_str);
+        vars.insert(image.placeholder, Value::Scalar(reference.to_string()));
+    }
     for (name, value) in &vars {
         let items = match value {
             Value::Scalar(s) => std::slice::from_ref(s),

@@ -45,6 +45,22 @@ fn exposure(stack: &crate::config::Stack) -> Vec<String> {
     open
 }
 
+/// The app's images that run by a tag their owner can move, as one warning.
+fn images_by_tag(stack: &crate::config::Stack) -> Option<String> {
+    let by_tag = crate::images::by_tag(&stack.images);
+    if by_tag.is_empty() {
+        return None;
+    }
+    let keys: Vec<&str> = by_tag.iter().map(|(k, _)| *k).collect();
+    Some(format!(
+        "{} of the app's {} images run by tag, which their owner can move to other code ({}); \
+         pin them by digest under `images:`",
+        by_tag.len(),
+        crate::images::APP_IMAGES.len(),
+        keys.join(", ")
+    ))
+}
+
 #[derive(serde::Serialize)]
 struct StagePlan {
     stage: StageId,
@@ -222,6 +238,10 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 "charts": stack.chart_pins(),
                 "expires_at": expiry.as_ref().map(|(at, _)| at),
                 "exposure": exposure(&stack),
+                "images_by_tag": crate::images::by_tag(&stack.images)
+                    .into_iter()
+                    .map(|(key, reference)| serde_json::json!({"image": key, "reference": reference}))
+                    .collect::<Vec<_>>(),
                 "existing_cluster": existing.as_ref().map(|e| serde_json::json!({
                     "context": e.context,
                     "kubeconfig": e.kubeconfig,
@@ -274,7 +294,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             let zone_names: Vec<&str> = cx.zones.iter().map(|z| z.name.as_str()).collect();
             writeln!(out, "  zones: {}", zone_names.join(", "))?;
             writeln!(out, "  locality: {}", stack.locality.mode.explain())?;
-            for warning in exposure(&stack) {
+            for warning in exposure(&stack).into_iter().chain(images_by_tag(&stack)) {
                 writeln!(out, "  warning: {warning}")?;
             }
             if let Some(s) = &support {

@@ -202,6 +202,10 @@ pub struct Stack {
     /// resource with `meshstack.io/expires-at` and `meshstack reap` finds it once that passed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<Lifetime>,
+    /// `images:`: the app's images pinned by digest, by key (`graphql`, `orders-v1`, ...);
+    /// the others run by their default tags (`crate::images`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 /// How deep `[`/`{` may nest in a stack file: the deepest setting needs 3.

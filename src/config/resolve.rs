@@ -39,6 +39,7 @@ impl RawStack {
                 .expires_in
                 .map(|RawLifetime(text)| text.parse().map_err(|e| invalid("expires_in", e)))
                 .transpose()?,
+            images: resolve_images(self.images)?,
             zones,
         };
         if stack.cluster.existing.is_some() && stack.expires_in.is_some() {
@@ -937,4 +938,28 @@ pub(super) fn resolve_release(
             format!("{problem}; write a released version like \"{default}\""),
         )
     })
+}
+
+/// `images:`: each key one of the app's images, each value a reference by digest.
+pub(super) fn resolve_images(
+    raw: Option<BTreeMap<String, String>>,
+) -> Check<BTreeMap<String, String>> {
+    let images = raw.unwrap_or_default();
+    for (key, reference) in &images {
+        let field = format!("images.{key}");
+        if !crate::images::APP_IMAGES.iter().any(|i| i.key == key) {
+            let keys: Vec<&str> = crate::images::APP_IMAGES.iter().map(|i| i.key).collect();
+            return Err(invalid(
+                &field,
+                format!(
+                    "is not one of the app's images; the keys are {}",
+                    keys.join(", ")
+                ),
+            ));
+        }
+        if let Some(problem) = crate::images::pin_problem(reference) {
+            return Err(invalid(&field, problem));
+        }
+    }
+    Ok(images)
 }

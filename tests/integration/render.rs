@@ -357,3 +357,63 @@ fn rendered_manifests_are_well_formed_objects() {
         assert_eq!(spec["strategy"]["type"], "Recreate", "{deployment}");
     }
 }
+
+/// `images:` pins the app's images by digest: the manifests name exactly those, `plan` counts
+/// what still runs by tag, and a tag under `images:` is refused before anything happens.
+#[test]
+fn app_images_pinned_by_digest_are_what_the_manifests_run() {
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let ms = Meshstack::new(None);
+    let pinned = format!("registry.example/team/graphql@{DIGEST}");
+    let stack = ms.stack_file(
+        "pinned.yaml",
+        &format!("name: pinned\nregion: us-east-1\nimages:\n  graphql: {pinned}\n"),
+    );
+    let out_dir = ms.dir.path().join("out");
+    let out = ms.run(&[
+        "render",
+        "--stack",
+        stack.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let graphql = std::fs::read_to_string(out_dir.join("stacks/ecommerce/graphql.yaml")).unwrap();
+    assert!(
+        graphql.contains(&format!("image: \"{pinned}\"")),
+        "{graphql}"
+    );
+    assert!(
+        !graphql.contains("lukondefmwila/ecommerce-graphql"),
+        "{graphql}"
+    );
+    let orders = std::fs::read_to_string(out_dir.join("stacks/ecommerce/orders.yaml")).unwrap();
+    assert!(
+        orders.contains("lukondefmwila/ecommerce-orders:0.2.9"),
+        "{orders}"
+    );
+
+    let out = ms.run(&["plan", "--stack", stack.to_str().unwrap(), "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_tag: Vec<&str> = plan["images_by_tag"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        by_tag,
+        ["orders-v1", "orders-v2", "products-v1", "products-v2"]
+    );
+
+    let tagged = ms.stack_file(
+        "tagged.yaml",
+        "name: tagged\nregion: us-east-1\nimages:\n  graphql: lukondefmwila/ecommerce-graphql:0.1.6\n",
+    );
+    let out = ms.run(&["plan", "--stack", tagged.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("images.graphql"), "{err}");
+    assert!(err.contains("is not pinned by digest"), "{err}");
+}
