@@ -39,6 +39,7 @@ impl RawStack {
                 .expires_in
                 .map(|RawLifetime(text)| text.parse().map_err(|e| invalid("expires_in", e)))
                 .transpose()?,
+            access: self.access.unwrap_or_default().resolve()?,
             zones,
         };
         if stack.cluster.existing.is_some() && stack.expires_in.is_some() {

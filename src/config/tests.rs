@@ -75,6 +75,7 @@ fn minimal_file_gets_every_default() {
             charts: ChartSources::default(),
             state: StateSpec::default(),
             expires_in: None,
+            access: AccessSpec::default(),
         }
     );
     assert_eq!(stack.cluster_name(), "x");
