@@ -235,7 +235,11 @@ pub fn all(stack: &Stack, scope: Scope<'_>, issuer: &str) -> Vec<Document> {
         docs.push(Document {
             name: format!("{}-trust", names::attendee_role(stack)),
             kind: DocKind::Trust,
-            document: attendee_trust(scope.partition, scope.account, &stack.access.trust),
+            document: attendee_trust(
+                scope.partition,
+                scope.account,
+                &stack.access.trust_for(&stack.name),
+            ),
         });
     }
     let queue = names::interruption_queue_arn(stack, scope.partition, scope.region, scope.account);

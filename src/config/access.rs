@@ -5,6 +5,11 @@
 //! get EKS access entries of their own, scoped to this one cluster: for a role meshstack
 //! creates per stack (`<stack>-attendee`, assumable by `trust`), and/or for principals that
 //! already exist (`attendees`).
+//!
+//! `{env}` in an ARN of `trust` or `attendees` stands for the stack's name — in a fleet, each
+//! environment's (`ws-alice`) — so that one stack file ties each environment to its own
+//! attendee (`role/{env}` trusts `role/ws-alice` for `ws-alice` only) where the account-wide
+//! default would let any principal allowed to assume roles into every environment.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,11 +45,30 @@ pub struct AccessSpec {
     pub policy: AccessPolicy,
 }
 
+/// What `{env}` in an ARN stands for.
+pub const ENV_PLACEHOLDER: &str = "{env}";
+
 impl AccessSpec {
     /// Whether the stack has the attendee role: as set, else `fleet_default`.
     pub fn wants_role(&self, fleet_default: bool) -> bool {
         self.attendee_role.unwrap_or(fleet_default)
     }
+
+    /// `trust` for stack (or environment) `env`, `{env}` filled in.
+    pub fn trust_for(&self, env: &str) -> Vec<String> {
+        fill(&self.trust, env)
+    }
+
+    /// `attendees` for stack (or environment) `env`, `{env}` filled in.
+    pub fn attendees_for(&self, env: &str) -> Vec<String> {
+        fill(&self.attendees, env)
+    }
+}
+
+fn fill(arns: &[String], env: &str) -> Vec<String> {
+    arns.iter()
+        .map(|a| a.replace(ENV_PLACEHOLDER, env))
+        .collect()
 }
 
 /// The EKS access policies an attendee entry may get (AWS's "Review access policy
@@ -141,7 +165,8 @@ fn arn_list(
                 ),
             ));
         }
-        match principal_kind(&arn) {
+        // `{env}` becomes a stack name: letters, digits and '-', which IAM names allow.
+        match principal_kind(&arn.replace(ENV_PLACEHOLDER, "env")) {
             Some("root") if !allow_root => {
                 return Err(invalid(
                     at,
@@ -243,6 +268,21 @@ mod tests {
             ..RawAccess::default()
         };
         assert_eq!(raw.resolve().unwrap_err().field, "access.trust");
+
+        let raw = RawAccess {
+            trust: Some(vec!["arn:aws:iam::111122223333:role/{env}".into()]),
+            attendees: Some(vec!["arn:aws:iam::111122223333:user/{env}-lead".into()]),
+            ..RawAccess::default()
+        };
+        let spec = raw.resolve().unwrap();
+        assert_eq!(
+            spec.trust_for("ws-alice"),
+            ["arn:aws:iam::111122223333:role/ws-alice"]
+        );
+        assert_eq!(
+            spec.attendees_for("ws-bob"),
+            ["arn:aws:iam::111122223333:user/ws-bob-lead"]
+        );
 
         let spec = RawAccess::default().resolve().unwrap();
         assert_eq!(spec.policy, AccessPolicy::Edit);

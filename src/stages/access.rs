@@ -64,10 +64,10 @@ impl Wanted {
         if wants_role {
             principals.push(role_arn.clone());
         }
-        principals.extend(stack.access.attendees.iter().cloned());
+        principals.extend(stack.access.attendees_for(&stack.name));
+        let trust = stack.access.trust_for(&stack.name);
         Wanted {
-            role_trust: wants_role
-                .then(|| policies::attendee_trust(partition, account, &stack.access.trust)),
+            role_trust: wants_role.then(|| policies::attendee_trust(partition, account, &trust)),
             role_arn,
             principals,
             policy_arn: stack.access.policy.arn(partition),
@@ -387,7 +387,8 @@ pub async fn attendee_access(
         }
         return Ok(AttendeeAccess::Role(role.arn));
     }
-    if stack.access.attendees.is_empty() {
+    let attendees = stack.access.attendees_for(&stack.name);
+    if attendees.is_empty() {
         return Ok(AttendeeAccess::Missing(
             "no attendee access: the stack turns the attendee role off and names no attendees; \
              set `access: {attendee_role: true}` (or list `access.attendees`) in the stack \
@@ -395,14 +396,14 @@ pub async fn attendee_access(
                 .to_string(),
         ));
     }
-    for p in &stack.access.attendees {
+    for p in &attendees {
         if !has_entry(find_entry(aws, stack, p).await?, &want.policy_arn) {
             return Ok(AttendeeAccess::Missing(format!(
                 "attendee {p} has no access entry on the cluster yet: {fix}"
             )));
         }
     }
-    Ok(AttendeeAccess::Principals(stack.access.attendees.clone()))
+    Ok(AttendeeAccess::Principals(attendees))
 }
 
 #[async_trait]
@@ -548,7 +549,7 @@ async fn observe_down(cx: &Context) -> Result<Seen, StageError> {
     };
     let role = iam::find_role(aws, stack, &names::attendee_role(stack)).await?;
     seen.role = role.filter(|r| r.ours && !elsewhere(r, &seen.region));
-    let mut principals: Vec<String> = stack.access.attendees.clone();
+    let mut principals: Vec<String> = stack.access.attendees_for(&stack.name);
     if let Some(r) = &seen.role {
         principals.push(r.arn.clone());
     }
@@ -746,6 +747,20 @@ mod tests {
         let single = Wanted::of(&s, "aws", ACCOUNT, false);
         assert!(single.principals.is_empty());
         assert_eq!(plan(&s, &single, &Seen::default()), vec![]);
+    }
+
+    #[test]
+    fn env_in_an_arn_is_the_environments_name() {
+        let s = stack(
+            "access:\n  trust: ['arn:aws:iam::111122223333:role/{env}']\n  \
+             attendees:\n    - arn:aws:iam::111122223333:user/{env}\n",
+        );
+        let want = Wanted::of(&s, "aws", ACCOUNT, true);
+        assert_eq!(want.principals[1], "arn:aws:iam::111122223333:user/ws-01");
+        assert_eq!(
+            want.role_trust.unwrap()["Statement"][0]["Principal"]["AWS"][0],
+            "arn:aws:iam::111122223333:role/ws-01"
+        );
     }
 
     #[test]

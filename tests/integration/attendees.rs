@@ -413,3 +413,124 @@ fn token_refuses_a_role_arn_that_is_not_one() {
         describe(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_stack_opts_in_resumes_a_partial_access_stage_and_down_by_name_proves_ownership() {
+    let moto = Moto::start();
+    let faults = crate::support::fault_proxy::Faults {
+        errors: BTreeMap::from([
+            // A role created moments ago, not yet visible to EKS: retried.
+            (
+                "eks:CreateAccessEntry".to_string(),
+                (
+                    2,
+                    "InvalidParameterException".to_string(),
+                    "The specified principalArn is invalid: invalid principal".to_string(),
+                ),
+            ),
+            // A failure after the entry exists: the run fails there, the next one resumes.
+            (
+                "eks:AssociateAccessPolicy".to_string(),
+                (
+                    1,
+                    "InvalidRequestException".to_string(),
+                    "injected".to_string(),
+                ),
+            ),
+        ]),
+        ..crate::support::fault_proxy::Faults::default()
+    };
+    let proxy = FaultProxy::start(&moto.endpoint(), faults);
+    let aws = Clients::at(&proxy.endpoint()).await;
+    let mut ms = Meshstack::new(Some(proxy.endpoint()));
+    ms.extra_env
+        .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
+    let stack = ms.stack_file(
+        "solo.yaml",
+        "name: solo\nregion: us-east-1\nkubernetes_version: \"1.36\"\nnetwork:\n  nat: single\n\
+         access:\n  attendee_role: true\n  policy: view\n",
+    );
+    let stack = stack.to_str().unwrap();
+    let own = role_arn("solo-attendee");
+    let view = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy";
+
+    let out = ms.run(&["up", "--stack", stack, "--only", STAGES]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("injected"),
+        "{}",
+        describe(&out)
+    );
+    let ops = proxy.stats().ops;
+    assert_eq!(
+        ops["eks:CreateAccessEntry"], 3,
+        "two refusals retried, then created"
+    );
+    let entries = proxy.access_entries();
+    let entry = entries
+        .values()
+        .find_map(|c| c.get(&own))
+        .expect("the entry");
+    assert!(entry.policies.is_empty(), "{entry:?}");
+
+    // The rerun associates the policy and nothing else.
+    let out = ms.run(&["up", "--stack", stack, "--only", STAGES]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let after = proxy.stats().ops;
+    assert_eq!(after["eks:CreateAccessEntry"], 3, "no second entry");
+    assert_eq!(after["eks:AssociateAccessPolicy"], 2);
+    let entries = proxy.access_entries();
+    let entry = entries.values().find_map(|c| c.get(&own)).unwrap();
+    assert_eq!(entry.policies.keys().collect::<Vec<_>>(), [view]);
+    // status shows the stage, converged like the cluster it depends on.
+    let out = ms.run(&["status", "--stack", stack, "-o", "json"]);
+    let doc = json_lines(&out)
+        .into_iter()
+        .find(|v| v["stages"].is_array())
+        .unwrap_or_else(|| panic!("{}", describe(&out)));
+    let row = |id: &str| {
+        doc["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stage"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id} in {doc}"))
+    };
+    assert_eq!(row("access")["state"], row("cluster")["state"], "{doc}");
+    assert!(
+        row("access")["changes_pending"].as_u64().unwrap_or(0) == 0,
+        "{doc}"
+    );
+
+    // A same-named role of no stack's, for a stack known only by name: left alone.
+    aws.iam
+        .create_role()
+        .role_name("other-attendee")
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    for name in ["solo", "other"] {
+        let out = ms.run(&["down", "--name", name, "--region", REGION, "--yes"]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let gone = aws.iam.get_role().role_name("solo-attendee").send().await;
+    assert!(
+        gone.is_err(),
+        "the stack's attendee role is deleted by name"
+    );
+    aws.iam
+        .get_role()
+        .role_name("other-attendee")
+        .send()
+        .await
+        .expect("an untagged role of the same shape survives");
+    assert!(
+        proxy.access_entries().values().all(BTreeMap::is_empty),
+        "{:?}",
+        proxy.access_entries()
+    );
+}
