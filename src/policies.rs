@@ -123,6 +123,12 @@ pub fn attendee_trust(partition: &str, account: &str, trust: &[String]) -> Value
     } else {
         trust.to_vec()
     };
+    // One principal as a string, the form IAM gives back, so that a converged role compares
+    // equal to what `up` wants.
+    let principals = match principals.as_slice() {
+        [one] => Value::String(one.clone()),
+        _ => json!(principals),
+    };
     json!({
         "Version": "2012-10-17",
         "Statement": [{

@@ -758,7 +758,7 @@ mod tests {
         let want = Wanted::of(&s, "aws", ACCOUNT, true);
         assert_eq!(want.principals[1], "arn:aws:iam::111122223333:user/ws-01");
         assert_eq!(
-            want.role_trust.unwrap()["Statement"][0]["Principal"]["AWS"][0],
+            want.role_trust.unwrap()["Statement"][0]["Principal"]["AWS"],
             "arn:aws:iam::111122223333:role/ws-01"
         );
     }
