@@ -534,3 +534,59 @@ async fn a_single_stack_opts_in_resumes_a_partial_access_stage_and_down_by_name_
         proxy.access_entries()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_that_turns_attendee_access_off_gets_no_kubeconfig_and_is_told_how_to_set_it() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint(), unique_issuers());
+    let aws = Clients::at(&proxy.endpoint()).await;
+    let mut ms = Meshstack::new(Some(proxy.endpoint()));
+    ms.extra_env
+        .push(("MESHSTACK_WAIT_SCALE".into(), "20".into()));
+    let stack = ms.stack_file(
+        "fleet.yaml",
+        "name: off\nregion: us-east-1\nkubernetes_version: \"1.36\"\nnetwork:\n  nat: single\n\
+         access:\n  attendee_role: false\n",
+    );
+    let stack = stack.to_str().unwrap();
+    let out = ms.run(&[
+        "fleet", "up", "--stack", stack, "--count", "1", "--only", STAGES,
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        aws.iam
+            .get_role()
+            .role_name("off-1-attendee")
+            .send()
+            .await
+            .is_err(),
+        "no attendee role when the stack turns it off"
+    );
+    assert_eq!(
+        proxy.stats().ops.get("eks:CreateAccessEntry"),
+        None,
+        "no entry either"
+    );
+    let dir = ms.dir.path().join("handout");
+    let out = ms.run(&[
+        "fleet",
+        "handout",
+        "--stack",
+        stack,
+        "--count",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!dir.join("off-1").join("kubeconfig").exists());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("off-1: no kubeconfig: no attendee access")
+            && err.contains("access: {attendee_role: true}")
+            && err.contains("never carry the builder's identity"),
+        "{err}"
+    );
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(readme.contains("no attendee access"), "{readme}");
+}
