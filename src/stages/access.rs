@@ -231,24 +231,47 @@ impl Step {
     }
 }
 
-/// The access entry of `principal` on `cluster`, if there is one (`None` too when the cluster
-/// is gone: EKS answers ResourceNotFoundException for both).
+/// The access entry of `principal` on the stack's cluster, if there is one (`None` too when
+/// the cluster is gone: EKS answers ResourceNotFoundException for both), with its policies.
 async fn find_entry(
     aws: &AwsClients,
     stack: &Stack,
     principal: &str,
 ) -> Result<Option<SeenEntry>, StageError> {
-    let cluster = stack.cluster_name();
-    let req = aws.eks.describe_access_entry().cluster_name(cluster);
+    match entry_is_ours(aws, stack, principal).await? {
+        Some(ours) => Ok(Some(SeenEntry {
+            ours,
+            policies: associated(aws, stack, principal).await?,
+        })),
+        None => Ok(None),
+    }
+}
+
+/// `Some(whether it carries the stack's tag)` if `principal` has an entry on the cluster.
+async fn entry_is_ours(
+    aws: &AwsClients,
+    stack: &Stack,
+    principal: &str,
+) -> Result<Option<bool>, StageError> {
+    let req = aws.eks.describe_access_entry();
     let out = req
+        .cluster_name(stack.cluster_name())
         .principal_arn(principal)
         .send()
         .await
         .lookup("eks:DescribeAccessEntry")?;
-    let Some(entry) = out.and_then(|o| o.access_entry().cloned()) else {
-        return Ok(None);
-    };
-    let ours = tags::of_stack(stack, entry.tags().into_iter().flatten());
+    Ok(out
+        .and_then(|o| o.access_entry().cloned())
+        .map(|e| tags::of_stack(stack, e.tags().into_iter().flatten())))
+}
+
+/// The policies associated with `principal`'s entry: ARN -> whether on the whole cluster.
+async fn associated(
+    aws: &AwsClients,
+    stack: &Stack,
+    principal: &str,
+) -> Result<BTreeMap<String, bool>, StageError> {
+    let cluster = stack.cluster_name();
     let mut policies = BTreeMap::new();
     let mut token: Option<String> = None;
     loop {
@@ -276,7 +299,7 @@ async fn find_entry(
             _ => break,
         }
     }
-    Ok(Some(SeenEntry { ours, policies }))
+    Ok(policies)
 }
 
 /// Every principal with an entry on the stack's cluster (empty if it does not exist).
@@ -328,12 +351,16 @@ pub async fn observe(cx: &Context, want: &Wanted) -> Result<Seen, StageError> {
     if !seen.cluster {
         return Ok(seen);
     }
+    // Every entry is read (the builder's, the nodes' too) to find the stack's own; only the
+    // stack's and the wanted principals' policies are.
     let listed: BTreeSet<String> = list_entries(aws, stack).await?.into_iter().collect();
     for p in &listed {
-        if let Some(e) = find_entry(aws, stack, p).await? {
-            if e.ours || want.principals.contains(p) {
-                seen.entries.insert(p.clone(), e);
-            }
+        let Some(ours) = entry_is_ours(aws, stack, p).await? else {
+            continue; // deleted between the list and the read
+        };
+        if ours || want.principals.contains(p) {
+            let policies = associated(aws, stack, p).await?;
+            seen.entries.insert(p.clone(), SeenEntry { ours, policies });
         }
     }
     Ok(seen)

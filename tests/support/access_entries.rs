@@ -1,5 +1,6 @@
-//! EKS access entries and their access policies, which moto does not implement (moto 5.2.5's
-//! `moto/eks` has clusters, node groups and Fargate profiles, no access entries): answered by
+//! EKS access entries and their access policies, which moto does not implement (moto 5.2.5,
+//! the version `scripts/lib/moto-venv.sh` pins: its `moto/eks` has clusters, node groups and
+//! Fargate profiles and no access entries, read 2026-12-07): answered by
 //! the fault proxy ([`super::fault_proxy`]) from this in-memory model, the way the EKS API
 //! Reference (API version 2017-11-01) describes CreateAccessEntry, DescribeAccessEntry,
 //! ListAccessEntries, DeleteAccessEntry, AssociateAccessPolicy, ListAssociatedAccessPolicies
