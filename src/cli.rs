@@ -503,6 +503,10 @@ pub struct TokenArgs {
     /// region; else the stack's.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
+    /// Sign the token as this IAM role, assumed with your own credentials (STS AssumeRole):
+    /// a workshop's attendee role, which `fleet handout` kubeconfigs name.
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: Option<String>,
 }
 
 #[derive(Debug, Args)]

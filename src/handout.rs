@@ -17,6 +17,9 @@ pub struct Entry {
     /// The kubeconfig's path relative to the handout folder; `None` when the cluster has no
     /// API endpoint yet.
     pub kubeconfig: Option<String>,
+    /// Whose identity the kubeconfig signs its tokens as, and with what rights (the attendee
+    /// role's, or the attendee's own); never the builder's.
+    pub identity: Option<String>,
     /// `http://<load balancer>/`, once the ingress gateway has an address.
     pub ingress_url: Option<String>,
     /// (UI, command) to reach Kiali, Jaeger and Grafana.
@@ -42,9 +45,11 @@ pub fn html(title: &str, entries: &[Entry], generated: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<h1>{}</h1>\n\
-         <p class=\"lead\">{} environment{}. Each one is yours alone: point kubectl at its \
-         kubeconfig (<code>export KUBECONFIG=$PWD/&lt;environment&gt;/kubeconfig</code>) \
-         and open the demo at its URL.</p>\n<main>\n",
+         <p class=\"lead\">{} environment{}. Take the one you were given: point kubectl at \
+         its kubeconfig (<code>export KUBECONFIG=$PWD/&lt;environment&gt;/kubeconfig</code>) \
+         and open the demo at its URL. Each kubeconfig reaches its own cluster only, as the \
+         identity its card names, with edit rights there and no AWS permissions; the \
+         builder's credentials are in none of them.</p>\n<main>\n",
         esc(title),
         esc(title),
         entries.len(),
@@ -73,6 +78,9 @@ pub fn html(title: &str, entries: &[Entry], generated: &str) -> String {
             None => {
                 let _ = writeln!(out, "<dt>kubeconfig</dt><dd class=\"missing\">not yet</dd>");
             }
+        }
+        if let Some(who) = &e.identity {
+            let _ = writeln!(out, "<dt>signs in as</dt><dd>{}</dd>", esc(who));
         }
         match &e.ingress_url {
             Some(u) => {
@@ -129,9 +137,10 @@ pre{background:#f5f5f5;padding:.5rem;overflow-x:auto;font-size:.8rem;white-space
 /// `README.md`: the same as the page, for a terminal or a repository.
 pub fn markdown(title: &str, entries: &[Entry], generated: &str) -> String {
     let mut out = format!(
-        "# {title}\n\n{} environment{}. Each one is yours alone: point kubectl at its \
+        "# {title}\n\n{} environment{}. Take the one you were given: point kubectl at its \
          kubeconfig (`export KUBECONFIG=$PWD/<environment>/kubeconfig`) and open the demo at \
-         its URL.\n\n| environment | account | region | cluster | demo | expires |\n\
+         its URL. Each kubeconfig reaches its own cluster only, as the identity its section \
+         names; the builder's credentials are in none of them.\n\n| environment | account | region | cluster | demo | expires |\n\
          |---|---|---|---|---|---|\n",
         entries.len(),
         if entries.len() == 1 { "" } else { "s" }
@@ -160,6 +169,9 @@ pub fn markdown(title: &str, entries: &[Entry], generated: &str) -> String {
             None => {
                 let _ = writeln!(out, "No kubeconfig yet.");
             }
+        }
+        if let Some(who) = &e.identity {
+            let _ = writeln!(out, "\nThe kubeconfig signs in as {who}.");
         }
         if !e.port_forwards.is_empty() {
             let _ = writeln!(out, "\nKiali, Jaeger and Grafana:\n\n```sh");
@@ -191,6 +203,7 @@ mod tests {
             region: "us-east-1".into(),
             cluster: env.into(),
             kubeconfig: ready.then(|| format!("{env}/kubeconfig")),
+            identity: ready.then(|| format!("the attendee role {env}-attendee")),
             ingress_url: ready.then(|| "http://a1b2.elb.amazonaws.com/".to_string()),
             port_forwards: vec![(
                 "kiali".into(),
@@ -224,5 +237,7 @@ mod tests {
         );
         assert!(md.contains("## demo-02"));
         assert!(md.contains("export KUBECONFIG=$PWD/demo-01/kubeconfig"));
+        assert!(page.contains("signs in as</dt><dd>the attendee role demo-01-attendee"));
+        assert!(md.contains("signs in as the attendee role demo-01-attendee"));
     }
 }

@@ -43,6 +43,23 @@ impl Role {
     }
 }
 
+/// What follows the stack name in the attendee role's name (`<stack>-attendee`).
+pub const ATTENDEE_ROLE_SUFFIX: &str = "attendee";
+
+/// The role workshop attendees assume to reach the stack's cluster (the `access` stage): an
+/// access entry on that cluster, and no IAM permission at all.
+pub fn attendee_role(stack: &Stack) -> String {
+    format!("{}-{ATTENDEE_ROLE_SUFFIX}", stack.name)
+}
+
+/// Its ARN in `account`.
+pub fn attendee_role_arn(stack: &Stack, partition: &str, account: &str) -> String {
+    format!(
+        "arn:{partition}:iam::{account}:role/{}",
+        attendee_role(stack)
+    )
+}
+
 /// The inline policy of the Karpenter controller role.
 pub const KARPENTER_POLICY: &str = "KarpenterControllerPolicy";
 
@@ -161,5 +178,9 @@ mod tests {
             "shop-karpenter-rebalance"
         );
         assert_eq!(instance_profile(&s), "shop-karpenter-node");
+        assert_eq!(
+            attendee_role_arn(&s, "aws", "1"),
+            "arn:aws:iam::1:role/shop-attendee"
+        );
     }
 }

@@ -113,6 +113,33 @@ pub fn karpenter_irsa_trust(partition: &str, account: &str, issuer: &str) -> Val
     })
 }
 
+/// The attendee role's trust: `trust` (the stack's `access.trust`), or when that is empty the
+/// stack's own account, may assume it. The role has no permission policy: an EKS token is a
+/// presigned `sts:GetCallerIdentity`, which needs none, and the cluster's access entry says
+/// what it may do in Kubernetes.
+pub fn attendee_trust(partition: &str, account: &str, trust: &[String]) -> Value {
+    let principals: Vec<String> = if trust.is_empty() {
+        vec![format!("arn:{partition}:iam::{account}:root")]
+    } else {
+        trust.to_vec()
+    };
+    // One principal as a string, the form IAM gives back, so that a converged role compares
+    // equal to what `up` wants.
+    let principals = match principals.as_slice() {
+        [one] => Value::String(one.clone()),
+        _ => json!(principals),
+    };
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "AttendeesAssume",
+            "Effect": "Allow",
+            "Principal": {"AWS": principals},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+}
+
 /// The template of a controller policy line.
 pub fn controller_policy_template(line: ControllerPolicy) -> &'static str {
     match line {
@@ -210,6 +237,17 @@ pub fn all(stack: &Stack, scope: Scope<'_>, issuer: &str) -> Vec<Document> {
         kind: DocKind::Identity,
         document: karpenter_controller(stack, scope),
     });
+    if stack.access.wants_role(false) {
+        docs.push(Document {
+            name: format!("{}-trust", names::attendee_role(stack)),
+            kind: DocKind::Trust,
+            document: attendee_trust(
+                scope.partition,
+                scope.account,
+                &stack.access.trust_for(&stack.name),
+            ),
+        });
+    }
     let queue = names::interruption_queue_arn(stack, scope.partition, scope.region, scope.account);
     docs.push(Document {
         name: format!("{}-queue-policy", names::interruption_queue(stack)),

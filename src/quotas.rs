@@ -296,6 +296,12 @@ pub fn need(stack: &Stack, zones: &[String], stages: &[&str], usage: &Usage) -> 
         need.spot_role = stack.karpenter.capacity_types.contains(&CapacityType::Spot)
             && !usage.roles.contains(SPOT_ROLE);
     }
+    if stages.contains(&"access")
+        && stack.access.wants_role(false)
+        && !usage.roles.contains(&crate::names::attendee_role(stack))
+    {
+        need.iam_roles += 1;
+    }
     need
 }
 

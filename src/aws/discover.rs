@@ -207,7 +207,9 @@ pub async fn stacks(aws: &AwsClients) -> Result<BTreeMap<String, Found>, AwsErro
     }
     let suffixes: Vec<String> = crate::names::Role::ALL
         .iter()
-        .map(|r| format!("-{}", r.suffix()))
+        .map(|r| r.suffix())
+        .chain([crate::names::ATTENDEE_ROLE_SUFFIX])
+        .map(|s| format!("-{s}"))
         .collect();
     let mut pages = aws.iam.list_roles().into_paginator().send();
     while let Some(page) = pages.next().await {

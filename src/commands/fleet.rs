@@ -89,6 +89,8 @@ fn load_fleet(args: &FleetArgs) -> anyhow::Result<Fleet> {
     for (name, role) in names.into_iter().zip(roles) {
         let mut env_stack = stack.renamed(&name).map_err(usage)?;
         env_stack.set_own_tag(FLEET_TAG, &stack.name);
+        // Each environment gets an attendee role of its own unless the stack file says not.
+        env_stack.access.attendee_role.get_or_insert(true);
         envs.push(Env {
             name,
             stack: env_stack,
@@ -1126,6 +1128,7 @@ enum Converged {
 
 pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
     use crate::k8s::kubeconfig::{self as kc, ExecPlugin, KubeconfigEntry};
+    use stages::access::AttendeeAccess;
     let fleet = load_fleet(&args.fleet)?;
     let groups = connect_groups(&fleet.stack, &fleet.envs, false).await?;
     // Private (0700): the host hands it out by copying it, and no other user of this machine
@@ -1147,20 +1150,71 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("environment {}: looking up its cluster", env.name))?;
             let mut note = None;
-            let kubeconfig = match found {
+            let mut identity = None;
+            // Who the kubeconfig signs as: the attendee role, or an attendee's own identity;
+            // never the builder's (nor the role the builder reached the account through).
+            let access = match &found {
                 Some((seen, facts))
                     if seen.ours
                         && !facts.endpoint.is_empty()
                         && !facts.certificate_authority.is_empty() =>
                 {
+                    Some(
+                        stages::access::attendee_access(
+                            &g.aws,
+                            &env.stack,
+                            &g.identity.partition,
+                            &g.identity.account,
+                            true,
+                        )
+                        .await
+                        .with_context(|| {
+                            format!("environment {}: looking up attendee access", env.name)
+                        })?,
+                    )
+                }
+                _ => None,
+            };
+            let role = match &access {
+                Some(AttendeeAccess::Missing(why)) => {
+                    note = Some(why.clone());
+                    None
+                }
+                Some(AttendeeAccess::Role(arn)) => {
+                    identity = Some(format!(
+                        "the attendee role {arn}, assumed with your own AWS credentials ({} \
+                         on this cluster only)",
+                        env.stack.access.policy.policy_name()
+                    ));
+                    Some(Some(arn.clone()))
+                }
+                Some(AttendeeAccess::Principals(list)) => {
+                    identity = Some(format!(
+                        "your own AWS identity, one of {} ({} on this cluster only)",
+                        list.join(", "),
+                        env.stack.access.policy.policy_name()
+                    ));
+                    Some(None)
+                }
+                None => None,
+            };
+            let kubeconfig = match (found, role) {
+                (Some((seen, facts)), Some(role))
+                    if seen.ours
+                        && !facts.endpoint.is_empty()
+                        && !facts.certificate_authority.is_empty() =>
+                {
                     let exec = match args.token_command {
-                        TokenCommand::Aws => ExecPlugin::aws_eks_get_token(
-                            &cluster,
-                            &g.aws.region,
-                            env.role.as_ref().map(|r| r.role_arn.as_str()),
-                        ),
+                        TokenCommand::Aws => {
+                            ExecPlugin::aws_eks_get_token(&cluster, &g.aws.region, role.as_deref())
+                        }
                         TokenCommand::Meshstack => {
-                            ExecPlugin::meshstack_token("meshstack", &cluster, &g.aws.region)
+                            let plugin =
+                                ExecPlugin::meshstack_token("meshstack", &cluster, &g.aws.region);
+                            match &role {
+                                Some(arn) => plugin.assuming(arn),
+                                None => plugin,
+                            }
                         }
                     };
                     let entry = KubeconfigEntry {
@@ -1178,20 +1232,21 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     Some(rel)
                 }
-                Some((seen, _)) if !seen.ours => {
+                (_, None) if note.is_some() => None,
+                (Some((seen, _)), _) if !seen.ours => {
                     note = Some(format!(
                     "an EKS cluster named {cluster} exists but is not tagged for this environment"
                 ));
                     None
                 }
-                Some((seen, _)) => {
+                (Some((seen, _)), _) => {
                     note = Some(format!(
                         "the cluster is {} and has no API endpoint yet",
                         seen.status
                     ));
                     None
                 }
-                None => {
+                (None, _) => {
                     note = Some("the cluster does not exist yet: run `meshstack fleet up`".into());
                     None
                 }
@@ -1211,6 +1266,7 @@ pub async fn fleet_handout(args: FleetHandoutArgs) -> anyhow::Result<ExitCode> {
                 region: g.aws.region.clone(),
                 cluster,
                 kubeconfig,
+                identity,
                 ingress_url: ingress,
                 port_forwards: crate::names::port_forwards()
                     .into_iter()

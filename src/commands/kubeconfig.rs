@@ -35,7 +35,10 @@ pub async fn token(args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
     let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
         usage("no AWS region for the token: pass --region, or set AWS_REGION or a profile region")
     })?;
-    let creds = credentials(&sdk).await.map_err(usage)?;
+    let creds = match &args.role_arn {
+        None => credentials(&sdk).await.map_err(usage)?,
+        Some(arn) => assumed_credentials(&sdk, arn).await?,
+    };
     let token = eks_token(&cluster, &region, &creds, std::time::SystemTime::now()).map_err(
         |e| match e {
             TokenError::Signing(_) => anyhow::Error::new(e),
@@ -45,6 +48,53 @@ pub async fn token(args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", exec_credential_json(&token))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Credentials of `role_arn`, assumed through STS with the caller's own credentials (the
+/// session is named `meshstack-token`, which CloudTrail shows).
+async fn assumed_credentials(
+    sdk: &aws_config::SdkConfig,
+    role_arn: &str,
+) -> anyhow::Result<aws_credential_types::Credentials> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    let is_role = role_arn.starts_with("arn:")
+        && role_arn.split(':').nth(2) == Some("iam")
+        && role_arn
+            .split(':')
+            .nth(5)
+            .is_some_and(|r| r.starts_with("role/") && r.len() > "role/".len());
+    if !is_role {
+        return Err(usage(format!(
+            "--role-arn `{role_arn}` is not an IAM role ARN; write one like \
+             arn:aws:iam::111122223333:role/workshop-01-attendee"
+        )));
+    }
+    if sdk.credentials_provider().is_none() {
+        return Err(usage(
+            "no credentials provider configured to assume the role with",
+        ));
+    }
+    let assumed = crate::aws::AwsClients::assume_role(sdk, role_arn, None, "meshstack-token").await;
+    let provider = assumed
+        .credentials_provider()
+        .expect("assume_role sets a credentials provider");
+    // STS is one call away; the credential chain under it (SSO, IMDS) may take a few more.
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        provider.provide_credentials(),
+    )
+    .await
+    {
+        Ok(Ok(creds)) => Ok(creds),
+        Ok(Err(e)) => Err(usage(format!(
+            "cannot assume role {role_arn} with your AWS credentials: {}; is your identity \
+             among those its trust policy names (the stack's `access.trust`)?",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        ))),
+        Err(_) => Err(usage(format!(
+            "assuming role {role_arn} timed out after 30 s"
+        ))),
+    }
 }
 
 /// `meshstack kubeconfig`: merge a context for the stack's cluster into the kubeconfig, its

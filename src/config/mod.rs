@@ -16,6 +16,7 @@
 //! Version facts — which Kubernetes, Karpenter and Istio releases exist and work together —
 //! are data in [`crate::versions`], which this module reads and which never reads it.
 
+mod access;
 mod cidr;
 mod errors;
 mod raw;
@@ -25,6 +26,7 @@ mod state;
 mod tests;
 
 pub use crate::versions::{ReleaseVersion, DEFAULT_KARPENTER_VERSION};
+pub use access::{AccessPolicy, AccessSpec};
 pub use cidr::{Ipv4Cidr, ParseCidrError};
 pub use errors::ConfigError;
 pub use state::{S3Location, StateLocation, StateSpec};
@@ -206,6 +208,13 @@ pub struct Stack {
     /// the others run by their default tags (`crate::images`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// `access:`: attendees' access to the cluster (the `access` stage).
+    #[serde(skip_serializing_if = "access_is_default")]
+    pub access: AccessSpec,
+}
+
+fn access_is_default(a: &AccessSpec) -> bool {
+    *a == AccessSpec::default()
 }
 
 /// How deep `[`/`{` may nest in a stack file: the deepest setting needs 3.

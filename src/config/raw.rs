@@ -28,6 +28,7 @@ pub(super) struct RawStack {
     pub(super) state_kms_key: Option<String>,
     pub(super) expires_in: Option<RawLifetime>,
     pub(super) images: Option<BTreeMap<String, String>>,
+    pub(super) access: Option<super::access::RawAccess>,
 }
 
 /// `expires_in:`; a bare number has no unit, so numbers are refused.

@@ -40,6 +40,7 @@ impl RawStack {
                 .map(|RawLifetime(text)| text.parse().map_err(|e| invalid("expires_in", e)))
                 .transpose()?,
             images: resolve_images(self.images)?,
+            access: self.access.unwrap_or_default().resolve()?,
             zones,
         };
         if stack.cluster.existing.is_some() && stack.expires_in.is_some() {

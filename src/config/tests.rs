@@ -76,6 +76,7 @@ fn minimal_file_gets_every_default() {
             state: StateSpec::default(),
             expires_in: None,
             images: BTreeMap::new(),
+            access: AccessSpec::default(),
         }
     );
     assert_eq!(stack.cluster_name(), "x");

@@ -53,6 +53,14 @@ impl ExecPlugin {
         }
     }
 
+    /// The same plugin signing as `role_arn` (`meshstack token --role-arn`), assumed with the
+    /// caller's own credentials.
+    pub fn assuming(mut self, role_arn: &str) -> Self {
+        self.args
+            .extend(["--role-arn".to_string(), role_arn.to_string()]);
+        self
+    }
+
     /// `aws --region <region> eks get-token --cluster-name <cluster> --output json`, the
     /// plugin `aws eks update-kubeconfig` writes; with `role_arn`, the token is for that role
     /// (`--role-arn`), as for a fleet environment built in another account.

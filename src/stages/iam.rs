@@ -130,8 +130,12 @@ pub async fn owned_elsewhere(
     stack: &Stack,
 ) -> Result<Vec<(String, String)>, StageError> {
     let mut out = Vec::new();
-    for kind in Role::ALL {
-        let name = kind.name(stack);
+    // The `access` stage's attendee role is named and tagged the same way.
+    let role_names = Role::ALL
+        .iter()
+        .map(|k| k.name(stack))
+        .chain([names::attendee_role(stack)]);
+    for name in role_names {
         if let Some(r) = find_role(aws, stack, &name).await? {
             if r.ours && elsewhere(&r, &aws.region) {
                 out.push((name, r.region.unwrap_or_default()));

@@ -8,6 +8,7 @@
 //! function, and makes only those. The journal records intent before each create and the result
 //! after it.
 
+pub mod access;
 pub mod app;
 pub mod chart;
 pub mod cluster;
@@ -78,6 +79,7 @@ pub fn all() -> Vec<Box<dyn Stage>> {
         Box::new(network::Network),
         Box::new(iam::Iam),
         Box::new(cluster::Cluster),
+        Box::new(access::Access),
         Box::new(nodegroup::NodeGroup),
         Box::new(karpenter_infra::KarpenterInfra),
         Box::new(karpenter::Karpenter),
@@ -577,6 +579,7 @@ mod tests {
                 "network",
                 "iam",
                 "cluster",
+                "access",
                 "nodegroup",
                 "karpenter-infra",
                 "karpenter"

@@ -745,3 +745,134 @@ async fn the_binary_runs_up_and_down_through_the_proxy_untouched() {
     assert_eq!(stats.forwarded, stats.requests);
     eprintln!("up and down through the proxy: {:?}", stats.ops);
 }
+
+/// The access-entries model answers as the EKS API Reference says, where the `access` stage
+/// depends on it: on the cluster moto has (none: ResourceNotFoundException), one entry per
+/// principal (a second: ResourceInUseException, unless the same idempotency token), STS
+/// sessions refused, scopes checked, and the entries gone with their cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_entries_model_answers_as_eks_does() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint(), Faults::default());
+    let eks = Clients::at(&proxy.endpoint()).await.eks;
+    let code = |e: &dyn ProvideErrorMetadata| e.code().map(str::to_string);
+    let role = "arn:aws:iam::123456789012:role/alice";
+
+    let err = eks
+        .describe_access_entry()
+        .cluster_name("c")
+        .principal_arn(role)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err).as_deref(), Some("ResourceNotFoundException"));
+
+    let create_cluster = || async {
+        eks.create_cluster()
+            .name("c")
+            .role_arn("arn:aws:iam::123456789012:role/c-cluster")
+            .resources_vpc_config(
+                aws_sdk_eks::types::VpcConfigRequest::builder()
+                    .subnet_ids("subnet-1")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+    };
+    create_cluster().await;
+    let create = |token: &'static str| {
+        eks.create_access_entry()
+            .cluster_name("c")
+            .principal_arn(role)
+            .tags("meshstack.io/stack", "c")
+            .client_request_token(token)
+            .send()
+    };
+    let first = create("t1").await.unwrap();
+    assert_eq!(
+        first.access_entry().unwrap().tags().unwrap()["meshstack.io/stack"],
+        "c"
+    );
+    create("t1")
+        .await
+        .expect("the same request again is idempotent");
+    let err = create("t2").await.unwrap_err().into_service_error();
+    assert_eq!(code(&err).as_deref(), Some("ResourceInUseException"));
+    let err = eks
+        .create_access_entry()
+        .cluster_name("c")
+        .principal_arn("arn:aws:sts::123456789012:assumed-role/alice/s")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err).as_deref(), Some("InvalidParameterException"));
+
+    let edit = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy";
+    let scope = |t: aws_sdk_eks::types::AccessScopeType| {
+        aws_sdk_eks::types::AccessScope::builder().r#type(t).build()
+    };
+    let err = eks
+        .associate_access_policy()
+        .cluster_name("c")
+        .principal_arn(role)
+        .policy_arn(edit)
+        .access_scope(scope(aws_sdk_eks::types::AccessScopeType::Namespace))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err).as_deref(), Some("InvalidParameterException"));
+    eks.associate_access_policy()
+        .cluster_name("c")
+        .principal_arn(role)
+        .policy_arn(edit)
+        .access_scope(scope(aws_sdk_eks::types::AccessScopeType::Cluster))
+        .send()
+        .await
+        .unwrap();
+    let listed = eks
+        .list_associated_access_policies()
+        .cluster_name("c")
+        .principal_arn(role)
+        .send()
+        .await
+        .unwrap();
+    let policies = listed.associated_access_policies();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0].policy_arn(), Some(edit));
+    assert_eq!(
+        policies[0].access_scope().and_then(|s| s.r#type()),
+        Some(&aws_sdk_eks::types::AccessScopeType::Cluster)
+    );
+    let err = eks
+        .disassociate_access_policy()
+        .cluster_name("c")
+        .principal_arn(role)
+        .policy_arn("arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err).as_deref(), Some("ResourceNotFoundException"));
+    let entries = eks
+        .list_access_entries()
+        .cluster_name("c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(entries.access_entries(), [role]);
+
+    // The cluster goes, and its entries with it: a new cluster of that name has none.
+    eks.delete_cluster().name("c").send().await.unwrap();
+    create_cluster().await;
+    let entries = eks
+        .list_access_entries()
+        .cluster_name("c")
+        .send()
+        .await
+        .unwrap();
+    assert!(entries.access_entries().is_empty());
+}

@@ -50,7 +50,7 @@ fn issuer_of_its_own(body: &str) -> String {
     v.to_string()
 }
 
-fn unique_issuers() -> Faults {
+pub(crate) fn unique_issuers() -> Faults {
     let t = Transform(Arc::new(issuer_of_its_own));
     Faults {
         transforms: BTreeMap::from([
@@ -206,6 +206,10 @@ async fn a_fleet_of_four_builds_each_its_own_converges_hands_out_and_goes_away()
     assert!(text.contains("so far"), "{text}");
 
     // handout: a kubeconfig per environment that kube's own loader reads, one page listing all.
+    // Its kubeconfigs assume each environment's attendee role, which the `access` stage makes
+    // (`attendees` tests it in depth).
+    let out = fleet("up", &["--only", "access"]);
+    assert!(out.status.success(), "{}", describe(&out));
     let dir = f.ms.dir.path().join("handout");
     let out = fleet(
         "handout",

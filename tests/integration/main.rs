@@ -5,6 +5,7 @@
 mod support;
 
 mod access;
+mod attendees;
 mod binary_k8s;
 mod cli;
 mod cli_surface;

@@ -13,6 +13,10 @@
 //! - "still creating": a forwarded, successful answer rewritten from ready to not-ready
 //!   (cluster/node group `CREATING`, NAT gateway `pending`), for N answers or for a duration.
 //!
+//! It also answers, always, what moto lacks and meshstack needs: EKS access entries and their
+//! access policies, from the model in [`super::access_entries`] (whose comment says what it
+//! does not model). Faults apply to those calls as to the forwarded ones.
+//!
 //! # Guarantees
 //! - Deterministic: every request draws exactly one number from a PRNG seeded with
 //!   [`Faults::seed`], and all decisions are taken in arrival order under one lock, so a
@@ -32,6 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use super::access_entries::{self, AccessEntries};
 
 /// What goes wrong, and how often. `Faults::default()` injects nothing.
 #[derive(Clone, Debug, Default)]
@@ -213,6 +219,8 @@ pub struct ProxyStats {
     pub injected: u64,
     /// Every request's operation, in arrival order.
     pub sequence: Vec<String>,
+    /// Requests answered from the access-entries model.
+    pub modelled: u64,
 }
 
 /// The running proxy, listening on a free localhost port; stops accepting on drop.
@@ -270,6 +278,7 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let after_create_used = vec![0; faults.after_create.len()];
         let shared = Arc::new(Shared {
+            access: AccessEntries::default(),
             upstream,
             log: std::env::var_os("MESHSTACK_PROXY_LOG").is_some(),
             state: Mutex::new(State {
@@ -320,6 +329,11 @@ impl FaultProxy {
     pub fn stats(&self) -> ProxyStats {
         self.shared.state().stats.clone()
     }
+
+    /// The EKS access entries the proxy holds: cluster ARN -> principal ARN -> entry.
+    pub fn access_entries(&self) -> BTreeMap<String, BTreeMap<String, access_entries::Entry>> {
+        self.shared.access.snapshot()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -354,6 +368,8 @@ impl SplitMix {
 struct Shared {
     /// `host:port`
     upstream: String,
+    /// EKS access entries, which moto lacks.
+    access: AccessEntries,
     log: bool,
     state: Mutex<State>,
 }
@@ -408,6 +424,8 @@ enum Verdict {
     AfterCreate(usize),
     /// S3's 403 for a bucket another account owns (`Faults::bucket_owners`).
     NotOwner,
+    /// Answered from the access-entries model.
+    Modelled,
 }
 
 impl Shared {
@@ -491,6 +509,7 @@ impl Shared {
                     ),
                 )
             }
+            Verdict::Modelled => self.access_answer(&head, &req, &body),
             Verdict::Forward => match self.forward(&head, &raw_body) {
                 Ok(mut answer) => {
                     if self.log {
@@ -503,6 +522,13 @@ impl Shared {
                         );
                     }
                     self.maybe_not_ready(&req, &mut answer);
+                    if req.op == "eks:DeleteCluster" && (200..300).contains(&answer.status) {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&answer.body).unwrap_or_default();
+                        if let Some(arn) = v["cluster"]["arn"].as_str() {
+                            self.access.cluster_deleted(arn);
+                        }
+                    }
                     let transform = self.state().faults.transforms.get(&req.op).cloned();
                     if let (Some(Transform(f)), true) =
                         (transform, (200..300).contains(&answer.status))
@@ -591,11 +617,85 @@ impl Shared {
             st.after_create_used[i] += 1;
             st.stats.injected += 1;
             Verdict::AfterCreate(i)
+        } else if access_entries::OPERATIONS.contains(&req.op.as_str()) {
+            st.stats.modelled += 1;
+            Verdict::Modelled
         } else {
             st.stats.forwarded += 1;
             Verdict::Forward
         };
         (verdict, st.stats.requests)
+    }
+
+    /// An access-entry call, answered from the model for the cluster moto says exists.
+    fn access_answer(&self, head: &Head, req: &Request, body: &[u8]) -> Answer {
+        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+        let segs: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(path_decode)
+            .collect();
+        let name = segs.get(1).cloned().unwrap_or_default();
+        let cluster = match self.cluster_arn(head, &name) {
+            Ok(c) => c,
+            Err(e) => return Answer::text(502, "Bad Gateway", &format!("fault proxy: {e}")),
+        };
+        let query = parse_form(query);
+        let (status, code, text) = self.access.answer(&access_entries::Call {
+            op: &req.op,
+            cluster_name: &name,
+            cluster: cluster.as_deref(),
+            principal: segs.get(3).map(String::as_str),
+            policy: segs.get(5).map(String::as_str),
+            query: &query,
+            body,
+        });
+        let id = req.request_id();
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("x-amzn-RequestId", id.as_str()),
+        ];
+        if let Some(code) = code {
+            headers.push(("x-amzn-ErrorType", code));
+        }
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            409 => "Conflict",
+            _ => "Error",
+        };
+        Answer::new(status, reason, &headers, text)
+    }
+
+    /// The ARN of EKS cluster `name` as moto reports it to the request's own credentials (so
+    /// in the caller's account); `None` if there is no such cluster.
+    fn cluster_arn(&self, head: &Head, name: &str) -> io::Result<Option<String>> {
+        let mut synthetic = Head {
+            start: format!("GET /clusters/{name} HTTP/1.1\r\n").into_bytes(),
+            lines: Vec::new(),
+        };
+        for line in &head.lines {
+            let n = header_name(line);
+            let dropped = [
+                "content-length",
+                "content-type",
+                "transfer-encoding",
+                "host",
+            ];
+            if !dropped.iter().any(|d| n.eq_ignore_ascii_case(d)) {
+                synthetic.lines.push(line.clone());
+            }
+        }
+        synthetic
+            .lines
+            .push(format!("Host: {}\r\nContent-Length: 0\r\n", self.upstream).into_bytes());
+        let answer = self.forward(&synthetic, &[])?;
+        if answer.status != 200 {
+            return Ok(None);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        Ok(v["cluster"]["arn"].as_str().map(str::to_string))
     }
 
     /// Send the request on, on a fresh connection, and read the whole answer.
@@ -944,6 +1044,15 @@ fn eks_operation(method: &str, path: &str) -> &'static str {
         ("GET", ["clusters", _, "access-entries"]) => "ListAccessEntries",
         ("GET", ["clusters", _, "access-entries", _]) => "DescribeAccessEntry",
         ("DELETE", ["clusters", _, "access-entries", _]) => "DeleteAccessEntry",
+        ("POST", ["clusters", _, "access-entries", _, "access-policies"]) => {
+            "AssociateAccessPolicy"
+        }
+        ("GET", ["clusters", _, "access-entries", _, "access-policies"]) => {
+            "ListAssociatedAccessPolicies"
+        }
+        ("DELETE", ["clusters", _, "access-entries", _, "access-policies", _]) => {
+            "DisassociateAccessPolicy"
+        }
         ("POST", ["tags", ..]) => "TagResource",
         ("GET", ["tags", ..]) => "ListTagsForResource",
         ("DELETE", ["tags", ..]) => "UntagResource",
@@ -996,6 +1105,11 @@ fn parse_form(text: &str) -> Vec<(String, String)> {
             (percent_decode(k), percent_decode(v))
         })
         .collect()
+}
+
+/// A URL path segment, decoded (`+` is itself in a path, unlike in a form).
+fn path_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', "%2B"))
 }
 
 fn percent_decode(s: &str) -> String {

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test module uses a different part
 
+pub mod access_entries;
 pub mod apiserver;
 pub mod browser;
 pub mod fault_proxy;

@@ -952,6 +952,26 @@ fn iam_documents_pass_parliament() {
         policy.file = format!("{CONTROLLER_POLICY} (karpenter {karpenter})");
         docs.push(policy);
     }
+    // The attendee role's trust, by default (the stack's account) and with `access.trust`.
+    for trust in ["", "\n  trust: [arn:aws:iam::111122223333:role/workshop]"] {
+        let rendered = render_stack(&format!(
+            "name: meshstack-demo\naccess:\n  attendee_role: true{trust}\n"
+        ));
+        let mut attendee = iam_docs(&rendered)
+            .into_iter()
+            .find(|d| d.file == "iam/meshstack-demo-attendee-trust.json")
+            .expect("render writes the attendee role's trust");
+        attendee.file = format!(
+            "{} ({})",
+            attendee.file,
+            if trust.is_empty() {
+                "default"
+            } else {
+                "access.trust"
+            }
+        );
+        docs.push(attendee);
+    }
     let found = timed("parliament", || iam::lint(&docs, &upstream_actions));
     assert_none("parliament", &found);
 }
