@@ -297,13 +297,35 @@ pub fn fake_helm(dir: &std::path::Path) -> std::path::PathBuf {
     let moto = std::env::var("MESHSTACK_MOTO_SERVER")
         .unwrap_or_else(|_| format!("{}/.venv/bin/moto_server", env!("CARGO_MANIFEST_DIR")));
     let python = std::path::Path::new(&moto).with_file_name("python");
+    let charts = pinned_charts();
     let script = include_str!("fake-helm.sh")
         .replace("@DIR@", &dir.display().to_string())
+        .replace("@CHARTS@", &charts.display().to_string())
         .replace("@PYTHON@", &python.display().to_string());
     let path = dir.join("helm");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// The pinned chart repository the stand-in helm serves meshstack's default repositories
+/// from: `MESHSTACK_TEST_CHARTS`, else the chart folder beside the repository
+/// (`../shared/charts`, the one `scripts/local-cluster` serves too). Its archives are the
+/// bytes meshstack's digests pin (`src/charts.rs`), so no other folder will do.
+pub fn pinned_charts() -> std::path::PathBuf {
+    let dir = std::env::var_os("MESHSTACK_TEST_CHARTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/charts")
+        });
+    assert!(
+        dir.join("index.yaml").is_file(),
+        "the pinned chart repository is not at {} (set MESHSTACK_TEST_CHARTS to the folder \
+         holding the charts' index.yaml and archives): the recording helm serves the charts \
+         from it",
+        dir.display()
+    );
+    dir
 }
 
 /// The calls the stand-in helm in `dir` received, each as its argument list.

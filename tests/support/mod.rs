@@ -8,6 +8,7 @@
 
 pub mod apiserver;
 pub mod browser;
+pub mod chart_repo;
 pub mod fault_proxy;
 pub mod k8s;
 pub mod local_cluster;
