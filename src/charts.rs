@@ -3,8 +3,8 @@
 //! registry, the tests' local repository).
 //!
 //! Addresses go stale — Istio's charts left Google Cloud Storage in December 2026 — so each
-//! default repository names its source and the day it was checked, and `doctor` asks each
-//! repository whether it still holds the pinned version.
+//! default repository names its source and the day it was checked, and `doctor` pulls each
+//! pinned chart from its repository and checks it against its digest.
 //!
 //! # Where a chart comes from
 //! In this order: the stack's `charts.repositories.<chart>`; `MESHSTACK_CHART_MIRROR`; the

@@ -1209,15 +1209,15 @@ fn karpenter_and_istio_move_to_newer_releases_on_a_live_environment() {
             .to_string();
     let before = helm_calls(&c.helm_dir).len();
     c.up();
-    let upgrades: Vec<(String, String)> = helm_calls(&c.helm_dir)
-        .split_off(before)
-        .into_iter()
-        .filter(|call| call[0] == "upgrade")
-        .map(|call| {
-            let at = call.iter().position(|a| a == "--version").unwrap();
-            (call[2].clone(), call[at + 1].clone())
-        })
-        .collect();
+    let upgrades: Vec<(String, String)> =
+        crate::support::k8s::installs_by_repository(&helm_calls(&c.helm_dir).split_off(before))
+            .into_iter()
+            .filter(|call| call[0] == "upgrade")
+            .map(|call| {
+                let at = call.iter().position(|a| a == "--version").unwrap();
+                (call[2].clone(), call[at + 1].clone())
+            })
+            .collect();
     let pos = |name: &str| upgrades.iter().position(|(n, _)| n == name);
     for (name, version) in [
         ("karpenter-crd", "1.14.1"),

@@ -93,6 +93,16 @@ fn a_version_without_a_digest_is_refused_before_any_write() {
         assert!(err.contains(part), "no {part:?} in {}", describe(&out));
     }
     assert_eq!(moto.recorded_writes(), Vec::<String>::new());
+    // `plan` plans, and says so ahead.
+    let out = ms.run(&["plan", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "warning: `up` will refuse: meshstack has no pinned digest for chart istiod 1.18.3"
+        ),
+        "{}",
+        describe(&out)
+    );
 
     // With the digests named, `up` gets past the check (and on to its AWS preflight): here
     // `plan -o json` shows them, as the stack's.

@@ -51,7 +51,9 @@
 # (KUBERNETES_EXEC_INFO set, an ExecCredential read from its stdout) and its token sent as
 # `Authorization: Bearer` to GET /version over TLS verified against the kubeconfig's CA. A
 # plugin that fails, or an answer of 401, fails the command as helm does ("Kubernetes cluster
-# unreachable: ..."; the wording after the colon is client-go's and not copied exactly).
+# unreachable: ..."; the wording after the colon is client-go's and not copied exactly); an
+# answer with Retry-After (429, or a 5xx with one) is retried after that wait, up to 10 times,
+# as client-go's REST client does.
 # Without `--kubeconfig` (the stage tests, whose helm is given none) no request is made;
 # helm would then use ~/.kube/config. Not modelled: token caching between calls (client-go
 # caches an exec credential until it expires; this runs the plugin on every call), client
@@ -111,7 +113,7 @@ field() { # file key
 # The Python half: the chart repositories and the cluster request (see the header).
 py() {
   '@PYTHON@' - "$@" <<'PY'
-import base64, io, json, os, shutil, ssl, subprocess, sys, tarfile, tempfile, urllib.parse, urllib.request
+import base64, json, os, ssl, subprocess, sys, tarfile, tempfile, time, urllib.error, urllib.parse, urllib.request
 import yaml
 
 CHARTS = '@CHARTS@'
@@ -231,14 +233,22 @@ def authenticate(kubeconfig):
     req = urllib.request.Request(cluster['server'].rstrip('/') + '/version')
     if token:
         req.add_header('Authorization', 'Bearer ' + token)
-    try:
-        urllib.request.urlopen(req, context=tls, timeout=10).read()
-    except urllib.error.HTTPError as e:
-        if e.code == 401:
-            fail('Kubernetes cluster unreachable: the server has asked for the client to provide credentials')
-        fail('Kubernetes cluster unreachable: %s' % e)
-    except Exception as e:
-        fail('Kubernetes cluster unreachable: %s' % e)
+    # client-go's REST client retries an answer with Retry-After (429, or a 5xx that has one)
+    # up to 10 times, waiting as told (rest/request.go, checkWait and maxRetries).
+    for attempt in range(11):
+        try:
+            urllib.request.urlopen(req, context=tls, timeout=10).read()
+            return
+        except urllib.error.HTTPError as e:
+            wait = e.headers.get('Retry-After')
+            if attempt < 10 and wait and (e.code == 429 or e.code >= 500):
+                time.sleep(float(wait))
+                continue
+            if e.code == 401:
+                fail('Kubernetes cluster unreachable: the server has asked for the client to provide credentials')
+            fail('Kubernetes cluster unreachable: %s' % e)
+        except Exception as e:
+            fail('Kubernetes cluster unreachable: %s' % e)
 
 cmd = sys.argv[1]
 if cmd == 'pull':

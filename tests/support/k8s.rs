@@ -337,6 +337,45 @@ pub fn helm_calls(dir: &std::path::Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The recorded calls with each `helm upgrade --install NAME ARCHIVE` written as the chart it
+/// installs, `NAME CHART --repo URL --version V` (`NAME oci://PREFIX/CHART --version V`), as
+/// the `helm pull` that wrote ARCHIVE asked for it; the pulls themselves are left out. An
+/// upgrade of an archive no recorded pull wrote (into the folder it is in) panics: meshstack
+/// installs only what it pulled and verified.
+pub fn installs_by_repository(calls: &[Vec<String>]) -> Vec<Vec<String>> {
+    let value = |call: &[String], flag: &str| {
+        call.iter()
+            .position(|a| a == flag)
+            .map(|i| call[i + 1].clone())
+    };
+    let mut out = Vec::new();
+    for call in calls {
+        match call.first().map(String::as_str) {
+            Some("pull") => continue,
+            Some("upgrade") => {
+                let archive = std::path::Path::new(&call[3]);
+                let folder = archive.parent().unwrap().display().to_string();
+                let pull = calls
+                    .iter()
+                    .rev()
+                    .find(|c| c[0] == "pull" && value(c, "--destination") == Some(folder.clone()))
+                    .unwrap_or_else(|| panic!("no pull wrote {}: {calls:?}", archive.display()));
+                let mut chart = vec![pull[1].clone()];
+                if let Some(repo) = value(pull, "--repo") {
+                    chart.extend(["--repo".to_string(), repo]);
+                }
+                chart.extend(["--version".to_string(), value(pull, "--version").unwrap()]);
+                let mut rewritten = call[..3].to_vec();
+                rewritten.extend(chart);
+                rewritten.extend(call[4..].iter().cloned());
+                out.push(rewritten);
+            }
+            _ => out.push(call.clone()),
+        }
+    }
+    out
+}
+
 /// Whether a recorded helm call only reads what helm holds (`list`, `get values`): all a
 /// converged `up` may call.
 pub fn is_read(call: &[String]) -> bool {
