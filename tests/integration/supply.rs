@@ -73,7 +73,13 @@ fn a_tampered_chart_from_a_mirror_is_refused_and_nothing_of_it_is_installed() {
 #[test]
 fn a_version_without_a_digest_is_refused_before_any_write() {
     let moto = Moto::start();
-    let ms = Meshstack::with_moto(&moto);
+    let mut ms = Meshstack::with_moto(&moto);
+    // A helm that works, so that nothing but the missing digests stops `up`.
+    let helm_dir = ms.dir.path().join("helm");
+    std::fs::create_dir_all(&helm_dir).unwrap();
+    let helm = fake_helm(&helm_dir);
+    ms.extra_env
+        .push(("MESHSTACK_HELM".into(), helm.display().to_string()));
     let stack = ms.stack_file(
         "stack.yaml",
         "name: unpinned\nregion: us-east-1\nkubernetes_version: \"1.36\"\n\
@@ -93,6 +99,7 @@ fn a_version_without_a_digest_is_refused_before_any_write() {
         assert!(err.contains(part), "no {part:?} in {}", describe(&out));
     }
     assert_eq!(moto.recorded_writes(), Vec::<String>::new());
+    assert_eq!(helm_calls(&helm_dir), Vec::<Vec<String>>::new());
     // `plan` plans, and says so ahead.
     let out = ms.run(&["plan", "--stack", stack]);
     assert!(out.status.success(), "{}", describe(&out));

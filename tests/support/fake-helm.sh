@@ -23,8 +23,9 @@
 # a run killed meanwhile leaves the release pending, as a real one would. `rollback` returns a
 # pending release to its last deployed revision.
 #
-# Charts, as helm finds them (helm v3.21.4 and v4.3.2 checked, 2026-12-07: pkg/repo's
-# FindChartInRepoURL, pkg/cmd/pull.go, and the messages below, which are helm's own):
+# Charts, as helm finds them (helm's FindChartInRepoURL in its repo package, which `pull` and
+# `upgrade` go through; the messages below are the ones helm v3.21.4 and v4.3.2 printed when
+# run against the pinned repository, 2026-12-07):
 # - `pull CHART --repo URL --version V --destination D` (or `pull oci://PREFIX/CHART ...`)
 #   reads the repository's index, finds the chart at that version and writes the archive the
 #   index points to into D under the name in its URL, byte for byte. An unknown chart or a
