@@ -397,3 +397,43 @@ fn every_pinned_digest_is_the_pinned_repository_s() {
         );
     }
 }
+
+/// `doctor` pulls each pinned chart and hashes it: a mirror serving other bytes for istiod is
+/// named with both digests, and doctor fails; the intact charts are ok.
+#[test]
+fn doctor_names_a_repository_serving_other_bytes_than_the_pin() {
+    let moto = Moto::start();
+    let mut ms = Meshstack::with_moto(&moto);
+    let helm_dir = ms.dir.path().join("helm");
+    std::fs::create_dir_all(&helm_dir).unwrap();
+    fake_helm(&helm_dir);
+    let repo = ChartRepo::tampered(&["istiod"]);
+    ms.extra_env.push((
+        "PATH".into(),
+        format!(
+            "{}:{}",
+            helm_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    ));
+    ms.extra_env
+        .push(("MESHSTACK_CHART_MIRROR".into(), repo.url.clone()));
+    let out = ms.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mirror = repo.url.trim_end_matches('/');
+    let want = format!(
+        "FAIL chart istiod 1.18.7 from {mirror} (MESHSTACK_CHART_MIRROR): the repository serves \
+         sha256:{}, meshstack pins sha256:{ISTIOD_PIN}",
+        repo.digest("istiod-1.18.7.tgz")
+    );
+    assert!(text.contains(&want), "no {want:?} in {}", describe(&out));
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("ok   chart "))
+            .count(),
+        6,
+        "{}",
+        describe(&out)
+    );
+}
