@@ -3,14 +3,24 @@
 //! registry, the tests' local repository).
 //!
 //! Addresses go stale — Istio's charts left Google Cloud Storage in December 2026 — so each
-//! default repository names its source and the day it was checked, and `doctor` asks each
-//! repository whether it still holds the pinned version.
+//! default repository names its source and the day it was checked, and `doctor` pulls each
+//! pinned chart from its repository and checks it against its digest.
 //!
 //! # Where a chart comes from
 //! In this order: the stack's `charts.repositories.<chart>`; `MESHSTACK_CHART_MIRROR`; the
 //! stack's `charts.mirror`; the default below. A repository is an `https://` (or `http://`)
 //! helm repository holding `index.yaml`, or an `oci://` prefix under which the chart is
 //! `<prefix>/<chart>`.
+//!
+//! # Which bytes are installed
+//! Every chart is verified against a pinned sha256 of its archive ([`DIGESTS`]: what a helm
+//! repository's `index.yaml` lists as `digest`, and what an OCI registry stores as the chart
+//! layer's digest). helm pulls the chart into a private folder, meshstack hashes the file,
+//! and only a match is installed, from that file ([`crate::k8s::helm`]). A mirror must
+//! therefore serve the very bytes pinned here. A stack that installs a version meshstack has
+//! no digest for names one (`charts.digests.<chart>: sha256:<hex>`) or is refused before
+//! any write: trusting whatever a repository serves on first use would make the pin
+//! meaningless exactly where it matters, on a version nobody has checked.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,12 +39,16 @@ pub struct ChartSources {
     /// `charts.repositories.<chart>`: one chart from its own repository.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub repositories: BTreeMap<String, String>,
+    /// `charts.digests.<chart>`: the sha256 (64 lowercase hex digits, no prefix) of the
+    /// archive the stack installs, in place of [`DIGESTS`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
 }
 
 impl ChartSources {
     /// Nothing set: every chart from its default.
     pub fn is_default(&self) -> bool {
-        self.mirror.is_none() && self.repositories.is_empty()
+        self.mirror.is_none() && self.repositories.is_empty() && self.digests.is_empty()
     }
 }
 
@@ -61,6 +75,162 @@ pub const KIALI_REPO: &str = "https://kiali.org/helm-charts";
 /// kube-prometheus-stack-77.1.1): its Chart.yaml allows Kubernetes >= 1.25, so 1.36 included;
 /// kept rather than moved, since nothing the demo uses changed since. Checked 2026-12-06.
 pub const PROMETHEUS_VERSION: &str = "77.1.1";
+
+/// Where a pinned digest comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provenance {
+    /// The archive the chart's maintainers published, byte for byte.
+    Published,
+    /// meshstack's rebuild of the chart from the upstream release tag, repeating the
+    /// release's own packaging steps: the same files as upstream's archive, but not the same
+    /// bytes (tar times, gzip), so upstream's own repository serves a different digest.
+    Rebuilt,
+    /// The stack's `charts.digests.<chart>`.
+    Stack,
+}
+
+/// A chart archive's pinned sha256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownDigest {
+    pub chart: &'static str,
+    pub version: &'static str,
+    /// 64 lowercase hex digits.
+    pub sha256: &'static str,
+    pub provenance: Provenance,
+}
+
+const fn known(
+    chart: &'static str,
+    version: &'static str,
+    sha256: &'static str,
+    provenance: Provenance,
+) -> KnownDigest {
+    KnownDigest {
+        chart,
+        version,
+        sha256,
+        provenance,
+    }
+}
+
+/// The digest of every chart version meshstack pins, as its test chart repository serves
+/// it. Source: that repository's README (its sha256 column, and `index.yaml`'s `digest`),
+/// copies of the upstream repositories of 2026-08-22, recorded here and re-hashed
+/// 2026-12-07. Each row says where its bytes come from:
+///
+/// - kiali-operator 1.73.2 and 2.26.0: the published archives (kiali/helm-charts `docs/`,
+///   at f80aa878d20f and cf9152aede79); their sha256 equals the `digest` of kiali's own
+///   `docs/index.yaml`, so kiali's repository serves exactly these bytes.
+/// - every other row: a rebuild from the release tag (istio/istio 1.18.7 2afa2f36166a and
+///   1.30.3 56df41f63e51; aws/karpenter-provider-aws v1.8.1 1ad0d78f8fa4 and v1.14.1
+///   bde00654cd31; prometheus-community/helm-charts kube-prometheus-stack-77.1.1
+///   98d2747d0708), packed with `helm package` after the release's own edits. The upstream
+///   archives could not be downloaded when these were recorded (no internet), so their
+///   digests are not known here: against the upstream repositories these charts are
+///   refused with a digest mismatch until the row is replaced by upstream's digest (`doctor`
+///   shows both) or the stack names it in `charts.digests`. The error says so.
+pub const DIGESTS: &[KnownDigest] = &[
+    known(
+        "base",
+        "1.18.7",
+        "dd79902204de4fb7439cec99a36ef1abae8c11a0e79f0dac7764f6e65b172f3e",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "istiod",
+        "1.18.7",
+        "90dba11ef37a49a3ac34b62d75243409116e0d21843c558f96763cc3015ba9e1",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "gateway",
+        "1.18.7",
+        "7ffc618582ed35be07ad93283fc4f1495dbdc8d4780ca9607190013832586a4d",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "base",
+        "1.30.3",
+        "3b939c9da60b283bcc4d9a46317a33738701fb7d84112a6b2e3c7a87dfd410ca",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "istiod",
+        "1.30.3",
+        "01df731c5139ea6673a02dc7270cbb81fd13e011784061cdd083c3c8cf6509f1",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "gateway",
+        "1.30.3",
+        "e9b8c1e692b9166e4edec2d9e7449414ef4eefd2fa78e65d622eec887fc32699",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "karpenter",
+        "1.8.1",
+        "4e7e2cde84ac6527029e62caa020fa3b2c4d9d1669f7a1da7ac9bbdc996d29c2",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "karpenter-crd",
+        "1.8.1",
+        "a0018f446f188067f7c70bb425b19c9966f28a176e4b47c08898dcdafff1cd69",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "karpenter",
+        "1.14.1",
+        "ac29be31a003e1355a2726b14d84bee5afa2af5ef9cab7f5396d5afbda5b0208",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "karpenter-crd",
+        "1.14.1",
+        "7fc2cb7d8f60eed3f9258f35f92f36a4dba78364737fdeb4a701597d740990f6",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "kube-prometheus-stack",
+        "77.1.1",
+        "85e8688b028509a89f955e06e21ae9751de202b49b1b8ebac0de78c0694adb40",
+        Provenance::Rebuilt,
+    ),
+    known(
+        "kiali-operator",
+        "1.73.2",
+        "9bf23f009e4b0599d0df0b542e4a9e1d17a5dc0ddd013c0c9f033441007069c6",
+        Provenance::Published,
+    ),
+    known(
+        "kiali-operator",
+        "2.26.0",
+        "3941d6aab78cc9d19d08ec9c6b06efa2843eb6c9f4154c191a64c57797e353ce",
+        Provenance::Published,
+    ),
+];
+
+/// The pinned digest of `chart` at `version`, if meshstack has one.
+pub fn known_digest(chart: &str, version: &str) -> Option<&'static KnownDigest> {
+    DIGESTS
+        .iter()
+        .find(|d| d.chart == chart && d.version == version)
+}
+
+/// `sha256:<64 hex>` (or the bare hex) as 64 lowercase hex digits; what is wrong otherwise.
+pub fn parse_digest(text: &str) -> Result<String, String> {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{text}` is not a sha256 digest; write `sha256:` and the 64 hex digits of the chart \
+             archive's sha256 (what the repository's index.yaml lists as `digest`, or \
+             `sha256sum` of the .tgz that `helm pull` writes)"
+        ))
+    }
+}
 
 /// The environment variable that points every chart at one repository (a mirror).
 pub const MIRROR_ENV: &str = "MESHSTACK_CHART_MIRROR";
@@ -140,6 +310,19 @@ pub struct Pin {
     pub version: String,
     pub repository: String,
     pub origin: Origin,
+    /// The archive's sha256 (64 lowercase hex digits); `None`: meshstack has none for this
+    /// version and the stack names none (stack validation refuses that).
+    #[serde(serialize_with = "serialize_digest")]
+    pub digest: Option<String>,
+    /// Where the digest comes from; `None` with no digest.
+    pub digest_provenance: Option<Provenance>,
+}
+
+fn serialize_digest<S: serde::Serializer>(d: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(hex) => s.collect_str(&format_args!("sha256:{hex}")),
+        None => s.serialize_none(),
+    }
 }
 
 impl fmt::Display for Pin {
@@ -172,21 +355,57 @@ pub fn pin(sources: &ChartSources, releases: Releases, chart: &str) -> Pin {
     } else {
         (default_repo(chart).to_string(), Origin::Default)
     };
+    let version = version(releases, chart);
+    let (digest, digest_provenance) = match sources.digests.get(chart) {
+        Some(hex) => (Some(hex.clone()), Some(Provenance::Stack)),
+        None => match known_digest(chart, &version) {
+            Some(k) => (Some(k.sha256.to_string()), Some(k.provenance)),
+            None => (None, None),
+        },
+    };
     Pin {
         chart: chart.to_string(),
-        version: version(releases, chart),
+        version,
         repository: repository.trim_end_matches('/').to_string(),
         origin,
+        digest,
+        digest_provenance,
     }
+}
+
+/// What is wrong with `pin` for an install: no digest to verify it against.
+pub fn digest_problem(pin: &Pin) -> Option<String> {
+    pin.digest.is_none().then(|| {
+        format!(
+            "meshstack has no pinned digest for chart {} {} and will not install a chart it \
+             cannot verify; add `charts.digests.{}: sha256:<hex>` to the stack (the sha256 of \
+             the chart archive: its `digest` in the repository's index.yaml, or `sha256sum` of \
+             the file `helm pull {} --version {}` writes), or use a version meshstack pins",
+            pin.chart, pin.version, pin.chart, pin.chart, pin.version
+        )
+    })
 }
 
 impl Pin {
     /// The chart as helm installs it.
     pub fn chart(self) -> Chart {
+        let digest_note = match self.digest_provenance {
+            Some(Provenance::Rebuilt) => format!(
+                "meshstack's pin for this version is the digest of its own rebuild of the chart \
+                 from the upstream tag (upstream's archive could not be fetched when it was \
+                 recorded), so upstream's own repository serves other bytes; if this \
+                 repository is upstream's and you trust it, pin what it serves with \
+                 `charts.digests.{}` in the stack",
+                self.chart
+            ),
+            _ => String::new(),
+        };
         Chart {
             repo: self.repository,
             name: self.chart,
             version: self.version,
+            digest: self.digest,
+            digest_note,
         }
     }
 }
@@ -214,6 +433,72 @@ pub fn repository_problem(repo: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_come_from_the_stack_then_the_table() {
+        let releases = Releases {
+            istio: ReleaseVersion::new(1, 18, 7),
+            karpenter: ReleaseVersion::new(1, 14, 1),
+        };
+        let mut sources = ChartSources::default();
+        let istiod = pin(&sources, releases, name::ISTIOD);
+        assert_eq!(
+            istiod.digest.as_deref(),
+            Some("90dba11ef37a49a3ac34b62d75243409116e0d21843c558f96763cc3015ba9e1")
+        );
+        assert_eq!(istiod.digest_provenance, Some(Provenance::Rebuilt));
+        assert_eq!(digest_problem(&istiod), None);
+        let chart = istiod.chart();
+        assert!(chart.digest_note.contains("charts.digests.istiod"));
+        let kiali = pin(&sources, releases, name::KIALI_OPERATOR);
+        assert_eq!(kiali.digest_provenance, Some(Provenance::Published));
+        assert!(kiali.chart().digest_note.is_empty());
+
+        // A version meshstack has no digest for: none, and the problem says how to give one.
+        let other = Releases {
+            istio: ReleaseVersion::new(1, 18, 3),
+            ..releases
+        };
+        let base = pin(&sources, other, name::ISTIO_BASE);
+        assert_eq!(base.digest, None);
+        let problem = digest_problem(&base).unwrap();
+        assert!(
+            problem.contains("charts.digests.base: sha256:"),
+            "{problem}"
+        );
+        // The stack's digest wins, for whichever version it installs.
+        sources.digests.insert("base".into(), "ab".repeat(32));
+        let base = pin(&sources, other, name::ISTIO_BASE);
+        assert_eq!(base.digest, Some("ab".repeat(32)));
+        assert_eq!(base.digest_provenance, Some(Provenance::Stack));
+        assert_eq!(
+            serde_json::to_value(&base).unwrap()["digest"],
+            format!("sha256:{}", "ab".repeat(32))
+        );
+    }
+
+    #[test]
+    fn digests_are_parsed() {
+        let hex = "AB".repeat(32);
+        assert_eq!(parse_digest(&format!("sha256:{hex}")), Ok("ab".repeat(32)));
+        assert_eq!(parse_digest(&hex), Ok("ab".repeat(32)));
+        for bad in [
+            "sha256:1234",
+            "sha512:ab",
+            "",
+            &format!("sha256:{}g", &hex[1..]),
+        ] {
+            assert!(parse_digest(bad).is_err(), "{bad}");
+        }
+        // Every row of the table is a well-formed digest, one per chart and version.
+        for (i, d) in DIGESTS.iter().enumerate() {
+            assert_eq!(parse_digest(d.sha256).as_deref(), Ok(d.sha256));
+            assert!(name::ALL.contains(&d.chart), "{}", d.chart);
+            assert!(!DIGESTS[..i]
+                .iter()
+                .any(|e| e.chart == d.chart && e.version == d.version));
+        }
+    }
 
     #[test]
     fn repositories_are_checked() {

@@ -8,7 +8,7 @@ use super::{connect, existing_zones, helm_version, load_stack_path};
 use crate::aws::{account, AwsClients};
 use crate::cli::{DoctorArgs, Output};
 use crate::config::Stack;
-use crate::k8s::helm::{self, HelmCli};
+use crate::k8s::helm::{self, HelmCli, HelmError};
 use crate::versions::{self, SupportStatus};
 
 /// One row of the version matrix.
@@ -143,9 +143,12 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                 .map(|(pin, _)| format!("{} {}", pin.chart, pin.version))
                 .collect();
             let detail = if missing.is_empty() {
-                format!("{} charts found at their pinned versions", charts.len())
+                format!(
+                    "{} charts found at their pinned versions and digests",
+                    charts.len()
+                )
             } else {
-                format!("not found: {}", missing.join(", "))
+                format!("not found or not the pinned bytes: {}", missing.join(", "))
             };
             checks.push((missing.is_empty(), "charts", detail));
         }
@@ -281,16 +284,38 @@ async fn matrix(
     Ok(rows)
 }
 
-/// Each chart the stack installs, asked of its repository (`helm show chart`), with what is
-/// wrong when the repository does not answer or lacks the pinned version.
+/// Each chart the stack installs, pulled from its repository (`helm pull` into a private
+/// folder, removed after) and hashed, with what is wrong when the repository does not answer,
+/// lacks the pinned version, or serves other bytes than the pin.
+///
+/// The served archive itself is hashed rather than the `digest` its repository's index.yaml
+/// claims: that is what `up` installs, it works alike for HTTP repositories and OCI
+/// registries (which have no index), and an index can be wrong about its own files.
 async fn chart_checks(stack: &Stack) -> Vec<(crate::charts::Pin, Option<String>)> {
     let helm = HelmCli::from_env(None);
     let checks = stack.chart_pins().into_iter().map(|pin| {
         let helm = helm.clone();
         async move {
-            let problem = match helm.show_chart(&pin.clone().chart()).await {
-                Ok(_) => None,
-                Err(e) => Some(first_line(&e.to_string())),
+            let chart = pin.clone().chart();
+            let problem = match helm::private_dir() {
+                Err(e) => Some(format!("cannot make a private folder to pull into: {e}")),
+                Ok(dir) => match helm.fetch_verified(&chart, dir.path()).await {
+                    Ok(_) => None,
+                    Err(HelmError::DigestMismatch(m)) => Some(format!(
+                        "the repository serves {}, meshstack pins {}{}",
+                        m.found,
+                        m.expected,
+                        match pin.digest_provenance {
+                            Some(crate::charts::Provenance::Rebuilt) => {
+                                " (the digest of meshstack's rebuild from the upstream tag; \
+                                 `up` refuses this chart until the stack pins what the \
+                                 repository serves in charts.digests)"
+                            }
+                            _ => " (`up` refuses this chart)",
+                        }
+                    )),
+                    Err(e) => Some(first_line(&e.to_string())),
+                },
             };
             (pin, problem)
         }

@@ -543,7 +543,7 @@ pub async fn fleet_up(args: FleetUpArgs) -> anyhow::Result<ExitCode> {
     let all = stages::all();
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
-    check_helm(&all, &selected).await?;
+    check_helm(&fleet.stack, &all, &selected).await?;
     // Every environment's selection against its journal, before any API call (read-only;
     // checked again under each lock). The stages some environment has still to do are the
     // ones whose quotas are looked at.

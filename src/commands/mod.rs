@@ -232,8 +232,15 @@ async fn helm_version() -> Result<String, String> {
     }
 }
 
-/// Before any API call: the selected stages that install charts need a usable helm.
-async fn check_helm(all: &[Box<dyn Stage>], selected: &[StageId]) -> anyhow::Result<()> {
+/// Before any API call: the selected stages that install charts need a usable helm, and
+/// every chart of the stack a digest to be verified against (a version meshstack pins none
+/// for needs the stack's `charts.digests`), so that nothing is built for a run that would
+/// stop at its first unverifiable chart.
+async fn check_helm(
+    stack: &Stack,
+    all: &[Box<dyn Stage>],
+    selected: &[StageId],
+) -> anyhow::Result<()> {
     let users: Vec<StageId> = selected
         .iter()
         .copied()
@@ -241,6 +248,17 @@ async fn check_helm(all: &[Box<dyn Stage>], selected: &[StageId]) -> anyhow::Res
         .collect();
     if users.is_empty() {
         return Ok(());
+    }
+    let unverifiable: Vec<String> = stack
+        .chart_pins()
+        .iter()
+        .filter_map(crate::charts::digest_problem)
+        .collect();
+    if !unverifiable.is_empty() {
+        return Err(usage(format!(
+            "stack file: {}",
+            unverifiable.join("; and ")
+        )));
     }
     helm_version().await.map(|_| ()).map_err(|why| {
         usage(format!(

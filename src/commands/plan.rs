@@ -302,6 +302,9 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
             for pin in stack.chart_pins() {
                 writeln!(out, "  {pin}")?;
+                if let Some(problem) = crate::charts::digest_problem(&pin) {
+                    writeln!(out, "  warning: `up` will refuse: {problem}")?;
+                }
             }
             for p in &plans {
                 writeln!(out)?;

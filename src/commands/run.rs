@@ -151,7 +151,7 @@ pub async fn up(args: RunArgs) -> anyhow::Result<ExitCode> {
     let all = stages::for_stack(&stack);
     let graph = Graph::new(stages::specs(&all))?;
     let selected = selection(&graph, &args.selection)?;
-    check_helm(&all, &selected).await?;
+    check_helm(&stack, &all, &selected).await?;
     // Signals are caught from before the lock is taken: one during the preflight releases it.
     let interrupts = Interrupts::watch();
     // With S3 state the lock is a write to a bucket: the account guard comes first.

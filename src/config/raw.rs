@@ -132,6 +132,7 @@ pub(super) struct RawNodeGroup {
 pub(super) struct RawCharts {
     pub(super) mirror: Option<String>,
     pub(super) repositories: Option<BTreeMap<String, String>>,
+    pub(super) digests: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -275,29 +275,41 @@ impl RawCharts {
             },
             None => None,
         };
+        let known_chart = |field: &str, chart: &str| -> Check<()> {
+            if charts::name::ALL.contains(&chart) {
+                return Ok(());
+            }
+            let hint = closest(chart, charts::name::ALL.iter().copied())
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            Err(invalid(
+                field,
+                format!(
+                    "meshstack installs no chart `{chart}`; {hint}the charts are {}",
+                    charts::name::ALL.join(", ")
+                ),
+            ))
+        };
         let mut repositories = BTreeMap::new();
         for (chart, repo) in self.repositories.unwrap_or_default() {
             let field = format!("charts.repositories.{chart}");
-            if !charts::name::ALL.contains(&chart.as_str()) {
-                let hint = closest(&chart, charts::name::ALL.iter().copied())
-                    .map(|c| format!("did you mean `{c}`? "))
-                    .unwrap_or_default();
-                return Err(invalid(
-                    field,
-                    format!(
-                        "meshstack installs no chart `{chart}`; {hint}the charts are {}",
-                        charts::name::ALL.join(", ")
-                    ),
-                ));
-            }
+            known_chart(&field, &chart)?;
             if let Some(problem) = charts::repository_problem(&repo) {
                 return Err(invalid(field, problem));
             }
             repositories.insert(chart, repo);
         }
+        let mut digests = BTreeMap::new();
+        for (chart, digest) in self.digests.unwrap_or_default() {
+            let field = format!("charts.digests.{chart}");
+            known_chart(&field, &chart)?;
+            let hex = charts::parse_digest(&digest).map_err(|e| invalid(&field, e))?;
+            digests.insert(chart, hex);
+        }
         Ok(ChartSources {
             mirror,
             repositories,
+            digests,
         })
     }
 }

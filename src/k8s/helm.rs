@@ -5,7 +5,13 @@
 //! it there: its status and chart version (`helm list`) and its user-supplied values (`helm get
 //! values`), compared with what meshstack would pass. The journal is not consulted: a lost or
 //! foreign state folder changes nothing, and `plan` and `status` (which hold no journal) see
-//! what `up` sees. A converged `up` runs `helm list` and `helm get values` and nothing else.
+//! what `up` sees. A converged `up` runs `helm list` and `helm get values` and nothing else
+//! (no pull either).
+//!
+//! Every install and upgrade is of a verified file: `helm pull` into a private folder, the
+//! archive's sha256 compared with the chart's pin ([`crate::charts::DIGESTS`] or the stack's
+//! `charts.digests`), and only then `helm upgrade --install` of that file. A repository or
+//! mirror serving other bytes for the pinned version gets nothing installed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,10 +31,16 @@ pub struct Chart {
     pub repo: String,
     pub name: String,
     pub version: String,
+    /// The sha256 of the chart archive (64 lowercase hex digits) that alone may be installed;
+    /// `None`: nothing to verify against, so nothing is installed.
+    pub digest: Option<String>,
+    /// Said after a digest mismatch: why the pin may differ from what an honest repository
+    /// serves (empty when nothing is worth saying).
+    pub digest_note: String,
 }
 
 impl Chart {
-    /// The chart argument of `helm upgrade --install` and, for HTTP repositories, `--repo`.
+    /// The chart argument of `helm pull` and `helm show`, and, for HTTP repositories, `--repo`.
     fn install_args(&self) -> Vec<String> {
         if self.repo.starts_with("oci://") {
             vec![format!("{}/{}", self.repo, self.name)]
@@ -116,6 +128,45 @@ pub enum HelmError {
     /// helm's output was not what we expected.
     #[error("cannot read the output of `helm {args}`: {reason}")]
     Output { args: String, reason: String },
+    /// The repository served other bytes than the pinned ones: nothing was installed.
+    #[error("{0}")]
+    DigestMismatch(Box<DigestMismatch>),
+    /// No pinned digest for the chart: nothing was installed.
+    #[error(
+        "chart {chart} {version}: no pinned digest to verify it against, so it is not \
+         installed; name one in the stack with `charts.digests.{chart}: sha256:<hex>`"
+    )]
+    NoDigest { chart: String, version: String },
+}
+
+/// A chart whose archive is not the pinned one (boxed in [`HelmError`], which stays small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestMismatch {
+    pub chart: String,
+    pub version: String,
+    pub repository: String,
+    /// `sha256:<hex>`.
+    pub expected: String,
+    /// `sha256:<hex>`.
+    pub found: String,
+    /// Why the pin may differ from what an honest repository serves; may be empty.
+    pub note: String,
+}
+
+impl std::fmt::Display for DigestMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "chart {} {} from {} is not the pinned chart: its sha256 is {}, the pin is {}; \
+             nothing was installed (a repository or mirror must serve the pinned archive byte \
+             for byte)",
+            self.chart, self.version, self.repository, self.found, self.expected
+        )?;
+        if !self.note.is_empty() {
+            write!(f, ". Note: {}", self.note)?;
+        }
+        Ok(())
+    }
 }
 
 /// What meshstack needs from helm.
@@ -258,6 +309,70 @@ impl HelmCli {
         self.run(&args).await
     }
 
+    /// `helm pull` of `chart` into `dest` (an empty private folder); the archive's path.
+    ///
+    /// # Errors
+    /// [`HelmError::Failed`] with helm's words when the repository does not answer or lacks
+    /// the chart or version; [`HelmError::Output`] when helm wrote no single archive.
+    pub async fn pull(&self, chart: &Chart, dest: &Path) -> Result<PathBuf, HelmError> {
+        let mut args = vec!["pull".to_string()];
+        args.extend(chart.install_args());
+        args.extend([
+            "--version".into(),
+            chart.version.clone(),
+            "--destination".into(),
+            dest.display().to_string(),
+        ]);
+        self.run(&args).await?;
+        // helm names the file after the repository's URL for it (`<chart>-<version>.tgz`
+        // in practice, but an index may say otherwise): whatever it wrote, alone.
+        let output = |reason: String| HelmError::Output {
+            args: args.join(" "),
+            reason,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dest)
+            .map_err(|e| output(e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        match files.len() {
+            1 => Ok(files.remove(0)),
+            n => Err(output(format!(
+                "expected one chart archive in the destination, found {n}"
+            ))),
+        }
+    }
+
+    /// The chart pulled into `dest` and checked against its pinned digest: the path of an
+    /// archive that is exactly the pinned one.
+    ///
+    /// # Errors
+    /// [`HelmError::NoDigest`] without a pin, [`HelmError::DigestMismatch`] when the bytes
+    /// differ, and [`HelmCli::pull`]'s errors.
+    pub async fn fetch_verified(&self, chart: &Chart, dest: &Path) -> Result<PathBuf, HelmError> {
+        let Some(expected) = &chart.digest else {
+            return Err(HelmError::NoDigest {
+                chart: chart.name.clone(),
+                version: chart.version.clone(),
+            });
+        };
+        let archive = self.pull(chart, dest).await?;
+        let found = sha256_file(&archive).map_err(|e| HelmError::Output {
+            args: "pull".into(),
+            reason: format!("cannot read the pulled archive {}: {e}", archive.display()),
+        })?;
+        if &found != expected {
+            return Err(HelmError::DigestMismatch(Box::new(DigestMismatch {
+                chart: chart.name.clone(),
+                version: chart.version.clone(),
+                repository: chart.repo.clone(),
+                expected: format!("sha256:{expected}"),
+                found: format!("sha256:{found}"),
+                note: chart.digest_note.clone(),
+            })));
+        }
+        Ok(archive)
+    }
+
     /// `helm version --short`.
     pub async fn version(&self) -> Result<String, HelmError> {
         Ok(self
@@ -268,8 +383,36 @@ impl HelmCli {
     }
 }
 
-/// The argument list of `helm upgrade --install` for a release whose values are in `values`,
-/// for helm major version `major`.
+/// The sha256 of a file, as 64 lowercase hex digits.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The argument list of `helm upgrade --install` for a release whose values are in `values`
+/// and whose chart is the verified archive `archive`, for helm major version `major`.
+///
+/// The chart is a local file (pulled and checked against its digest first), so neither
+/// `--repo` nor `--version` is passed: helm installs that file, whatever a repository
+/// would serve now.
 ///
 /// The apply method, conflict handling and wait are chosen explicitly, so that helm 3 and 4
 /// behave alike. Helm 4 applies server-side and, by default, stops at a conflict; a field a
@@ -279,16 +422,19 @@ impl HelmCli {
 /// as with helm 3), and `--wait=watcher` (kstatus readiness; helm 3's `--wait` checks the same
 /// kinds of readiness), and never the deprecated `--atomic` (pkg/cmd/upgrade.go, flags.go at
 /// helm v4.3.2).
-pub fn upgrade_install_args(release: &Release, values: &Path, major: u64) -> Vec<String> {
+pub fn upgrade_install_args(
+    release: &Release,
+    archive: &Path,
+    values: &Path,
+    major: u64,
+) -> Vec<String> {
     let mut args = vec![
         "upgrade".to_string(),
         "--install".into(),
         release.name.clone(),
+        archive.display().to_string(),
     ];
-    args.extend(release.chart.install_args());
     args.extend([
-        "--version".into(),
-        release.chart.version.clone(),
         "--namespace".into(),
         release.namespace.clone(),
         "--create-namespace".into(),
@@ -403,8 +549,19 @@ impl Helm for HelmCli {
         let dir = private_dir().map_err(output)?;
         let name = format!("{}-{}.yaml", release.namespace, release.name);
         let path = write_new_private(dir.path(), &name, &release.values).map_err(output)?;
+        // The chart, pulled into its own empty folder beside the values and verified against
+        // its pin before helm may install it; a mismatch installs nothing.
+        let charts = dir.path().join("chart");
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&charts)
+                .map_err(output)?;
+        }
+        let archive = self.fetch_verified(&release.chart, &charts).await?;
         let (major, _) = major_minor(&self.version().await?);
-        self.run(&upgrade_install_args(release, &path, major))
+        self.run(&upgrade_install_args(release, &archive, &path, major))
             .await
             .map(|_| ())
     }
@@ -535,6 +692,8 @@ mod tests {
                 repo: "https://prometheus-community.github.io/helm-charts".into(),
                 name: "kube-prometheus-stack".into(),
                 version: "75.0.0".into(),
+                digest: Some("ab".repeat(32)),
+                digest_note: String::new(),
             },
             values: "grafana:\n  enabled: true\n".into(),
             timeout: Duration::from_secs(600),
@@ -542,19 +701,16 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_install_arguments_are_pinned_and_waited() {
-        let args = upgrade_install_args(&release(), Path::new("/tmp/v.yaml"), 3);
+    fn upgrade_install_arguments_install_the_verified_file_and_wait() {
+        let archive = Path::new("/p/chart/kube-prometheus-stack-75.0.0.tgz");
+        let args = upgrade_install_args(&release(), archive, Path::new("/tmp/v.yaml"), 3);
         assert_eq!(
             args,
             [
                 "upgrade",
                 "--install",
                 "prom",
-                "kube-prometheus-stack",
-                "--repo",
-                "https://prometheus-community.github.io/helm-charts",
-                "--version",
-                "75.0.0",
+                "/p/chart/kube-prometheus-stack-75.0.0.tgz",
                 "--namespace",
                 "prometheus",
                 "--create-namespace",
@@ -565,26 +721,41 @@ mod tests {
                 "600s"
             ]
         );
+        // The pull names the chart where it lives: `--repo` for HTTP, the reference for OCI.
+        assert_eq!(
+            release().chart.install_args(),
+            [
+                "kube-prometheus-stack",
+                "--repo",
+                "https://prometheus-community.github.io/helm-charts"
+            ]
+        );
         let mut oci = release();
         oci.chart.repo = "oci://public.ecr.aws/karpenter".into();
         oci.chart.name = "karpenter".into();
-        let args = upgrade_install_args(&oci, Path::new("/v"), 3);
         assert_eq!(
-            &args[3..6],
-            [
-                "oci://public.ecr.aws/karpenter/karpenter",
-                "--version",
-                "75.0.0"
-            ]
+            oci.chart.install_args(),
+            ["oci://public.ecr.aws/karpenter/karpenter"]
         );
         assert_eq!(oci.chart.listed_as(), "karpenter-75.0.0");
         // Helm 4: server-side apply chosen outright, conflicts forced, kstatus wait.
-        let four = upgrade_install_args(&release(), Path::new("/v"), 4);
+        let four = upgrade_install_args(&release(), archive, Path::new("/v"), 4);
         for flag in ["--server-side=true", "--force-conflicts", "--wait=watcher"] {
             assert!(four.contains(&flag.to_string()), "{four:?}");
         }
         assert!(!four.contains(&"--wait".to_string()), "{four:?}");
         assert!(!four.iter().any(|a| a == "--atomic"), "{four:?}");
+    }
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = private_dir().unwrap();
+        let path = write_new_private(dir.path(), "x", "abc").unwrap();
+        // FIPS 180-2, appendix B.1.
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub(crate) struct Cluster {
     moto: Moto,
     pub(crate) server: ApiServer,
     pub(crate) ms: Meshstack,
-    helm_dir: PathBuf,
+    pub(crate) helm_dir: PathBuf,
     pub(crate) stack: String,
 }
 
@@ -286,8 +286,8 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     // the user's cannot break it.
     let karpenter = calls
         .iter()
-        .find(|call| call[0] == "upgrade" && call[2] == "karpenter")
-        .unwrap();
+        .find(|call| call[0] == "pull" && call[1].ends_with("/karpenter"))
+        .unwrap_or_else(|| panic!("{calls:?}"));
     let at = karpenter
         .iter()
         .position(|a| a == "--registry-config")
@@ -299,9 +299,25 @@ fn up_builds_all_twelve_stages_and_a_second_up_writes_nothing() {
     assert!(
         calls
             .iter()
-            .filter(|call| call[0] == "upgrade" && call[2] == "istiod")
+            .filter(|call| call[0] == "pull" && call[1] == "istiod")
             .all(|call| !call.contains(&"--registry-config".to_string())),
         "only public registries are pulled anonymously"
+    );
+    // Every chart was pulled, then installed from the pulled (verified) file, never by
+    // repository and version.
+    let upgrades: Vec<&Vec<String>> = calls.iter().filter(|c| c[0] == "upgrade").collect();
+    assert_eq!(upgrades.len(), RELEASES.len(), "{calls:?}");
+    for call in &upgrades {
+        assert!(call[3].ends_with(".tgz"), "{call:?}");
+        assert!(
+            !call.contains(&"--repo".to_string()) && !call.contains(&"--version".to_string()),
+            "{call:?}"
+        );
+    }
+    assert_eq!(
+        calls.iter().filter(|c| c[0] == "pull").count(),
+        RELEASES.len(),
+        "{calls:?}"
     );
 
     // Every manifest's object is in the cluster, and every release: recorded by helm and
@@ -1193,15 +1209,15 @@ fn karpenter_and_istio_move_to_newer_releases_on_a_live_environment() {
             .to_string();
     let before = helm_calls(&c.helm_dir).len();
     c.up();
-    let upgrades: Vec<(String, String)> = helm_calls(&c.helm_dir)
-        .split_off(before)
-        .into_iter()
-        .filter(|call| call[0] == "upgrade")
-        .map(|call| {
-            let at = call.iter().position(|a| a == "--version").unwrap();
-            (call[2].clone(), call[at + 1].clone())
-        })
-        .collect();
+    let upgrades: Vec<(String, String)> =
+        crate::support::k8s::installs_by_repository(&helm_calls(&c.helm_dir).split_off(before))
+            .into_iter()
+            .filter(|call| call[0] == "upgrade")
+            .map(|call| {
+                let at = call.iter().position(|a| a == "--version").unwrap();
+                (call[2].clone(), call[at + 1].clone())
+            })
+            .collect();
     let pos = |name: &str| upgrades.iter().position(|(n, _)| n == name);
     for (name, version) in [
         ("karpenter-crd", "1.14.1"),

@@ -734,9 +734,18 @@ fn doctor_checks_credentials_and_the_helm_version() {
     let moto = Moto::start();
     let system_path = std::env::var("PATH").unwrap_or_default();
 
-    let bin = fake_helm("v3.14.2+gabc");
+    // The recording helm (`version` v3.14.2), which also pulls the pinned charts: doctor
+    // checks each against its digest, so a helm that only prints its version would fail it.
+    let bin = tempfile::tempdir().unwrap();
+    crate::support::k8s::fake_helm(bin.path());
     let out = doctor_with_path(&moto, format!("{}:{system_path}", bin.path().display()));
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let charts: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ok   chart "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(charts.len(), 7, "{}", describe(&out));
     let text = stdout(&out);
     let helm = line_starting(&text, "ok", "helm").unwrap_or_else(|| panic!("{text}"));
     assert!(helm.contains("v3.14.2"), "{text}");

@@ -354,7 +354,24 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
     assert_eq!(cm.data.as_ref().unwrap()["mapUsers"], MAP_USERS);
     assert_eq!(annotation(&cm), Some(NODE_ROLE));
 
-    let calls = helm_calls(dir.path());
+    let recorded = helm_calls(dir.path());
+    // Public ECR is pulled with an empty registry config of its own (a stale login of the
+    // user's cannot break it), in a private folder removed after the call.
+    let pulls: Vec<&Vec<String>> = recorded.iter().filter(|c| c[0] == "pull").collect();
+    assert_eq!(pulls.len(), 2, "{recorded:?}");
+    for pull in &pulls {
+        let at = pull
+            .iter()
+            .position(|a| a == "--registry-config")
+            .unwrap_or_else(|| panic!("{pull:?}"));
+        let config = &pull[at + 1];
+        assert!(config.ends_with("/registry.json"), "{config}");
+        assert!(
+            !std::path::Path::new(config).exists(),
+            "{config} left behind"
+        );
+    }
+    let calls = crate::support::k8s::installs_by_repository(&recorded);
     let installs: Vec<&Vec<String>> = calls.iter().filter(|c| c[0] == "upgrade").collect();
     assert_eq!(installs.len(), 2, "{calls:?}");
     // The CRDs' chart first, then the controller's without its `crds/`.
@@ -368,15 +385,6 @@ async fn karpenter_maps_its_node_role_installs_the_chart_and_the_pool_and_undoes
         ]
     );
     let mut args = installs[1].clone();
-    // Public ECR is pulled with an empty registry config of its own (a stale login of the
-    // user's cannot break it), in a private folder removed after the call.
-    let config = args.pop().unwrap();
-    assert_eq!(args.pop().as_deref(), Some("--registry-config"), "{args:?}");
-    assert!(config.ends_with("/registry.json"), "{config}");
-    assert!(
-        !std::path::Path::new(&config).exists(),
-        "{config} left behind"
-    );
     assert!(
         args[10].ends_with("karpenter-karpenter.yaml"),
         "values from a private file: {args:?}"

@@ -239,7 +239,7 @@ impl Fixture {
 
     /// The `upgrade` calls, with the values file's private folder (one per call) left out.
     fn installs(&self) -> Vec<Vec<String>> {
-        self.helm_calls()
+        crate::support::k8s::installs_by_repository(&self.helm_calls())
             .into_iter()
             .filter(|c| c[0] == "upgrade")
             .map(|mut c| {

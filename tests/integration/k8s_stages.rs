@@ -116,10 +116,11 @@ async fn prometheus_installs_the_chart_then_the_monitors_idempotently_and_remove
     // up: one pinned, waited install of the chart with the repo's values, then the monitors.
     let first = run_stage(&cx, &stage, Direction::Forward).await;
     assert!(matches!(outcome(&first), Outcome::Changed(_)), "{first:?}");
-    let installs: Vec<Vec<String>> = helm_calls(dir.path())
-        .into_iter()
-        .filter(|c| c[0] == "upgrade")
-        .collect();
+    let installs: Vec<Vec<String>> =
+        crate::support::k8s::installs_by_repository(&helm_calls(dir.path()))
+            .into_iter()
+            .filter(|c| c[0] == "upgrade")
+            .collect();
     assert_eq!(installs.len(), 1, "{installs:?}");
     let args = &installs[0];
     assert_eq!(

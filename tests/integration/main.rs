@@ -29,6 +29,7 @@ mod redaction;
 mod render;
 mod scripts;
 mod state;
+mod supply;
 mod sweep;
 mod verify_page;
 mod versions;

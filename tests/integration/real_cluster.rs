@@ -472,6 +472,45 @@ fn the_kubernetes_half_runs_on_an_existing_cluster_with_helm_4() {
     existing_cluster(4);
 }
 
+/// Issue 23 item 7, with the real helm: a repository serving other bytes for every pinned
+/// chart (its index agreeing with them) gets nothing installed. Real helm pulls each chart
+/// from it; meshstack refuses the archive, naming chart, version, repository and both
+/// digests; `up` fails and helm holds no release at all.
+fn tampered_charts_with_real_helm(helm_major: u8) {
+    let mut env = Env::existing(&format!("tampered{helm_major}"), helm_major);
+    let repo = crate::support::chart_repo::ChartRepo::tampered(&meshstack::charts::name::ALL);
+    // After the cluster's own mirror in the list: this one wins.
+    env.ms
+        .extra_env
+        .push(("MESHSTACK_CHART_MIRROR".into(), repo.url.clone()));
+    let out = env.run("up", &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let mirror = repo.url.trim_end_matches('/');
+    assert!(
+        text.contains(&format!("from {mirror} is not the pinned chart"))
+            && text.contains("nothing was installed"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        env.cluster.releases(),
+        BTreeMap::new(),
+        "helm {helm_major} installed a tampered chart"
+    );
+}
+
+#[test]
+fn a_tampered_chart_is_refused_with_real_helm_3() {
+    tampered_charts_with_real_helm(3);
+}
+
+#[test]
+fn a_tampered_chart_is_refused_with_real_helm_4() {
+    tampered_charts_with_real_helm(4);
+}
+
 /// The API server checks meshstack's EKS token as EKS does: a token for another cluster is
 /// refused, so the whole graph above ran on tokens the server verified against moto.
 #[test]

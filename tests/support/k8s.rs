@@ -297,13 +297,35 @@ pub fn fake_helm(dir: &std::path::Path) -> std::path::PathBuf {
     let moto = std::env::var("MESHSTACK_MOTO_SERVER")
         .unwrap_or_else(|_| format!("{}/.venv/bin/moto_server", env!("CARGO_MANIFEST_DIR")));
     let python = std::path::Path::new(&moto).with_file_name("python");
+    let charts = pinned_charts();
     let script = include_str!("fake-helm.sh")
         .replace("@DIR@", &dir.display().to_string())
+        .replace("@CHARTS@", &charts.display().to_string())
         .replace("@PYTHON@", &python.display().to_string());
     let path = dir.join("helm");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// The pinned chart repository the stand-in helm serves meshstack's default repositories
+/// from: `MESHSTACK_TEST_CHARTS`, else the chart folder beside the repository
+/// (`../shared/charts`, the one `scripts/local-cluster` serves too). Its archives are the
+/// bytes meshstack's digests pin (`src/charts.rs`), so no other folder will do.
+pub fn pinned_charts() -> std::path::PathBuf {
+    let dir = std::env::var_os("MESHSTACK_TEST_CHARTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/charts")
+        });
+    assert!(
+        dir.join("index.yaml").is_file(),
+        "the pinned chart repository is not at {} (set MESHSTACK_TEST_CHARTS to the folder \
+         holding the charts' index.yaml and archives): the recording helm serves the charts \
+         from it",
+        dir.display()
+    );
+    dir
 }
 
 /// The calls the stand-in helm in `dir` received, each as its argument list.
@@ -313,6 +335,45 @@ pub fn helm_calls(dir: &std::path::Path) -> Vec<Vec<String>> {
         .lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
+}
+
+/// The recorded calls with each `helm upgrade --install NAME ARCHIVE` written as the chart it
+/// installs, `NAME CHART --repo URL --version V` (`NAME oci://PREFIX/CHART --version V`), as
+/// the `helm pull` that wrote ARCHIVE asked for it; the pulls themselves are left out. An
+/// upgrade of an archive no recorded pull wrote (into the folder it is in) panics: meshstack
+/// installs only what it pulled and verified.
+pub fn installs_by_repository(calls: &[Vec<String>]) -> Vec<Vec<String>> {
+    let value = |call: &[String], flag: &str| {
+        call.iter()
+            .position(|a| a == flag)
+            .map(|i| call[i + 1].clone())
+    };
+    let mut out = Vec::new();
+    for call in calls {
+        match call.first().map(String::as_str) {
+            Some("pull") => continue,
+            Some("upgrade") => {
+                let archive = std::path::Path::new(&call[3]);
+                let folder = archive.parent().unwrap().display().to_string();
+                let pull = calls
+                    .iter()
+                    .rev()
+                    .find(|c| c[0] == "pull" && value(c, "--destination") == Some(folder.clone()))
+                    .unwrap_or_else(|| panic!("no pull wrote {}: {calls:?}", archive.display()));
+                let mut chart = vec![pull[1].clone()];
+                if let Some(repo) = value(pull, "--repo") {
+                    chart.extend(["--repo".to_string(), repo]);
+                }
+                chart.extend(["--version".to_string(), value(pull, "--version").unwrap()]);
+                let mut rewritten = call[..3].to_vec();
+                rewritten.extend(chart);
+                rewritten.extend(call[4..].iter().cloned());
+                out.push(rewritten);
+            }
+            _ => out.push(call.clone()),
+        }
+    }
+    out
 }
 
 /// Whether a recorded helm call only reads what helm holds (`list`, `get values`): all a

@@ -9,6 +9,7 @@
 pub mod access_entries;
 pub mod apiserver;
 pub mod browser;
+pub mod chart_repo;
 pub mod fault_proxy;
 pub mod k8s;
 pub mod local_cluster;
