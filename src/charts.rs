@@ -16,8 +16,11 @@
 //! Every chart is verified against a pinned sha256 of its archive ([`DIGESTS`]: what a helm
 //! repository's `index.yaml` lists as `digest`, and what an OCI registry stores as the chart
 //! layer's digest). helm pulls the chart into a private folder, meshstack hashes the file,
-//! and only a match is installed, from that file ([`crate::k8s::helm`]). A mirror must
-//! therefore serve the very bytes pinned here. A stack that installs a version meshstack has
+//! and installs that file ([`crate::k8s::helm`]). A mismatch refuses the chart when the pin is
+//! upstream's own archive ([`Provenance::Published`]) or the stack's; a pin that is meshstack's
+//! rebuild ([`Provenance::Rebuilt`]) cannot match what upstream's honest repository serves, so
+//! there a mismatch is a warning and the chart is installed unverified, until its row holds
+//! upstream's digest. A stack that installs a version meshstack has
 //! no digest for names one (`charts.digests.<chart>: sha256:<hex>`) or is refused before
 //! any write: trusting whatever a repository serves on first use would make the pin
 //! meaningless exactly where it matters, on a version nobody has checked.
@@ -389,23 +392,12 @@ pub fn digest_problem(pin: &Pin) -> Option<String> {
 impl Pin {
     /// The chart as helm installs it.
     pub fn chart(self) -> Chart {
-        let digest_note = match self.digest_provenance {
-            Some(Provenance::Rebuilt) => format!(
-                "meshstack's pin for this version is the digest of its own rebuild of the chart \
-                 from the upstream tag (upstream's archive could not be fetched when it was \
-                 recorded), so upstream's own repository serves other bytes; if this \
-                 repository is upstream's and you trust it, pin what it serves with \
-                 `charts.digests.{}` in the stack",
-                self.chart
-            ),
-            _ => String::new(),
-        };
         Chart {
             repo: self.repository,
             name: self.chart,
             version: self.version,
             digest: self.digest,
-            digest_note,
+            digest_enforced: self.digest_provenance != Some(Provenance::Rebuilt),
         }
     }
 }
@@ -448,11 +440,11 @@ mod tests {
         );
         assert_eq!(istiod.digest_provenance, Some(Provenance::Rebuilt));
         assert_eq!(digest_problem(&istiod), None);
-        let chart = istiod.chart();
-        assert!(chart.digest_note.contains("charts.digests.istiod"));
+        // meshstack's rebuild: a mismatch warns; upstream's archive: a mismatch refuses.
+        assert!(!istiod.chart().digest_enforced);
         let kiali = pin(&sources, releases, name::KIALI_OPERATOR);
         assert_eq!(kiali.digest_provenance, Some(Provenance::Published));
-        assert!(kiali.chart().digest_note.is_empty());
+        assert!(kiali.chart().digest_enforced);
 
         // A version meshstack has no digest for: none, and the problem says how to give one.
         let other = Releases {

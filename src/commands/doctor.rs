@@ -133,13 +133,14 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                 if text {
                     match problem {
                         None => println!("  ok   {pin}"),
-                        Some(why) => println!("  FAIL {pin}: {why}"),
+                        Some(p) if p.fails => println!("  FAIL {pin}: {}", p.why),
+                        Some(p) => println!("  WARN {pin}: {}", p.why),
                     }
                 }
             }
             let missing: Vec<String> = charts
                 .iter()
-                .filter(|(_, p)| p.is_some())
+                .filter(|(_, p)| p.as_ref().is_some_and(|p| p.fails))
                 .map(|(pin, _)| format!("{} {}", pin.chart, pin.version))
                 .collect();
             let detail = if missing.is_empty() {
@@ -161,7 +162,14 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let charts: Vec<_> = charts
             .iter()
-            .map(|(pin, problem)| serde_json::json!({"chart": pin, "ok": problem.is_none(), "problem": problem}))
+            .map(|(pin, problem)| {
+                serde_json::json!({
+                    "chart": pin,
+                    "ok": problem.as_ref().is_none_or(|p| !p.fails),
+                    "problem": problem.as_ref().map(|p| &p.why),
+                    "verified": problem.is_none(),
+                })
+            })
             .collect();
         println!(
             "{}",
@@ -291,36 +299,52 @@ async fn matrix(
 /// The served archive itself is hashed rather than the `digest` its repository's index.yaml
 /// claims: that is what `up` installs, it works alike for HTTP repositories and OCI
 /// registries (which have no index), and an index can be wrong about its own files.
-async fn chart_checks(stack: &Stack) -> Vec<(crate::charts::Pin, Option<String>)> {
+async fn chart_checks(stack: &Stack) -> Vec<(crate::charts::Pin, Option<ChartProblem>)> {
     let helm = HelmCli::from_env(None);
     let checks = stack.chart_pins().into_iter().map(|pin| {
         let helm = helm.clone();
         async move {
             let chart = pin.clone().chart();
             let problem = match helm::private_dir() {
-                Err(e) => Some(format!("cannot make a private folder to pull into: {e}")),
+                Err(e) => Some(ChartProblem::fail(format!(
+                    "cannot make a private folder to pull into: {e}"
+                ))),
                 Ok(dir) => match helm.fetch_verified(&chart, dir.path()).await {
-                    Ok(_) => None,
-                    Err(HelmError::DigestMismatch(m)) => Some(format!(
-                        "the repository serves {}, meshstack pins {}{}",
-                        m.found,
-                        m.expected,
-                        match pin.digest_provenance {
-                            Some(crate::charts::Provenance::Rebuilt) => {
-                                " (the digest of meshstack's rebuild from the upstream tag; \
-                                 `up` refuses this chart until the stack pins what the \
-                                 repository serves in charts.digests)"
-                            }
-                            _ => " (`up` refuses this chart)",
-                        }
-                    )),
-                    Err(e) => Some(first_line(&e.to_string())),
+                    Ok(fetched) => fetched.unverified.map(|m| ChartProblem {
+                        fails: false,
+                        why: format!(
+                            "the repository serves {}; meshstack's pin {} is the digest of its own \
+                             rebuild from the upstream tag, not of upstream's archive, so `up` \
+                             installs this chart unverified (with a warning); pin what the \
+                             repository serves with `charts.digests.{}: {}` to verify it",
+                            m.found, m.expected, pin.chart, m.found
+                        ),
+                    }),
+                    Err(HelmError::DigestMismatch(m)) => Some(ChartProblem::fail(format!(
+                        "the repository serves {}, meshstack pins {} (`up` refuses this chart)",
+                        m.found, m.expected
+                    ))),
+                    Err(e) => Some(ChartProblem::fail(first_line(&e.to_string()))),
                 },
             };
             (pin, problem)
         }
     });
     futures::future::join_all(checks).await
+}
+
+/// What `doctor` found wrong with a chart: a failure, or a warning (a chart `up` installs
+/// unverified).
+#[derive(Debug, serde::Serialize)]
+struct ChartProblem {
+    fails: bool,
+    why: String,
+}
+
+impl ChartProblem {
+    fn fail(why: String) -> ChartProblem {
+        ChartProblem { fails: true, why }
+    }
 }
 
 fn first_line(text: &str) -> String {

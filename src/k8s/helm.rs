@@ -34,9 +34,10 @@ pub struct Chart {
     /// The sha256 of the chart archive (64 lowercase hex digits) that alone may be installed;
     /// `None`: nothing to verify against, so nothing is installed.
     pub digest: Option<String>,
-    /// Said after a digest mismatch: why the pin may differ from what an honest repository
-    /// serves (empty when nothing is worth saying).
-    pub digest_note: String,
+    /// Whether a mismatch refuses the chart. `false` only for a pin that is not upstream's
+    /// archive (`charts::Provenance::Rebuilt`): upstream's honest repository serves other
+    /// bytes, so a mismatch there is a warning, and the chart is installed unverified.
+    pub digest_enforced: bool,
 }
 
 impl Chart {
@@ -149,8 +150,33 @@ pub struct DigestMismatch {
     pub expected: String,
     /// `sha256:<hex>`.
     pub found: String,
-    /// Why the pin may differ from what an honest repository serves; may be empty.
-    pub note: String,
+}
+
+/// A chart archive [`HelmCli::fetch_verified`] pulled.
+#[derive(Debug)]
+pub struct Fetched {
+    pub archive: PathBuf,
+    /// Its bytes differ from a pin that is not enforced: installed unverified.
+    pub unverified: Option<DigestMismatch>,
+}
+
+impl DigestMismatch {
+    /// The warning for a pin that is not upstream's archive: installed, unverified.
+    pub fn unverified(&self) -> String {
+        format!(
+            "chart {} {} from {} is installed unverified: it is {}, and meshstack's pin ({}) \
+             is the digest of its own rebuild of the chart, not of the archive upstream \
+             published; if you trust this repository, pin what it serves with \
+             `charts.digests.{}: {}` in the stack, and a later change will be refused",
+            self.chart,
+            self.version,
+            self.repository,
+            self.found,
+            self.expected,
+            self.chart,
+            self.found
+        )
+    }
 }
 
 impl std::fmt::Display for DigestMismatch {
@@ -162,9 +188,6 @@ impl std::fmt::Display for DigestMismatch {
              for byte)",
             self.chart, self.version, self.repository, self.found, self.expected
         )?;
-        if !self.note.is_empty() {
-            write!(f, ". Note: {}", self.note)?;
-        }
         Ok(())
     }
 }
@@ -342,13 +365,14 @@ impl HelmCli {
         }
     }
 
-    /// The chart pulled into `dest` and checked against its pinned digest: the path of an
-    /// archive that is exactly the pinned one.
+    /// The chart pulled into `dest` and checked against its pinned digest: the archive, and
+    /// the mismatch when the pin is not enforced (`Chart::digest_enforced`) and the bytes
+    /// differ — installed then, unverified, with a warning.
     ///
     /// # Errors
     /// [`HelmError::NoDigest`] without a pin, [`HelmError::DigestMismatch`] when the bytes
-    /// differ, and [`HelmCli::pull`]'s errors.
-    pub async fn fetch_verified(&self, chart: &Chart, dest: &Path) -> Result<PathBuf, HelmError> {
+    /// differ from an enforced pin, and [`HelmCli::pull`]'s errors.
+    pub async fn fetch_verified(&self, chart: &Chart, dest: &Path) -> Result<Fetched, HelmError> {
         let Some(expected) = &chart.digest else {
             return Err(HelmError::NoDigest {
                 chart: chart.name.clone(),
@@ -361,16 +385,25 @@ impl HelmCli {
             reason: format!("cannot read the pulled archive {}: {e}", archive.display()),
         })?;
         if &found != expected {
-            return Err(HelmError::DigestMismatch(Box::new(DigestMismatch {
+            let mismatch = DigestMismatch {
                 chart: chart.name.clone(),
                 version: chart.version.clone(),
                 repository: chart.repo.clone(),
                 expected: format!("sha256:{expected}"),
                 found: format!("sha256:{found}"),
-                note: chart.digest_note.clone(),
-            })));
+            };
+            if !chart.digest_enforced {
+                return Ok(Fetched {
+                    archive,
+                    unverified: Some(mismatch),
+                });
+            }
+            return Err(HelmError::DigestMismatch(Box::new(mismatch)));
         }
-        Ok(archive)
+        Ok(Fetched {
+            archive,
+            unverified: None,
+        })
     }
 
     /// `helm version --short`.
@@ -559,7 +592,13 @@ impl Helm for HelmCli {
                 .create(&charts)
                 .map_err(output)?;
         }
-        let archive = self.fetch_verified(&release.chart, &charts).await?;
+        let Fetched {
+            archive,
+            unverified,
+        } = self.fetch_verified(&release.chart, &charts).await?;
+        if let Some(mismatch) = unverified {
+            eprintln!("warning: {}", mismatch.unverified());
+        }
         let (major, _) = major_minor(&self.version().await?);
         self.run(&upgrade_install_args(release, &archive, &path, major))
             .await
@@ -693,7 +732,7 @@ mod tests {
                 name: "kube-prometheus-stack".into(),
                 version: "75.0.0".into(),
                 digest: Some("ab".repeat(32)),
-                digest_note: String::new(),
+                digest_enforced: true,
             },
             values: "grafana:\n  enabled: true\n".into(),
             timeout: Duration::from_secs(600),

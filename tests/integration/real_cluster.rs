@@ -478,6 +478,9 @@ fn the_kubernetes_half_runs_on_an_existing_cluster_with_helm_4() {
 /// digests; `up` fails and helm holds no release at all.
 fn tampered_charts_with_real_helm(helm_major: u8) {
     let mut env = Env::existing(&format!("tampered{helm_major}"), helm_major);
+    // Every chart pinned by the stack itself: a pin that is meshstack's own rebuild is only a
+    // warning on a mismatch (upstream serves other bytes), a pin the stack names is enforced.
+    crate::supply::pin_every_chart_in(std::path::Path::new(&env.stack));
     let repo = crate::support::chart_repo::ChartRepo::tampered(&meshstack::charts::name::ALL);
     // After the cluster's own mirror in the list: this one wins.
     env.ms

@@ -20,12 +20,29 @@ const ISTIOD_PIN: &str = "90dba11ef37a49a3ac34b62d75243409116e0d21843c558f96763c
 /// a message naming chart, version, repository and both digests; istiod is never installed
 /// (no `helm upgrade` of it, no release, no release Secret), while the charts the mirror
 /// serves intact are installed from it.
+/// Appends `charts.digests` for every chart to the stack file at `path`, each its built-in
+/// pin: pins the stack names are enforced whatever their provenance.
+pub(crate) fn pin_every_chart_in(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let stack = meshstack::config::Stack::parse(&text, "test stack").unwrap();
+    let mut out = text.trim_end().to_string();
+    out.push_str("\ncharts:\n  digests:\n");
+    for name in meshstack::charts::name::ALL {
+        let digest = stack.chart_pin(name).digest.expect("a built-in pin");
+        out.push_str(&format!("    {name}: sha256:{digest}\n"));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
 #[test]
 fn a_tampered_chart_from_a_mirror_is_refused_and_nothing_of_it_is_installed() {
     let repo = ChartRepo::tampered(&["istiod"]);
     let tampered = repo.digest("istiod-1.18.7.tgz");
     assert_ne!(tampered, ISTIOD_PIN);
     let mut c = Cluster::start("tampered", Options::default());
+    // The stack names istiod's digest: enforced (the built-in pin, meshstack's rebuild of the
+    // chart, only warns; see the end of this test).
+    pin_every_chart_in(Path::new(&c.stack));
     c.ms.extra_env
         .push(("MESHSTACK_CHART_MIRROR".into(), repo.url.clone()));
     let out = c.run("up", &[]);
@@ -65,6 +82,25 @@ fn a_tampered_chart_from_a_mirror_is_refused_and_nothing_of_it_is_installed() {
     assert!(
         installed.iter().all(|c| c[3].ends_with(".tgz")),
         "{installed:?}"
+    );
+
+    // With the built-in pins only, istiod's is meshstack's rebuild, not upstream's archive:
+    // upstream's honest repository serves other bytes, so a mismatch installs the chart with
+    // a warning that names what it is and how to pin it, instead of failing every real run.
+    let plain = c.ms.stack_file(
+        "plain.yaml",
+        "name: tampered\nregion: us-east-1\nkubernetes_version: \"1.36\"\n",
+    );
+    let out =
+        c.ms.run(&["up", "--stack", plain.to_str().unwrap(), "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "chart istiod 1.18.7 from {mirror} is installed unverified: it is sha256:{tampered}"
+        )) && err.contains(&format!("charts.digests.istiod: sha256:{tampered}")),
+        "{}",
+        describe(&out)
     );
 }
 
@@ -418,14 +454,31 @@ fn doctor_names_a_repository_serving_other_bytes_than_the_pin() {
     ));
     ms.extra_env
         .push(("MESHSTACK_CHART_MIRROR".into(), repo.url.clone()));
+    // The built-in pin of istiod is meshstack's rebuild: a warning, and `up` would install the
+    // chart unverified.
     let out = ms.run(&["doctor"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     let mirror = repo.url.trim_end_matches('/');
+    let served = repo.digest("istiod-1.18.7.tgz");
+    let want = format!(
+        "WARN chart istiod 1.18.7 from {mirror} (MESHSTACK_CHART_MIRROR): the repository serves \
+         sha256:{served}; meshstack's pin sha256:{ISTIOD_PIN} is the digest of its own rebuild"
+    );
+    assert!(text.contains(&want), "no {want:?} in {}", describe(&out));
+    assert!(
+        text.contains(&format!("charts.digests.istiod: sha256:{served}")),
+        "{}",
+        describe(&out)
+    );
+    // Pinned by the stack, the same bytes fail doctor: `up` would refuse them.
+    let stack = ms.stack_file("pinned.yaml", "name: pinned\nregion: us-east-1\n");
+    pin_every_chart_in(&stack);
+    let out = ms.run(&["doctor", "--stack", stack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
     let want = format!(
         "FAIL chart istiod 1.18.7 from {mirror} (MESHSTACK_CHART_MIRROR): the repository serves \
-         sha256:{}, meshstack pins sha256:{ISTIOD_PIN}",
-        repo.digest("istiod-1.18.7.tgz")
+         sha256:{served}, meshstack pins sha256:{ISTIOD_PIN} (`up` refuses this chart)"
     );
     assert!(text.contains(&want), "no {want:?} in {}", describe(&out));
     assert_eq!(
