@@ -15,20 +15,30 @@ use crate::support::{
 };
 
 /// The AWS stages: what these tests build in moto (its clusters have no Kubernetes API).
-const STAGES: [&str; 5] = ["network", "iam", "cluster", "nodegroup", "karpenter-infra"];
-/// `--only` for the AWS stages.
-const AWS_ONLY: &str = "network,iam,cluster,nodegroup,karpenter-infra";
-/// Every stage, in the order `plan` lists them.
-const ALL_STAGES: [&str; 12] = [
+const STAGES: [&str; 6] = [
     "network",
+    "nat",
+    "iam",
+    "cluster",
+    "nodegroup",
+    "karpenter-infra",
+];
+/// `--only` for the AWS stages.
+const AWS_ONLY: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
+/// Every stage, in the order `plan` lists them.
+const ALL_STAGES: [&str; 15] = [
+    "network",
+    "nat",
     "iam",
     "cluster",
     "nodegroup",
     "karpenter-infra",
     "karpenter",
     "prometheus",
+    "istio-base",
     "istio",
     "jaeger",
+    "kiali-operator",
     "kiali",
     "app",
     "locality",
@@ -287,7 +297,10 @@ fn account_guard_refuses_another_account_before_any_write() {
 fn with_aws_stages<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut args = args.to_vec();
     if args[0] == "up" {
-        args.extend(["--only", "network,iam,cluster,nodegroup,karpenter-infra"]);
+        args.extend([
+            "--only",
+            "network,nat,iam,cluster,nodegroup,karpenter-infra",
+        ]);
     }
     args
 }
@@ -793,7 +806,7 @@ fn up_refuses_to_start_without_a_usable_helm_when_it_needs_one() {
             &[
                 "up",
                 "--only",
-                "network,iam,cluster,nodegroup,karpenter-infra,karpenter",
+                "network,nat,iam,cluster,nodegroup,karpenter-infra,karpenter",
             ],
         ] {
             let out = ms.run(args);
@@ -899,6 +912,7 @@ fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
         doc["existing_cluster"]["stages_off"],
         serde_json::json!([
             "network",
+            "nat",
             "iam",
             "cluster",
             "nodegroup",
@@ -921,7 +935,16 @@ fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
         .collect();
     assert_eq!(
         stages,
-        ["prometheus", "istio", "jaeger", "kiali", "app", "locality"]
+        [
+            "prometheus",
+            "istio-base",
+            "istio",
+            "jaeger",
+            "kiali-operator",
+            "kiali",
+            "app",
+            "locality"
+        ]
     );
     assert_eq!(
         doc["cost"],
