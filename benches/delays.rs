@@ -93,7 +93,7 @@ const RELEASES_WITH_CRDS: [&str; 4] = ["karpenter", "prom", "istio-base", "kiali
 /// the node group: the floor's tail is the longest.
 const FLOOR_TAILS: [&[&str]; 5] = [
     // istiod needs nodes; the gateway needs istiod's injection webhook (its LB address comes
-    // inside its wait); jaeger's collector is in the mesh; the Kiali CR names them.
+    // inside its wait); Jaeger lives in Istio's namespace; the Kiali CR names them.
     &["istio", "jaeger", "kiali"],
     // The Kiali CR points Kiali at Prometheus and Grafana.
     &["prometheus", "kiali"],
