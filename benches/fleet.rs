@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use support::fault_proxy::{FaultProxy, Faults, Transform};
 use support::{describe, Meshstack, Moto};
 
-const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+const AWS_STAGES: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// How long each resource stays "creating", by kind, timed from its first answer.

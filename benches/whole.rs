@@ -1,4 +1,4 @@
-//! The whole graph through the binary: a full 12-stage `up` on an empty account and cluster,
+//! The whole graph through the binary: a full `up` of every stage on an empty account and cluster,
 //! a converged `up` right after it, and the `down` that follows — against moto, the tests'
 //! local Kubernetes API server and the recording helm (see `common`), the binary's waits at
 //! their real pace (no `MESHSTACK_WAIT_SCALE`), as a user runs it.

@@ -227,7 +227,7 @@ pub fn estimate(
             );
         }
     }
-    let nats = if has("network") {
+    let nats = if has("nat") {
         match stack.network.nat {
             NatMode::PerZone => zones,
             NatMode::Single => 1,
@@ -402,17 +402,27 @@ pub fn uptime(secs: u64) -> String {
 mod tests {
     use super::*;
 
-    const AWS: [&str; 5] = ["network", "iam", "cluster", "nodegroup", "karpenter-infra"];
-    const ALL: [&str; 12] = [
+    const AWS: [&str; 6] = [
         "network",
+        "nat",
+        "iam",
+        "cluster",
+        "nodegroup",
+        "karpenter-infra",
+    ];
+    const ALL: [&str; 15] = [
+        "network",
+        "nat",
         "iam",
         "cluster",
         "nodegroup",
         "karpenter-infra",
         "karpenter",
         "prometheus",
+        "istio-base",
         "istio",
         "jaeger",
+        "kiali-operator",
         "kiali",
         "app",
         "locality",

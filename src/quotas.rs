@@ -96,7 +96,7 @@ pub const QUOTAS: [Quota; 7] = [
         default: 5,
         scope: Scope::Region,
         usage_based: false,
-        stage: "network",
+        stage: "nat",
     },
     Quota {
         key: QuotaKey::NatGatewaysPerZone,
@@ -106,7 +106,7 @@ pub const QUOTAS: [Quota; 7] = [
         default: 5,
         scope: Scope::Zone,
         usage_based: false,
-        stage: "network",
+        stage: "nat",
     },
     Quota {
         key: QuotaKey::EksClusters,
@@ -259,6 +259,8 @@ pub fn need(stack: &Stack, zones: &[String], stages: &[&str], usage: &Usage) -> 
     if stages.contains(&"network") {
         need.vpcs = u64::from(mine(&usage.vpcs) == 0);
         need.internet_gateways = u64::from(mine(&usage.internet_gateways) == 0);
+    }
+    if stages.contains(&"nat") {
         let nat_zones: Vec<&String> = match stack.network.nat {
             NatMode::PerZone => zones.iter().collect(),
             NatMode::Single => zones.iter().take(1).collect(),
@@ -598,7 +600,14 @@ mod tests {
         Stack::parse(&format!("name: demo\n{yaml}"), "t.yaml").unwrap()
     }
 
-    const ALL: [&str; 5] = ["network", "iam", "cluster", "nodegroup", "karpenter-infra"];
+    const ALL: [&str; 6] = [
+        "network",
+        "nat",
+        "iam",
+        "cluster",
+        "nodegroup",
+        "karpenter-infra",
+    ];
 
     fn zones() -> Vec<String> {
         ["us-east-1a", "us-east-1b", "us-east-1c"]

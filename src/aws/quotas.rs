@@ -55,6 +55,8 @@ pub async fn observe(
                 .internet_gateways
                 .extend(page.internet_gateways().iter().map(|g| owner(g.tags())));
         }
+    }
+    if stages.contains(&"nat") {
         let eips = ec2
             .describe_addresses()
             .filters(Filter::builder().name("domain").values("vpc").build())

@@ -803,6 +803,28 @@ impl Journal {
         Ok(token)
     }
 
+    /// Files an unfinished intent for `key` recorded under stage `from` under
+    /// stage `to` instead, keeping its token, when `to` has none for `key`: a
+    /// resource that moved to another stage (a stage split in two) is created
+    /// with the token a killed run of the old layout sent. Saves when it moves
+    /// one; returns whether it did.
+    ///
+    /// # Errors
+    /// As [`Journal::save`].
+    pub fn move_intent(&mut self, from: &str, to: &str, key: &str) -> Result<bool, StateError> {
+        let open = |i: &Intent, stage: &str| i.stage == stage && i.key == key && !i.completed;
+        if self.data.intents.iter().any(|i| open(i, to)) {
+            return Ok(false);
+        }
+        let Some(intent) = self.data.intents.iter_mut().find(|i| open(i, from)) else {
+            return Ok(false);
+        };
+        intent.stage = to.to_string();
+        self.data.updated_at = unix_now();
+        self.save()?;
+        Ok(true)
+    }
+
     /// Records that the create of `key` succeeded with `resource_id`, and
     /// saves. Without a prior [`Journal::begin`] the fact is still recorded
     /// (with an empty token).
@@ -1172,6 +1194,26 @@ mod tests {
             "a completed intent's token must not be reused"
         );
         assert_eq!(resumed.data().intents.len(), 2);
+    }
+
+    #[test]
+    fn an_unfinished_intent_moves_to_the_stage_that_now_owns_the_key() {
+        let (_tmp, dir) = open();
+        let mut journal = Journal::load(&dir).unwrap();
+        let token = journal.begin("network", "nat/a").unwrap();
+        journal.begin("network", "vpc").unwrap();
+        assert!(journal.move_intent("network", "nat", "nat/a").unwrap());
+        let mut resumed = Journal::load(&dir).unwrap();
+        assert_eq!(resumed.begin("nat", "nat/a").unwrap(), token);
+        assert_eq!(resumed.unfinished("network").len(), 1, "vpc stays");
+        // Nothing to move: none unfinished under `from`, or `to` has its own.
+        assert!(!resumed.move_intent("network", "nat", "nat/a").unwrap());
+        resumed.begin("network", "nat/b").unwrap();
+        let own = resumed.begin("nat", "nat/b").unwrap();
+        assert!(!resumed.move_intent("network", "nat", "nat/b").unwrap());
+        assert_eq!(resumed.begin("nat", "nat/b").unwrap(), own);
+        resumed.complete("network", "vpc", "vpc-1").unwrap();
+        assert!(!resumed.move_intent("network", "nat", "vpc").unwrap());
     }
 
     #[test]

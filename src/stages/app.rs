@@ -49,6 +49,10 @@ impl Stage for App {
         ID
     }
 
+    /// `istio`: the app's namespace has sidecar injection (istiod's webhook must answer, or the
+    /// pods start without sidecars) and its Gateway and VirtualServices are Istio resources
+    /// (the CRDs come with `istio-base`, before `istio`). `karpenter`: its pods select
+    /// Karpenter's nodes (`managedBy: karpenter`).
     fn depends_on(&self) -> &'static [StageId] {
         &[istio::ID, karpenter::ID]
     }

@@ -335,6 +335,9 @@ impl Stage for Cluster {
         ID
     }
 
+    /// `network`: the cluster's interfaces go in its subnets; not `nat`: the control plane
+    /// runs in AWS's account and its interfaces need no route out, so creating the cluster
+    /// (CreateCluster to ACTIVE) does not wait for the NAT gateways. `iam`: the cluster role.
     fn depends_on(&self) -> &'static [StageId] {
         &[network::ID, iam::ID]
     }

@@ -1,9 +1,11 @@
 //! Stage `istio`: Istio from its helm charts, in the order Istio's helm guide gives — `base`
-//! (CRDs, cluster roles), `istiod` (the control plane, its mesh config sending traces to
+//! (CRDs, cluster roles: the `istio-base` stage, [`crate::stages::istio_base`], as soon as the
+//! cluster's API answers), `istiod` (the control plane, its mesh config sending traces to
 //! Jaeger's Zipkin endpoint), then the `gateway` chart as the ingress gateway the app's
 //! `ecommerce-gateway` selects — all in `istio-system` at the stack's `istio.version`, values
-//! from `stacks/istio/`. `up` ends when the gateway's LoadBalancer Service has an address,
-//! which it records in the journal for `verify`.
+//! from `stacks/istio/`. This stage installs `istiod` and the gateway. `up` ends when the
+//! gateway's LoadBalancer Service has an address, which it records in the journal for
+//! `verify`.
 //!
 //! Istio 1.18 (the demo's release) supports Kubernetes 1.24–1.27 only, older than any EKS
 //! version meshstack creates: `up` warns about such a pair every time it runs, and `plan` shows
@@ -18,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::kubernetes;
-use super::{nodegroup, outcome, Change, Context, Stage, StageError};
+use super::{istio_base, nodegroup, outcome, Change, Context, Stage, StageError};
 use crate::config::Stack;
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
@@ -34,12 +36,13 @@ pub const GATEWAY: &str = "istio-ingressgateway";
 /// The journal output holding the ingress gateway's load balancer address (a hostname on AWS).
 pub const INGRESS_ADDRESS: &str = "ingress_address";
 
-/// The base chart's release, which owns Istio's CRDs.
-const BASE_RELEASE: &str = "istio-base";
+/// The base chart's release, which owns Istio's CRDs (installed by the `istio-base` stage).
+pub const BASE_RELEASE: &str = "istio-base";
 
 /// The first Istio whose base chart templates its CRDs (istio/istio 1.24 release notes,
 /// "base chart: CRDs are now templated"); earlier ones ship them in `crds/`.
-const TEMPLATED_CRDS: crate::config::ReleaseVersion = crate::config::ReleaseVersion::new(1, 24, 0);
+pub const TEMPLATED_CRDS: crate::config::ReleaseVersion =
+    crate::config::ReleaseVersion::new(1, 24, 0);
 
 /// The releases, in install order: (release, chart, values file, helm `--timeout`).
 const RELEASES: [(&str, &str, &str, u64); 3] = [
@@ -84,6 +87,14 @@ pub fn releases(stack: &Stack, files: &[RenderedFile]) -> Result<Vec<Release>, S
         .collect()
 }
 
+/// The releases this stage installs, in order: all but the base chart's (the `istio-base`
+/// stage's).
+fn own_releases(stack: &Stack, files: &[RenderedFile]) -> Result<Vec<Release>, StageError> {
+    let mut all = releases(stack, files)?;
+    all.retain(|r| r.name != BASE_RELEASE);
+    Ok(all)
+}
+
 /// The ingress gateway's Service, which the gateway chart creates.
 pub fn gateway_service() -> ObjectRef {
     ObjectRef {
@@ -117,8 +128,10 @@ impl Stage for Istio {
         ID
     }
 
+    /// `istio-base`: istiod's config and the gateway's are checked against Istio's CRDs, and
+    /// istiod watches them. `nodegroup`: istiod and the gateway are pods, which need nodes.
     fn depends_on(&self) -> &'static [StageId] {
-        &[nodegroup::ID]
+        &[istio_base::ID, nodegroup::ID]
     }
 
     fn in_cluster(&self) -> bool {
@@ -132,7 +145,7 @@ impl Stage for Istio {
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
         let mut changes = Vec::new();
-        for release in releases(&cx.stack, &files)? {
+        for release in own_releases(&cx.stack, &files)? {
             changes.extend(kubernetes::plan_release(cx, &release).await?);
         }
         Ok(plan_changes(changes, cx.stack.istio_support_warning()))
@@ -140,7 +153,7 @@ impl Stage for Istio {
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
         let files = cx.rendered().await?;
-        Ok(releases(&cx.stack, &files)?
+        Ok(own_releases(&cx.stack, &files)?
             .iter()
             .rev()
             .map(kubernetes::plan_delete_release)
@@ -154,21 +167,9 @@ impl Stage for Istio {
         let files = cx.rendered().await?;
         let mut changes = Vec::new();
         let kube = cx.kube().await?;
-        // From 1.24 the base chart templates its CRDs; those an older base installed from its
-        // `crds/` folder belong to no release, and helm would refuse to take them over. Istio's
-        // upgrade notes give this one-time adoption ("CRDs ... label/annotate").
-        if cx.stack.istio.version >= TEMPLATED_CRDS {
-            let adopted =
-                apply::adopt_crds(&kube.client, &["*.istio.io"], BASE_RELEASE, NAMESPACE).await?;
-            if !adopted.is_empty() {
-                h.step(format!(
-                    "handed {} Istio CRDs to helm release {NAMESPACE}/{BASE_RELEASE}",
-                    adopted.len()
-                ));
-            }
-        }
-        // In order: istiod needs base's CRDs, the gateway needs istiod's injection webhook.
-        for release in releases(&cx.stack, &files)? {
+        // In order: the gateway needs istiod's injection webhook (istiod needs base's CRDs,
+        // which the `istio-base` stage installed).
+        for release in own_releases(&cx.stack, &files)? {
             changes.extend(kubernetes::ensure_release(cx, h, &release).await?);
         }
         let progress = |line: &str| h.step(line.to_string());
@@ -188,7 +189,7 @@ impl Stage for Istio {
             return Ok(Outcome::Unchanged);
         };
         let files = cx.rendered().await?;
-        let releases = releases(&cx.stack, &files)?;
+        let releases = own_releases(&cx.stack, &files)?;
         let mut removed = 0;
         for release in releases.iter().rev() {
             if kubernetes::remove_release(cx, h, release).await? {

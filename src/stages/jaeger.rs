@@ -29,6 +29,8 @@ impl Stage for Jaeger {
         ID
     }
 
+    /// `istio`: Jaeger lives in `istio-system`, which Istio's charts make, and receives the
+    /// spans istiod's mesh config sends (its pods need nodes, which `istio` waited for).
     fn depends_on(&self) -> &'static [StageId] {
         &[istio::ID]
     }

@@ -1,57 +1,102 @@
-//! Stage `kiali`: the Kiali operator as helm release `kiali-operator` (namespace
-//! `kiali-operator`, values `observability/kiali-operator-values.yaml`), then — once the chart's
-//! `kialis.kiali.io` CRD is established — the Kiali CR from `observability/kiali.yaml`, which
-//! points Kiali at the `prometheus` stage's Prometheus and Grafana and the `jaeger` stage's
-//! query service. `up` ends when the operator has deployed Kiali (its Deployment Available).
+//! Stage `kiali`: the Kiali CR from `observability/kiali.yaml` — once the `kialis.kiali.io`
+//! CRD (which the `kiali-operator` stage's chart installs) is established — which points Kiali
+//! at the `istio` stage's mesh, the `prometheus` stage's Prometheus and Grafana and the
+//! `jaeger` stage's query service. `up` ends when the operator has deployed Kiali (its
+//! Deployment Available).
+//!
+//! The operator's chart is a stage of its own ([`crate::stages::kiali_operator`]): it needs
+//! only nodes, so it installs while Istio's charts do; only this CR refers to Istio,
+//! Prometheus and Jaeger.
 //!
 //! Kiali is not exposed outside the cluster; [`crate::names::port_forwards`] gives the commands
 //! `meshstack status` prints for Kiali, Jaeger and Grafana.
 //!
-//! `down` deletes the CR first and waits for it to be gone: the operator's finalizer on it
-//! removes what the operator made (the Kiali Deployment, Service, roles), and it can only do so
-//! while the operator still runs. Then the operator is uninstalled.
-//!
-//! It is a [`ChartStage`]: its [`ChartSpec`] says all this, and `stages/chart.rs` does it.
+//! `down` deletes the CR and waits for it to be gone: the operator's finalizer on it removes
+//! what the operator made (the Kiali Deployment, Service, roles), and it can only do so while
+//! the operator still runs — the `kiali-operator` stage is torn down after this one.
 
-use std::time::Duration;
+use async_trait::async_trait;
 
-use super::chart::{ChartSpec, ChartStage};
-use super::{istio, jaeger, prometheus};
+use super::kubernetes::{self, objects};
+use super::{deleted, istio, jaeger, kiali_operator, outcome, prometheus};
+use super::{Change, Context, Stage, StageError};
 use crate::engine::graph::StageId;
+use crate::engine::run::{Outcome, StageHandle};
+use crate::k8s::apply::{self, ObjectRef, Wait};
 
 pub const ID: StageId = "kiali";
-pub const RELEASE: &str = "kiali-operator";
-pub const OPERATOR_NAMESPACE: &str = crate::names::namespace::KIALI_OPERATOR;
 /// Where the Kiali CR, and so Kiali itself, lives.
 pub const NAMESPACE: &str = istio::NAMESPACE;
-/// The CRD the CR needs; the chart installs it (from its `crds/`, which helm never upgrades or
-/// deletes).
+/// The CRD the CR needs; the operator's chart installs it (from its `crds/`, which helm never
+/// upgrades or deletes).
 pub const CRD: &str = "kialis.kiali.io";
 /// The Deployment the operator makes for the CR (`deployment.instance_name`, default `kiali`).
 pub const DEPLOYMENT: &str = crate::names::KIALI_DEPLOYMENT;
-const VALUES: &str = "observability/kiali-operator-values.yaml";
 const CR: &str = "observability/kiali.yaml";
 
 pub struct Kiali;
 
-/// The operator's chart, then the CR. `up` waits for the Kiali Deployment the operator makes
-/// for it (else `up` could end before the service `status` tells the user to port-forward to
-/// exists); `down` waits for the CR to be gone before it uninstalls the operator, whose
-/// finalizer on the CR removes what the operator made.
-impl ChartStage for Kiali {
-    const SPEC: ChartSpec = ChartSpec {
-        id: ID,
-        depends_on: &[istio::ID, prometheus::ID, jaeger::ID],
-        release: RELEASE,
-        namespace: OPERATOR_NAMESPACE,
-        chart: crate::charts::name::KIALI_OPERATOR,
-        values: VALUES,
-        timeout: Duration::from_secs(10 * 60),
-        crds: &[CRD],
-        manifests: &[CR],
-        deployment: Some((NAMESPACE, DEPLOYMENT)),
-        await_deletion: true,
-    };
+/// The CR. `up` waits for the Kiali Deployment the operator makes for it (else `up` could end
+/// before the service `status` tells the user to port-forward to exists); `down` waits for the
+/// CR to be gone, so that the operator's finalizer has removed what it made before the
+/// operator is uninstalled.
+#[async_trait]
+impl Stage for Kiali {
+    fn id(&self) -> StageId {
+        ID
+    }
+
+    /// `kiali-operator`: the CRD, and the operator that acts on the CR. `istio`: Kiali reads
+    /// the mesh (istiod) and its CR names `istio-system`. `prometheus`, `jaeger`: the CR points
+    /// Kiali at their services.
+    fn depends_on(&self) -> &'static [StageId] {
+        &[kiali_operator::ID, istio::ID, prometheus::ID, jaeger::ID]
+    }
+
+    fn in_cluster(&self) -> bool {
+        true
+    }
+
+    async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let files = cx.rendered().await?;
+        kubernetes::plan_objects(cx, &objects(&files, &[CR])?).await
+    }
+
+    async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
+        let files = cx.rendered().await?;
+        Ok(kubernetes::plan_delete_objects(&objects(&files, &[CR])?))
+    }
+
+    async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let files = cx.rendered().await?;
+        kubernetes::wait_crds(cx, h, &[CRD]).await?;
+        let changes = kubernetes::apply(cx, h, &objects(&files, &[CR])?).await?;
+        let kube = cx.kube().await?;
+        let progress = |line: &str| h.step(line.to_string());
+        let wait = Wait {
+            backoff: cx.waits.kubernetes,
+            progress: &progress,
+        };
+        apply::wait_deployment_available(&kube.client, NAMESPACE, DEPLOYMENT, wait).await?;
+        Ok(outcome(&changes))
+    }
+
+    async fn down(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
+        let Some(kube) = kubernetes::for_teardown(cx, h).await else {
+            return Ok(Outcome::Unchanged);
+        };
+        let files = cx.rendered().await?;
+        let manifests = objects(&files, &[CR])?;
+        let removed = kubernetes::delete(cx, h, &manifests).await?;
+        let progress = |line: &str| h.step(line.to_string());
+        let wait = Wait {
+            backoff: cx.waits.kubernetes,
+            progress: &progress,
+        };
+        let refs: Vec<ObjectRef> = manifests.iter().map(ObjectRef::of).collect();
+        apply::wait_gone(&kube.client, kube.resolver.as_ref(), &refs, wait).await?;
+        Ok(deleted(removed))
+    }
 }
 
 #[cfg(test)]

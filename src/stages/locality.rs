@@ -306,6 +306,8 @@ impl Stage for Locality {
         ID
     }
 
+    /// `app`: the DestinationRule and the traffic policy are for the app's services, made from
+    /// the zones its pods run in.
     fn depends_on(&self) -> &'static [StageId] {
         &[app::ID]
     }

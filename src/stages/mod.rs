@@ -14,12 +14,15 @@ pub mod chart;
 pub mod cluster;
 pub mod iam;
 pub mod istio;
+pub mod istio_base;
 pub mod jaeger;
 pub mod karpenter;
 pub mod karpenter_infra;
 pub mod kiali;
+pub mod kiali_operator;
 pub mod kubernetes;
 pub mod locality;
+pub mod nat;
 pub mod network;
 pub mod nodegroup;
 pub mod prometheus;
@@ -77,6 +80,7 @@ pub trait Stage: Send + Sync {
 pub fn all() -> Vec<Box<dyn Stage>> {
     vec![
         Box::new(network::Network),
+        Box::new(nat::Nat),
         Box::new(iam::Iam),
         Box::new(cluster::Cluster),
         Box::new(access::Access),
@@ -84,8 +88,10 @@ pub fn all() -> Vec<Box<dyn Stage>> {
         Box::new(karpenter_infra::KarpenterInfra),
         Box::new(karpenter::Karpenter),
         Box::new(prometheus::Prometheus),
+        Box::new(istio_base::IstioBase),
         Box::new(istio::Istio),
         Box::new(jaeger::Jaeger),
+        Box::new(kiali_operator::KialiOperator),
         Box::new(kiali::Kiali),
         Box::new(app::App),
         Box::new(locality::Locality),
@@ -207,6 +213,17 @@ impl Context {
                 .begin(stage, key)?),
             None => Ok(String::new()),
         }
+    }
+
+    /// File an unfinished intent for `key` that stage `from` recorded under stage `to`, which
+    /// now owns the resource (see [`crate::engine::state::Journal::move_intent`]).
+    pub fn move_intent(&self, from: StageId, to: StageId, key: &str) -> Result<(), StageError> {
+        if let Some(j) = &self.journal {
+            j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .move_intent(from, to, key)?;
+        }
+        Ok(())
     }
 
     /// Record that `key` now exists as `id`.
@@ -571,12 +588,22 @@ mod tests {
         let kept: Vec<StageId> = for_stack(&existing).iter().map(|s| s.id()).collect();
         assert_eq!(
             kept,
-            ["prometheus", "istio", "jaeger", "kiali", "app", "locality"]
+            [
+                "prometheus",
+                "istio-base",
+                "istio",
+                "jaeger",
+                "kiali-operator",
+                "kiali",
+                "app",
+                "locality"
+            ]
         );
         assert_eq!(
             left_out(&existing),
             [
                 "network",
+                "nat",
                 "iam",
                 "cluster",
                 "access",
@@ -589,6 +616,70 @@ mod tests {
         let graph =
             crate::engine::graph::Graph::new(specs(&for_stack(&existing))).expect("a valid graph");
         assert_eq!(graph.topo_order()[0], "prometheus");
+        let deps = |id: &str| {
+            specs(&for_stack(&existing))
+                .into_iter()
+                .find(|s| s.id == id)
+                .unwrap()
+                .depends_on
+        };
+        assert!(deps("istio-base").is_empty() && deps("kiali-operator").is_empty());
+        assert_eq!(deps("istio"), ["istio-base"]);
+    }
+
+    /// What each stage waits for, as the work needs it and no more (issue 21, "Time on a real
+    /// account"): the NAT gateways, kiali-operator's chart and Istio's base chart off the
+    /// long path.
+    #[test]
+    fn the_graph_waits_only_where_the_work_needs_it() {
+        let specs = specs(&all());
+        let deps = |id: &str| -> Vec<StageId> {
+            specs
+                .iter()
+                .find(|s| s.id == id)
+                .unwrap_or_else(|| panic!("no stage {id}"))
+                .depends_on
+                .clone()
+        };
+        let graph = crate::engine::graph::Graph::new(specs.clone()).expect("a valid graph");
+        // Everything `id` waits for, directly or not.
+        let upstream = |id: &str| -> Vec<StageId> {
+            let mut seen: Vec<StageId> = Vec::new();
+            let mut todo = deps(id);
+            while let Some(d) = todo.pop() {
+                if !seen.contains(&d) {
+                    seen.push(d);
+                    todo.extend(deps(d));
+                }
+            }
+            seen
+        };
+        assert_eq!(deps("nat"), ["network"]);
+        assert_eq!(deps("cluster"), ["network", "iam"]);
+        assert!(
+            !upstream("cluster").contains(&"nat"),
+            "the cluster needs only the subnets"
+        );
+        assert_eq!(deps("nodegroup"), ["cluster", "nat"]);
+        assert_eq!(deps("istio-base"), ["cluster"]);
+        assert!(!upstream("istio-base").contains(&"nodegroup"));
+        assert_eq!(deps("istio"), ["istio-base", "nodegroup"]);
+        assert_eq!(deps("kiali-operator"), ["nodegroup"]);
+        assert_eq!(
+            deps("kiali"),
+            ["kiali-operator", "istio", "prometheus", "jaeger"]
+        );
+        // What uses Istio's CRDs or its sidecar injection still waits for istiod.
+        for id in ["app", "jaeger", "kiali"] {
+            assert!(upstream(id).contains(&"istio"), "{id}");
+        }
+        assert!(upstream("locality").contains(&"app"));
+        // Declaration order stays a topological order (the engine's tie-break).
+        let order: Vec<StageId> = all().iter().map(|s| s.id()).collect();
+        for (i, id) in order.iter().enumerate() {
+            assert!(deps(id).iter().all(|d| order[..i].contains(d)), "{id}");
+        }
+        assert_eq!(graph.topo_order().len(), order.len());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Stage `network`: a VPC over the chosen zones with one public and one private subnet per
-//! zone, an internet gateway, NAT gateway(s) with Elastic IPs (one per zone by default, so no
-//! traffic crosses zones to reach the internet), and route tables.
+//! zone, an internet gateway, and the public subnets' route table. The NAT gateway(s), their
+//! Elastic IPs and the private subnets' route tables are the `nat` stage's
+//! ([`crate::stages::nat`]), which uses the parts here: the cluster needs only the subnets,
+//! and need not wait the minutes a NAT gateway takes to become available.
 //!
 //! Every resource is tagged at creation (`TagSpecifications`), so a create that succeeded is
 //! observable even if the process died before the journal was written; that is what makes a
@@ -17,10 +19,13 @@ mod up;
 
 use async_trait::async_trait;
 
+pub use self::down::{down_nat, plan as plan_teardown, Part};
 pub use self::observe::observe;
 pub use self::plan::{
-    plan, resource_name, Seen, SeenIgw, SeenNat, SeenRouteTable, SeenSubnet, SeenVpc, Step, Target,
+    nat_owns, plan, plan_nat, resource_name, Seen, SeenIgw, SeenNat, SeenRouteTable, SeenSubnet,
+    SeenVpc, Step, Target,
 };
+pub(crate) use self::up::{execute, wait_nat_available};
 use super::{outcome, Change, Context, Stage, StageError};
 use crate::aws::STACK_TAG;
 use crate::engine::graph::StageId;
@@ -40,7 +45,7 @@ pub struct NetworkFacts {
     pub private_subnets: Vec<String>,
 }
 
-fn zone_names(cx: &Context) -> Vec<String> {
+pub(crate) fn zone_names(cx: &Context) -> Vec<String> {
     cx.zones.iter().map(|z| z.name.clone()).collect()
 }
 
@@ -95,7 +100,7 @@ impl Stage for Network {
     }
 
     async fn plan_down(&self, cx: &Context) -> Result<Vec<Change>, StageError> {
-        down::plan(cx).await
+        down::plan(cx, Part::Network).await
     }
 
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
@@ -103,7 +108,7 @@ impl Stage for Network {
         let zones = zone_names(cx);
         h.step("observing");
         let mut seen = observe(cx).await?;
-        for d in &seen.duplicates {
+        for d in seen.duplicates.iter().filter(|d| !nat_owns(d)) {
             h.warn(format!("duplicate network resource tagged for this stack: {d}; `meshstack down` removes it"));
         }
         let steps = plan(&cx.stack, &zones, &seen).refuse()?;

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use aws_sdk_eks::types::{AmiTypes, CapacityTypes, NodegroupScalingConfig};
 
-use super::{cluster, iam, network, outcome, Action, Change, Context, Plan, Stage, StageError};
+use super::{
+    cluster, iam, nat, network, outcome, Action, Change, Context, Plan, Stage, StageError,
+};
 use crate::aws::{
     is_not_found, resource_tags, sdk_err, tags, wait_for, Answer, AwsClients, AwsError, STACK_TAG,
 };
@@ -251,8 +253,12 @@ impl Stage for NodeGroup {
         ID
     }
 
+    /// `cluster`: a node group belongs to a cluster. `nat`: its nodes are in the private
+    /// subnets and reach the cluster's public endpoint and the image registries through the
+    /// NAT gateways; without them they cannot join, and EKS fails the node group
+    /// (NodeCreationFailure). The NAT gateways' minutes run while the cluster is created.
     fn depends_on(&self) -> &'static [StageId] {
-        &[cluster::ID]
+        &[cluster::ID, nat::ID]
     }
 
     async fn plan_up(&self, cx: &Context) -> Result<Vec<Change>, StageError> {

@@ -212,7 +212,7 @@ impl Cluster {
             .find(|l| l["event"] == "summary")
             .unwrap_or_else(|| panic!("no summary in {}", describe(&out)));
         let results = summary["results"].as_array().unwrap();
-        assert_eq!(results.len(), 12, "{summary}");
+        assert_eq!(results.len(), meshstack::stages::all().len(), "{summary}");
         for r in results {
             assert_eq!(r["status"], "succeeded", "{r}\n{}", describe(&out));
         }
@@ -439,7 +439,7 @@ fn assert_converged_view(c: &Cluster) {
     let rows = status["stages"]
         .as_array()
         .unwrap_or_else(|| panic!("{status}"));
-    assert_eq!(rows.len(), 12, "{status}");
+    assert_eq!(rows.len(), meshstack::stages::all().len(), "{status}");
     for row in rows {
         assert_eq!(row["state"], "done", "{row}");
     }
@@ -804,7 +804,7 @@ fn a_webhook_rejection_fails_the_stage_naming_it_and_the_next_up_converges() {
             )
         })
         .collect();
-    assert_eq!(status.len(), 12, "{summary}");
+    assert_eq!(status.len(), meshstack::stages::all().len(), "{summary}");
     for (stage, s) in &status {
         let expected = match stage.as_str() {
             "app" => "failed",

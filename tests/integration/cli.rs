@@ -15,20 +15,30 @@ use crate::support::{
 };
 
 /// The AWS stages: what these tests build in moto (its clusters have no Kubernetes API).
-const STAGES: [&str; 5] = ["network", "iam", "cluster", "nodegroup", "karpenter-infra"];
-/// `--only` for the AWS stages.
-const AWS_ONLY: &str = "network,iam,cluster,nodegroup,karpenter-infra";
-/// Every stage, in the order `plan` lists them.
-const ALL_STAGES: [&str; 12] = [
+const STAGES: [&str; 6] = [
     "network",
+    "nat",
+    "iam",
+    "cluster",
+    "nodegroup",
+    "karpenter-infra",
+];
+/// `--only` for the AWS stages.
+const AWS_ONLY: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
+/// Every stage, in the order `plan` lists them.
+const ALL_STAGES: [&str; 15] = [
+    "network",
+    "nat",
     "iam",
     "cluster",
     "nodegroup",
     "karpenter-infra",
     "karpenter",
     "prometheus",
+    "istio-base",
     "istio",
     "jaeger",
+    "kiali-operator",
     "kiali",
     "app",
     "locality",
@@ -287,7 +297,10 @@ fn account_guard_refuses_another_account_before_any_write() {
 fn with_aws_stages<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut args = args.to_vec();
     if args[0] == "up" {
-        args.extend(["--only", "network,iam,cluster,nodegroup,karpenter-infra"]);
+        args.extend([
+            "--only",
+            "network,nat,iam,cluster,nodegroup,karpenter-infra",
+        ]);
     }
     args
 }
@@ -632,26 +645,32 @@ async fn a_subnet_deleted_behind_our_back_is_planned_reported_and_repaired_alone
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let plan = json_doc(&out);
     assert_eq!(plan["offline"], false, "{plan}");
-    let network: Vec<(String, String, String)> = stage_changes(&plan, "network")
-        .iter()
-        .map(|c| {
-            (
-                c["action"].as_str().unwrap().to_string(),
-                c["resource"].as_str().unwrap().to_string(),
-                c["name"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(network.len(), 2, "{plan}");
+    let changes = |stage: &str| -> Vec<(String, String, String)> {
+        stage_changes(&plan, stage)
+            .iter()
+            .map(|c| {
+                (
+                    c["action"].as_str().unwrap().to_string(),
+                    c["resource"].as_str().unwrap().to_string(),
+                    c["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // The subnet is the network's; its association with the zone's private route table is the
+    // `nat` stage's (the private routing).
+    let network = changes("network");
     assert_eq!(
-        network[0],
-        ("create".into(), "subnet".into(), name.clone()),
+        network,
+        [("create".into(), "subnet".into(), name.clone())],
         "{plan}"
     );
-    assert_eq!(network[1].0, "create", "{plan}");
-    assert_eq!(network[1].1, "route-table-association", "{plan}");
-    assert!(network[1].2.starts_with(&format!("{name} -> ")), "{plan}");
-    for id in &STAGES[1..] {
+    let nat = changes("nat");
+    assert_eq!(nat.len(), 1, "{plan}");
+    assert_eq!(nat[0].0, "create", "{plan}");
+    assert_eq!(nat[0].1, "route-table-association", "{plan}");
+    assert!(nat[0].2.starts_with(&format!("{name} -> ")), "{plan}");
+    for id in &STAGES[2..] {
         assert_eq!(
             stage_changes(&plan, id),
             Vec::<Value>::new(),
@@ -673,7 +692,11 @@ async fn a_subnet_deleted_behind_our_back_is_planned_reported_and_repaired_alone
         })
         .collect();
     for id in STAGES {
-        let want = if id == "network" { "drifted" } else { "done" };
+        let want = if ["network", "nat"].contains(&id) {
+            "drifted"
+        } else {
+            "done"
+        };
         assert_eq!(states[id], want, "{id}: {status}");
     }
     assert_eq!(
@@ -802,7 +825,7 @@ fn up_refuses_to_start_without_a_usable_helm_when_it_needs_one() {
             &[
                 "up",
                 "--only",
-                "network,iam,cluster,nodegroup,karpenter-infra,karpenter",
+                "network,nat,iam,cluster,nodegroup,karpenter-infra,karpenter",
             ],
         ] {
             let out = ms.run(args);
@@ -908,6 +931,7 @@ fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
         doc["existing_cluster"]["stages_off"],
         serde_json::json!([
             "network",
+            "nat",
             "iam",
             "cluster",
             "nodegroup",
@@ -930,7 +954,16 @@ fn an_existing_cluster_stack_needs_its_kubeconfig_and_no_aws() {
         .collect();
     assert_eq!(
         stages,
-        ["prometheus", "istio", "jaeger", "kiali", "app", "locality"]
+        [
+            "prometheus",
+            "istio-base",
+            "istio",
+            "jaeger",
+            "kiali-operator",
+            "kiali",
+            "app",
+            "locality"
+        ]
     );
     assert_eq!(
         doc["cost"],

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support::{describe, Meshstack, Moto};
 
-const AWS_ONLY: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+const AWS_ONLY: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -717,7 +717,7 @@ async fn the_binary_runs_up_and_down_through_the_proxy_untouched() {
         "name: proxied\nregion: us-east-1\nkubernetes_version: \"1.36\"\n",
     );
     let stack = stack.to_str().unwrap();
-    let stages = "network,iam,cluster,nodegroup,karpenter-infra";
+    let stages = "network,nat,iam,cluster,nodegroup,karpenter-infra";
 
     let out = ms.run(&["up", "--stack", stack, "--only", stages, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));

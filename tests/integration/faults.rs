@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::support::fault_proxy::{AfterCreate, FaultProxy, Faults};
 use crate::support::{api_calls, describe, expected_full_inventory, Clients, Meshstack, Moto};
 
-const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+const AWS_STAGES: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
 
 fn stack_yaml(name: &str) -> String {
     format!("name: {name}\nregion: us-east-1\nkubernetes_version: \"1.36\"\n")
@@ -614,7 +614,7 @@ async fn ec2_not_found_right_after_a_create_is_retried() {
     )
     .await;
     let (aws, proxy, ms) = (&scenario.aws, &scenario.proxy, &scenario.ms);
-    let out = ms.run(&["up", "--only", "network", "--stack", &scenario.stack]);
+    let out = ms.run(&["up", "--only", "network,nat", "--stack", &scenario.stack]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(proxy.stats().injected, 10, "every fault was answered");
     let network: BTreeMap<_, _> = expected_full_inventory()
@@ -736,8 +736,13 @@ async fn a_node_group_refused_for_want_of_ecr_read_only_gets_it_and_is_created()
         },
     )
     .await;
-    let out =
-        s.ms.run(&["up", "--only", "network,iam,cluster", "--stack", &s.stack]);
+    let out = s.ms.run(&[
+        "up",
+        "--only",
+        "network,nat,iam,cluster",
+        "--stack",
+        &s.stack,
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         node_role_ecr_policies(&s.aws, "ecr").await,
@@ -775,4 +780,79 @@ async fn a_node_group_refused_for_want_of_ecr_read_only_gets_it_and_is_created()
         node_role_ecr_policies(&s.aws, "ecr").await,
         ["AmazonEC2ContainerRegistryPullOnly"]
     );
+}
+
+/// Issue 21, "Time on a real account": the cluster needs only the subnets, so it is created
+/// while the NAT gateways come up (AWS answers `pending` for about 2 minutes; here 4 s, with
+/// the cluster CREATING for 2 s), and the node group — whose nodes reach the internet through
+/// them — starts only once they are available and the cluster is ACTIVE.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_is_created_while_the_nat_gateways_come_up() {
+    let nat_pending = Duration::from_secs(4);
+    let s = Scenario::start(
+        "natwait",
+        Faults {
+            creating_for: [
+                ("ec2:DescribeNatGateways".to_string(), nat_pending),
+                ("eks:DescribeCluster".to_string(), Duration::from_secs(2)),
+            ]
+            .into(),
+            rewrites: [(
+                "ec2:CreateNatGateway".to_string(),
+                (
+                    u32::MAX,
+                    "<state>available</state>".to_string(),
+                    "<state>pending</state>".to_string(),
+                ),
+            )]
+            .into(),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let out = s.ms.run(&[
+        "up", "--only", AWS_STAGES, "--stack", &s.stack, "-o", "json",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // Stage -> (started, ended), seconds from the engine's start.
+    let mut at: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut waited_for_nat = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(stage), Some(ms)) = (ev["stage"].as_str(), ev["elapsed_ms"].as_u64()) else {
+            continue;
+        };
+        let t = ms as f64 / 1000.0;
+        let entry = at.entry(stage.to_string()).or_insert((t, t));
+        match ev["event"].as_str() {
+            Some("started") => entry.0 = t,
+            Some("succeeded") => entry.1 = t,
+            _ => {}
+        }
+        if ev["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("waiting for NAT gateway"))
+        {
+            waited_for_nat = Some(stage.to_string());
+        }
+    }
+    assert_eq!(waited_for_nat.as_deref(), Some("nat"), "{at:?}");
+    let (network, nat, cluster, nodegroup) =
+        (at["network"], at["nat"], at["cluster"], at["nodegroup"]);
+    assert!(
+        nat.1 - network.1 >= nat_pending.as_secs_f64() - 1.0,
+        "the NAT gateways were pending: {at:?}"
+    );
+    assert!(
+        cluster.0 < nat.1 - 2.0,
+        "the cluster started only {:.2} s before the NAT gateways were available: {at:?}",
+        nat.1 - cluster.0
+    );
+    assert!(
+        nodegroup.0 >= nat.1 && nodegroup.0 >= cluster.1,
+        "the node group started before what it needs: {at:?}"
+    );
+    assert_eq!(s.aws.inventory("natwait").await, expected_full_inventory());
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::support::fault_proxy::{FaultProxy, Faults, MatchedError, RateBucket, Transform};
 use crate::support::{describe, expected_full_inventory, Clients, Meshstack, Moto, REGION};
 
-const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+const AWS_STAGES: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
 const EXPIRES_TAG: &str = "meshstack.io/expires-at";
 
 fn stack_yaml(name: &str, nat: &str) -> String {
@@ -361,7 +361,7 @@ async fn quotas_refuse_a_fleet_that_does_not_fit_before_any_write() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("L-0263D0A3"));
     assert_eq!(moto.recorded_writes(), Vec::<String>::new());
 
-    // --ignore-quotas turns the refusal into a warning (network only, to stay quick).
+    // --ignore-quotas turns the refusal into a warning (network and NAT only, to stay quick).
     let out = ms.run(&[
         "fleet",
         "up",
@@ -370,7 +370,7 @@ async fn quotas_refuse_a_fleet_that_does_not_fit_before_any_write() {
         "--count",
         "2",
         "--only",
-        "network",
+        "network,nat",
         "--ignore-quotas",
     ]);
     assert!(out.status.success(), "{}", describe(&out));

@@ -1,7 +1,8 @@
-//! The mesh stages — `istio`, `jaeger`, `kiali` — on a real `kube::Client` over the in-memory
-//! API server, with the recording stand-in for helm: up installs and applies what the stage
-//! owns (exact helm argument lists, in order), a second up changes nothing (only `helm list`,
-//! no object written), down removes it in the right order, a second down is a no-op.
+//! The mesh stages — `istio-base`, `istio`, `jaeger`, `kiali-operator`, `kiali` — on a real
+//! `kube::Client` over the in-memory API server, with the recording stand-in for helm: up
+//! installs and applies what the stage owns (exact helm argument lists, in order), a second up
+//! changes nothing (only `helm list`, no object written), down removes it in the right order,
+//! a second down is a no-op.
 //!
 //! The fake API server runs no controllers and the stand-in helm installs nothing, so the tests
 //! play their parts, each where the real one would act:
@@ -31,7 +32,7 @@ use meshstack::engine::state::{Journal, StateDir};
 use meshstack::k8s::apply::StaticResolver;
 use meshstack::k8s::helm::{Helm, HelmCli, HelmError, Listed, Release};
 use meshstack::stages::kubernetes::KubeAccess;
-use meshstack::stages::{istio, jaeger, kiali, Action, Context, Stage};
+use meshstack::stages::{istio, istio_base, jaeger, kiali, kiali_operator, Action, Context, Stage};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -117,7 +118,7 @@ impl Helm for Charts {
                 .await
                 .unwrap();
         }
-        if release.name == kiali::RELEASE && self.behaviour.kiali_crd {
+        if release.name == kiali_operator::RELEASE && self.behaviour.kiali_crd {
             seed_established_crd(&self.client, "kialis", "Kiali", "kiali.io", "v1alpha1").await;
         }
         Ok(())
@@ -423,13 +424,18 @@ fn resource_version<K: kube::Resource>(k: &K) -> Option<String> {
 }
 
 #[tokio::test]
-async fn istio_installs_base_istiod_gateway_in_order_records_the_address_and_uninstalls_in_reverse()
-{
+async fn istio_base_then_istio_install_base_istiod_gateway_in_order_record_the_address_and_uninstall_in_reverse(
+) {
     let f = Fixture::new(CHARTS).await;
+    // Istio's base chart is a stage of its own (it has no pods: it installs while the node
+    // group is created); `istio` installs istiod and the gateway after it.
+    let base = istio_base::IstioBase;
     let stage = istio::Istio;
 
-    // plan on an empty cluster: the three releases, the first carrying the support warning.
-    let plan = stage.plan_up(&f.cx).await.unwrap();
+    // plan on an empty cluster: the three releases, istiod carrying the support warning.
+    let mut plan = base.plan_up(&f.cx).await.unwrap();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    plan.extend(stage.plan_up(&f.cx).await.unwrap());
     let names: Vec<&str> = plan.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
@@ -440,13 +446,13 @@ async fn istio_installs_base_istiod_gateway_in_order_records_the_address_and_uni
         ]
     );
     assert!(plan.iter().all(|c| c.action == Action::Create), "{plan:?}");
+    assert_eq!(plan[0].detail, "base-1.18.7");
     assert!(
-        plan[0].detail.starts_with(
-            "base-1.18.7; warning: Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only"
+        plan[1].detail.starts_with(
+            "istiod-1.18.7; warning: Istio 1.18.7 supports Kubernetes 1.24 to 1.27 only"
         ),
         "{plan:?}"
     );
-    assert_eq!(plan[1].detail, "istiod-1.18.7");
 
     // up: the three charts in order, then the load balancer's address, recorded.
     let watch = Watch::default();
@@ -454,10 +460,16 @@ async fn istio_installs_base_istiod_gateway_in_order_records_the_address_and_uni
         &f.client,
         watch.on_step("Service istio-system/istio-ingressgateway:"),
     );
+    let first = f.run(&base, Direction::Forward, &watch).await;
+    assert_eq!(
+        outcome(&first),
+        &Outcome::Changed("created 1".into()),
+        "{first:?}"
+    );
     let first = f.run(&stage, Direction::Forward, &watch).await;
     assert_eq!(
         outcome(&first),
-        &Outcome::Changed("created 3".into()),
+        &Outcome::Changed("created 2".into()),
         "{first:?}"
     );
     joined(lb, "the load balancer").await;
@@ -506,9 +518,12 @@ async fn istio_installs_base_istiod_gateway_in_order_records_the_address_and_uni
 
     // Converged: plan is empty; up asks helm only for the releases' state, warns again, and
     // writes nothing.
+    assert_eq!(base.plan_up(&f.cx).await.unwrap(), vec![]);
     assert_eq!(stage.plan_up(&f.cx).await.unwrap(), vec![]);
     let calls_before = f.helm_calls().len();
     let watch = Watch::default();
+    let second = f.run(&base, Direction::Forward, &watch).await;
+    assert_eq!(outcome(&second), &Outcome::Unchanged, "{second:?}");
     let second = f.run(&stage, Direction::Forward, &watch).await;
     assert_eq!(outcome(&second), &Outcome::Unchanged, "{second:?}");
     let new_calls: Vec<Vec<String>> = f.helm_calls().into_iter().skip(calls_before).collect();
@@ -521,11 +536,18 @@ async fn istio_installs_base_istiod_gateway_in_order_records_the_address_and_uni
         version
     );
 
-    // down: gateway first, and istiod only once its Service (and so its load balancer) is gone.
+    // down: gateway first, and istiod only once its Service (and so its load balancer) is
+    // gone; then (the engine tears `istio-base` down after `istio`) the base chart.
     let down = f.run(&stage, Direction::Reverse, &Watch::default()).await;
     assert_eq!(
         outcome(&down),
-        &Outcome::Changed("deleted 3".into()),
+        &Outcome::Changed("deleted 2".into()),
+        "{down:?}"
+    );
+    let down = f.run(&base, Direction::Reverse, &Watch::default()).await;
+    assert_eq!(
+        outcome(&down),
+        &Outcome::Changed("deleted 1".into()),
         "{down:?}"
     );
     let order: Vec<(String, bool)> = f
@@ -560,8 +582,12 @@ async fn istio_installs_base_istiod_gateway_in_order_records_the_address_and_uni
     );
     assert!(services.get_opt(istio::GATEWAY).await.unwrap().is_none());
 
-    let again = f.run(&stage, Direction::Reverse, &Watch::default()).await;
-    assert_eq!(outcome(&again), &Outcome::Unchanged, "{again:?}");
+    for again in [
+        f.run(&stage, Direction::Reverse, &Watch::default()).await,
+        f.run(&base, Direction::Reverse, &Watch::default()).await,
+    ] {
+        assert_eq!(outcome(&again), &Outcome::Unchanged, "{again:?}");
+    }
     assert_eq!(
         f.helm_calls()
             .iter()
@@ -745,8 +771,11 @@ async fn jaeger_applies_the_all_in_one_waits_until_available_and_removes_it() {
 }
 
 #[tokio::test]
-async fn kiali_installs_the_operator_applies_the_cr_and_removes_the_cr_before_the_operator() {
+async fn kiali_operator_then_kiali_apply_the_cr_and_remove_the_cr_before_the_operator() {
     let f = Fixture::new(CHARTS).await;
+    // The operator's chart is a stage of its own (it needs only nodes: it installs while
+    // Istio's charts do); `kiali` applies the CR that refers to Istio, Prometheus and Jaeger.
+    let operator_stage = kiali_operator::KialiOperator;
     let stage = kiali::Kiali;
     let crs: Api<KialiCr> = Api::namespaced(f.client.clone(), kiali::NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), kiali::NAMESPACE);
@@ -776,10 +805,16 @@ async fn kiali_installs_the_operator_applies_the_cr_and_removes_the_cr_before_th
             make_available(&deployments, "kiali").await;
         }
     });
+    let first = f.run(&operator_stage, Direction::Forward, &watch).await;
+    assert_eq!(
+        outcome(&first),
+        &Outcome::Changed("created 1".into()),
+        "{first:?}"
+    );
     let first = f.run(&stage, Direction::Forward, &watch).await;
     assert_eq!(
         outcome(&first),
-        &Outcome::Changed("created 2".into()),
+        &Outcome::Changed("created 1".into()),
         "{first:?}"
     );
     joined(operator, "Kiali").await;
@@ -819,8 +854,13 @@ async fn kiali_installs_the_operator_applies_the_cr_and_removes_the_cr_before_th
     let version = resource_version(&cr);
 
     // Converged.
+    assert_eq!(operator_stage.plan_up(&f.cx).await.unwrap(), vec![]);
     assert_eq!(stage.plan_up(&f.cx).await.unwrap(), vec![]);
     let calls_before = f.helm_calls().len();
+    let second = f
+        .run(&operator_stage, Direction::Forward, &Watch::default())
+        .await;
+    assert_eq!(outcome(&second), &Outcome::Unchanged, "{second:?}");
     let second = f.run(&stage, Direction::Forward, &Watch::default()).await;
     assert_eq!(outcome(&second), &Outcome::Unchanged, "{second:?}");
     let new_calls: Vec<Vec<String>> = f.helm_calls().into_iter().skip(calls_before).collect();
@@ -830,14 +870,24 @@ async fn kiali_installs_the_operator_applies_the_cr_and_removes_the_cr_before_th
     );
     assert_eq!(resource_version(&crs.get("kiali").await.unwrap()), version);
 
-    // down: the CR is gone before the operator, whose finalizer on it cleans up Kiali, goes.
+    // down: the CR is gone before the operator, whose finalizer on it cleans up Kiali, goes
+    // (the engine tears `kiali-operator` down after `kiali`, which depends on it).
     let down = f.run(&stage, Direction::Reverse, &Watch::default()).await;
     assert_eq!(
         outcome(&down),
-        &Outcome::Changed("deleted 2".into()),
+        &Outcome::Changed("deleted 1".into()),
         "{down:?}"
     );
     assert!(crs.get_opt("kiali").await.unwrap().is_none());
+    assert!(f.uninstalls().is_empty(), "the operator outlives the CR");
+    let down = f
+        .run(&operator_stage, Direction::Reverse, &Watch::default())
+        .await;
+    assert_eq!(
+        outcome(&down),
+        &Outcome::Changed("deleted 1".into()),
+        "{down:?}"
+    );
     let uninstalls = f.uninstalls();
     assert_eq!(uninstalls.len(), 1, "{uninstalls:?}");
     assert_eq!(
@@ -845,8 +895,13 @@ async fn kiali_installs_the_operator_applies_the_cr_and_removes_the_cr_before_th
         ("kiali-operator", false)
     );
 
-    let again = f.run(&stage, Direction::Reverse, &Watch::default()).await;
-    assert_eq!(outcome(&again), &Outcome::Unchanged, "{again:?}");
+    for again in [
+        f.run(&stage, Direction::Reverse, &Watch::default()).await,
+        f.run(&operator_stage, Direction::Reverse, &Watch::default())
+            .await,
+    ] {
+        assert_eq!(outcome(&again), &Outcome::Unchanged, "{again:?}");
+    }
     assert_eq!(f.uninstalls().len(), 1);
 }
 
@@ -862,6 +917,12 @@ async fn kiali_waits_for_its_crd_before_applying_the_cr() {
         Duration::from_millis(5),
         Duration::from_millis(50),
     );
+    f.run(
+        &kiali_operator::KialiOperator,
+        Direction::Forward,
+        &Watch::default(),
+    )
+    .await;
     let error = failure(
         f.run(&kiali::Kiali, Direction::Forward, &Watch::default())
             .await,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{api_calls, describe, expected_full_inventory, Meshstack, Moto};
 
-const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+const AWS_STAGES: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
 
 /// Roles under EC2 Spot's service-linked path (AWS names it AWSServiceRoleForEC2Spot).
 async fn spot_roles(aws: &crate::support::Clients) -> usize {
@@ -151,7 +151,7 @@ async fn down_without_a_state_file_after_a_half_built_up_leaves_nothing() {
     let ms = Meshstack::with_moto(&moto);
     let stack = ms.stack_file("stack.yaml", &stack_yaml("half"));
     let stack = stack.to_str().unwrap();
-    let out = ms.run(&["up", "--stack", stack, "--only", "network,iam,cluster"]);
+    let out = ms.run(&["up", "--stack", stack, "--only", "network,nat,iam,cluster"]);
     assert!(out.status.success(), "{}", describe(&out));
     let built = aws.inventory("half").await;
     assert!(
@@ -385,4 +385,77 @@ async fn another_stacks_oidc_provider_is_refused_on_the_first_run_too_naming_its
             "{run}: the provider was changed"
         );
     }
+}
+
+/// Issue 21, "Time on a real account": the NAT gateways, their Elastic IPs and the private
+/// route tables moved from the `network` stage to a `nat` stage of their own. A stack built
+/// when `network` made them — the same resources under the same tags and keys, and a journal
+/// that records their creation under `network` and knows no `nat` stage — converges with no
+/// second NAT gateway, address or route table, and `down` still removes everything.
+///
+/// The old layout is made by the binary itself (the tags are the same code), then its journal
+/// is rewritten to what the old binary wrote: the `nat` stage's record dropped and its intents
+/// filed under `network`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_whose_network_made_the_nat_gateways_converges_without_a_second_one() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let ms = Meshstack::with_moto(&moto);
+    let stack = ms.stack_file("stack.yaml", &stack_yaml("oldnat"));
+    let stack = stack.to_str().unwrap();
+
+    let out = ms.run(&["up", "--stack", stack, "--only", "network,nat"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let built = aws.inventory("oldnat").await;
+    assert_eq!(built.get("nat-gateway"), Some(&3), "{built:?}");
+
+    // The journal as the old binary left it.
+    let path = ms.state_dir().join("oldnat").join("state.json");
+    let mut journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let stages = journal["stages"].as_object_mut().unwrap();
+    assert!(stages.remove("nat").is_some(), "{journal}");
+    let mut moved = 0;
+    for intent in journal["intents"].as_array_mut().unwrap() {
+        if intent["stage"] == "nat" {
+            intent["stage"] = "network".into();
+            moved += 1;
+        }
+    }
+    // Three addresses, three NAT gateways, three private route tables.
+    assert_eq!(moved, 9, "{journal}");
+    std::fs::write(&path, serde_json::to_vec_pretty(&journal).unwrap()).unwrap();
+
+    // `plan` has nothing to create for the NAT stage; `up` creates no NAT resource.
+    let out = ms.run(&["plan", "--stack", stack, "--only", "nat", "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nat = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "nat")
+        .unwrap_or_else(|| panic!("no nat stage in {plan}"));
+    assert_eq!(nat["changes"], serde_json::json!([]), "{plan}");
+
+    moto.start_recording();
+    let out = ms.run(&["up", "--stack", stack, "--only", AWS_STAGES, "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let writes = moto.recorded_writes();
+    for op in [
+        "CreateNatGateway",
+        "AllocateAddress",
+        "CreateRouteTable",
+        "CreateRoute",
+        "ReplaceRoute",
+        "AssociateRouteTable",
+    ] {
+        assert!(!writes.iter().any(|w| w == op), "{op} in {writes:?}");
+    }
+    assert_eq!(aws.inventory("oldnat").await, expected_full_inventory());
+
+    let out = ms.run(&["down", "--yes", "--stack", stack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let left = aws.inventory("oldnat").await;
+    assert!(left.is_empty(), "{left:?}");
 }

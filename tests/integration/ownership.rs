@@ -191,7 +191,7 @@ async fn reap_reads_the_expiry_only_from_the_resource_that_defines_the_stack() {
         "--stack",
         stack.to_str().unwrap(),
         "--only",
-        "network",
+        "network,nat",
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     let built = aws.inventory("victim").await;

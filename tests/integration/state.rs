@@ -14,8 +14,15 @@ use serde_json::Value;
 use crate::support::fault_proxy::{FaultProxy, Faults};
 use crate::support::{api_calls, describe, expected_full_inventory, Meshstack, Moto, REGION};
 
-const AWS_ONLY: &str = "network,iam,cluster,nodegroup,karpenter-infra";
-const AWS_STAGES: [&str; 5] = ["network", "iam", "cluster", "nodegroup", "karpenter-infra"];
+const AWS_ONLY: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
+const AWS_STAGES: [&str; 6] = [
+    "network",
+    "nat",
+    "iam",
+    "cluster",
+    "nodegroup",
+    "karpenter-infra",
+];
 const BUCKET: &str = "team-state";
 const URL: &str = "s3://team-state/meshstack";
 

@@ -17,7 +17,7 @@ use aws_sdk_ec2::types::{
 use crate::support::fault_proxy::{FaultProxy, Faults, Guard, Hook};
 use crate::support::{describe, Clients, LbClients, Meshstack, Moto, STACK_TAG};
 
-const AWS_STAGES: &str = "network,iam,cluster,nodegroup,karpenter-infra";
+const AWS_STAGES: &str = "network,nat,iam,cluster,nodegroup,karpenter-infra";
 /// The stack, and so the cluster (`cluster_name()` is the stack name).
 const NAME: &str = "sweep";
 const OWNED: (&str, &str) = ("kubernetes.io/cluster/sweep", "owned");

@@ -10,9 +10,10 @@ use aws_sdk_ec2::types::{Filter, NatGatewayState, Tag};
 use futures::future::BoxFuture;
 
 use super::observe::stack_filter;
+use super::plan::nat_owns;
 use crate::aws::sweep::{self, Owner};
 use crate::aws::teardown::{Found, Kind, Swept, Teardown, Verb};
-use crate::aws::{sdk_err, Answer, AwsClients, AwsError, Backoff};
+use crate::aws::{sdk_err, Answer, AwsClients, AwsError, Backoff, RESOURCE_TAG};
 use crate::config::Stack;
 use crate::engine::run::{Outcome, StageHandle};
 use crate::stages::{deletion, Change, Context, StageError};
@@ -25,9 +26,12 @@ const IN_USE: &[&str] = &[
 ];
 const DEPENDENCY: &[&str] = &["DependencyViolation"];
 
-/// Lists the (id, `Name` tag) of what of a kind carries the stack's tag (the filter).
-type Describe =
-    for<'a> fn(&'a AwsClients, Filter) -> BoxFuture<'a, Result<Vec<(String, String)>, AwsError>>;
+/// Lists the (id, `Name` tag, resource key) of what of a kind carries the stack's tag (the
+/// filter).
+type Describe = for<'a> fn(
+    &'a AwsClients,
+    Filter,
+) -> BoxFuture<'a, Result<Vec<(String, String, String)>, AwsError>>;
 
 /// A kind the stage tags: how `down` finds it, and how it deletes it.
 struct Tagged {
@@ -178,7 +182,6 @@ const VPC: &Kind = &Kind {
     })
 };
 
-/// A resource's id and its `Name` tag.
 /// Whether `tags` satisfy a `tag:KEY` filter (one of its values).
 fn carries(tags: &[Tag], filter: &Filter) -> bool {
     let Some(key) = filter.name().and_then(|n| n.strip_prefix("tag:")) else {
@@ -191,10 +194,40 @@ fn carries(tags: &[Tag], filter: &Filter) -> bool {
     })
 }
 
-fn named(id: Option<&str>, tags: &[Tag]) -> (String, String) {
-    let name = tags.iter().find(|t| t.key() == Some("Name"));
-    let name = name.and_then(|t| t.value()).unwrap_or_default();
-    (id.unwrap_or_default().to_string(), name.to_string())
+/// A resource's id, its `Name` tag and its resource key (which stage owns it:
+/// [`nat_owns`]).
+fn named(id: Option<&str>, tags: &[Tag]) -> (String, String, String) {
+    let tag = |key: &str| {
+        let tag = tags.iter().find(|t| t.key() == Some(key));
+        tag.and_then(|t| t.value()).unwrap_or_default().to_string()
+    };
+    (
+        id.unwrap_or_default().to_string(),
+        tag("Name"),
+        tag(RESOURCE_TAG),
+    )
+}
+
+/// Which of the stack's tagged network resources a teardown looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The `network` stage's: VPC, internet gateway, subnets, the public route table.
+    Network,
+    /// The `nat` stage's: NAT gateways, Elastic IPs, the private route tables.
+    Nat,
+    /// Both: the `network` stage's `down` deletes whatever of the `nat` stage's is left (a
+    /// NAT gateway keeps its subnet, and so the VPC, from being deleted).
+    All,
+}
+
+impl Part {
+    fn keeps(self, key: &str) -> bool {
+        match self {
+            Part::Network => !nat_owns(key),
+            Part::Nat => nat_owns(key),
+            Part::All => true,
+        }
+    }
 }
 
 async fn nats_present(aws: &AwsClients, ids: &[String]) -> Result<Vec<String>, AwsError> {
@@ -252,12 +285,13 @@ async fn detach_gateway(aws: &AwsClients, id: &str) -> Result<(), AwsError> {
     Ok(())
 }
 
-/// Everything tagged for this stack, in deletion order.
-async fn inventory(aws: &AwsClients, stack: &Stack) -> Result<Vec<Found>, AwsError> {
+/// Everything tagged for this stack that `part` keeps, in deletion order.
+async fn inventory(aws: &AwsClients, stack: &Stack, part: Part) -> Result<Vec<Found>, AwsError> {
     let mut all = Vec::new();
     for tagged in &KINDS {
         let described = (tagged.describe)(aws, stack_filter(stack)).await?;
-        all.extend(described.into_iter().map(|(id, name)| Found {
+        let kept = described.into_iter().filter(|(_, _, key)| part.keeps(key));
+        all.extend(kept.map(|(id, name, _)| Found {
             kind: tagged.kind,
             id,
             name,
@@ -270,11 +304,14 @@ async fn inventory(aws: &AwsClients, stack: &Stack) -> Result<Vec<Found>, AwsErr
 /// What `plan --destroy` lists, in the order `down` deletes it: the VPC endpoints others put in
 /// the stack's VPC and their security groups, and what the cluster left there (each with why,
 /// as meshstack did not make them), then everything tagged for the stack.
-pub(super) async fn plan(cx: &Context) -> Result<Vec<Change>, StageError> {
+///
+/// `part`: [`Part::Network`] for the `network` stage, [`Part::Nat`] for the `nat` stage (which
+/// lists only its own, and nothing others put in the VPC).
+pub async fn plan(cx: &Context, part: Part) -> Result<Vec<Change>, StageError> {
     let Some(aws) = &cx.aws else {
         return Ok(Vec::new());
     };
-    let items = inventory(aws, &cx.stack).await?;
+    let items = inventory(aws, &cx.stack, part).await?;
     let mut changes = Vec::new();
     let owner = Owner::of(&cx.stack);
     for vpc in items.iter().filter(|f| f.kind == VPC) {
@@ -296,7 +333,7 @@ pub(super) async fn down(
     h: &StageHandle,
 ) -> Result<Outcome, StageError> {
     h.step("observing");
-    let items = inventory(aws, &cx.stack).await?;
+    let items = inventory(aws, &cx.stack, Part::All).await?;
     if items.is_empty() {
         return Ok(Outcome::Unchanged);
     }
@@ -370,6 +407,37 @@ pub(super) async fn down(
     };
     swept.merge(teardown.delete(&rest).await?);
 
+    if swept.remaining.is_empty() {
+        Ok(Outcome::Changed(format!("deleted {}", swept.deleted)))
+    } else {
+        Err(StageError::Remaining(swept.remaining.join("; ")))
+    }
+}
+
+/// The `nat` stage's teardown: its NAT gateways (waited for until deleted: each holds its
+/// Elastic IP and its public subnet), then their Elastic IPs, then the private route tables
+/// (their subnets disassociated first). Only resources carrying the stack tag and a key the
+/// `nat` stage owns are touched.
+pub async fn down_nat(
+    cx: &Context,
+    aws: &AwsClients,
+    h: &StageHandle,
+) -> Result<Outcome, StageError> {
+    h.step("observing");
+    let items = inventory(aws, &cx.stack, Part::Nat).await?;
+    if items.is_empty() {
+        return Ok(Outcome::Unchanged);
+    }
+    let deps = cx.waits.dependency;
+    let (nats, rest): (Vec<Found>, Vec<Found>) =
+        items.into_iter().partition(|f| f.kind == NAT_GATEWAY);
+    let mut swept = Teardown {
+        wait: cx.waits.nat,
+        ..Teardown::new(aws, deps, h)
+    }
+    .delete(&nats)
+    .await?;
+    swept.merge(Teardown::new(aws, deps, h).delete(&rest).await?);
     if swept.remaining.is_empty() {
         Ok(Outcome::Changed(format!("deleted {}", swept.deleted)))
     } else {

@@ -118,7 +118,8 @@ fn nat_key_for(stack: &Stack, zones: &[String], zone: &str) -> String {
     }
 }
 
-/// The pure diff: what `up` must do to turn `seen` into the stack's network.
+/// The pure diff of the `network` stage: what `up` must do to turn `seen` into the stack's
+/// VPC, internet gateway, subnets and public routing ([`plan_nat`] plans the rest).
 pub fn plan(stack: &Stack, zones: &[String], seen: &Seen) -> Plan<Step> {
     let mut steps = Plan::new();
     match &seen.vpc {
@@ -185,6 +186,22 @@ pub fn plan(stack: &Stack, zones: &[String], seen: &Seen) -> Plan<Step> {
         zones.iter().map(|z| subnet_key(true, z)),
     );
 
+    steps
+}
+
+/// Whether the resource `key` belongs to the `nat` stage: the Elastic IPs, the NAT gateways and
+/// the private route tables (with their default routes and associations). The rest of what the
+/// tag finds is the `network` stage's. Both stages find their resources by the same tags and
+/// keys, so a network built when `network` made all of it (before the `nat` stage existed) is
+/// adopted as it is.
+pub fn nat_owns(key: &str) -> bool {
+    key.starts_with("nat/") || key.starts_with("eip/") || key.starts_with("rt/private/")
+}
+
+/// The pure diff of the `nat` stage: the NAT gateways and their addresses, then the private
+/// routing through them, to turn `seen` into the stack's.
+pub fn plan_nat(stack: &Stack, zones: &[String], seen: &Seen) -> Plan<Step> {
+    let mut steps = Plan::new();
     // NAT gateways and their addresses.
     let mut nat_keys: Vec<String> = zones.iter().map(|z| nat_key_for(stack, zones, z)).collect();
     nat_keys.dedup();
@@ -343,7 +360,12 @@ mod tests {
             n += 1;
             format!("{p}-{n}")
         };
-        for step in plan(stack, zones, &Seen::default()).refuse().unwrap() {
+        let empty = Seen::default();
+        let network = plan(stack, zones, &empty).refuse().unwrap();
+        for step in network
+            .into_iter()
+            .chain(plan_nat(stack, zones, &empty).refuse().unwrap())
+        {
             match step {
                 Step::CreateVpc => {
                     seen.vpc = Some(SeenVpc {
@@ -414,6 +436,50 @@ mod tests {
         seen
     }
 
+    /// Both stages' steps: `network`'s, then `nat`'s.
+    fn whole(stack: &Stack, zones: &[String], seen: &Seen) -> Vec<Step> {
+        let mut steps = plan(stack, zones, seen).to_vec();
+        steps.extend(plan_nat(stack, zones, seen).to_vec());
+        steps
+    }
+
+    /// The key of the resource a step creates or changes.
+    fn key(step: &Step) -> &str {
+        match step {
+            Step::CreateVpc | Step::EnableDns => "vpc",
+            Step::CreateIgw | Step::AttachIgw => "igw",
+            Step::CreateSubnet { key, .. }
+            | Step::MapPublicIp { key }
+            | Step::CreateRouteTable { key }
+            | Step::AllocateEip { key }
+            | Step::CreateNat { key, .. } => key,
+            Step::DefaultRoute { table, .. } | Step::Associate { table, .. } => table,
+        }
+    }
+
+    #[test]
+    fn the_nat_stage_plans_exactly_what_it_owns() {
+        for extra in ["", "network:\n  nat: single\n"] {
+            let s = stack(extra);
+            let network = plan(&s, &zones(), &Seen::default());
+            let nat = plan_nat(&s, &zones(), &Seen::default());
+            assert!(network.iter().all(|st| !nat_owns(key(st))), "{network:?}");
+            assert!(
+                !nat.is_empty() && nat.iter().all(|st| nat_owns(key(st))),
+                "{nat:?}"
+            );
+            // The network's own steps need nothing of the NAT gateways: the cluster, which
+            // depends on `network` only, gets its subnets without waiting for them.
+            assert!(!network.iter().any(|st| matches!(
+                st,
+                Step::DefaultRoute {
+                    target: Target::Nat(_),
+                    ..
+                }
+            )));
+        }
+    }
+
     fn count(steps: &[Step], f: impl Fn(&Step) -> bool) -> usize {
         steps.iter().filter(|s| f(s)).count()
     }
@@ -421,7 +487,7 @@ mod tests {
     #[test]
     fn empty_account_plans_the_whole_network() {
         let s = stack("");
-        let steps = plan(&s, &zones(), &Seen::default());
+        let steps = whole(&s, &zones(), &Seen::default());
         assert_eq!(count(&steps, |s| matches!(s, Step::CreateVpc)), 1);
         assert_eq!(count(&steps, |s| matches!(s, Step::CreateSubnet { .. })), 6);
         assert_eq!(count(&steps, |s| matches!(s, Step::CreateNat { .. })), 3);
@@ -451,7 +517,7 @@ mod tests {
     #[test]
     fn single_nat_routes_every_zone_through_the_first() {
         let s = stack("network:\n  nat: single\n");
-        let steps = plan(&s, &zones(), &Seen::default());
+        let steps = whole(&s, &zones(), &Seen::default());
         assert_eq!(count(&steps, |s| matches!(s, Step::CreateNat { .. })), 1);
         assert_eq!(count(&steps, |s| matches!(s, Step::AllocateEip { .. })), 1);
         assert!(steps.contains(&Step::DefaultRoute {
@@ -466,7 +532,7 @@ mod tests {
         for extra in ["", "network:\n  nat: single\n"] {
             let s = stack(extra);
             let seen = converged(&s, &zones());
-            assert_eq!(plan(&s, &zones(), &seen), vec![], "stack {extra:?}");
+            assert_eq!(whole(&s, &zones(), &seen), vec![], "stack {extra:?}");
         }
     }
 
@@ -478,7 +544,7 @@ mod tests {
         for t in seen.route_tables.values_mut() {
             t.subnets.retain(|id| id != &gone.id);
         }
-        let steps = plan(&s, &zones(), &seen);
+        let steps = whole(&s, &zones(), &seen);
         assert_eq!(
             steps,
             vec![
@@ -501,7 +567,7 @@ mod tests {
             .unwrap()
             .default_target = None;
         assert_eq!(
-            plan(&s, &zones(), &seen),
+            whole(&s, &zones(), &seen),
             vec![Step::DefaultRoute {
                 table: "rt/private/z-1a".into(),
                 target: Target::Nat("nat/z-1a".into()),
@@ -523,7 +589,7 @@ mod tests {
         for k in ["subnet/public/z-1a", "subnet/private/z-1a"] {
             seen.subnets.insert(k.into(), full.subnets[k].clone());
         }
-        let steps = plan(&s, &zones(), &seen);
+        let steps = whole(&s, &zones(), &seen);
         assert_eq!(
             count(&steps, |s| matches!(s, Step::CreateVpc | Step::CreateIgw)),
             0

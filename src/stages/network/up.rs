@@ -8,7 +8,8 @@ use aws_sdk_ec2::types::{
 };
 
 use super::plan::{
-    resource_name, Seen, SeenIgw, SeenNat, SeenRouteTable, SeenSubnet, SeenVpc, Step, Target,
+    nat_owns, resource_name, Seen, SeenIgw, SeenNat, SeenRouteTable, SeenSubnet, SeenVpc, Step,
+    Target,
 };
 use super::ID;
 use crate::aws::{
@@ -21,7 +22,7 @@ use crate::stages::{Context, StageError};
 type Ec2 = aws_sdk_ec2::Client;
 
 /// Carry out one step, recording what it created in `seen` so later steps can refer to it.
-pub(super) async fn execute(
+pub(crate) async fn execute(
     cx: &Context,
     aws: &AwsClients,
     step: &Step,
@@ -387,7 +388,8 @@ async fn create_nat(
     Ok(())
 }
 
-/// Create the resource `key`, with the intent before and the id after in the journal.
+/// Create the resource `key`, with the intent before and the id after in the journal, under
+/// the stage that owns it ([`nat_owns`]).
 /// `create` gets the client token to send, if there is one (the one a killed run sent, if it
 /// got that far), and returns the new resource's id.
 async fn create<F, Fut>(cx: &Context, key: &str, create: F) -> Result<String, StageError>
@@ -395,9 +397,16 @@ where
     F: FnOnce(Option<String>) -> Fut,
     Fut: Future<Output = Result<String, AwsError>>,
 {
-    let token = cx.begin(ID, key)?;
+    let stage = if nat_owns(key) {
+        // A killed run of the layout where `network` made these recorded them under it.
+        cx.move_intent(ID, crate::stages::nat::ID, key)?;
+        crate::stages::nat::ID
+    } else {
+        ID
+    };
+    let token = cx.begin(stage, key)?;
     let id = create(Some(token).filter(|t| !t.is_empty())).await?;
-    cx.complete(ID, key, &id)?;
+    cx.complete(stage, key, &id)?;
     Ok(id)
 }
 
@@ -501,7 +510,7 @@ fn subnet_tags(stack: &Stack, key: &str) -> TagSpecification {
 /// Polls NAT gateway `id` until it is available. Asked for by ID moments after its create,
 /// EC2 may answer `NatGatewayNotFound` (eventual consistency): that counts as "not yet" for
 /// the first `consistency.deadline`, an error after it.
-async fn wait_nat_available(
+pub(crate) async fn wait_nat_available(
     aws: &AwsClients,
     id: &str,
     backoff: Backoff,
