@@ -368,6 +368,7 @@ fn existing_cluster(helm_major: u8) {
             "nat",
             "iam",
             "cluster",
+            "access",
             "nodegroup",
             "karpenter-infra",
             "karpenter"
