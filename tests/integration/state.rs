@@ -294,7 +294,17 @@ async fn two_ups_from_two_folders_on_one_s3_state_one_runs_the_other_names_it() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
     let shared = Shared::start().await;
-    let (mut a, a_stack) = shared.machine("killed");
+    // The holder's cluster stays CREATING (as a real one does for ~15 minutes), so the holder
+    // is provably still working when the test waits for its first renewal: without the hold a
+    // fast machine finished the AWS stages, and released the lock, between two polls.
+    let hold = Faults {
+        creating_for: [("eks:DescribeCluster".to_string(), Duration::from_secs(3600))].into(),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start(&shared.moto.endpoint(), hold);
+    let mut a = Meshstack::new(Some(proxy.endpoint()));
+    let a_stack = a.stack_file("stack.yaml", &stack_yaml("killed"));
+    let a_stack = a_stack.to_str().unwrap().to_string();
     let (mut b, b_stack) = shared.machine("killed");
     // Lease 120 s / 20 = 6 s, renewed every 1.5 s; a state request may take 3 s. (At 1/60 a
     // renewal's 1 s budget is less than moto, one Python process, sometimes takes to answer
@@ -320,7 +330,13 @@ async fn a_killed_holder_s_lease_runs_out_and_only_its_lock_id_breaks_it() {
     };
     let taken = lease(get(&shared.s3, &lock_key).await.unwrap().0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lease(get(&shared.s3, &lock_key).await.unwrap().0) == taken {
+    while lease(
+        get(&shared.s3, &lock_key)
+            .await
+            .expect("the lock went while its holder waited for the cluster")
+            .0,
+    ) == taken
+    {
         if let Some(status) = holder.try_wait().unwrap() {
             panic!("the holder ended ({status}) without renewing its lease");
         }
