@@ -348,6 +348,24 @@ impl fmt::Display for Pin {
 
 /// `chart` as a stack with `sources` and `releases` installs it.
 pub fn pin(sources: &ChartSources, releases: Releases, chart: &str) -> Pin {
+    pin_version(sources, chart, version(releases, chart))
+}
+
+/// `chart` at `version` from where a stack with `sources` takes it, with the stack's digest
+/// for it (`charts.digests.<chart>`, which names the stack's own version) only when `own` says
+/// `version` is the stack's, else meshstack's pin of that version.
+pub fn pin_other_version(sources: &ChartSources, chart: &str, version: &str, own: bool) -> Pin {
+    if own {
+        return pin_version(sources, chart, version.to_string());
+    }
+    let builtin = ChartSources {
+        digests: BTreeMap::new(),
+        ..sources.clone()
+    };
+    pin_version(&builtin, chart, version.to_string())
+}
+
+fn pin_version(sources: &ChartSources, chart: &str, version: String) -> Pin {
     let env = std::env::var(MIRROR_ENV).ok().filter(|m| !m.is_empty());
     let (repository, origin) = if let Some(repo) = sources.repositories.get(chart) {
         (repo.clone(), Origin::StackRepository)
@@ -358,7 +376,6 @@ pub fn pin(sources: &ChartSources, releases: Releases, chart: &str) -> Pin {
     } else {
         (default_repo(chart).to_string(), Origin::Default)
     };
-    let version = version(releases, chart);
     let (digest, digest_provenance) = match sources.digests.get(chart) {
         Some(hex) => (Some(hex.clone()), Some(Provenance::Stack)),
         None => match known_digest(chart, &version) {

@@ -74,9 +74,40 @@ pub enum Command {
     /// List the stacks in the account whose `meshstack.io/expires-at` has passed (found by
     /// tag, no stack file or journal needed); with --yes, tear each down.
     Reap(ReapArgs),
+    /// Chart archives: `mirror` copies the charts a stack installs into a folder any static
+    /// web server serves as a helm repository.
+    #[command(subcommand)]
+    Charts(ChartsCommand),
     /// Print a shell completion script: `meshstack completions bash > /etc/bash_completion.d/meshstack`,
     /// or for zsh, fish, elvish, powershell.
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChartsCommand {
+    /// Pull every chart the stack installs (with --every-pinned-version, every chart version
+    /// meshstack pins) into DIR, each checked against its pinned digest as `up` checks it, and
+    /// write DIR/index.yaml (`helm repo index`). Serve DIR with any static web server and point
+    /// `charts.mirror` or MESHSTACK_CHART_MIRROR at it. Archives already there with their
+    /// pinned digest are kept. Exit 1 when a chart could not be mirrored.
+    Mirror(ChartsMirrorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChartsMirrorArgs {
+    /// The folder (made if missing, mode 0755; it must not be writable by other users).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Stack file, for its chart versions, repositories and digests.
+    #[arg(long, short = 's', value_name = "FILE", env = "MESHSTACK_STACK")]
+    pub stack: Option<PathBuf>,
+    /// Every chart version meshstack pins (both Istio lines, both Karpenter releases, …), not
+    /// only the stack's.
+    #[arg(long)]
+    pub every_pinned_version: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]

@@ -42,9 +42,16 @@ pub fn write_file(path: &Path, body: &[u8], mode: u32) -> io::Result<()> {
 /// Makes `dir` (and missing parents) with mode 0700, or checks that an existing `dir` is a
 /// real folder (not a symlink) that no other user can write into.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
+    own_dir(dir, 0o700)
+}
+
+/// Makes `dir` (and missing parents) with `mode`, or checks that an existing `dir` is a real
+/// folder (not a symlink) that no other user can write into: for a folder others may read
+/// (0755: one a web server serves), but not change.
+pub fn own_dir(dir: &Path, mode: u32) -> io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
     if meta.file_type().is_symlink() {

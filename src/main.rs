@@ -81,6 +81,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 FleetCommand::Handout(args) => commands::fleet_handout(args).await,
             }
         }
+        Command::Charts(cli::ChartsCommand::Mirror(args)) => commands::charts_mirror(args).await,
         Command::State(cmd) => {
             use cli::StateCommand;
             match cmd {

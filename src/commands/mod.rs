@@ -5,6 +5,7 @@
 //! What the verbs share lives here: loading the stack, the stage selection, the one AWS client
 //! set-up ([`connect`], [`credentials`]) and the preflight.
 
+mod charts;
 mod checks;
 mod compare;
 mod confirm;
@@ -20,6 +21,7 @@ mod run;
 mod state;
 mod status;
 
+pub use charts::charts_mirror;
 pub use demo::demo;
 pub use doctor::doctor;
 pub use fleet::{fleet_down, fleet_handout, fleet_plan, fleet_status, fleet_up};

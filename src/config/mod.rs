@@ -758,6 +758,13 @@ impl Stack {
         self.chart_pin(chart).chart()
     }
 
+    /// `chart` at `version` from where this stack takes its charts, with the stack's digest
+    /// when `version` is the one it installs, else meshstack's pin of that version.
+    pub fn chart_pin_at(&self, chart: &str, version: &str) -> charts::Pin {
+        let own = self.chart_pin(chart).version == version;
+        charts::pin_other_version(&self.charts, chart, version, own)
+    }
+
     /// Every chart the stack installs, for `plan` and `doctor`.
     pub fn chart_pins(&self) -> Vec<charts::Pin> {
         charts::name::ALL

@@ -406,6 +406,17 @@ impl HelmCli {
         })
     }
 
+    /// `helm repo index DIR`: writes `DIR/index.yaml` listing every chart archive in `dir`,
+    /// with URLs relative to it.
+    ///
+    /// # Errors
+    /// helm fails.
+    pub async fn repo_index(&self, dir: &Path) -> Result<(), HelmError> {
+        self.run(&["repo".into(), "index".into(), dir.display().to_string()])
+            .await
+            .map(drop)
+    }
+
     /// `helm version --short`.
     pub async fn version(&self) -> Result<String, HelmError> {
         Ok(self

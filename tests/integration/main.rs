@@ -7,6 +7,7 @@ mod support;
 mod access;
 mod attendees;
 mod binary_k8s;
+mod charts_mirror;
 mod cli;
 mod cli_surface;
 mod config_files;

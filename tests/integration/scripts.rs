@@ -2,9 +2,13 @@
 //! repository in an empty folder (a newcomer's fresh clone, with nothing beside it).
 //!
 //! What the copy does not model: `cargo` is a stand-in on PATH that records the environment it
-//! was started with (the real one would run every test), `.venv/` is a link to this
-//! repository's (the real script would install it), and the internet is a `file://` mirror of
-//! the upstream files laid out like raw.githubusercontent.com (`MESHSTACK_UPSTREAM_MIRROR`).
+//! was started with (the real one would run every test) and whose `build` links the binary
+//! these tests run as `target/debug/meshstack` (the real one would compile it), `.venv/` is a
+//! link to this repository's (the real script would install it), helm is the pinned helm 3
+//! named by `MESHSTACK_HELM` (the real script builds it with `scripts/local-cluster build`),
+//! and the internet is a `file://` mirror of the upstream files laid out like
+//! raw.githubusercontent.com (`MESHSTACK_UPSTREAM_MIRROR`) and a local chart repository
+//! standing in for the charts' own (`MESHSTACK_TEST_CHARTS_FROM`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -41,7 +45,10 @@ impl Clone {
         std::fs::write(
             &cargo,
             "#!/bin/sh\necho \"cargo $*\" >> \"$CARGO_LOG\"\n\
-             echo \"MESHSTACK_UPSTREAM_DIR=${MESHSTACK_UPSTREAM_DIR:-}\" >> \"$CARGO_LOG\"\n",
+             echo \"MESHSTACK_UPSTREAM_DIR=${MESHSTACK_UPSTREAM_DIR:-}\" >> \"$CARGO_LOG\"\n\
+             echo \"MESHSTACK_TEST_CHARTS=${MESHSTACK_TEST_CHARTS:-}\" >> \"$CARGO_LOG\"\n\
+             if [ \"$1\" = build ]; then mkdir -p target/debug && \
+             ln -sf \"$MESHSTACK_BIN\" target/debug/meshstack; fi\n",
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -65,6 +72,11 @@ impl Clone {
 
     /// Runs `command` (relative to the clone) with a clean environment for these knobs.
     fn run(&self, command: &str, env: &[(&str, &str)]) -> Output {
+        self.run_without(command, env, &[])
+    }
+
+    /// [`Clone::run`], with the variables in `unset` unset after `env` is applied.
+    fn run_without(&self, command: &str, env: &[(&str, &str)], unset: &[&str]) -> Output {
         let path = format!(
             "{}:{}",
             self.tmp.path().join("bin").display(),
@@ -76,12 +88,25 @@ impl Clone {
             .env("HOME", self.home())
             .env("CARGO_LOG", self.tmp.path().join("cargo.log"))
             .env("MESHSTACK_NO_BROWSER", "1")
+            .env("MESHSTACK_BIN", env!("CARGO_BIN_EXE_meshstack"))
+            // The tests that are not about charts give the pinned folder.
+            .env(
+                "MESHSTACK_TEST_CHARTS",
+                crate::support::k8s::pinned_charts(),
+            )
             .env_remove("XDG_CACHE_HOME")
+            .env_remove("MESHSTACK_CACHE")
             .env_remove("MESHSTACK_UPSTREAM_DIR")
             .env_remove("MESHSTACK_UPSTREAM_MIRROR")
+            .env_remove("MESHSTACK_TEST_CHARTS_FROM")
+            .env_remove("MESHSTACK_CHART_MIRROR")
+            .env_remove("MESHSTACK_HELM")
             .env_remove("MESHSTACK_BLESS");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        for k in unset {
+            cmd.env_remove(k);
         }
         cmd.output().unwrap()
     }
@@ -143,6 +168,94 @@ fn scripts_test_on_a_fresh_clone_fetches_the_upstream_files_and_says_so() {
         String::from_utf8_lossy(&out.stderr).contains("0 fetched"),
         "{}",
         text(&out)
+    );
+}
+
+/// With no chart folder (no `MESHSTACK_TEST_CHARTS`, no `../shared/charts`), `scripts/test`
+/// mirrors every pinned chart version into the cache with `meshstack charts mirror`, says so,
+/// and points the tests at it; again, with the repository gone, nothing is downloaded.
+#[test]
+fn scripts_test_on_a_fresh_clone_mirrors_the_pinned_charts_and_says_so() {
+    let clone = Clone::new();
+    let repo = crate::support::chart_repo::ChartRepo::tampered(&[]);
+    let helm = crate::charts_mirror::pinned_helm3();
+    let upstream_dir = upstream().dir.display().to_string();
+    let env = [
+        ("MESHSTACK_UPSTREAM_DIR", upstream_dir.as_str()),
+        ("MESHSTACK_HELM", helm.as_str()),
+        ("MESHSTACK_TEST_CHARTS_FROM", repo.url.as_str()),
+    ];
+    let out = clone.run_without("scripts/test", &env, &["MESHSTACK_TEST_CHARTS"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cache = clone.home().join(".cache/meshstack/charts");
+    assert!(
+        stderr.contains("there is no ../shared/charts")
+            && stderr.contains(&format!(
+                "pinned charts: {} (from a mirror of the charts' own repositories)",
+                cache.display()
+            )),
+        "{}",
+        text(&out)
+    );
+    let served = meshstack::charts::DIGESTS.len();
+    assert!(
+        stderr.contains(&format!("index.yaml: written ({served} chart archives")),
+        "{}",
+        text(&out)
+    );
+    // Every pinned version, byte for byte what the repository served, indexed.
+    let index = std::fs::read_to_string(cache.join("index.yaml")).unwrap();
+    for known in meshstack::charts::DIGESTS {
+        let file = format!("{}-{}.tgz", known.chart, known.version);
+        let digest = repo.digest(&file);
+        assert_eq!(
+            crate::support::chart_repo::sha256(&std::fs::read(cache.join(&file)).unwrap()),
+            digest,
+            "{file}"
+        );
+        assert!(index.contains(&digest), "{file} not indexed: {index}");
+    }
+    let log = clone.cargo_log();
+    assert!(
+        log.contains(&format!("MESHSTACK_TEST_CHARTS={}", cache.display())),
+        "the tests are pointed at the mirror: {log}"
+    );
+
+    // Again, with the repository unreachable: every archive is its pin, so nothing is pulled.
+    let gone = [
+        ("MESHSTACK_UPSTREAM_DIR", upstream_dir.as_str()),
+        ("MESHSTACK_HELM", helm.as_str()),
+        ("MESHSTACK_TEST_CHARTS_FROM", "http://127.0.0.1:1/"),
+    ];
+    let out = clone.run_without("scripts/test", &gone, &["MESHSTACK_TEST_CHARTS"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("\nkept ").count(), served, "{}", text(&out));
+    assert!(stderr.contains("index.yaml: up to date"), "{}", text(&out));
+
+    // A repository serving other bytes than an enforced pin (kiali's is upstream's archive):
+    // scripts/test stops before the tests, saying why.
+    let clone = Clone::new();
+    let tampered = crate::support::chart_repo::ChartRepo::tampered(&["kiali-operator"]);
+    let env = [
+        ("MESHSTACK_UPSTREAM_DIR", upstream_dir.as_str()),
+        ("MESHSTACK_HELM", helm.as_str()),
+        ("MESHSTACK_TEST_CHARTS_FROM", tampered.url.as_str()),
+    ];
+    let out = clone.run_without("scripts/test", &env, &["MESHSTACK_TEST_CHARTS"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("REFUSED    kiali-operator 1.73.2")
+            && stderr.contains("the pinned charts could not be mirrored"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !clone.cargo_log().contains("cargo test"),
+        "no test ran: {}",
+        clone.cargo_log()
     );
 }
 
