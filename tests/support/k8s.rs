@@ -441,23 +441,6 @@ pub fn builtin_pin_verified(chart: &str, version: &str) -> bool {
     verified
 }
 
-/// `charts` (by name) as `stack` installs them, each as `chart version`, that `up` installs
-/// unverified from the pinned chart folder: those whose built-in pin it does not verify
-/// ([`builtin_pin_verified`]). Charts the stack pins itself (`charts.digests`) are enforced,
-/// never unverified.
-pub fn expected_unverified(
-    stack: &meshstack::config::Stack,
-    charts: &[&str],
-) -> std::collections::BTreeSet<String> {
-    charts
-        .iter()
-        .map(|name| stack.chart_pin(name))
-        .filter(|pin| pin.digest_provenance != Some(meshstack::charts::Provenance::Stack))
-        .filter(|pin| !builtin_pin_verified(&pin.chart, &pin.version))
-        .map(|pin| format!("{} {}", pin.chart, pin.version))
-        .collect()
-}
-
 /// The charts `meshstack up` warned it installed unverified (`warning: chart C V from R is
 /// installed unverified: ...` on stderr), each as `chart version`.
 pub fn unverified_warnings(stderr: &str) -> std::collections::BTreeSet<String> {
