@@ -1,7 +1,8 @@
 //! The Kubernetes half on a real control plane (`tests/support/local_cluster.rs`): a real
 //! kube-apiserver, controller manager and scheduler with kwok nodes in three zones, the real
-//! pinned helm (3 and 4), the real charts of `../shared/charts` served as a chart repository
-//! (`MESHSTACK_CHART_MIRROR`), and meshstack's EKS token checked by the API server against the
+//! pinned helm (3 and 4), the real charts of the pinned chart folder (`MESHSTACK_TEST_CHARTS`,
+//! else `../shared/charts`; see `tests/support/k8s.rs::pinned_charts`) served as a chart
+//! repository (`MESHSTACK_CHART_MIRROR`), and meshstack's EKS token checked by the API server against the
 //! test's moto, as EKS checks it. AWS is moto; the cluster meshstack creates there is the one
 //! whose name the token carries, and `MESHSTACK_KUBE_API` points the binary at this API server.
 //!
@@ -72,15 +73,16 @@ impl Env {
             ms.extra_env
                 .push((key.to_string(), cluster.var(key).to_string()));
         }
-        // The pinned charts of ../shared/charts, served locally; a clone without them (and
-        // with internet) installs the same versions from the charts' own repositories.
+        // The pinned chart folder (MESHSTACK_TEST_CHARTS, else ../shared/charts), served
+        // locally; without one (and with internet) the same versions come from the charts'
+        // own repositories.
         match cluster.var_opt("MESHSTACK_CHART_MIRROR") {
             Some(mirror) => ms
                 .extra_env
                 .push(("MESHSTACK_CHART_MIRROR".into(), mirror.to_string())),
             None => eprintln!(
-                "no ../shared/charts beside the repository: charts come from their own \
-                 repositories"
+                "no pinned chart folder (MESHSTACK_TEST_CHARTS, or ../shared/charts beside the \
+                 repository): charts come from their own repositories"
             ),
         }
         // meshstack's own waits (not helm's), scaled: a Kubernetes wait gives up after 30 s.
@@ -100,6 +102,19 @@ impl Env {
         let mut args: Vec<&str> = vec![verb, "--stack", &self.stack, "-o", "json"];
         args.extend_from_slice(more);
         self.ms.run(&args)
+    }
+
+    /// Whether meshstack's built-in pin of `chart` at `version` verifies what this run pulls:
+    /// from the cluster's chart repository, the pinned chart folder's bytes
+    /// ([`crate::support::k8s::builtin_pin_verified`]); without one, from upstream's own
+    /// repositories, where only the pins of their published archives can match.
+    fn builtin_pin_verified(&self, chart: &str, version: &str) -> bool {
+        if self.cluster.var_opt("MESHSTACK_CHART_MIRROR").is_some() {
+            return crate::support::k8s::builtin_pin_verified(chart, version);
+        }
+        let pin = meshstack::charts::known_digest(chart, version)
+            .unwrap_or_else(|| panic!("meshstack pins no digest for {chart} {version}"));
+        pin.provenance == meshstack::charts::Provenance::Published
     }
 
     fn ok(&self, verb: &str, more: &[&str]) -> Output {
@@ -198,6 +213,21 @@ fn converges_and_tears_down(env: &Env, stages: usize, release_count: usize) {
         assert_eq!(status, "deployed", "{name}: {releases:?}");
         assert_eq!(revision, "1", "{name}: {releases:?}");
     }
+    // Each chart went in verified where its built-in pin is the served bytes, and with the
+    // "installed unverified" warning where it is not (upstream's archive of a chart meshstack
+    // pins as its own rebuild).
+    let unverified: std::collections::BTreeSet<String> = releases
+        .values()
+        .map(|(_, _, chart)| chart.rsplit_once('-').unwrap())
+        .filter(|(chart, version)| !env.builtin_pin_verified(chart, version))
+        .map(|(chart, version)| format!("{chart} {version}"))
+        .collect();
+    assert_eq!(
+        crate::support::k8s::unverified_warnings(&String::from_utf8_lossy(&out.stderr)),
+        unverified,
+        "{}",
+        describe(&out)
+    );
     let before = rt.block_on(versions(env));
     assert!(before.len() > 20, "{before:?}");
 
@@ -679,9 +709,11 @@ fn versions_move_on_a_live_environment_with_real_helm() {
 }
 
 /// Issue 19: `doctor` shows the version matrix and asks each chart's repository, with the real
-/// helm, for the pinned version: against the real charts (the local repository of
-/// `../shared/charts`) every chart of the default stack is found; a stack pinning a version
-/// that repository lacks is named, and doctor fails.
+/// helm, for the pinned version: against the real charts (the local repository of the pinned
+/// chart folder) every chart of the default stack is found, verified where its built-in pin
+/// is the folder's bytes and a warning where the folder holds upstream's archive of a chart
+/// meshstack pins as its own rebuild; a stack pinning a version that repository lacks is
+/// named, and doctor fails.
 #[test]
 fn doctor_shows_the_version_matrix_and_finds_each_pinned_chart() {
     let env = Env::start("doctored", 3);
@@ -716,6 +748,14 @@ fn doctor_shows_the_version_matrix_and_finds_each_pinned_chart() {
     let charts = doc["charts"].as_array().unwrap();
     assert_eq!(charts.len(), 7, "{doc}");
     assert!(charts.iter().all(|c| c["ok"] == true), "{doc}");
+    for c in charts {
+        let (chart, version) = (
+            c["chart"]["chart"].as_str().unwrap(),
+            c["chart"]["version"].as_str().unwrap(),
+        );
+        let verified = env.builtin_pin_verified(chart, version);
+        assert_eq!(c["verified"], verified, "{chart} {version}: {doc}");
+    }
 
     // A pin the repository does not hold.
     let stack = env.ms.stack_file(

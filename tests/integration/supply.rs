@@ -10,35 +10,43 @@ use std::process::{Command, Output};
 use crate::binary_k8s::Cluster;
 use crate::support::apiserver::{ApiServer, Options};
 use crate::support::chart_repo::ChartRepo;
-use crate::support::k8s::{fake_helm, helm_calls};
+use crate::support::k8s::{
+    builtin_pin_verified, fake_helm, helm_calls, served_digest, unverified_warnings,
+};
 use crate::support::{describe, Meshstack, Moto};
 
-/// istiod 1.18.7, the default stack's, as `src/charts.rs` pins it.
+/// istiod 1.18.7, the default stack's, as `src/charts.rs` pins it (meshstack's rebuild).
 const ISTIOD_PIN: &str = "90dba11ef37a49a3ac34b62d75243409116e0d21843c558f96763cc3015ba9e1";
 
-/// A mirror serving other bytes for istiod (its index agreeing with them): `up` fails with
-/// a message naming chart, version, repository and both digests; istiod is never installed
-/// (no `helm upgrade` of it, no release, no release Secret), while the charts the mirror
-/// serves intact are installed from it.
-/// Appends `charts.digests` for every chart to the stack file at `path`, each its built-in
-/// pin: pins the stack names are enforced whatever their provenance.
+/// Appends `charts.digests` for every chart to the stack file at `path`, each the sha256 of
+/// the archive the pinned chart folder serves for the stack's version of it
+/// ([`served_digest`]): pins the stack names are enforced whatever their provenance, so
+/// every intact chart of the folder is verified and any other bytes are refused, whether the
+/// folder is meshstack's rebuild or upstream's archives.
 pub(crate) fn pin_every_chart_in(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
     let stack = meshstack::config::Stack::parse(&text, "test stack").unwrap();
     let mut out = text.trim_end().to_string();
     out.push_str("\ncharts:\n  digests:\n");
     for name in meshstack::charts::name::ALL {
-        let digest = stack.chart_pin(name).digest.expect("a built-in pin");
+        let version = stack.chart_pin(name).version;
+        let digest = served_digest(name, &version);
         out.push_str(&format!("    {name}: sha256:{digest}\n"));
     }
     std::fs::write(path, out).unwrap();
 }
 
+/// A mirror serving other bytes for istiod (its index agreeing with them): `up` fails with
+/// a message naming chart, version, repository and both digests; istiod is never installed
+/// (no `helm upgrade` of it, no release, no release Secret), while the charts the mirror
+/// serves intact are installed from it.
 #[test]
 fn a_tampered_chart_from_a_mirror_is_refused_and_nothing_of_it_is_installed() {
     let repo = ChartRepo::tampered(&["istiod"]);
     let tampered = repo.digest("istiod-1.18.7.tgz");
-    assert_ne!(tampered, ISTIOD_PIN);
+    // What the stack pins for istiod: the pinned chart folder's archive.
+    let pinned = served_digest("istiod", "1.18.7");
+    assert_ne!(tampered, pinned);
     let mut c = Cluster::start("tampered", Options::default());
     // The stack names istiod's digest: enforced (the built-in pin, meshstack's rebuild of the
     // chart, only warns; see the end of this test).
@@ -56,7 +64,7 @@ fn a_tampered_chart_from_a_mirror_is_refused_and_nothing_of_it_is_installed() {
     for part in [
         format!("chart istiod 1.18.7 from {mirror} is not the pinned chart"),
         format!("sha256:{tampered}"),
-        format!("sha256:{ISTIOD_PIN}"),
+        format!("sha256:{pinned}"),
         "nothing was installed".to_string(),
     ] {
         assert!(text.contains(&part), "no {part:?} in {}", describe(&out));
@@ -91,17 +99,45 @@ fn a_tampered_chart_from_a_mirror_is_refused_and_nothing_of_it_is_installed() {
         "plain.yaml",
         "name: tampered\nregion: us-east-1\nkubernetes_version: \"1.36\"\n",
     );
+    let before = helm_calls(&c.helm_dir).len();
     let out =
         c.ms.run(&["up", "--stack", plain.to_str().unwrap(), "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "chart istiod 1.18.7 from {mirror} is installed unverified: it is sha256:{tampered}"
+            "chart istiod 1.18.7 from {mirror} is installed unverified: it is sha256:{tampered}, \
+             and meshstack's pin (sha256:{ISTIOD_PIN})"
         )) && err.contains(&format!("charts.digests.istiod: sha256:{tampered}")),
         "{}",
         describe(&out)
     );
+    // Every other chart this `up` pulled is verified exactly when its built-in pin is the
+    // pinned folder's bytes (meshstack's rebuild); upstream's archives of a rebuilt chart
+    // are installed with the same warning.
+    let pulled: Vec<String> = helm_calls(&c.helm_dir)[before..]
+        .iter()
+        .filter(|call| call[0] == "pull")
+        .map(|call| {
+            let name = call[1].rsplit('/').next().unwrap();
+            let at = call.iter().position(|a| a == "--version").unwrap();
+            format!("{name} {}", call[at + 1])
+        })
+        .collect();
+    assert!(
+        pulled.iter().any(|p| p == "istiod 1.18.7"),
+        "{pulled:?}\n{}",
+        describe(&out)
+    );
+    let expected: std::collections::BTreeSet<String> = pulled
+        .iter()
+        .filter(|p| {
+            let (chart, version) = p.split_once(' ').unwrap();
+            chart == "istiod" || !builtin_pin_verified(chart, version)
+        })
+        .cloned()
+        .collect();
+    assert_eq!(unverified_warnings(&err), expected, "{}", describe(&out));
 }
 
 /// A stack pinning an Istio release meshstack has no chart digests for is refused by `up`
@@ -269,7 +305,10 @@ fn the_recording_helm_refuses_what_helm_refuses() {
     );
     assert!(out.status.success(), "{}", describe(&out));
     let pulled = std::fs::read(dest.join("istiod-1.18.7.tgz")).unwrap();
-    assert_eq!(crate::support::chart_repo::sha256(&pulled), ISTIOD_PIN);
+    assert_eq!(
+        crate::support::chart_repo::sha256(&pulled),
+        served_digest("istiod", "1.18.7")
+    );
 
     // An http repository is read over HTTP: its bytes, whatever they are.
     let repo = ChartRepo::tampered(&["istiod"]);
@@ -402,36 +441,128 @@ fn eks_token() -> String {
     )
 }
 
-/// Each digest meshstack pins is the `digest` the pinned chart repository's index lists for
-/// that chart and version, and the sha256 of the archive there; every chart version of that
-/// repository is pinned.
+/// The pinned chart folder and meshstack's pins agree: every chart version the folder's index
+/// lists is pinned and every pin is in the folder; the index's `digest` of each is the sha256
+/// of its archive, which is that chart at that version (its Chart.yaml says so); each pin of
+/// upstream's own archive (`Published`) is the served digest.
+///
+/// A pin of meshstack's rebuild (`Rebuilt`) names bytes only that rebuild has: upstream's
+/// honest repository serves the same chart as other bytes. So either the folder is the
+/// rebuild, and every such pin is its digest, or it holds upstream's archives, and none is
+/// (a mix means a stale pin or a folder put together from both: a failure). In the second
+/// case those pins cannot be checked against anything here, and the test says which.
 #[test]
 fn every_pinned_digest_is_the_pinned_repository_s() {
+    use meshstack::charts::Provenance;
     let dir = crate::support::k8s::pinned_charts();
-    let index: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("index.yaml")).unwrap()).unwrap();
-    let mut listed = Vec::new();
-    for (chart, versions) in index["entries"].as_mapping().unwrap() {
-        for v in versions.as_sequence().unwrap() {
-            let chart = chart.as_str().unwrap().to_string();
-            let version = v["version"].as_str().unwrap().to_string();
-            let digest = v["digest"].as_str().unwrap().to_string();
-            let file = v["urls"][0].as_str().unwrap().to_string();
-            listed.push((chart, version, digest, file));
+    let served = crate::support::k8s::served_charts();
+    let mut listed: Vec<(String, String)> = served
+        .iter()
+        .map(|s| (s.chart.clone(), s.version.clone()))
+        .collect();
+    listed.sort();
+    let mut pinned: Vec<(String, String)> = meshstack::charts::DIGESTS
+        .iter()
+        .map(|d| (d.chart.to_string(), d.version.to_string()))
+        .collect();
+    pinned.sort();
+    assert_eq!(listed, pinned, "the chart versions of {}", dir.display());
+
+    let (mut rebuilt_equal, mut rebuilt_other) = (Vec::new(), Vec::new());
+    for s in &served {
+        let named = format!("{} {}", s.chart, s.version);
+        let sha256 = s.sha256();
+        assert_eq!(
+            s.index_digest,
+            sha256,
+            "{named}: the index's digest is not its archive's ({})",
+            s.archive.display()
+        );
+        assert_eq!(
+            chart_yaml_name_version(&s.archive),
+            (s.chart.clone(), s.version.clone()),
+            "{named}: {} is another chart",
+            s.archive.display()
+        );
+        let pin = meshstack::charts::known_digest(&s.chart, &s.version).unwrap();
+        match pin.provenance {
+            Provenance::Published => assert_eq!(
+                pin.sha256, sha256,
+                "{named}: meshstack pins upstream's published archive, the folder serves other bytes"
+            ),
+            Provenance::Rebuilt if pin.sha256 == sha256 => rebuilt_equal.push(named),
+            Provenance::Rebuilt => rebuilt_other.push(format!(
+                "{named} (pinned sha256:{}, served sha256:{sha256})",
+                pin.sha256
+            )),
+            Provenance::Stack => unreachable!("a built-in pin"),
         }
     }
-    assert_eq!(listed.len(), meshstack::charts::DIGESTS.len(), "{listed:?}");
-    for (chart, version, digest, file) in &listed {
-        let pin = meshstack::charts::known_digest(chart, version)
-            .unwrap_or_else(|| panic!("no pin for {chart} {version}"));
-        assert_eq!(pin.sha256, digest, "{chart} {version}");
-        let bytes = std::fs::read(dir.join(file)).unwrap();
-        assert_eq!(
-            crate::support::chart_repo::sha256(&bytes),
-            *digest,
-            "{file}"
+    assert!(
+        rebuilt_equal.is_empty() || rebuilt_other.is_empty(),
+        "{} is partly meshstack's rebuild ({}) and partly other bytes: {}; a pin of the \
+         rebuild is stale, or the folder mixes the rebuild with upstream's archives",
+        dir.display(),
+        rebuilt_equal.join(", "),
+        rebuilt_other.join(", ")
+    );
+    if rebuilt_other.is_empty() {
+        assert!(
+            !rebuilt_equal.is_empty(),
+            "no rebuilt chart in {}",
+            dir.display()
+        );
+    } else {
+        eprintln!(
+            "{} holds other archives than meshstack's rebuild (upstream's, presumably): these \
+             pins of the rebuild could not be compared with the bytes they name, only the \
+             charts' names and versions were checked, and `up` installs them unverified: {}",
+            dir.display(),
+            rebuilt_other.join("; ")
         );
     }
+}
+
+/// The `name` and `version` of the Chart.yaml at the top of a chart archive, read with `tar`.
+fn chart_yaml_name_version(archive: &Path) -> (String, String) {
+    let list = Command::new("tar")
+        .arg("-tzf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "tar -tzf {}: {}",
+        archive.display(),
+        describe(&list)
+    );
+    let names = String::from_utf8_lossy(&list.stdout);
+    let chart_yaml = names
+        .lines()
+        .find(|n| {
+            let parts: Vec<&str> = n.trim_start_matches("./").split('/').collect();
+            parts.len() == 2 && parts[1] == "Chart.yaml"
+        })
+        .unwrap_or_else(|| panic!("no Chart.yaml at the top of {}", archive.display()))
+        .to_string();
+    let out = Command::new("tar")
+        .arg("-xzOf")
+        .arg(archive)
+        .arg(&chart_yaml)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar -xzOf {}: {}",
+        archive.display(),
+        describe(&out)
+    );
+    let meta: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let field = |key: &str| match &meta[key] {
+        serde_yaml::Value::String(s) => s.clone(),
+        other => panic!("{}: Chart.yaml {key} is {other:?}", archive.display()),
+    };
+    (field("name"), field("version"))
 }
 
 /// `doctor` pulls each pinned chart and hashes it: a mirror serving other bytes for istiod is
@@ -470,15 +601,32 @@ fn doctor_names_a_repository_serving_other_bytes_than_the_pin() {
         "{}",
         describe(&out)
     );
-    // Pinned by the stack, the same bytes fail doctor: `up` would refuse them.
+    // The intact charts: ok where the built-in pin is the pinned folder's bytes (meshstack's
+    // rebuild), WARN where the folder holds upstream's archive of a rebuilt chart; a warning
+    // does not fail doctor.
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let rows = crate::support::k8s::doctor_chart_rows(&text);
+    assert_eq!(rows.len(), 7, "{}", describe(&out));
+    for (status, named) in &rows {
+        let (chart, version) = named.split_once(' ').unwrap();
+        let want = if chart != "istiod" && builtin_pin_verified(chart, version) {
+            "ok"
+        } else {
+            "WARN"
+        };
+        assert_eq!(status, want, "{named}: {}", describe(&out));
+    }
+    // Pinned by the stack (each chart the pinned folder's bytes), the same bytes fail doctor:
+    // `up` would refuse them; every intact chart is verified.
     let stack = ms.stack_file("pinned.yaml", "name: pinned\nregion: us-east-1\n");
     pin_every_chart_in(&stack);
+    let pinned = served_digest("istiod", "1.18.7");
     let out = ms.run(&["doctor", "--stack", stack.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     let want = format!(
         "FAIL chart istiod 1.18.7 from {mirror} (MESHSTACK_CHART_MIRROR): the repository serves \
-         sha256:{served}, meshstack pins sha256:{ISTIOD_PIN} (`up` refuses this chart)"
+         sha256:{served}, meshstack pins sha256:{pinned} (`up` refuses this chart)"
     );
     assert!(text.contains(&want), "no {want:?} in {}", describe(&out));
     assert_eq!(

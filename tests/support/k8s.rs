@@ -310,8 +310,21 @@ pub fn fake_helm(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// The pinned chart repository the stand-in helm serves meshstack's default repositories
 /// from: `MESHSTACK_TEST_CHARTS`, else the chart folder beside the repository
-/// (`../shared/charts`, the one `scripts/local-cluster` serves too). Its archives are the
-/// bytes meshstack's digests pin (`src/charts.rs`), so no other folder will do.
+/// (`../shared/charts`); `scripts/local-cluster` serves the same folder to the real control
+/// plane. It holds every chart version meshstack pins (`src/charts.rs`), in one of two forms:
+///
+/// - meshstack's own rebuild (`../shared/charts`): every archive is the bytes its built-in
+///   pin names, so every chart is verified;
+/// - upstream's archives (what `scripts/test` pulls on a clone without `../shared`): the same
+///   charts, but for every pin of [`Provenance::Rebuilt`] other bytes, so `up` installs those
+///   charts unverified, with a warning, and `doctor` says WARN. A pin of
+///   [`Provenance::Published`] is upstream's archive and matches either way.
+///
+/// Tests that depend on which form it is ask [`builtin_pin_verified`] and [`served_digest`]
+/// rather than assuming one.
+///
+/// [`Provenance::Rebuilt`]: meshstack::charts::Provenance::Rebuilt
+/// [`Provenance::Published`]: meshstack::charts::Provenance::Published
 pub fn pinned_charts() -> std::path::PathBuf {
     let dir = std::env::var_os("MESHSTACK_TEST_CHARTS")
         .map(std::path::PathBuf::from)
@@ -326,6 +339,133 @@ pub fn pinned_charts() -> std::path::PathBuf {
         dir.display()
     );
     dir
+}
+
+/// One chart version the pinned chart folder ([`pinned_charts`]) serves, as its `index.yaml`
+/// lists it.
+#[derive(Debug, Clone)]
+pub struct ServedChart {
+    pub chart: String,
+    pub version: String,
+    /// The index's `digest` for it (64 hex digits): what the folder says about its archive.
+    pub index_digest: String,
+    /// The archive the index points to (its first URL, relative to the folder).
+    pub archive: std::path::PathBuf,
+}
+
+impl ServedChart {
+    /// The sha256 of the archive itself: what helm pulls and meshstack hashes.
+    pub fn sha256(&self) -> String {
+        let bytes = std::fs::read(&self.archive)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.archive.display()));
+        super::chart_repo::sha256(&bytes)
+    }
+}
+
+/// Every chart version the pinned chart folder's `index.yaml` lists.
+pub fn served_charts() -> Vec<ServedChart> {
+    let dir = pinned_charts();
+    let text = std::fs::read_to_string(dir.join("index.yaml")).unwrap();
+    let index: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}/index.yaml: {e}", dir.display()));
+    let entries = index["entries"]
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{}/index.yaml has no entries", dir.display()));
+    let mut served = Vec::new();
+    for (chart, versions) in entries {
+        let chart = chart.as_str().unwrap().to_string();
+        for v in versions.as_sequence().unwrap() {
+            let field = |key: &str| {
+                v[key].as_str().map(str::to_string).unwrap_or_else(|| {
+                    panic!("{}/index.yaml: {chart} has no {key}: {v:?}", dir.display())
+                })
+            };
+            let version = field("version");
+            let url = v["urls"][0].as_str().unwrap_or_else(|| {
+                panic!("{}/index.yaml: {chart} {version} has no URL", dir.display())
+            });
+            assert!(
+                !url.contains("://") && !url.starts_with('/'),
+                "{}/index.yaml: {chart} {version} points outside the folder ({url})",
+                dir.display()
+            );
+            served.push(ServedChart {
+                index_digest: field("digest"),
+                archive: dir.join(url),
+                chart: chart.clone(),
+                version,
+            });
+        }
+    }
+    served
+}
+
+/// The sha256 of the archive the pinned chart folder serves for `chart` at `version` (what
+/// the recording helm, and the real control plane's chart repository, hand to meshstack).
+pub fn served_digest(chart: &str, version: &str) -> String {
+    served_charts()
+        .into_iter()
+        .find(|s| s.chart == chart && s.version == version)
+        .unwrap_or_else(|| {
+            panic!(
+                "the pinned chart folder {} has no {chart} {version}",
+                pinned_charts().display()
+            )
+        })
+        .sha256()
+}
+
+/// Whether meshstack's built-in pin of `chart` at `version` verifies what the pinned chart
+/// folder serves. When it does not, the pin is meshstack's rebuild and the folder holds
+/// upstream's archive: `up` installs the chart unverified with a warning, `doctor` says WARN.
+/// A pin of upstream's own archive ([`Provenance::Published`]) must match whichever the
+/// folder is: asserted here.
+///
+/// [`Provenance::Published`]: meshstack::charts::Provenance::Published
+pub fn builtin_pin_verified(chart: &str, version: &str) -> bool {
+    use meshstack::charts::Provenance;
+    let pin = meshstack::charts::known_digest(chart, version)
+        .unwrap_or_else(|| panic!("meshstack pins no digest for {chart} {version}"));
+    let served = served_digest(chart, version);
+    let verified = pin.sha256 == served;
+    match pin.provenance {
+        Provenance::Published => assert!(
+            verified,
+            "{chart} {version}: meshstack pins upstream's published archive              sha256:{}, but the pinned chart folder {} serves sha256:{served}",
+            pin.sha256,
+            pinned_charts().display()
+        ),
+        Provenance::Rebuilt => {}
+        Provenance::Stack => unreachable!("a built-in pin is never the stack's"),
+    }
+    verified
+}
+
+/// The charts `meshstack up` warned it installed unverified (`warning: chart C V from R is
+/// installed unverified: ...` on stderr), each as `chart version`.
+pub fn unverified_warnings(stderr: &str) -> std::collections::BTreeSet<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("warning: chart "))
+        .filter(|l| l.contains(" is installed unverified: "))
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The chart rows of `meshstack doctor`'s text output (`  ok   chart C V from R`,
+/// `  WARN chart ...`, `  FAIL chart ...`), each as (status, `chart version`).
+pub fn doctor_chart_rows(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (status, rest) = l.trim_start().split_once(' ')?;
+            let rest = rest.trim_start().strip_prefix("chart ")?;
+            matches!(status, "ok" | "WARN" | "FAIL").then(|| {
+                let named = rest.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                (status.to_string(), named)
+            })
+        })
+        .collect()
 }
 
 /// The calls the stand-in helm in `dir` received, each as its argument list.

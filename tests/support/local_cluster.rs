@@ -1,7 +1,8 @@
 //! The real local control plane of `scripts/local-cluster` (etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler, kwok nodes in three zones, the pinned helm 3 and 4,
-//! a chart repository serving `../shared/charts`), started for one test and stopped when the
-//! [`LocalCluster`] is dropped.
+//! a chart repository serving the pinned chart folder: `MESHSTACK_TEST_CHARTS`, else
+//! `../shared/charts`, as [`super::k8s::pinned_charts`]), started for one test and stopped
+//! when the [`LocalCluster`] is dropped.
 //!
 //! What it does not run (kwok starts no containers) and the stand-ins it has instead are
 //! listed in `testenv/README.md`: an istiod admission stand-in, a LoadBalancer address

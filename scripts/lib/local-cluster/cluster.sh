@@ -382,14 +382,19 @@ EOC
 		kwok_port=$("$LC_BIN_testenv" freeport)
 	done
 
-	# --- chart repository
-	local charts=$LC_REPO/../shared/charts mirror=""
+	# --- chart repository: the pinned chart folder the tests use, MESHSTACK_TEST_CHARTS (as
+	# scripts/test sets it), else ../shared/charts beside the repository.
+	local charts=${MESHSTACK_TEST_CHARTS:-$LC_REPO/../shared/charts} mirror=""
 	if [[ -f $charts/index.yaml ]]; then
-		lc_spawn charts "$LC_BIN_testenv" serve-charts --dir="$(cd "$charts" && pwd)" --addr-file="$LC_DIR/run/charts.addr"
+		charts=$(cd "$charts" && pwd)
+		lc_spawn charts "$LC_BIN_testenv" serve-charts --dir="$charts" --addr-file="$LC_DIR/run/charts.addr"
 		lc_wait "chart repository" 10 charts lc_wait_file "$LC_DIR/run/charts.addr"
 		mirror=http://$(<"$LC_DIR/run/charts.addr")/
+		lc_log "chart repository: $charts at $mirror"
+	elif [[ -n ${MESHSTACK_TEST_CHARTS:-} ]]; then
+		lc_die "MESHSTACK_TEST_CHARTS=$MESHSTACK_TEST_CHARTS holds no index.yaml: not a chart repository"
 	else
-		lc_log "no chart repository at $charts; MESHSTACK_CHART_MIRROR not set"
+		lc_log "no chart repository at $charts (set MESHSTACK_TEST_CHARTS to a chart folder); MESHSTACK_CHART_MIRROR not set"
 	fi
 
 	# --- nodes, and wait for them
