@@ -431,7 +431,8 @@ pub fn builtin_pin_verified(chart: &str, version: &str) -> bool {
     match pin.provenance {
         Provenance::Published => assert!(
             verified,
-            "{chart} {version}: meshstack pins upstream's published archive              sha256:{}, but the pinned chart folder {} serves sha256:{served}",
+            "{chart} {version}: meshstack pins upstream's published archive \
+             sha256:{}, but the pinned chart folder {} serves sha256:{served}",
             pin.sha256,
             pinned_charts().display()
         ),
