@@ -30,8 +30,9 @@ enum Outcome {
     Kept,
     /// Pulled, and its bytes are the pin's.
     Pulled,
-    /// Pulled from a repository serving other bytes than a pin that is not enforced (one of
-    /// meshstack's rebuilds): in the folder, as `up` would install it, with a warning.
+    /// Other bytes than a pin that is not enforced (one of meshstack's rebuilds): in the
+    /// folder, as `up` would install it, with a warning. Pulled when the folder had no
+    /// archive for it; one already there is kept (a re-pull could verify it no better).
     Unverified,
     /// Not in the folder: the repository failed, or served other bytes than an enforced pin.
     Refused,
@@ -45,6 +46,8 @@ struct Report {
     /// The archive's sha256 (`sha256:<hex>`) as it is in the folder; none when refused.
     sha256: Option<String>,
     outcome: Outcome,
+    /// Whether it was pulled from its repository this time.
+    pulled: bool,
     /// Whether the archive in the folder changed.
     written: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,26 +91,16 @@ pub async fn charts_mirror(args: ChartsMirrorArgs) -> anyhow::Result<ExitCode> {
             "{} {} from {}",
             r.pin.chart, r.pin.version, r.pin.repository
         );
+        let verb = match (r.pulled, r.written) {
+            (false, _) => "kept       ",
+            (true, true) => "pulled     ",
+            (true, false) => "unchanged  ",
+        };
         match r.outcome {
-            Outcome::Kept => println!("kept       {what}: {} (its pin)", r.file.display()),
-            Outcome::Pulled => println!(
-                "{}{what}: {} (its pin)",
-                if r.written {
-                    "pulled     "
-                } else {
-                    "unchanged  "
-                },
-                r.file.display()
-            ),
-            Outcome::Unverified => println!(
-                "{}{what}: {} (UNVERIFIED)",
-                if r.written {
-                    "pulled     "
-                } else {
-                    "unchanged  "
-                },
-                r.file.display()
-            ),
+            Outcome::Kept | Outcome::Pulled => {
+                println!("{verb}{what}: {} (its pin)", r.file.display());
+            }
+            Outcome::Unverified => println!("{verb}{what}: {} (UNVERIFIED)", r.file.display()),
             Outcome::Refused => println!("REFUSED    {what}"),
         }
     }
@@ -163,26 +156,36 @@ pub async fn charts_mirror(args: ChartsMirrorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One chart version into `dir`: kept when its archive is there with the pinned digest, else
-/// pulled through [`HelmCli::fetch_verified`] (what `up` installs) and written unless the
-/// same bytes are there already.
+/// One chart version into `dir`: kept when its archive is there with the pinned digest (or
+/// with any digest, when the pin is not enforced), else pulled through
+/// [`HelmCli::fetch_verified`] (what `up` installs) and written unless the same bytes are
+/// there already.
 async fn mirror_one(helm: &HelmCli, dir: &Path, pin: Pin) -> Report {
     let file = dir.join(format!("{}-{}.tgz", pin.chart, pin.version));
     let present = regular_file(&file)
         .then(|| helm::sha256_file(&file).ok())
         .flatten();
-    let report = |outcome, sha256: Option<String>, written, why| Report {
+    let report = |outcome, sha256: Option<String>, pulled, written, why| Report {
         pin: pin.clone(),
         file: file.clone(),
         sha256: sha256.map(|h| format!("sha256:{h}")),
         outcome,
+        pulled,
         written,
         why,
     };
-    if present.is_some() && present == pin.digest {
-        return report(Outcome::Kept, present, false, None);
+    let enforced = pin.clone().chart().digest_enforced;
+    match (&present, &pin.digest) {
+        (Some(sha), Some(want)) if sha == want => {
+            return report(Outcome::Kept, present, false, false, None);
+        }
+        (Some(sha), Some(want)) if !enforced => {
+            let why = unverified(&pin, sha, want);
+            return report(Outcome::Unverified, present, false, false, Some(why));
+        }
+        _ => {}
     }
-    let refused = |why: String| report(Outcome::Refused, None, false, Some(why));
+    let refused = |why: String| report(Outcome::Refused, None, true, false, Some(why));
     let scratch = match helm::private_dir() {
         Ok(d) => d,
         Err(e) => return refused(format!("cannot make a private folder to pull into: {e}")),
@@ -207,19 +210,25 @@ async fn mirror_one(helm: &HelmCli, dir: &Path, pin: Pin) -> Report {
             return refused(format!("cannot write {}: {e}", file.display()));
         }
     }
-    match fetched.unverified {
-        Some(m) => {
-            let why = format!(
-                "chart {} {} from {} is in the mirror unverified: it is {}, and meshstack's pin \
-                 ({}) is the digest of its own rebuild of the chart, not of the archive upstream \
-                 published; `up` installs it from the mirror with the same warning, unless the \
-                 stack pins it (`charts.digests.{}: {}`)",
-                m.chart, m.version, m.repository, m.found, m.expected, m.chart, m.found
-            );
-            report(Outcome::Unverified, Some(sha), written, Some(why))
+    match (fetched.unverified, &pin.digest) {
+        (Some(_), Some(want)) => {
+            let why = unverified(&pin, &sha, want);
+            report(Outcome::Unverified, Some(sha), true, written, Some(why))
         }
-        None => report(Outcome::Pulled, Some(sha), written, None),
+        _ => report(Outcome::Pulled, Some(sha), true, written, None),
     }
+}
+
+/// The warning for an archive in the mirror whose bytes (`found`, hex) are not its rebuild
+/// pin's (`expected`, hex).
+fn unverified(pin: &Pin, found: &str, expected: &str) -> String {
+    format!(
+        "chart {} {} from {} is in the mirror unverified: it is sha256:{found}, and meshstack's \
+         pin (sha256:{expected}) is the digest of its own rebuild of the chart, not of the \
+         archive upstream published; `up` installs it from the mirror with the same warning, \
+         unless the stack pins it (`charts.digests.{}: sha256:{found}`)",
+        pin.chart, pin.version, pin.repository, pin.chart
+    )
 }
 
 fn regular_file(path: &Path) -> bool {

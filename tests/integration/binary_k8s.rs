@@ -1290,13 +1290,14 @@ fn a_down_killed_inside_helm_uninstall_does_not_block_the_next_up() {
     send_group(&child, "KILL");
     let _ = child.wait();
     let left = release_states(&c);
-    let stuck: Vec<&String> = left
+    // One release, or two when the kill lands while independent stages (`down` runs them in
+    // parallel, as `up` does) are each inside an uninstall.
+    let stuck: Vec<String> = left
         .iter()
         .filter(|(_, s)| *s == "uninstalling")
-        .map(|(n, _)| n)
+        .map(|(n, _)| n.clone())
         .collect();
-    assert_eq!(stuck.len(), 1, "{left:?}");
-    let stuck = stuck[0].clone();
+    assert!(!stuck.is_empty(), "{left:?}");
 
     c.ms.extra_env
         .retain(|(k, _)| k != "MESHSTACK_FAKE_HELM_UNINSTALL_DELAYS");
@@ -1307,13 +1308,18 @@ fn a_down_killed_inside_helm_uninstall_does_not_block_the_next_up() {
     assert_eq!(states.len(), RELEASES.len(), "{states:?}");
     assert!(states.values().all(|s| s == "deployed"), "{states:?}");
     let calls: Vec<Vec<String>> = helm_calls(&c.helm_dir).split_off(before);
-    let at = |verb: &str| {
+    let at = |verb: &str, release: &String| {
         calls
             .iter()
-            .position(|call| call[0] == verb && call[..].contains(&stuck))
-            .unwrap_or_else(|| panic!("no {verb} of {stuck} in {calls:?}"))
+            .position(|call| call[0] == verb && call[..].contains(release))
+            .unwrap_or_else(|| panic!("no {verb} of {release} in {calls:?}"))
     };
-    assert!(at("uninstall") < at("upgrade"), "{calls:?}");
+    for release in &stuck {
+        assert!(
+            at("uninstall", release) < at("upgrade", release),
+            "{release}: {calls:?}"
+        );
+    }
     let objects = c.server.objects();
     up_changes_nothing(&c, &objects, "an up after the recovery");
 }

@@ -55,14 +55,16 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The built-in stack's seven charts, as `(file, built-in pin)`.
-fn default_charts() -> Vec<(String, String)> {
+/// The built-in stack's seven charts, as `(chart, version, file, built-in pin)`.
+fn default_charts() -> Vec<(String, String, String, String)> {
     let stack = meshstack::config::Stack::embedded_default();
     stack
         .chart_pins()
         .into_iter()
         .map(|p| {
             (
+                p.chart.clone(),
+                p.version.clone(),
                 format!("{}-{}.tgz", p.chart, p.version),
                 p.digest.expect("a built-in pin"),
             )
@@ -73,6 +75,8 @@ fn default_charts() -> Vec<(String, String)> {
 /// A repository serving other bytes for istiod (one of meshstack's rebuilds: its pin is not
 /// enforced) is mirrored with `up`'s warning; every archive is what the repository served and
 /// is indexed with its digest; a re-run pulls only what is not its pin and writes nothing.
+/// The repository is a copy of the pinned chart folder: meshstack's rebuild, where every other
+/// chart is its pin, or upstream's archives, where only kiali's is.
 #[test]
 fn a_mirror_holds_what_up_would_install_and_a_rerun_changes_nothing() {
     let repo = ChartRepo::tampered(&["istiod"]);
@@ -84,7 +88,8 @@ fn a_mirror_holds_what_up_would_install_and_a_rerun_changes_nothing() {
     let charts = default_charts();
     assert_eq!(charts.len(), 7);
     let index = std::fs::read_to_string(dir.join("index.yaml")).unwrap();
-    for (file, pin) in &charts {
+    let mut verified_charts = Vec::new();
+    for (chart, version, file, pin) in &charts {
         let served = repo.digest(file);
         let held = sha256(&std::fs::read(dir.join(file)).unwrap());
         assert_eq!(held, served, "{file}");
@@ -97,8 +102,14 @@ fn a_mirror_holds_what_up_would_install_and_a_rerun_changes_nothing() {
             "relative URL of {file}"
         );
         let verified = served == *pin;
-        assert_eq!(verified, !file.starts_with("istiod-"), "{file}");
+        let untampered =
+            chart != "istiod" && crate::support::k8s::builtin_pin_verified(chart, version);
+        assert_eq!(verified, untampered, "{file}");
+        if verified {
+            verified_charts.push(chart.clone());
+        }
     }
+    assert!(verified_charts.contains(&"kiali-operator".to_string()));
     let text = stdout(&out);
     assert!(
         text.contains(&format!(
@@ -108,7 +119,12 @@ fn a_mirror_holds_what_up_would_install_and_a_rerun_changes_nothing() {
         "{}",
         describe(&out)
     );
-    assert_eq!(text.matches("(its pin)").count(), 6, "{}", describe(&out));
+    assert_eq!(
+        text.matches("(its pin)").count(),
+        verified_charts.len(),
+        "{}",
+        describe(&out)
+    );
     assert!(
         stderr(&out).contains("warning: chart istiod 1.18.7 from")
             && stderr(&out).contains("is in the mirror unverified")
@@ -129,7 +145,7 @@ fn a_mirror_holds_what_up_would_install_and_a_rerun_changes_nothing() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let mut want: Vec<String> = charts.iter().map(|(f, _)| f.clone()).collect();
+    let mut want: Vec<String> = charts.iter().map(|(_, _, f, _)| f.clone()).collect();
     want.push("index.yaml".into());
     want.sort();
     assert_eq!(names, want);
@@ -138,8 +154,8 @@ fn a_mirror_holds_what_up_would_install_and_a_rerun_changes_nothing() {
     assert_eq!(mode(&dir), 0o755);
     assert_eq!(mode(&dir.join("index.yaml")), 0o644);
 
-    // Again: the six archives that are their pins are kept (not pulled), istiod is pulled and
-    // found unchanged, and the index is left as it was.
+    // Again: the archives that are their pins are kept (not pulled), the others (istiod at
+    // least) are pulled and found unchanged, and the index is left as it was.
     let before = snapshot(&dir);
     let out = ms.run(&["charts", "mirror", dir_arg, "-o", "json"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -157,10 +173,10 @@ fn a_mirror_holds_what_up_would_install_and_a_rerun_changes_nothing() {
         })
         .collect();
     for (chart, outcome, written) in &outcomes {
-        let want = if chart == "istiod" {
-            "unverified"
-        } else {
+        let want = if verified_charts.contains(chart) {
             "kept"
+        } else {
+            "unverified"
         };
         assert_eq!(
             (outcome.as_str(), *written),

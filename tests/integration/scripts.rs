@@ -222,7 +222,8 @@ fn scripts_test_on_a_fresh_clone_mirrors_the_pinned_charts_and_says_so() {
         "the tests are pointed at the mirror: {log}"
     );
 
-    // Again, with the repository unreachable: every archive is its pin, so nothing is pulled.
+    // Again, with the repository unreachable: nothing is pulled. Every archive is kept: it is
+    // its pin, or (upstream's archives) a rebuilt pin's chart, which a re-pull verifies no better.
     let gone = [
         ("MESHSTACK_UPSTREAM_DIR", upstream_dir.as_str()),
         ("MESHSTACK_HELM", helm.as_str()),
