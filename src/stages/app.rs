@@ -9,7 +9,6 @@
 //! its NodePool).
 
 use async_trait::async_trait;
-use futures::future::try_join_all;
 use kube::api::DynamicObject;
 
 use super::kubernetes::{self, objects};
@@ -78,21 +77,12 @@ impl Stage for App {
         let objs = objects(&files, &MANIFESTS)?;
         let changes = kubernetes::apply(cx, h, &objs).await?;
 
-        let kube = cx.kube().await?;
-        let progress = |line: &str| h.step(line.to_string());
-        let wait = Wait {
-            backoff: cx.waits.kubernetes,
-            progress: &progress,
-        };
-        // Together, so the wait takes as long as the slowest rollout, not the sum; the first
-        // that fails (or times out) names itself.
         let deployments = deployments(&objs);
-        try_join_all(
-            deployments
-                .iter()
-                .map(|(ns, name)| apply::wait_deployment_available(&kube.client, ns, name, wait)),
-        )
-        .await?;
+        let refs: Vec<(&str, &str)> = deployments
+            .iter()
+            .map(|(ns, name)| (ns.as_str(), name.as_str()))
+            .collect();
+        kubernetes::wait_deployments(cx, h, &refs).await?;
         Ok(outcome(&changes))
     }
 

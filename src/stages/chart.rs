@@ -106,14 +106,8 @@ impl<T: ChartStage> Stage for T {
             .collect();
         kubernetes::wait_crds(cx, h, spec.crds).await?;
         changes.extend(kubernetes::apply(cx, h, &objects(&files, spec.manifests)?).await?);
-        if let Some((namespace, name)) = spec.deployment {
-            let kube = cx.kube().await?;
-            let progress = |line: &str| h.step(line.to_string());
-            let wait = Wait {
-                backoff: cx.waits.kubernetes,
-                progress: &progress,
-            };
-            apply::wait_deployment_available(&kube.client, namespace, name, wait).await?;
+        if let Some(deployment) = spec.deployment {
+            kubernetes::wait_deployments(cx, h, &[deployment]).await?;
         }
         Ok(outcome(&changes))
     }

@@ -9,7 +9,6 @@ use super::kubernetes::{self, objects};
 use super::{istio, outcome, Change, Context, Stage, StageError};
 use crate::engine::graph::StageId;
 use crate::engine::run::{Outcome, StageHandle};
-use crate::k8s::apply::{self, Wait};
 
 pub const ID: StageId = "jaeger";
 pub const NAMESPACE: &str = istio::NAMESPACE;
@@ -55,13 +54,7 @@ impl Stage for Jaeger {
     async fn up(&self, cx: &Context, h: &StageHandle) -> Result<Outcome, StageError> {
         let files = cx.rendered().await?;
         let changes = kubernetes::apply(cx, h, &objects(&files, &[MANIFEST])?).await?;
-        let kube = cx.kube().await?;
-        let progress = |line: &str| h.step(line.to_string());
-        let wait = Wait {
-            backoff: cx.waits.kubernetes,
-            progress: &progress,
-        };
-        apply::wait_deployment_available(&kube.client, NAMESPACE, DEPLOYMENT, wait).await?;
+        kubernetes::wait_deployments(cx, h, &[(NAMESPACE, DEPLOYMENT)]).await?;
         Ok(outcome(&changes))
     }
 

@@ -71,13 +71,7 @@ impl Stage for Kiali {
         let files = cx.rendered().await?;
         kubernetes::wait_crds(cx, h, &[CRD]).await?;
         let changes = kubernetes::apply(cx, h, &objects(&files, &[CR])?).await?;
-        let kube = cx.kube().await?;
-        let progress = |line: &str| h.step(line.to_string());
-        let wait = Wait {
-            backoff: cx.waits.kubernetes,
-            progress: &progress,
-        };
-        apply::wait_deployment_available(&kube.client, NAMESPACE, DEPLOYMENT, wait).await?;
+        kubernetes::wait_deployments(cx, h, &[(NAMESPACE, DEPLOYMENT)]).await?;
         Ok(outcome(&changes))
     }
 

@@ -782,6 +782,28 @@ pub async fn wait_crds(cx: &Context, h: &StageHandle, names: &[&str]) -> Result<
     Ok(())
 }
 
+/// Wait until each Deployment in `deployments` (namespace, name) is available, all at once: as
+/// long as the slowest rollout, not the sum; the first that fails (or times out) names itself.
+pub async fn wait_deployments(
+    cx: &Context,
+    h: &StageHandle,
+    deployments: &[(&str, &str)],
+) -> Result<(), StageError> {
+    let kube = cx.kube().await?;
+    let progress = |line: &str| h.step(line.to_string());
+    let wait = apply::Wait {
+        backoff: cx.waits.kubernetes,
+        progress: &progress,
+    };
+    futures::future::try_join_all(
+        deployments
+            .iter()
+            .map(|(ns, name)| apply::wait_deployment_available(&kube.client, ns, name, wait)),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Delete `objects` (already-gone ones are fine); how many existed.
 pub async fn delete(
     cx: &Context,

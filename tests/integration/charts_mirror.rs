@@ -4,24 +4,11 @@
 //! on a clone with nothing beside it (`scripts::scripts_test_on_a_fresh_clone_mirrors_…`).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::support::chart_repo::{sha256, ChartRepo};
+use crate::support::local_cluster::pinned_binary;
 use crate::support::{describe, Meshstack};
-
-/// The pinned helm 3 (built or found in the cache by `scripts/local-cluster build`).
-pub(crate) fn pinned_helm3() -> String {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-cluster"))
-        .arg("build")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("helm3\t"))
-        .expect("scripts/local-cluster build names helm3")
-        .to_string()
-}
 
 /// The binary in a fresh folder, with the pinned helm, its own helm homes, and every chart from
 /// `repo`.
@@ -29,7 +16,10 @@ fn mirror_env(repo: &ChartRepo) -> Meshstack {
     let mut ms = Meshstack::new(None);
     let home = ms.dir.path().join("helm-home");
     ms.extra_env.extend([
-        ("MESHSTACK_HELM".to_string(), pinned_helm3()),
+        (
+            "MESHSTACK_HELM".to_string(),
+            pinned_binary("helm3").display().to_string(),
+        ),
         ("MESHSTACK_CHART_MIRROR".to_string(), repo.url.clone()),
         (
             "HELM_CONFIG_HOME".into(),

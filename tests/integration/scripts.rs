@@ -178,7 +178,9 @@ fn scripts_test_on_a_fresh_clone_fetches_the_upstream_files_and_says_so() {
 fn scripts_test_on_a_fresh_clone_mirrors_the_pinned_charts_and_says_so() {
     let clone = Clone::new();
     let repo = crate::support::chart_repo::ChartRepo::tampered(&[]);
-    let helm = crate::charts_mirror::pinned_helm3();
+    let helm = crate::support::local_cluster::pinned_binary("helm3")
+        .display()
+        .to_string();
     let upstream_dir = upstream().dir.display().to_string();
     let env = [
         ("MESHSTACK_UPSTREAM_DIR", upstream_dir.as_str()),

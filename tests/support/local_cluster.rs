@@ -28,9 +28,11 @@ fn script() -> PathBuf {
 }
 
 /// `scripts/local-cluster build`, once per test process: tests that start clusters at the same
-/// time must not build the same binaries twice.
-fn ensure_built() {
-    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+/// time must not build the same binaries twice. Each pinned binary's path, by name (`helm3`,
+/// `kube_apiserver`, …), as the script prints them.
+fn ensure_built() -> &'static std::collections::BTreeMap<String, PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<std::collections::BTreeMap<String, PathBuf>, String>> =
+        std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let started = std::time::Instant::now();
         let out = Command::new(script())
@@ -44,13 +46,26 @@ fn ensure_built() {
             "local control plane binaries ready in {:?} (built or found in the cache)",
             started.elapsed()
         );
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(name, path)| (name.to_string(), PathBuf::from(path)))
+            .collect())
     });
-    if let Err(why) = built {
-        panic!(
+    match built {
+        Ok(paths) => paths,
+        Err(why) => panic!(
             "scripts/local-cluster build failed (it needs Go 1.26 and the Go module proxy):\n{why}"
-        );
+        ),
     }
+}
+
+/// The pinned binary `name` (`helm3`, `helm4`, `kwok`, …), built or found in the cache.
+pub fn pinned_binary(name: &str) -> PathBuf {
+    ensure_built()
+        .get(name)
+        .unwrap_or_else(|| panic!("scripts/local-cluster build names no {name}"))
+        .clone()
 }
 
 impl LocalCluster {
